@@ -1,0 +1,90 @@
+"""The server extension: configuration, and wiring the store, the agents and the hub."""
+
+from __future__ import annotations
+
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Int, TraitError, Type, Unicode, default, validate
+
+from .agents import load_agents
+from .handlers import handlers
+from .hub import Hub
+from .store import SQLiteStore, Store, StoreError, store_from_url
+
+
+class StreamChatApp(ExtensionApp):
+    """Streaming chat with AI agents: a WebSocket hub and REST API inside the Jupyter server."""
+
+    name = "jupyter_streamchat"
+    load_other_extensions = True
+
+    store_url = Unicode(
+        help="""Where to store messages, as a URL, e.g. sqlite:////abs/path/chat.db.
+        Empty: use store_class with its own settings (by default SQLite, streamchat.db in the
+        Jupyter data dir). Defaults to the STREAMCHAT_STORE_URL environment variable.""",
+    ).tag(config=True)
+
+    @default("store_url")
+    def _default_store_url(self):
+        return os.environ.get("STREAMCHAT_STORE_URL", "")
+
+    store_class = Type(
+        default_value=SQLiteStore,
+        klass=Store,
+        help="The message store class, used when store_url is empty.",
+    ).tag(config=True)
+
+    batch_window = Float(
+        0.016,
+        help="""Seconds within which an agent's tokens are merged into one frame (one frame at
+        60 fps reads as smooth). Also the most a SIGKILL can lose of a reply. At most 0.05.""",
+    ).tag(config=True)
+
+    @validate("batch_window")
+    def _check_batch_window(self, proposal):
+        if not 0 <= proposal["value"] <= 0.05:
+            raise TraitError("batch_window must be between 0 and 0.05 seconds")
+        return proposal["value"]
+
+    max_message_bytes = Int(
+        1024 * 1024,
+        help="Largest user message accepted, in UTF-8 bytes; larger ones get an ERROR frame.",
+    ).tag(config=True)
+
+    client_buffer_bytes = Int(
+        4 * 1024 * 1024,
+        help="""How much may wait unsent to one client before its live frames are dropped;
+        it catches up from the store once its connection drains.""",
+    ).tag(config=True)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        # JSON escaping can inflate text up to 6x; above this Tornado closes the socket.
+        return 8 * self.max_message_bytes + 64 * 1024
+
+    def _make_store(self) -> Store:
+        if self.store_url:
+            return store_from_url(self.store_url, parent=self)
+        return self.store_class(parent=self)
+
+    def initialize_settings(self):
+        self.store = self._make_store()
+        self.agents = load_agents(self, self.log)
+        self.hub = Hub(self.store, self.agents, batch_window=self.batch_window, log=self.log)
+        self.log.info("streamchat: messages are stored in %s", self.store.describe())
+        self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agents)) or "none")
+
+    def initialize_handlers(self):
+        self.handlers.extend(handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp):
+        # Open the store now to report problems early; requests also open it on first use,
+        # as not every host runs this hook.
+        try:
+            await self.hub.ensure_open()
+        except StoreError as e:
+            self.log.error("streamchat: %s", e)
+
+    async def stop_extension(self):
+        await self.hub.shutdown()

@@ -1,0 +1,153 @@
+"""HTTP surface: the chat WebSocket and the REST API, both behind Jupyter's auth.
+
+Every handler authorizes against resource ``streamchat``: the WebSocket asks for action
+``execute`` (it starts agents), REST reads ask ``read``, DELETE asks ``write``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from . import protocol as p
+from .store import StoreError
+from .subscriber import Subscriber
+from .wsframes import encode_text_frames
+
+AUTH_RESOURCE = "streamchat"
+
+
+class _HubAccess(ExtensionHandlerMixin):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def hub(self):
+        return self.extensionapp.hub
+
+
+class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """``{base_url}streamchat/ws``: the wire contract, one JSON text per frame."""
+
+    subscriber: Subscriber
+
+    def set_default_headers(self):
+        """JupyterHandler's default headers make no sense on a WebSocket."""
+
+    def get_compression_options(self):
+        # Replays write pre-encoded frames (wsframes.py), which assumes no compression.
+        return None
+
+    @property
+    def max_message_size(self):
+        # Above this Tornado closes the socket; below it, oversize text gets an ERROR frame.
+        return self.extensionapp.max_frame_bytes
+
+    async def pre_get(self):
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "execute", AUTH_RESOURCE)
+        )
+        if not allowed:
+            raise web.HTTPError(403)
+
+    @ws_authenticated
+    async def get(self, *args, **kwargs):
+        await self.pre_get()
+        await super().get(*args, **kwargs)
+
+    def open(self, *args, **kwargs):
+        super().open(*args, **kwargs)  # starts WebSocketMixin's keep-alive pings
+        self.subscriber = self.hub.connect(
+            Subscriber(self, max_buffer=self.extensionapp.client_buffer_bytes)
+        )
+
+    async def on_message(self, message):
+        try:
+            request = p.parse_request(message, self.extensionapp.max_message_bytes)
+            await self.hub.handle(self.subscriber, request)
+        except p.ProtocolError as e:
+            self.subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
+        except Exception:
+            self.log.exception("streamchat: request failed: %.200s", message)
+            self.subscriber.send(
+                p.dumps(p.error_frame(p.INTERNAL, "internal server error; see the server log"))
+            )
+
+    def on_close(self):
+        subscriber = getattr(self, "subscriber", None)
+        if subscriber is not None:
+            self.hub.disconnect(subscriber)
+
+    def write_frames(self, frames: list):
+        """Transport for :class:`Subscriber`: one WebSocket message per frame."""
+        if len(frames) == 1:
+            return self.write_message(frames[0])
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            raise WebSocketClosedError()
+        try:
+            return connection.stream.write(encode_text_frames(frames))
+        except StreamClosedError as e:
+            raise WebSocketClosedError() from e
+
+
+class _RestHandler(_HubAccess, APIHandler):
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(exc, StoreError):
+            self.set_status(503)
+            self.finish(json.dumps({"message": str(exc), "reason": "store_unavailable"}))
+            return
+        super().write_error(status_code, **kwargs)
+
+
+class AgentsHandler(_RestHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        agents = [agent.info() for _, agent in sorted(self.hub.agents.items())]
+        self.finish(json.dumps({"agents": agents}))
+
+
+class ConversationsHandler(_RestHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        await self.hub.ensure_open()
+        conversations = await self.hub.store.list_conversations()
+        self.finish(json.dumps({"conversations": conversations}))
+
+
+class ConversationHandler(_RestHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, conversation_id):
+        await self.hub.ensure_open()
+        messages = await self.hub.store.get_conversation(conversation_id)
+        if messages is None:
+            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        body = {"conversationId": conversation_id, "messages": [m.to_wire() for m in messages]}
+        self.finish(json.dumps(body))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, conversation_id):
+        if not await self.hub.delete_conversation(conversation_id):
+            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        self.set_status(204)
+        self.finish()
+
+
+handlers = [
+    (r"/streamchat/ws", ChatWebSocketHandler),
+    (r"/streamchat/api/agents", AgentsHandler),
+    (r"/streamchat/api/conversations", ConversationsHandler),
+    (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)", ConversationHandler),
+]

@@ -1,0 +1,191 @@
+"""The wire contract, version 1: parsing client frames and building server frames.
+
+Every frame is one JSON text. Readers ignore unknown extra fields. This module is the only
+place that knows field names; the hub and the handlers speak in Python values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Message statuses, as stored and as sent on the last frame of a reply.
+STREAMING = "streaming"
+COMPLETE = "complete"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"
+ERROR = "error"
+FINAL_STATUSES = frozenset({COMPLETE, STOPPED, INTERRUPTED, ERROR})
+
+MAX_ID_LENGTH = 200
+
+
+class ProtocolError(Exception):
+    """A client request the server refuses; becomes an ``ERROR`` frame, the socket stays open."""
+
+    def __init__(self, code: str, message: str, **ids: Any):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ids = {k: v for k, v in ids.items() if v is not None}
+
+
+# Machine-readable ``code`` values of ERROR frames (documented in docs/protocol.md).
+BAD_JSON = "bad_json"
+UNKNOWN_TYPE = "unknown_type"
+BAD_FIELD = "bad_field"
+TOO_LARGE = "too_large"
+UNKNOWN_MESSAGE = "unknown_message"
+UNKNOWN_AGENT = "unknown_agent"
+NOT_A_REPLY = "not_a_reply"
+STORE_UNAVAILABLE = "store_unavailable"
+INTERNAL = "internal_error"
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    conversation_id: str
+    agent_id: str
+    text: str
+    client_message_id: str
+
+
+@dataclass(frozen=True)
+class StopGenerating:
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    message_id: str
+    after_seq: int
+
+
+Request = SendMessage | StopGenerating | Subscribe | Resume
+
+# type -> (request class, [(wire field, python kind)])
+_REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
+    "SEND_MESSAGE": (
+        SendMessage,
+        [("conversationId", "id"), ("agentId", "id"), ("text", "text"), ("clientMessageId", "id")],
+    ),
+    "STOP_GENERATING": (StopGenerating, [("messageId", "id")]),
+    "SUBSCRIBE": (Subscribe, [("conversationId", "id")]),
+    "RESUME": (Resume, [("messageId", "id"), ("afterSeq", "seq")]),
+}
+
+# The id fields echoed back in an ERROR so a client can tell which request failed.
+_ID_FIELDS = ("clientMessageId", "messageId", "conversationId")
+
+
+def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
+    """Parse and validate one client frame; raise ProtocolError with a precise code."""
+    if isinstance(raw, bytes):
+        raise ProtocolError(BAD_JSON, "frames must be JSON text, not binary")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(BAD_JSON, "frame must be a JSON object")
+    ids = {k: data[k] for k in _ID_FIELDS if isinstance(data.get(k), str)}
+    kind = data.get("type")
+    if kind not in _REQUESTS:
+        known = ", ".join(_REQUESTS)
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}", **ids)
+    cls, fields = _REQUESTS[kind]
+    values = []
+    for name, check in fields:
+        if name not in data:
+            raise ProtocolError(BAD_FIELD, f"{kind} needs field {name!r}", **ids)
+        values.append(_check_field(kind, name, check, data[name], max_text_bytes, ids))
+    return cls(*values)
+
+
+def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: int, ids: dict) -> Any:
+    if check == "seq":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be an integer >= 0", **ids)
+        return value
+    if not isinstance(value, str):
+        raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be a string", **ids)
+    if check == "id":
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise ProtocolError(
+                BAD_FIELD, f"{kind}.{name} must be 1 to {MAX_ID_LENGTH} characters", **ids
+            )
+        return value
+    # check == "text"
+    if not value:
+        raise ProtocolError(BAD_FIELD, f"{kind}.{name} must not be empty", **ids)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_text_bytes:
+        raise ProtocolError(
+            TOO_LARGE, f"{kind}.{name} is {size} bytes; the limit is {max_text_bytes}", **ids
+        )
+    return value
+
+
+# -- server frames -------------------------------------------------------------------------
+
+
+def dumps(frame: dict) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_frame(code: str, message: str, **ids: Any) -> dict:
+    return {"type": "ERROR", "code": code, "message": message, **ids}
+
+
+def accepted_frame(accepted: Any) -> dict:
+    """MESSAGE_ACCEPTED; ``text`` (the user's message) is an extra field so other tabs can show it."""
+    return {
+        "type": "MESSAGE_ACCEPTED",
+        "clientMessageId": accepted.client_message_id,
+        "conversationId": accepted.conversation_id,
+        "userMessageId": accepted.user_message_id,
+        "messageId": accepted.message_id,
+        "agentId": accepted.agent_id,
+        "text": accepted.text,
+    }
+
+
+def history_frame(conversation_id: str, messages: list) -> dict:
+    return {
+        "type": "HISTORY",
+        "conversationId": conversation_id,
+        "messages": [m.to_wire() for m in messages],
+    }
+
+
+class ChunkFrames:
+    """Builds the MESSAGE_CHUNK frames of one reply as JSON text.
+
+    Replaying thousands of stored chunks is on the resume path, so the constant part of the
+    frame is encoded once and each frame costs one string escape and one format.
+    """
+
+    def __init__(self, message_id: str, conversation_id: str, agent_id: str):
+        self._head = (
+            '{"type":"MESSAGE_CHUNK","messageId":%s,"conversationId":%s,"agentId":%s,"seq":'
+            % (_json_str(message_id), _json_str(conversation_id), _json_str(agent_id))
+        )
+
+    def chunk(self, seq: int, chunk: str) -> str:
+        return f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":false}}'
+
+    def final(self, seq: int, chunk: str, status: str, error: str | None = None) -> str:
+        tail = f',"error":{_json_str(error)}' if status == ERROR and error is not None else ""
+        return (
+            f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
+            f'"status":{_json_str(status)}{tail}}}'
+        )

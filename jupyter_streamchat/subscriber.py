@@ -1,0 +1,110 @@
+"""One client of the hub (a WebSocket, or an in-process listener) and what it has been sent.
+
+Every MESSAGE_CHUNK reaches a client through :meth:`Subscriber.deliver_chunk`, which keeps, per
+reply, the highest ``seq`` the client holds. That one number is what makes replay and live
+frames meet with no gap and no duplicate: a frame at or below it is dropped, a frame above
+it + 1 means the client fell behind and is caught up from the store.
+
+While a replay or a HISTORY snapshot is being read from the store, live frames are held in
+order and released after it, filtered by the same numbers.
+
+A client that does not read (slow network, closed laptop) must not hold up anything: once
+more than ``max_buffer`` characters wait unsent in its socket, its live frames are dropped;
+when the socket drains to half of that, the hub replays what it missed from the store.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Protocol
+
+
+class Transport(Protocol):
+    def write_frames(self, frames: list) -> Optional[object]:
+        """Send JSON texts, one WebSocket message each. May return a future that resolves when
+        the bytes have left for the network (used to bound what waits unsent)."""
+
+
+class Subscriber:
+    def __init__(self, transport: Transport, max_buffer: int = 4 * 1024 * 1024):
+        self.transport = transport
+        self.max_buffer = max_buffer
+        self.closed = False
+        self.conversations: set = set()  # conversation ids it follows (SUBSCRIBE)
+        self.replies: set = set()  # reply ids it follows (SEND_MESSAGE, RESUME)
+        self.sent: dict = {}  # reply id -> highest seq the client holds
+        self.lagging: set = set()  # reply ids whose live frames were dropped
+        self.catch_up: Callable[["Subscriber", str, int], None] = lambda sub, mid, seq: None
+        self._buffered = 0  # characters written but not yet flushed to the network
+        self._holds = 0
+        self._held: list = []
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write(self, frames: list) -> None:
+        if self.closed:
+            return
+        try:
+            future = self.transport.write_frames(frames)
+        except Exception:  # the socket closed under us; the handler's on_close cleans up
+            self.closed = True
+            return
+        if future is not None:
+            size = sum(map(len, frames))
+            self._buffered += size
+            future.add_done_callback(lambda _f, size=size: self._flushed(size))
+
+    def _flushed(self, size: int) -> None:
+        self._buffered -= size
+        if self.lagging and self._buffered <= self.max_buffer // 2 and not self.closed:
+            lagging, self.lagging = self.lagging, set()
+            for message_id in lagging:
+                self.catch_up(self, message_id, self.sent.get(message_id, 0))
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def send(self, frame: str) -> None:
+        """A frame that is not a reply chunk (ACCEPTED, HISTORY, ERROR): always sent, in order."""
+        if self._holds:
+            self._held.append((None, 0, frame))
+        else:
+            self._write([frame])
+
+    def deliver_chunk(self, message_id: str, seq: int, frame: str) -> None:
+        if self._holds:
+            self._held.append((message_id, seq, frame))
+            return
+        last = self.sent.get(message_id, 0)
+        if seq <= last:
+            return  # the client has it already (replayed, or in its HISTORY)
+        if seq > last + 1 or message_id in self.lagging or self._buffered > self.max_buffer:
+            # Behind: drop live frames; the store fills the gap once the socket drains.
+            self.lagging.add(message_id)
+            if self._buffered <= self.max_buffer // 2:
+                self._flushed(0)
+            return
+        self.sent[message_id] = seq
+        self._write([frame])
+
+    def deliver_replay(self, message_id: str, first_seq: int, frames: list) -> None:
+        """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call while holding)."""
+        if frames:
+            self.sent[message_id] = first_seq + len(frames) - 1
+            self._write(frames)
+
+    # -- holding live frames during a store read -----------------------------------------
+
+    def hold(self) -> None:
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds:
+            return
+        held, self._held = self._held, []
+        for message_id, seq, frame in held:
+            if message_id is None:
+                self.send(frame)
+            else:
+                self.deliver_chunk(message_id, seq, frame)

@@ -1,0 +1,56 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# The test agents are installed as a real entry-point distribution from this directory.
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+from helpers import ChatClient  # noqa: E402
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+if os.environ.get("STREAMCHAT_STORE_URL"):
+    # The tests choose their own store; a developer's setting must not leak in.
+    del os.environ["STREAMCHAT_STORE_URL"]
+
+
+@pytest.fixture
+def jp_server_config():
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
+        "EchoAgent": {"delay": 0.02},
+    }
+
+
+@pytest.fixture
+def streamchat_app(jp_serverapp):
+    return jp_serverapp.extension_manager.extension_points["jupyter_streamchat"].app
+
+
+@pytest.fixture
+def chat(jp_ws_fetch):
+    """``await chat()`` opens an authenticated WebSocket to streamchat/ws."""
+    clients = []
+
+    async def connect(**kwargs):
+        client = ChatClient(await jp_ws_fetch("streamchat", "ws", **kwargs))
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def rest(jp_fetch):
+    """``await rest("conversations", id)`` -> parsed JSON of GET streamchat/api/..."""
+    import json
+
+    async def get(*parts, method="GET"):
+        response = await jp_fetch("streamchat", "api", *parts, method=method)
+        return json.loads(response.body) if response.body else None
+
+    return get
