@@ -1,0 +1,109 @@
+"""REST API under {base_url}streamchat/api/, and its auth (pytest-jupyter's base_url is not /)."""
+
+import json
+
+import pytest
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClosedError, websocket_connect
+
+from helpers import new_id, text_of
+
+
+async def test_agents_lists_id_name_description(rest):
+    agents = (await rest("agents"))["agents"]
+    echo = next(a for a in agents if a["id"] == "echo")
+    assert set(echo) == {"id", "name", "description"}
+    assert any(a["id"] == "demo" for a in agents)
+
+
+async def test_conversations_list_get_delete(chat, rest, jp_fetch):
+    client = await chat()
+    conversation = new_id("c-")
+    await client.send_message("first words", conversation=conversation)
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    frames = await client.chunks_until_complete(accepted["messageId"])
+
+    listed = (await rest("conversations"))["conversations"]
+    entry = next(c for c in listed if c["conversationId"] == conversation)
+    assert entry["messageCount"] == 2 and entry["title"] == "first words"
+
+    body = await rest("conversations", conversation)
+    assert body["conversationId"] == conversation
+    user, reply = body["messages"]
+    assert user == {"messageId": accepted["userMessageId"], "role": "user", "agentId": "echo",
+                    "text": "first words", "status": "complete", "lastSeq": 0}
+    assert reply == {"messageId": accepted["messageId"], "role": "assistant", "agentId": "echo",
+                     "text": text_of(frames), "status": "complete", "lastSeq": frames[-1]["seq"]}
+
+    # Same message shape as HISTORY.
+    await client.send("SUBSCRIBE", conversationId=conversation)
+    assert (await client.expect("HISTORY"))["messages"] == body["messages"]
+
+    response = await jp_fetch("streamchat", "api", "conversations", conversation, method="DELETE")
+    assert response.code == 204
+    with pytest.raises(HTTPClientError) as e:
+        await rest("conversations", conversation)
+    assert e.value.code == 404
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("streamchat", "api", "conversations", conversation, method="DELETE")
+    assert e.value.code == 404
+    await client.send("RESUME", messageId=accepted["messageId"], afterSeq=0)
+    assert (await client.expect("ERROR"))["code"] == "unknown_message"
+
+
+async def test_delete_stops_a_streaming_reply(chat, jp_fetch):
+    client = await chat()
+    conversation = new_id("c-")
+    await client.send_message(" ".join(["many"] * 200), conversation=conversation)
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    await client.expect("MESSAGE_CHUNK")
+    response = await jp_fetch("streamchat", "api", "conversations", conversation, method="DELETE")
+    assert response.code == 204
+    frames = await client.chunks_until_complete(accepted["messageId"])
+    assert frames[-1]["status"] == "stopped"
+
+
+@pytest.mark.parametrize("path", [("agents",), ("conversations",), ("conversations", "x")])
+async def test_rest_without_token_is_403(jp_fetch, path):
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("streamchat", "api", *path, headers={"Authorization": ""})
+    assert e.value.code == 403
+    assert b"conversation" not in (e.value.response.body or b"")
+
+
+async def test_websocket_without_token_is_403(jp_ws_fetch):
+    with pytest.raises(HTTPClientError) as e:
+        await jp_ws_fetch("streamchat", "ws", headers={"Authorization": ""})
+    assert e.value.code == 403
+
+
+async def test_cross_origin_websocket_is_refused(jp_fetch, jp_serverapp, jp_http_port, jp_base_url):
+    # A browser page elsewhere carries the user's login cookie, not the token: Jupyter skips
+    # the origin check only for token-authenticated requests.
+    token = jp_serverapp.identity_provider.token
+    response = await jp_fetch("api", "status", params={"token": token},
+                              headers={"Authorization": ""})
+    cookie = response.headers["Set-Cookie"].split(";", 1)[0]  # named for 127.0.0.1:port
+    url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/ws"
+
+    def connect(origin):
+        headers = {"Cookie": cookie, "Origin": origin}
+        return websocket_connect(HTTPRequest(url, headers=headers))
+
+    with pytest.raises((HTTPClientError, WebSocketClosedError)) as e:
+        await connect("http://evil.example")
+    assert getattr(e.value, "code", 403) == 403
+    ws = await connect(f"http://127.0.0.1:{jp_http_port}")  # same origin: accepted
+    ws.close()
+
+
+async def test_store_errors_are_503_with_a_reason(streamchat_app, jp_fetch, tmp_path):
+    # Point the store at a directory that cannot hold a database file.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    streamchat_app.hub.store.path = str(blocker / "chat.db")
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("streamchat", "api", "conversations")
+    assert e.value.code == 503
+    body = json.loads(e.value.response.body)
+    assert body["reason"] == "store_unavailable" and "not-a-dir" in body["message"]
