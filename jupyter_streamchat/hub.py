@@ -33,6 +33,7 @@ class Hub:
         self.log = log or logging.getLogger("jupyter_streamchat")
         self.replies: dict = {}  # reply id -> Reply, for replies generating in this process
         self._followers: dict = defaultdict(set)  # conversation id -> subscribers
+        self.subscribers: set = set()  # every connected client
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
@@ -70,10 +71,12 @@ class Hub:
 
     def connect(self, subscriber: Subscriber) -> Subscriber:
         subscriber.catch_up = self._catch_up
+        self.subscribers.add(subscriber)
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
+        self.subscribers.discard(subscriber)
         for conversation_id in subscriber.conversations:
             followers = self._followers.get(conversation_id)
             if followers is not None:

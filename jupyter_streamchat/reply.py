@@ -19,6 +19,27 @@ from typing import TYPE_CHECKING, Optional
 from .protocol import COMPLETE, ERROR, ChunkFrames
 from .store import Append, StoreError
 
+# A final frame is worth waiting for: a locked database often frees up within seconds.
+FINAL_ATTEMPTS = 5
+RETRY_DELAY = 0.5
+
+# Tokens merged into one frame stop at this many characters, so a fast agent's burst
+# becomes several frames of a sane size rather than one huge one.
+MAX_CHUNK_CHARS = 16 * 1024
+
+
+def _merge(pieces: list) -> list:
+    """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS (a bigger piece stays whole)."""
+    chunks, current, size = [], [], 0
+    for piece in pieces:
+        if current and size + len(piece) > MAX_CHUNK_CHARS:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(piece)
+        size += len(piece)
+    chunks.append("".join(current))
+    return chunks
+
 if TYPE_CHECKING:
     from .agents import Agent, AgentRequest
     from .hub import Hub
@@ -100,30 +121,30 @@ class Reply:
                 ending = self._ending
                 if not self._pending and ending is None:
                     continue
-                text = "".join(self._pending)
+                chunks = _merge(self._pending)
                 self._pending.clear()
-                await self._commit(text, ending)
+                await self._commit(chunks, ending)
                 last_flush = loop.time()
                 if ending is not None:
                     return
         finally:
             self.hub.reply_finished(self)
 
-    async def _commit(self, text: str, ending: Optional[tuple]) -> None:
-        seq = self.seq + 1
+    async def _commit(self, chunks: list, ending: Optional[tuple]) -> None:
+        first = self.seq + 1
         if ending is None:
-            append = Append(self.message_id, seq, [text])
+            append = Append(self.message_id, first, chunks)
         else:
             status, error = ending
-            whole = "".join(self._parts) + text
-            append = Append(self.message_id, seq, [text], status, error, whole)
+            whole = "".join(self._parts) + "".join(chunks)
+            append = Append(self.message_id, first, chunks, status, error, whole)
         try:
-            await self.hub.store.append(append)
+            await self._store(append)
         except StoreError as e:
             if ending is None:
                 # Cannot keep what the agent says: stop it, and end with what was stored.
                 self.hub.log.error("streamchat: reply %s: %s", self.message_id, e)
-                self._pending.insert(0, text)
+                self._pending[:0] = chunks
                 self.end(ERROR, f"the reply could not be stored: {e}")
                 return
             # Even the final frame cannot be stored: tell the clients anyway so none waits
@@ -132,10 +153,21 @@ class Reply:
             self.hub.log.error("streamchat: reply %s ended unstored: %s", self.message_id, e)
             if ending[0] != ERROR:
                 ending = (ERROR, f"the reply could not be stored: {e}")
-        self.seq = seq
-        self._parts.append(text)
-        if ending is None:
-            frame = self.frames.chunk(seq, text)
-        else:
-            frame = self.frames.final(seq, text, *ending)
-        self.hub.broadcast(self, seq, frame)
+        self.seq = first + len(chunks) - 1
+        self._parts.extend(chunks)
+        for seq, chunk in enumerate(chunks, first):
+            if ending is not None and seq == self.seq:
+                frame = self.frames.final(seq, chunk, *ending)
+            else:
+                frame = self.frames.chunk(seq, chunk)
+            self.hub.broadcast(self, seq, frame)
+
+    async def _store(self, append: Append) -> None:
+        attempts = 1 if append.status is None else FINAL_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self.hub.store.append(append)
+            except StoreError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(RETRY_DELAY)
