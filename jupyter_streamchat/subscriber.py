@@ -88,10 +88,20 @@ class Subscriber:
         self._write([frame])
 
     def deliver_replay(self, message_id: str, first_seq: int, frames: list) -> None:
-        """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call while holding)."""
-        if frames:
-            self.sent[message_id] = first_seq + len(frames) - 1
-            self._write(frames)
+        """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call while holding).
+
+        Only as many as fit in the client's buffer go now; the rest follow as it drains.
+        """
+        room, size, count = self.max_buffer - self._buffered, 0, 0
+        for frame in frames:
+            if count and size + len(frame) > room:
+                self.lagging.add(message_id)
+                break
+            size += len(frame)
+            count += 1
+        if count:
+            self.sent[message_id] = first_seq + count - 1
+            self._write(frames[:count])
 
     # -- holding live frames during a store read -----------------------------------------
 

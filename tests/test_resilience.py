@@ -12,7 +12,7 @@ def jp_server_config():
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
         "EchoAgent": {"delay": 0.003},
-        "FloodAgent": {"count": 120, "size": 16 * 1024},
+        "FloodAgent": {"count": 640, "size": 16 * 1024},
         "StreamChatApp": {"client_buffer_bytes": 256 * 1024},
     }
 
@@ -90,7 +90,7 @@ async def test_slow_client_holds_up_nobody_and_catches_up(
     frames = await watcher.chunks_until_complete(mid)
     assert_contiguous(frames)
     total = len(text_of(frames))
-    assert total == 120 * 16 * 1024
+    assert total == 640 * 16 * 1024  # 10 MiB: more than the kernel buffers hold
 
     # What waits unsent for the stuck client stays bounded (limit + one frame).
     limit = streamchat_app.client_buffer_bytes
