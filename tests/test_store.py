@@ -1,0 +1,116 @@
+"""The SQLite store under a real server: where it lives, its schema, and a locked database."""
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from helpers import assert_contiguous, new_id, text_of
+from jupyter_streamchat.store import SQLiteStore, StoreError, store_from_url
+from jupyter_streamchat.store.sqlite import SCHEMA_VERSION
+
+
+@pytest.fixture
+def jp_server_config():
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
+        "EchoAgent": {"delay": 0.01},
+        "SQLiteStore": {"busy_timeout": 0.2},
+    }
+
+
+async def send_and_finish(client, text, conversation=None):
+    await client.send_message(text, conversation=conversation)
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    return accepted, await client.chunks_until_complete(accepted["messageId"])
+
+
+async def test_default_database_is_in_the_jupyter_data_dir(chat, streamchat_app, jp_data_dir):
+    await send_and_finish(await chat(), "stored")
+    path = jp_data_dir / "streamchat.db"
+    assert streamchat_app.store.path == str(path) and path.exists()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        texts = [t for (t,) in db.execute("SELECT text FROM messages ORDER BY pos")]
+    assert texts == ["stored", "stored"]
+
+
+async def test_locked_database_gives_an_error_and_loses_nothing(chat, rest, streamchat_app):
+    client = await chat()
+    conversation = new_id("c-")
+    await send_and_finish(client, "before the lock", conversation)
+    before = await rest("conversations", conversation)
+
+    locker = sqlite3.connect(streamchat_app.store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        await client.send_message("while locked", conversation=conversation)
+        error = await client.expect("ERROR")
+        assert error["code"] == "store_unavailable" and "locked" in error["message"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert await rest("conversations", conversation) == before
+    _, frames = await send_and_finish(client, "after the lock", conversation)
+    assert text_of(frames) == "after the lock"
+
+
+async def test_lock_mid_stream_ends_the_reply_with_its_stored_text(chat, rest, streamchat_app):
+    client = await chat()
+    conversation = new_id("c-")
+    text = " ".join(f"w{i}" for i in range(400))
+    await client.send_message(text, conversation=conversation)
+    mid = (await client.expect("MESSAGE_ACCEPTED"))["messageId"]
+    frames = [await client.expect("MESSAGE_CHUNK") for _ in range(3)]
+
+    locker = sqlite3.connect(streamchat_app.store.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    await asyncio.sleep(0.6)  # longer than busy_timeout: the next append fails
+    locker.execute("ROLLBACK")  # the final frame is retried until it is stored
+    locker.close()
+
+    frames += await client.chunks_until_complete(mid)
+    assert_contiguous(frames)
+    final = frames[-1]
+    assert final["status"] == "error" and "could not be stored" in final["error"]
+    reply = (await rest("conversations", conversation))["messages"][1]
+    assert reply["status"] == "error" and reply["lastSeq"] == final["seq"]
+    assert reply["text"] == text_of(frames) and text.startswith(reply["text"])
+
+
+async def test_database_from_a_newer_release_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this release"):
+        await SQLiteStore(path=str(path)).open()
+
+
+async def test_store_urls(tmp_path):
+    store = store_from_url(f"sqlite:///{tmp_path}/a b.db")  # sqlite:////abs/path
+    assert store.path == f"{tmp_path}/a b.db"
+    with pytest.raises(ValueError, match="known schemes: sqlite://"):
+        store_from_url("mysql://nope")
+
+
+async def test_reopen_keeps_everything(tmp_path):
+    """Close and reopen: replies, chunks and statuses come back as they were."""
+    from jupyter_streamchat.store import Append
+
+    path = str(tmp_path / "re.db")
+    store = SQLiteStore(path=path)
+    await store.open()
+    exchange = await store.create_exchange("c", "echo", "hi there", "m1")
+    await store.append(Append(exchange.message_id, 1, ["hi", " there"]))
+    await store.close()
+
+    store = SQLiteStore(path=path)
+    assert await store.open() == 1  # the streaming reply is ended as interrupted
+    message, chunks = await store.replay(exchange.message_id, 0)
+    assert (message.status, message.last_seq) == ("interrupted", 3)
+    assert chunks == [(1, "hi"), (2, " there"), (3, "")]
+    assert (await store.get_message(exchange.message_id)).text == "hi there"
+    again = await store.create_exchange("c", "echo", "hi there", "m1")
+    assert not again.created and again.message_id == exchange.message_id
+    await store.close()
