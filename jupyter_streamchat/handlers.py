@@ -64,6 +64,9 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
 
     def open(self, *args, **kwargs):
         super().open(*args, **kwargs)  # starts WebSocketMixin's keep-alive pings
+        # Frames are small and latency matters: without this, Nagle's algorithm holds a
+        # final frame sent right after a chunk until the client's delayed ACK (~40 ms).
+        self.set_nodelay(True)
         self.subscriber = self.hub.connect(
             Subscriber(self, max_buffer=self.extensionapp.client_buffer_bytes)
         )

@@ -138,7 +138,11 @@ class Hub:
             subscriber.send(accepted)
             await self.resume(subscriber, exchange.message_id, 0)
             return
-        history = await self.store.get_conversation(exchange.conversation_id) or []
+        try:
+            history = await self.store.get_conversation(exchange.conversation_id) or []
+        except StoreError as e:  # the exchange is stored: answer it rather than strand it
+            self.log.warning("streamchat: no history for the agent: %s", e)
+            history = []
         request_for_agent = AgentRequest(
             conversation_id=exchange.conversation_id,
             text=exchange.text,

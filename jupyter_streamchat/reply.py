@@ -87,8 +87,9 @@ class Reply:
 
     async def _produce(self) -> None:
         pending, wake = self._pending, self._data
+        stream = self.agent.stream(self.request)
         try:
-            async for piece in self.agent.stream(self.request):
+            async for piece in stream:
                 if self._ending is not None:
                     break  # an agent that swallowed its cancellation
                 if not isinstance(piece, str):
@@ -103,6 +104,13 @@ class Reply:
             self.hub.log.warning("streamchat: agent %r failed on reply %s: %s",
                                  self.agent.agent_id, self.message_id, e, exc_info=True)
             self._finish(ERROR, f"{type(e).__name__}: {e}")
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:  # run the agent's own cleanup now, not at garbage collection
+                try:
+                    await aclose()
+                except Exception:
+                    self.hub.log.warning("streamchat: agent %r failed to close", self.agent.agent_id)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

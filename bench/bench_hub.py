@@ -1,0 +1,648 @@
+"""Benchmark of the streamchat hub: streaming throughput, RESUME replay, stop latency.
+
+Run ``python bench/bench_hub.py`` (about 2 minutes) or ``--quick`` (well under one). It prints
+one markdown table; every figure is the median of several runs, interleaved with its floor so
+that noise on a busy machine hits both alike. Each floor is measured in the same process run.
+
+1. Streaming throughput: tokens per second a WebSocket client sees for ``echo`` replies with
+   ``c.EchoAgent.delay=0``, through a real ``jupyter server`` subprocess (SQLite store on,
+   default ``batch_window`` unless ``--batch-window`` says otherwise), for one conversation and
+   for 100 concurrent ones (100 sockets, one SEND_MESSAGE each, sent at once; total tokens over
+   the wall time from the first send to the last final frame).
+
+   Floor: a bare Tornado WebSocket server in its own subprocess (``--serve-raw``, this file)
+   that runs the very same EchoAgent generator (one ``await asyncio.sleep(0)`` per token) and
+   pushes one MESSAGE_CHUNK-shaped frame per token with ``write_message``: nothing stored,
+   nothing batched, no auth. It is the cheapest honest way to stream the same tokens over the
+   same server stack, so hub/raw says what storage, fan-out and the Jupyter server cost, minus
+   what batching saves. The hub merges the tokens produced within ``batch_window`` into one
+   frame (see DESIGN.md), so it sends far fewer frames; the table shows how many. With one
+   frame per token the floor is bound by the client, which spends more CPU per frame (Tornado
+   client read + json.loads) than the server does, so "tokens/s seen by the client" mostly
+   rewards batching; the server CPU per token (from /proc, Linux only) is shown beside it.
+
+2. RESUME of a stored 10,000-chunk reply. The chunks are written through the store API
+   (``SQLiteStore.create_exchange`` and ``append``) into a fresh database; a ``Hub`` over that
+   store runs in this process behind a Tornado WebSocket handler that uses the extension's own
+   transport (``ChatWebSocketHandler.write_frames``). Server side is the time from the handler
+   receiving the RESUME text to ``hub.handle`` returning, i.e. every frame handed to the socket.
+   Client side is the time from sending RESUME to holding all 10,000 frames.
+   Floor: a plain ``sqlite3`` SELECT of the same 10,000 rows on an open connection, the least
+   any replay from this store must do.
+
+3. Stop latency: from the client sending STOP_GENERATING to it receiving the reply's final
+   frame with status ``stopped``, against the jupyter server subprocess; once while an ``echo``
+   reply streams flat out (server busy), once for the ``demo`` agent at its default pace
+   (an LLM-like 50 tokens/s; server idle). No floor: the goal is absolute (< 100 ms).
+
+Everything listens on 127.0.0.1 only, every wait has a timeout, every loop a bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import tornado
+import tornado.httpserver
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.web import Application
+from tornado.websocket import WebSocketHandler, websocket_connect
+
+from jupyter_streamchat import protocol as p
+from jupyter_streamchat.agents import AgentRequest
+from jupyter_streamchat.agents.echo import EchoAgent
+from jupyter_streamchat.app import StreamChatApp
+from jupyter_streamchat.handlers import ChatWebSocketHandler
+from jupyter_streamchat.hub import Hub
+from jupyter_streamchat.store import Append, SQLiteStore
+from jupyter_streamchat.subscriber import Subscriber
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 60.0  # seconds for a server subprocess to answer
+RUN_TIMEOUT = 60.0  # seconds for any one timed run; only turns a hang into an error
+RESUME_CHUNKS = 10_000
+
+
+@dataclass
+class Settings:
+    repeats: int
+    tokens_one: int  # tokens of the single long reply
+    conversations: int
+    tokens_each: int  # tokens per reply when many conversations stream at once
+    stop_tries: int
+    stop_tokens: int  # length of the echo reply that gets stopped mid-stream
+    batch_window: float
+
+
+def settings_from(args) -> Settings:
+    if args.quick:
+        return Settings(3, 5_000, 100, 500, 10, 20_000, args.batch_window)
+    return Settings(5, 20_000, 100, 2_000, 20, 20_000, args.batch_window)
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def words(n: int, tag: str = "w") -> str:
+    """A text that split_tokens cuts into exactly ``n`` tokens."""
+    return "".join(f" {tag}{i}" for i in range(n))
+
+
+# -- the floor server: bare Tornado, one frame per token (runs as `--serve-raw`) ----------------
+
+
+class RawPushHandler(WebSocketHandler):
+    """Answers a SEND_MESSAGE by echoing its text, one write_message per token, nothing stored."""
+
+    agent = EchoAgent("echo", delay=0)  # the same token source the hub's echo agent uses
+
+    def get_compression_options(self):
+        return None  # as the hub's handler
+
+    pushes: set = set()  # running push tasks (asyncio keeps only weak references)
+
+    def on_message(self, message):
+        task = asyncio.ensure_future(self.push(json.loads(message)))
+        self.pushes.add(task)
+        task.add_done_callback(self.pushes.discard)
+
+    async def push(self, request):
+        message_id, conversation_id = uuid.uuid4().hex, request["conversationId"]
+        self.write_message(p.dumps({  # same first frame as the hub, so one client reads both
+            "type": "MESSAGE_ACCEPTED", "clientMessageId": request["clientMessageId"],
+            "conversationId": conversation_id, "userMessageId": uuid.uuid4().hex,
+            "messageId": message_id, "agentId": "echo", "text": request["text"],
+        }))
+        frames = p.ChunkFrames(message_id, conversation_id, "echo")
+        seq, previous = 0, None
+        # Hold back one token so the last one can travel in the final frame.
+        async for token in self.agent.stream(AgentRequest(conversation_id, request["text"])):
+            if previous is not None:
+                seq += 1
+                self.write_message(frames.chunk(seq, previous))
+            previous = token
+        self.write_message(frames.final(seq + 1, previous or "", p.COMPLETE))
+
+
+async def serve_raw() -> None:
+    from tornado.netutil import bind_sockets
+
+    sockets = bind_sockets(0, HOST)
+    app = Application([(r"/ws", RawPushHandler)])
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    print(sockets[0].getsockname()[1], flush=True)  # the parent reads the port from stdout
+    await asyncio.Event().wait()  # until the parent terminates us
+
+
+# -- server subprocesses ----------------------------------------------------------------------
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far; NaN off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ChildServer:
+    """A server subprocess that is always terminated, however the bench ends."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path):
+        self.name, self.proc, self.log_path = name, proc, log_path
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        if self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 20)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def isolated_env(tmp: Path) -> dict:
+    """Jupyter state in the temp dir, so no developer setting leaks into the measurement."""
+    env = dict(os.environ)
+    env.pop("STREAMCHAT_STORE_URL", None)
+    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"),
+                     ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_DATA_HOME", "xdg-data"),
+                     ("XDG_CACHE_HOME", "xdg-cache"), ("XDG_RUNTIME_DIR", "xdg-runtime")]:
+        path = tmp / sub
+        path.mkdir(parents=True, exist_ok=True)
+        env[var] = str(path)
+    return env
+
+
+async def start_jupyter(tmp: Path, token: str, batch_window: float) -> tuple[ChildServer, int]:
+    port = free_port()
+    root = tmp / "root"
+    root.mkdir()
+    log_path = tmp / "jupyter.log"
+    cmd = [
+        sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+        f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--EchoAgent.delay=0", f"--StreamChatApp.batch_window={batch_window}",
+        f"--SQLiteStore.path={tmp / 'hub.db'}",
+    ]
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=isolated_env(tmp)
+        )
+    child = ChildServer("jupyter server", proc, log_path)
+    await wait_for_agents(child, port, token)
+    return child, port
+
+
+async def wait_for_agents(child: ChildServer, port: int, token: str) -> None:
+    """Poll the REST API until the extension answers with the echo agent."""
+    client = AsyncHTTPClient()
+    url = f"http://{HOST}:{port}/streamchat/api/agents"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.proc.returncode is not None:
+            break
+        try:
+            response = await client.fetch(
+                url, headers={"Authorization": f"token {token}"}, request_timeout=5
+            )
+            agents = {a["id"] for a in json.loads(response.body)["agents"]}
+            if {"echo", "demo"} <= agents:
+                return
+            raise RuntimeError(f"the server lacks the echo/demo agents: {sorted(agents)}")
+        except (OSError, tornado.httpclient.HTTPClientError):
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{child.name} did not come up:\n{child.log_tail()}")
+
+
+async def start_raw(tmp: Path) -> tuple[ChildServer, int]:
+    log_path = tmp / "raw.log"
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, os.path.abspath(__file__), "--serve-raw",
+            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+        )
+    child = ChildServer("raw push server", proc, log_path)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
+        return child, int(line)
+    except (asyncio.TimeoutError, ValueError):
+        await child.stop()
+        raise RuntimeError(f"{child.name} did not come up:\n{child.log_tail()}") from None
+
+
+# -- the client side ------------------------------------------------------------------------
+
+
+async def connect(url: str, token: str | None = None):
+    headers = {"Authorization": f"token {token}"} if token else {}
+    request = HTTPRequest(url, headers=headers, connect_timeout=10, request_timeout=10)
+    return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+
+
+def send(ws, type: str, **fields):
+    return ws.write_message(json.dumps({"type": type, **fields}))
+
+
+def send_message(ws, text: str, agent: str = "echo"):
+    return send(ws, "SEND_MESSAGE", conversationId="c-" + uuid.uuid4().hex,
+                agentId=agent, text=text, clientMessageId="m-" + uuid.uuid4().hex)
+
+
+@dataclass
+class Received:
+    frames: int  # MESSAGE_CHUNK frames, the final one included
+    text: str
+    status: str
+    done_at: float  # perf_counter() when the final frame arrived
+    message_id: str = ""
+
+
+async def read_reply(ws, max_frames: int, message_id: str | None = None) -> Received:
+    """Read one reply up to its final frame, checking seq order. Bounded by ``max_frames``;
+    the caller bounds the time (one timeout per reply, not per frame: cheaper)."""
+    chunks: list = []
+    seq = 0
+    for _ in range(max_frames + 10):  # + ACCEPTED and the odd stray frame
+        raw = await ws.read_message()
+        if raw is None:
+            raise RuntimeError("the server closed the WebSocket")
+        frame = json.loads(raw)
+        kind = frame["type"]
+        if kind == "MESSAGE_ACCEPTED" and message_id is None:
+            message_id = frame["messageId"]
+        elif kind == "ERROR":
+            raise RuntimeError(f"server error: {frame}")
+        elif kind == "MESSAGE_CHUNK" and frame["messageId"] == message_id:
+            seq += 1
+            if frame["seq"] != seq:
+                raise RuntimeError(f"seq {frame['seq']} where {seq} was due")
+            chunks.append(frame["chunk"])
+            if frame["isComplete"]:
+                return Received(seq, "".join(chunks), frame["status"], time.perf_counter(),
+                                message_id)
+    raise RuntimeError(f"no final frame within {max_frames} frames")
+
+
+@dataclass
+class Run:
+    rate: float  # tokens per second
+    frames: int  # MESSAGE_CHUNK frames received
+    server_cpu: float  # CPU seconds the server process spent on the run
+
+
+async def stream_run(url: str, token: str | None, server_pid: int, conversations: int,
+                     tokens_each: int) -> Run:
+    """One timed run: ``conversations`` sockets each ask for a reply of ``tokens_each`` tokens."""
+    sockets = await asyncio.gather(*(connect(url, token) for _ in range(conversations)))
+    try:
+        texts = [words(tokens_each, f"t{i}x") for i in range(conversations)]
+        readers = [asyncio.ensure_future(read_reply(ws, tokens_each)) for ws in sockets]
+        cpu_before = process_cpu(server_pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(send_message(ws, text) for ws, text in zip(sockets, texts)))
+        replies = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
+        elapsed = max(r.done_at for r in replies) - started
+        server_cpu = process_cpu(server_pid) - cpu_before
+        for reply, text in zip(replies, texts):
+            if reply.text != text or reply.status != p.COMPLETE:
+                raise RuntimeError(f"reply mangled: status {reply.status}, "
+                                   f"{len(reply.text)} of {len(text)} characters")
+        return Run(conversations * tokens_each / elapsed, sum(r.frames for r in replies),
+                   server_cpu)
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
+@dataclass
+class Server:
+    url: str
+    token: str | None
+    pid: int
+
+
+async def bench_streaming(s: Settings, hub: Server, raw: Server) -> dict:
+    results = {}
+    for label, conversations, tokens_each in [
+        ("one", 1, s.tokens_one), ("many", s.conversations, s.tokens_each)
+    ]:
+        runs: dict = {"hub": [], "raw": []}
+        for server in (hub, raw):
+            # Warm-up, not counted: first connections, SQLite pages, lazy imports.
+            await stream_run(server.url, server.token, server.pid, conversations, 200)
+        for _ in range(s.repeats):
+            for name, server in (("hub", hub), ("raw", raw)):  # interleaved: noise hits both
+                runs[name].append(await stream_run(
+                    server.url, server.token, server.pid, conversations, tokens_each
+                ))
+        tokens = conversations * tokens_each
+        results[label] = dict(conversations=conversations, tokens_each=tokens_each, **{
+            f"{name}_{key}": value
+            for name, rs in runs.items()
+            for key, value in [
+                ("rate", median(r.rate for r in rs)),
+                ("frames", median(r.frames for r in rs)),
+                ("cpu_per_token", median(r.server_cpu for r in rs) / tokens),
+                ("all", [r.rate for r in rs]),
+            ]
+        })
+    return results
+
+
+# -- RESUME: an in-process hub behind a real WebSocket ---------------------------------------
+
+
+class ResumeHandler(WebSocketHandler):
+    """The extension's request path minus Jupyter auth, timing each request server side."""
+
+    hub: Hub
+    timings: list
+
+    # The hub's real transport: many frames encoded into one buffer, one stream write.
+    write_frames = ChatWebSocketHandler.write_frames
+
+    def initialize(self, hub: Hub, timings: list):
+        self.hub, self.timings = hub, timings
+
+    def get_compression_options(self):
+        return None  # as ChatWebSocketHandler (write_frames assumes no compression)
+
+    def open(self):
+        self.subscriber = self.hub.connect(Subscriber(self))
+
+    async def on_message(self, message):
+        started = time.perf_counter()
+        request = p.parse_request(message, 1024 * 1024)
+        await self.hub.handle(self.subscriber, request)
+        self.timings.append(time.perf_counter() - started)
+
+    def on_close(self):
+        self.hub.disconnect(self.subscriber)
+
+
+async def make_stored_reply(store: SQLiteStore, chunks: list) -> str:
+    """A complete reply of exactly len(chunks) frames, written through the store API."""
+    exchange = await store.create_exchange("c-resume", "echo", "resume me", "m-resume")
+    last = len(chunks)
+    # Appends as the hub makes them (a few hundred chunks each), then the final frame.
+    for first in range(1, last, 500):
+        part = chunks[first - 1:min(first + 499, last - 1)]
+        await store.append(Append(exchange.message_id, first, part))
+    await store.append(Append(exchange.message_id, last, [chunks[-1]], p.COMPLETE, None,
+                              "".join(chunks)))
+    return exchange.message_id
+
+
+def sqlite_floor(db_path: str, message_id: str, repeats: int) -> float:
+    """Median seconds for a bare SELECT of the reply's rows on an already open connection."""
+    conn = sqlite3.connect(db_path)
+    try:
+        query = "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq > ? ORDER BY seq"
+        conn.execute(query, (message_id, 0)).fetchall()  # warm the page cache, as the hub's is
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            rows = conn.execute(query, (message_id, 0)).fetchall()
+            times.append(time.perf_counter() - started)
+            assert len(rows) == RESUME_CHUNKS, len(rows)
+        return median(times)
+    finally:
+        conn.close()
+
+
+async def bench_resume(s: Settings, tmp: Path) -> dict:
+    db_path = str(tmp / "resume.db")
+    store = SQLiteStore(path=db_path)
+    hub = Hub(store, agents={}, batch_window=s.batch_window)
+    await hub.ensure_open()
+    chunks = [f" tok{i}" for i in range(RESUME_CHUNKS)]
+    message_id = await make_stored_reply(store, chunks)
+
+    timings: list = []
+    app = Application([(r"/ws", ResumeHandler, {"hub": hub, "timings": timings})])
+    port = free_port()
+    server = app.listen(port, address=HOST)
+    server_times, client_times = [], []
+    try:
+        for attempt in range(s.repeats + 1):  # the first one warms up and is not counted
+            ws = await connect(f"ws://{HOST}:{port}/ws")
+            try:
+                started = time.perf_counter()
+                await send(ws, "RESUME", messageId=message_id, afterSeq=0)
+                reply = await asyncio.wait_for(
+                    read_reply(ws, RESUME_CHUNKS, message_id), RUN_TIMEOUT
+                )
+            finally:
+                ws.close()
+            if reply.frames != RESUME_CHUNKS or reply.text != "".join(chunks):
+                raise RuntimeError(f"RESUME gave {reply.frames} frames, not {RESUME_CHUNKS}")
+            if attempt:
+                client_times.append(reply.done_at - started)
+                server_times.append(timings[-1])
+    finally:
+        server.stop()
+        await hub.shutdown()
+    floor = sqlite_floor(db_path, message_id, max(s.repeats, 5))
+    return dict(server=median(server_times), client=median(client_times), floor=floor,
+                server_all=server_times)
+
+
+# -- stop latency ------------------------------------------------------------------------------
+
+
+async def stop_once(url: str, token: str, agent: str, text: str) -> float:
+    """Start a reply, wait for its first chunk, stop it; seconds from STOP to final frame."""
+    ws = await connect(url, token)
+    try:
+        await send_message(ws, text, agent)
+        message_id = None
+        for _ in range(100):  # ACCEPTED, then the first chunk
+            frame = json.loads(await asyncio.wait_for(ws.read_message(), RUN_TIMEOUT))
+            if frame["type"] == "MESSAGE_ACCEPTED":
+                message_id = frame["messageId"]
+            elif frame["type"] == "MESSAGE_CHUNK":
+                break
+        started = time.perf_counter()
+        await send(ws, "STOP_GENERATING", messageId=message_id)
+        reply = await asyncio.wait_for(read_reply_rest(ws, message_id), RUN_TIMEOUT)
+        if reply != p.STOPPED:
+            raise RuntimeError(f"the reply ended {reply!r}, not stopped: make it longer")
+        return time.perf_counter() - started
+    finally:
+        ws.close()
+
+
+async def read_reply_rest(ws, message_id: str, max_frames: int = 1_000_000) -> str:
+    """Skip frames up to the reply's final one; return its status."""
+    for _ in range(max_frames):
+        raw = await ws.read_message()
+        if raw is None:
+            raise RuntimeError("the server closed the WebSocket")
+        frame = json.loads(raw)
+        if frame["type"] == "MESSAGE_CHUNK" and frame["messageId"] == message_id \
+                and frame["isComplete"]:
+            return frame["status"]
+    raise RuntimeError("no final frame")
+
+
+async def bench_stop(s: Settings, url: str, token: str) -> dict:
+    results = {}
+    busy_text = words(s.stop_tokens, "s")
+    for label, agent, text in [("busy", "echo", busy_text), ("paced", "demo", "Stop me.")]:
+        times = [await stop_once(url, token, agent, text) for _ in range(s.stop_tries)]
+        # The tail matters here as much as the median: report the 90th percentile too.
+        p90 = statistics.quantiles(times, n=10, method="inclusive")[-1]
+        results[label] = dict(median=median(times), p90=p90, worst=max(times))
+    return results
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def print_report(s: Settings, stream: dict, resume: dict, stop: dict) -> None:
+    print(f"batch_window = {s.batch_window * 1000:g} ms; medians of {s.repeats} runs "
+          f"(stop: {s.stop_tries} tries); {os.cpu_count()} CPUs; Python "
+          f"{platform.python_version()}, Tornado {tornado.version}\n")
+    print("| measurement | hub | floor | ratio hub/floor | goal | |")
+    print("|---|---:|---:|---:|---|---|")
+    for label in ("one", "many"):
+        r = stream[label]
+        if r["conversations"] == 1:
+            what = f"1 conversation × {r['tokens_each']:,} tokens"
+        else:
+            what = f"{r['conversations']} conversations × {r['tokens_each']:,} tokens"
+        ratio = r["hub_rate"] / r["raw_rate"]
+        print(f"| {what}: tokens/s seen by the client | {fmt_rate(r['hub_rate'])} | "
+              f"{fmt_rate(r['raw_rate'])} (raw push) | {ratio:.2f} | ≥ 0.8 | "
+              f"{verdict(ratio >= 0.8)} |")
+        print(f"| {what}: frames sent | {r['hub_frames']:,.0f} | {r['raw_frames']:,.0f} | "
+              f"{r['hub_frames'] / r['raw_frames']:.4f} | | |")
+        hub_cpu, raw_cpu = r["hub_cpu_per_token"] * 1e6, r["raw_cpu_per_token"] * 1e6
+        print(f"| {what}: server CPU per token | {hub_cpu:.1f} µs | {raw_cpu:.1f} µs | "
+              f"{hub_cpu / raw_cpu:.2f} | | |")
+    ratio = resume["server"] / resume["floor"]
+    worst = max(resume["server_all"])
+    print(f"| RESUME {RESUME_CHUNKS:,} chunks: server side (worst {ms(worst)}) | "
+          f"{ms(resume['server'])} | "
+          f"{ms(resume['floor'])} (sqlite3 SELECT) | {ratio:.1f} | ≤ 25 ms | "
+          f"{verdict(resume['server'] <= 0.025)} |")
+    print(f"| RESUME {RESUME_CHUNKS:,} chunks: client holds all frames | {ms(resume['client'])} "
+          f"| | | | |")
+    for label, what in [("busy", "echo reply streaming flat out"),
+                        ("paced", "demo agent, 50 tokens/s")]:
+        r = stop[label]
+        print(f"| stop latency, {what} (p90 {ms(r['p90'])}, worst {ms(r['worst'])}) | "
+              f"{ms(r['median'])} | | | "
+              f"< 100 ms | {verdict(r['median'] < 0.1)} |")
+    print()
+    for label in ("one", "many"):
+        r = stream[label]
+        print(f"all runs, {label}: hub {', '.join(map(fmt_rate, r['hub_all']))}; "
+              f"raw {', '.join(map(fmt_rate, r['raw_all']))} tokens/s")
+    print(f"all runs, RESUME server side: {', '.join(ms(t) for t in resume['server_all'])}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+async def run(s: Settings) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-"))
+    token = secrets.token_hex(16)
+    children: list = []
+    try:
+        print("starting servers...", file=sys.stderr)
+        jupyter, hub_port = await start_jupyter(tmp, token, s.batch_window)
+        children.append(jupyter)
+        raw, raw_port = await start_raw(tmp)
+        children.append(raw)
+        hub = Server(f"ws://{HOST}:{hub_port}/streamchat/ws", token, jupyter.proc.pid)
+        floor = Server(f"ws://{HOST}:{raw_port}/ws", None, raw.proc.pid)
+
+        print("streaming throughput...", file=sys.stderr)
+        stream = await bench_streaming(s, hub, floor)
+        print("stop latency...", file=sys.stderr)
+        stop = await bench_stop(s, hub.url, token)
+        await raw.stop()  # idle servers only from here: the RESUME runs in this process
+        await jupyter.stop()
+        print("RESUME replay...", file=sys.stderr)
+        resume = await bench_resume(s, tmp)
+        print_report(s, stream, resume, stop)
+    except Exception:
+        for child in children:
+            tail = child.log_tail()
+            if tail:
+                print(f"--- {child.name} log (last lines) ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        for child in children:
+            await child.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tokens and runs (~30 s)")
+    parser.add_argument(
+        "--batch-window", type=float,
+        default=StreamChatApp.class_traits()["batch_window"].default_value,
+        help="c.StreamChatApp.batch_window for the hub, in seconds (default: the app's)",
+    )
+    parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_raw:
+        asyncio.run(serve_raw())
+        return
+    started = time.monotonic()
+    asyncio.run(run(settings_from(args)))
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
