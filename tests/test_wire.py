@@ -194,3 +194,23 @@ async def test_broken_plugins_are_skipped(rest):
     assert {"echo", "demo", "boom", "flood"} <= set(agents)
     assert "broken" not in agents and "notanagent" not in agents
     assert agents["echo"]["name"] and agents["echo"]["description"]
+
+
+def test_encoded_frames_match_rfc6455():
+    """The replay fast path writes the bytes a WebSocket library would (RFC 6455 5.2)."""
+    import struct
+
+    from jupyter_streamchat.wsframes import encode_text_frames
+
+    def reference(text):
+        payload = text.encode()
+        n = len(payload)
+        if n < 126:
+            return bytes((0x81, n)) + payload
+        if n < 65536:
+            return struct.pack("!BBH", 0x81, 126, n) + payload
+        return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+    for texts in (["a", "b" * 125, "c" * 126, "d" * 65535, "e" * 65536],
+                  ["ascii", "non-ascii é ✓", "x" * 300]):
+        assert encode_text_frames(texts) == b"".join(map(reference, texts))
