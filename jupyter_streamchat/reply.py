@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Optional
 from .protocol import COMPLETE, ERROR, ChunkFrames
 from .store import Append, StoreError
 
+if TYPE_CHECKING:
+    from .agents import Agent, AgentRequest
+    from .hub import Hub
+    from .store import Exchange
+
 # A final frame is worth waiting for: a locked database often frees up within seconds.
 FINAL_ATTEMPTS = 5
 RETRY_DELAY = 0.5
@@ -39,11 +44,6 @@ def _merge(pieces: list) -> list:
         size += len(piece)
     chunks.append("".join(current))
     return chunks
-
-if TYPE_CHECKING:
-    from .agents import Agent, AgentRequest
-    from .hub import Hub
-    from .store import Exchange
 
 
 class Reply:

@@ -12,25 +12,20 @@ from __future__ import annotations
 import struct
 
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
-_SHORT_HEADERS = [chr(_FIN_TEXT) + chr(n) for n in range(126)]
 
 
-def _header(length: int) -> str:
-    """A frame header as latin-1 text: one character per byte."""
+def _header(length: int) -> bytes:
     if length < 126:
-        return _SHORT_HEADERS[length]
+        return bytes((_FIN_TEXT, length))
     if length < 1 << 16:
-        return "\x81\x7e" + chr(length >> 8) + chr(length & 0xFF)
-    return "\x81\x7f" + struct.pack("!Q", length).decode("latin-1")
+        return struct.pack("!BBH", _FIN_TEXT, 126, length)
+    return struct.pack("!BBQ", _FIN_TEXT, 127, length)
 
 
 def encode_text_frames(texts: list) -> bytes:
-    if all(map(str.isascii, texts)):
-        # The replay case: ChunkFrames writes ASCII-only JSON, where a character is a byte,
-        # so headers and payloads interleave as text and encode in one call.
-        parts = [""] * (2 * len(texts))
-        parts[0::2] = [_header(len(text)) for text in texts]
-        parts[1::2] = texts
-        return "".join(parts).encode("latin-1")
-    payloads = [text.encode("utf-8") for text in texts]
-    return b"".join(_header(len(p)).encode("latin-1") + p for p in payloads)
+    parts = []
+    for text in texts:
+        payload = text.encode("utf-8")
+        parts.append(_header(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)

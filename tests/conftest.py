@@ -7,7 +7,7 @@ import pytest
 # The test agents are installed as a real entry-point distribution from this directory.
 sys.path.insert(0, str(Path(__file__).parent / "plugins"))
 
-from helpers import ChatClient  # noqa: E402
+from helpers import ChatClient, streamchat_config  # noqa: E402
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -18,10 +18,7 @@ if os.environ.get("STREAMCHAT_STORE_URL"):
 
 @pytest.fixture
 def jp_server_config():
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
-        "EchoAgent": {"delay": 0.02},
-    }
+    return streamchat_config(EchoAgent={"delay": 0.02})
 
 
 @pytest.fixture

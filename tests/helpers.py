@@ -15,6 +15,12 @@ from tornado.websocket import WebSocketClientConnection
 HANG_GUARD = 15.0  # seconds; only to turn a hang into a failure, never a performance claim
 
 
+def streamchat_config(**sections) -> dict:
+    """Server config with the extension on; a test module overrides ``jp_server_config``
+    with this to set its own traits, e.g. ``streamchat_config(EchoAgent={"delay": 0})``."""
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}}, **sections}
+
+
 def new_id(prefix: str = "") -> str:
     return prefix + uuid.uuid4().hex[:12]
 

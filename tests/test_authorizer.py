@@ -3,6 +3,8 @@
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from helpers import streamchat_config
+
 
 @pytest.fixture
 def jp_server_authorizer():
@@ -19,10 +21,9 @@ def jp_server_authorizer():
 
 @pytest.fixture
 def jp_server_config(jp_server_authorizer):
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True},
-                      "authorizer_class": jp_server_authorizer},
-    }
+    config = streamchat_config()
+    config["ServerApp"]["authorizer_class"] = jp_server_authorizer
+    return config
 
 
 async def test_websocket_authorizes_execute_on_streamchat(jp_ws_fetch, rest):

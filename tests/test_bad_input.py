@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import new_id, text_of
+from helpers import new_id, streamchat_config, text_of
 
 VALID = {"conversationId": "c-ok", "agentId": "echo", "text": "hi", "clientMessageId": "m-ok"}
 
@@ -80,11 +80,7 @@ async def test_resume_of_a_user_message_is_refused(chat):
 
 @pytest.fixture
 def jp_server_config():
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
-        "EchoAgent": {"delay": 0.0},
-        "StreamChatApp": {"max_message_bytes": 1000},
-    }
+    return streamchat_config(EchoAgent={"delay": 0.0}, StreamChatApp={"max_message_bytes": 1000})
 
 
 async def test_text_over_the_limit_is_refused(chat, rest):

@@ -4,17 +4,18 @@ import asyncio
 import random
 import pytest
 
-from helpers import HANG_GUARD, RawWebSocket, assert_contiguous, new_id, text_of
+from helpers import (
+    HANG_GUARD, RawWebSocket, assert_contiguous, new_id, streamchat_config, text_of,
+)
 
 
 @pytest.fixture
 def jp_server_config():
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
-        "EchoAgent": {"delay": 0.003},
-        "FloodAgent": {"count": 640, "size": 16 * 1024},
-        "StreamChatApp": {"client_buffer_bytes": 256 * 1024},
-    }
+    return streamchat_config(
+        EchoAgent={"delay": 0.003},
+        FloodAgent={"count": 640, "size": 16 * 1024},
+        StreamChatApp={"client_buffer_bytes": 256 * 1024},
+    )
 
 
 def drop(client, abrupt: bool) -> None:

@@ -5,18 +5,14 @@ import sqlite3
 
 import pytest
 
-from helpers import assert_contiguous, new_id, text_of
+from helpers import assert_contiguous, new_id, streamchat_config, text_of
 from jupyter_streamchat.store import SQLiteStore, StoreError, store_from_url
 from jupyter_streamchat.store.sqlite import SCHEMA_VERSION
 
 
 @pytest.fixture
 def jp_server_config():
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_streamchat": True}},
-        "EchoAgent": {"delay": 0.01},
-        "SQLiteStore": {"busy_timeout": 0.2},
-    }
+    return streamchat_config(EchoAgent={"delay": 0.01}, SQLiteStore={"busy_timeout": 0.2})
 
 
 async def send_and_finish(client, text, conversation=None):
