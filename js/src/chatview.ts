@@ -1,0 +1,571 @@
+// The chat view: one conversation, its messages, an input, and the hub connection.
+//
+// It depends on the DOM and the wire contract only (no anywidget, no `@jupyterlab/*`), so the
+// notebook widget and a sidebar panel mount the same view. DOM test hooks follow the design
+// notes: `data-testid="streamchat"` on the root (with `data-connection`), `streamchat-input`,
+// `-send`, `-stop`, `-typing`, and `streamchat-message` with `data-role`, `data-status` and
+// `data-message-id` on every message.
+
+import { ConnectionState, HubConnection } from './connection';
+import { BodyRenderer, renderMarkdown, StreamingMarkdown } from './markdown';
+import type {
+  ErrorFrame, History, MessageAccepted, MessageChunk, SendMessage, ServerFrame, Status
+} from './protocol';
+import { authHeaders, ServerSettings } from './server';
+
+/** A message as the kernel's snapshot has it (shown when no server can be reached). */
+export interface SnapshotMessage {
+  messageId: string;
+  role: 'user' | 'assistant';
+  agentId?: string;
+  text: string;
+  status: string;
+}
+
+export interface ChatViewOptions {
+  /** The hub's server; null when the page has none (the view then says so). */
+  server: ServerSettings | null;
+  conversationId: string;
+  agentId: string;
+  /** Messages to show when the hub cannot be reached. */
+  snapshot?: SnapshotMessage[];
+  /** The user picked another agent. */
+  onAgentChange?: (agentId: string) => void;
+  /** How an assistant message's body renders (the default streams markdown). */
+  createRenderer?: (el: HTMLElement) => BodyRenderer;
+}
+
+interface AgentInfo {
+  id: string;
+  name: string;
+  description: string;
+}
+
+const ENDINGS: Partial<Record<Status, string>> = {
+  stopped: '(Stopped)',
+  interrupted: '(Interrupted: the server stopped before the reply was complete.)'
+};
+
+/** One message on screen. Assistant text is fed to a BodyRenderer chunk by chunk. */
+class MessageView {
+  readonly el: HTMLElement;
+  text = '';
+  lastSeq = 0;
+  resumeAsked = -1; // the afterSeq of the last RESUME sent for a gap, so it is asked once
+  private readonly body: HTMLElement;
+  private readonly note: HTMLElement;
+  private readonly renderer: BodyRenderer | null;
+
+  constructor(
+    readonly role: 'user' | 'assistant',
+    public messageId: string,
+    public status: string,
+    createRenderer: (el: HTMLElement) => BodyRenderer
+  ) {
+    this.el = document.createElement('div');
+    this.el.className = `streamchat-message streamchat-${role}`;
+    this.el.dataset.testid = 'streamchat-message';
+    this.el.dataset.role = role;
+    this.body = document.createElement('div');
+    this.body.className = 'streamchat-body';
+    this.note = document.createElement('div');
+    this.note.className = 'streamchat-note';
+    this.note.hidden = true;
+    this.el.append(this.body, this.note);
+    this.renderer = role === 'assistant' ? createRenderer(this.body) : null;
+    this.setId(messageId);
+    this.setStatus(status);
+  }
+
+  setId(messageId: string): void {
+    this.messageId = messageId;
+    this.el.dataset.messageId = messageId;
+  }
+
+  setStatus(status: string): void {
+    this.status = status;
+    this.el.dataset.status = status;
+  }
+
+  append(chunk: string): void {
+    this.text += chunk;
+    if (this.renderer) {
+      this.renderer.append(chunk);
+    } else {
+      this.body.textContent = this.text; // user text is shown as typed
+    }
+  }
+
+  end(status: Status, error?: string): void {
+    this.renderer?.finish();
+    this.setStatus(status);
+    const ending = status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
+    if (ending) {
+      this.note.textContent = ending;
+      this.note.hidden = false;
+    }
+  }
+
+  fail(problem: string): void {
+    this.setStatus('error');
+    this.note.textContent = problem;
+    this.note.hidden = false;
+  }
+}
+
+const FINAL: ReadonlySet<string> = new Set(['complete', 'stopped', 'interrupted', 'error']);
+
+function newClientId(): string {
+  // crypto.randomUUID exists only in secure contexts; getRandomValues everywhere.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K, className: string, testid?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = className;
+  if (testid) {
+    node.dataset.testid = testid;
+  }
+  return node;
+}
+
+export class ChatView {
+  readonly root: HTMLElement;
+  private conversationId: string;
+  private agentId: string;
+  private readonly createRenderer: (el: HTMLElement) => BodyRenderer;
+  private readonly list: HTMLElement;
+  private readonly typing: HTMLElement;
+  private readonly notice: HTMLElement;
+  private readonly status: HTMLElement;
+  private readonly picker: HTMLSelectElement;
+  private readonly input: HTMLTextAreaElement;
+  private readonly sendButton: HTMLButtonElement;
+  private readonly stopButton: HTMLButtonElement;
+  private readonly connection: HubConnection | null = null;
+  private messages = new Map<string, MessageView>(); // by message id
+  private pending = new Map<string, { frame: SendMessage; view: MessageView }>(); // by clientMessageId
+  private streaming = new Set<string>(); // reply ids not yet ended
+  private stopWanted = new Set<string>(); // stops asked while disconnected
+  private agentProblem = '';
+  private stick = true; // follow new text unless the user scrolled up
+  private lastScrollTop = 0;
+  private scrollQueued = false;
+
+  constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
+    this.conversationId = options.conversationId;
+    this.agentId = options.agentId;
+    this.createRenderer = options.createRenderer ?? (body => new StreamingMarkdown(body));
+
+    this.root = el('div', 'streamchat', 'streamchat');
+    const header = el('div', 'streamchat-header');
+    this.picker = el('select', 'streamchat-agent', 'streamchat-agent');
+    this.picker.title = 'Agent';
+    this.status = el('span', 'streamchat-status', 'streamchat-status');
+    header.append(this.picker, this.status);
+    this.notice = el('div', 'streamchat-notice', 'streamchat-notice');
+    this.notice.setAttribute('role', 'alert');
+    this.notice.hidden = true;
+    this.list = el('div', 'streamchat-messages', 'streamchat-messages');
+    this.list.setAttribute('role', 'log');
+    this.list.setAttribute('aria-live', 'polite');
+    this.typing = el('div', 'streamchat-typing', 'streamchat-typing');
+    this.typing.setAttribute('aria-label', 'The agent is typing');
+    this.typing.append(el('span', ''), el('span', ''), el('span', ''));
+    this.typing.hidden = true;
+    const footer = el('div', 'streamchat-footer');
+    this.input = el('textarea', 'streamchat-input', 'streamchat-input');
+    this.input.rows = 2;
+    this.input.placeholder = 'Message the agent (Enter sends, Shift+Enter adds a line)';
+    this.sendButton = el('button', 'streamchat-send', 'streamchat-send');
+    this.sendButton.textContent = 'Send';
+    this.stopButton = el('button', 'streamchat-stop', 'streamchat-stop');
+    this.stopButton.textContent = 'Stop Generating';
+    this.stopButton.hidden = true;
+    footer.append(this.input, this.sendButton, this.stopButton);
+    this.root.append(header, this.notice, this.list, this.typing, footer);
+    host.appendChild(this.root);
+
+    this.input.addEventListener('keydown', this.onKeyDown);
+    this.sendButton.addEventListener('click', () => this.sendInput());
+    this.stopButton.addEventListener('click', () => this.stop());
+    this.picker.addEventListener('change', () => {
+      this.agentId = this.picker.value;
+      this.options.onAgentChange?.(this.agentId);
+    });
+    this.list.addEventListener('scroll', this.onScroll);
+
+    if (options.server === null) {
+      this.showSnapshot(options.snapshot ?? []);
+      this.setConnection('offline',
+        'Cannot reach a streamchat server: this page is not served by a Jupyter server. ' +
+        'Open the notebook in JupyterLab with jupyter-streamchat installed to chat.');
+      this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
+      return;
+    }
+    this.setConnection('reconnecting', 'Connecting…');
+    void this.loadAgents(options.server);
+    this.connection = new HubConnection(options.server, {
+      onFrame: frame => this.onFrame(frame),
+      onOpen: () => this.onOpen(),
+      onState: (state, problem) => this.setConnection(state, problem)
+    });
+  }
+
+  dispose(): void {
+    this.connection?.close();
+    this.root.remove();
+  }
+
+  /** Follow another conversation (the old one's frames are ignored from now on). */
+  setConversation(conversationId: string): void {
+    if (conversationId === this.conversationId) {
+      return;
+    }
+    this.conversationId = conversationId;
+    this.messages.clear();
+    this.pending.clear();
+    this.streaming.clear();
+    this.stopWanted.clear();
+    this.list.replaceChildren();
+    this.updateBusy();
+    this.connection?.send({ type: 'SUBSCRIBE', conversationId });
+  }
+
+  setAgent(agentId: string): void {
+    this.agentId = agentId;
+    this.selectAgent();
+  }
+
+  /** The snapshot shows only while no server answers. */
+  setSnapshot(snapshot: SnapshotMessage[]): void {
+    if (this.options.server === null) {
+      this.list.replaceChildren();
+      this.messages.clear();
+      this.showSnapshot(snapshot);
+    }
+  }
+
+  // -- user actions ------------------------------------------------------------------------
+
+  private onKeyDown = (event: KeyboardEvent): void => {
+    // Keys typed here belong to the chat, not to the notebook's shortcuts around it.
+    event.stopPropagation();
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      this.sendInput();
+    }
+  };
+
+  private sendInput(): void {
+    const text = this.input.value;
+    if (!text.trim() || this.connection === null) {
+      return;
+    }
+    if (!this.agentId) {
+      this.showNotice('Pick an agent first.');
+      return;
+    }
+    this.input.value = '';
+    const frame: SendMessage = {
+      type: 'SEND_MESSAGE',
+      conversationId: this.conversationId,
+      agentId: this.agentId,
+      text,
+      clientMessageId: newClientId()
+    };
+    const view = new MessageView('user', '', 'pending', this.createRenderer);
+    view.append(text);
+    this.pending.set(frame.clientMessageId, { frame, view });
+    this.insert(view);
+    this.stick = true; // your own message always scrolls into view
+    this.updateBusy();
+    this.connection.send(frame); // if offline, onOpen sends it (the hub is idempotent on its id)
+  }
+
+  private stop(): void {
+    for (const messageId of this.streaming) {
+      if (!this.connection?.send({ type: 'STOP_GENERATING', messageId })) {
+        this.stopWanted.add(messageId);
+      }
+    }
+  }
+
+  // -- frames --------------------------------------------------------------------------------
+
+  private onOpen(): void {
+    const connection = this.connection!;
+    // Order matters: answers come back in it. Re-sent messages first (their replies replay from
+    // seq 1), then the replies we hold part of, then the snapshot of everything else.
+    for (const { frame } of this.pending.values()) {
+      connection.send(frame);
+    }
+    for (const messageId of this.streaming) {
+      const view = this.messages.get(messageId);
+      connection.send({ type: 'RESUME', messageId, afterSeq: view ? view.lastSeq : 0 });
+    }
+    for (const messageId of this.stopWanted) {
+      connection.send({ type: 'STOP_GENERATING', messageId });
+    }
+    this.stopWanted.clear();
+    connection.send({ type: 'SUBSCRIBE', conversationId: this.conversationId });
+  }
+
+  private onFrame(frame: ServerFrame): void {
+    switch (frame.type) {
+      case 'MESSAGE_CHUNK':
+        if (frame.conversationId === this.conversationId) {
+          this.onChunk(frame);
+        }
+        break;
+      case 'MESSAGE_ACCEPTED':
+        if (frame.conversationId === this.conversationId) {
+          this.onAccepted(frame);
+        }
+        break;
+      case 'HISTORY':
+        if (frame.conversationId === this.conversationId) {
+          this.onHistory(frame);
+        }
+        break;
+      case 'ERROR':
+        this.onError(frame);
+        break;
+    }
+  }
+
+  private onAccepted(frame: MessageAccepted): void {
+    const pending = this.pending.get(frame.clientMessageId);
+    this.pending.delete(frame.clientMessageId);
+    const known = this.messages.get(frame.userMessageId);
+    if (pending && known && known !== pending.view) {
+      pending.view.el.remove(); // the snapshot already brought it in while we were away
+    } else if (pending) {
+      pending.view.setId(frame.userMessageId);
+      pending.view.setStatus('complete');
+      this.messages.set(frame.userMessageId, pending.view);
+    } else if (!known) {
+      // Sent elsewhere: another tab, or the kernel's Python.
+      const view = new MessageView('user', frame.userMessageId, 'complete', this.createRenderer);
+      view.append(frame.text ?? '');
+      this.messages.set(frame.userMessageId, view);
+      this.insert(view);
+    }
+    if (!this.messages.has(frame.messageId)) {
+      this.addReply(frame.messageId, 'streaming');
+    }
+    this.updateBusy();
+  }
+
+  private onChunk(frame: MessageChunk): void {
+    const view = this.messages.get(frame.messageId) ?? this.addReply(frame.messageId, 'streaming');
+    if (frame.seq <= view.lastSeq) {
+      return; // already shown
+    }
+    if (frame.seq > view.lastSeq + 1) {
+      // A gap: ask the store for what is missing, once; frames that come meanwhile wait there.
+      if (view.resumeAsked !== view.lastSeq) {
+        view.resumeAsked = view.lastSeq;
+        this.connection?.send({ type: 'RESUME', messageId: view.messageId, afterSeq: view.lastSeq });
+      }
+      return;
+    }
+    view.lastSeq = frame.seq;
+    view.append(frame.chunk);
+    if (frame.isComplete) {
+      view.end(frame.status ?? 'complete', frame.error);
+      this.streaming.delete(frame.messageId);
+      this.updateBusy();
+    }
+    this.followBottom();
+  }
+
+  private onHistory(frame: History): void {
+    for (const message of frame.messages) {
+      let view = this.messages.get(message.messageId);
+      if (!view) {
+        view = new MessageView(message.role, message.messageId,
+          message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+        this.messages.set(message.messageId, view);
+        this.insert(view);
+      }
+      if (message.role === 'user') {
+        if (!view.text) {
+          view.append(message.text);
+        }
+        continue;
+      }
+      if (message.lastSeq > view.lastSeq && message.text.length > view.text.length) {
+        view.append(message.text.slice(view.text.length)); // the text is the chunks' concatenation
+      }
+      view.lastSeq = Math.max(view.lastSeq, message.lastSeq);
+      if (FINAL.has(message.status)) {
+        if (!FINAL.has(view.status)) {
+          view.end(message.status, message.error);
+        }
+        this.streaming.delete(message.messageId);
+      } else {
+        this.streaming.add(message.messageId);
+      }
+    }
+    this.updateBusy();
+    this.followBottom();
+  }
+
+  private onError(frame: ErrorFrame): void {
+    const pending = frame.clientMessageId ? this.pending.get(frame.clientMessageId) : undefined;
+    if (pending) {
+      this.pending.delete(frame.clientMessageId!);
+      pending.view.fail(frame.code === 'unknown_agent'
+        ? `Not sent: ${frame.message}`
+        : `Not sent: ${frame.message} (${frame.code})`);
+      this.updateBusy();
+      return;
+    }
+    if (frame.conversationId && frame.conversationId !== this.conversationId) {
+      return;
+    }
+    const reply = frame.messageId ? this.messages.get(frame.messageId) : undefined;
+    if (reply && frame.code === 'unknown_message') {
+      this.streaming.delete(reply.messageId);
+      reply.fail('This reply is no longer stored on the server.');
+      this.updateBusy();
+      return;
+    }
+    this.showNotice(`The chat server reported a problem: ${frame.message}`);
+  }
+
+  // -- DOM upkeep ----------------------------------------------------------------------------
+
+  private addReply(messageId: string, status: string): MessageView {
+    const view = new MessageView('assistant', messageId, status, this.createRenderer);
+    this.messages.set(messageId, view);
+    this.streaming.add(messageId);
+    this.insert(view);
+    return view;
+  }
+
+  /** New messages go after the known ones and before our own messages still being sent. */
+  private insert(view: MessageView): void {
+    let before: Element | null = null;
+    if (view.role === 'assistant' || view.status !== 'pending') {
+      for (const { view: p } of this.pending.values()) {
+        if (p !== view && p.el.isConnected) {
+          before = p.el;
+          break;
+        }
+      }
+    }
+    this.list.insertBefore(view.el, before);
+    this.followBottom();
+  }
+
+  private showSnapshot(snapshot: SnapshotMessage[]): void {
+    for (const message of snapshot) {
+      const view = new MessageView(message.role, message.messageId, 'streaming', this.createRenderer);
+      view.append(message.text);
+      if (message.role === 'assistant' && FINAL.has(message.status)) {
+        view.end(message.status as Status);
+      } else {
+        view.setStatus(message.status);
+      }
+      this.list.append(view.el);
+    }
+  }
+
+  private updateBusy(): void {
+    const busy = this.streaming.size > 0 || this.pending.size > 0;
+    this.typing.hidden = !busy;
+    this.stopButton.hidden = this.streaming.size === 0;
+  }
+
+  private setConnection(state: ConnectionState, problem: string): void {
+    const shown = state === 'connecting' ? 'reconnecting' : state;
+    this.root.dataset.connection = shown;
+    this.status.textContent = state === 'connected' ? '' : state === 'offline' ? 'offline' : 'reconnecting…';
+    if (state === 'connected') {
+      this.showNotice(this.agentProblem);
+    } else {
+      this.showNotice(problem);
+    }
+  }
+
+  private showNotice(text: string): void {
+    this.notice.textContent = text;
+    this.notice.hidden = !text;
+  }
+
+  private async loadAgents(server: ServerSettings): Promise<void> {
+    let agents: AgentInfo[] = [];
+    try {
+      const response = await fetch(new URL('streamchat/api/agents', server.baseUrl).href, {
+        headers: authHeaders(server),
+        credentials: 'same-origin'
+      });
+      if (response.ok) {
+        agents = (await response.json()).agents;
+      }
+    } catch {
+      // The connection reports unreachable servers; the picker keeps the configured agent.
+    }
+    this.picker.replaceChildren();
+    for (const agent of agents) {
+      const option = document.createElement('option');
+      option.value = agent.id;
+      option.textContent = agent.name || agent.id;
+      option.title = agent.description;
+      this.picker.append(option);
+    }
+    this.selectAgent();
+  }
+
+  private selectAgent(): void {
+    const known = Array.from(this.picker.options).some(o => o.value === this.agentId);
+    if (!known && this.agentId) {
+      const option = document.createElement('option');
+      option.value = this.agentId;
+      option.textContent = `${this.agentId} (not on this server)`;
+      this.picker.append(option);
+    }
+    this.picker.value = this.agentId;
+    const available = this.picker.options.length > (known ? 0 : 1);
+    this.agentProblem = !known && available
+      ? `The agent "${this.agentId}" is not available on this server; pick another.`
+      : '';
+    if (this.root.dataset.connection === 'connected') {
+      this.showNotice(this.agentProblem);
+    }
+  }
+
+  private onScroll = (): void => {
+    const top = this.list.scrollTop;
+    const atBottom = this.list.scrollHeight - top - this.list.clientHeight < 24;
+    // Growing content never lowers scrollTop; only the user does.
+    if (atBottom) {
+      this.stick = true;
+    } else if (top < this.lastScrollTop - 2) {
+      this.stick = false;
+    }
+    this.lastScrollTop = top;
+  };
+
+  /** Keep to the bottom, once per animation frame, unless the user has scrolled up. */
+  private followBottom(): void {
+    if (!this.stick || this.scrollQueued) {
+      return;
+    }
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      if (this.stick) {
+        this.list.scrollTop = this.list.scrollHeight;
+        this.lastScrollTop = this.list.scrollTop;
+      }
+    });
+  }
+}
+
+export { renderMarkdown };

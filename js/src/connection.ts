@@ -1,0 +1,170 @@
+// The view's own WebSocket to the hub (never through the kernel), kept open.
+//
+// When it drops, it retries with exponential backoff and jitter; when a try fails, a REST call
+// finds out why, so the user reads "login expired" rather than a spinner that never ends.
+// Whoever owns the connection re-subscribes in `onOpen`: the hub answers from the store.
+
+import type { ClientFrame, ServerFrame } from './protocol';
+import { authHeaders, ServerSettings } from './server';
+
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'offline';
+
+export interface ConnectionHandlers {
+  onFrame(frame: ServerFrame): void;
+  onOpen(): void;
+  /** `problem` is a sentence for the user, or '' when all is well. */
+  onState(state: ConnectionState, problem: string): void;
+}
+
+interface Diagnosis {
+  userMustAct: boolean; // retrying alone will not help (login expired, extension missing)
+  problem: string; // '' when the server looks fine
+}
+const OK: Diagnosis = { userMustAct: false, problem: '' };
+
+const FIRST_DELAY_MS = 250;
+const MAX_DELAY_MS = 10_000;
+
+/** Delay before retry number `attempt` (0-based): doubling, capped, with jitter so that many
+ * views cut off together do not come back in one burst. */
+export function backoffDelay(attempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** Math.min(attempt, 16));
+  return ceiling / 2 + random() * (ceiling / 2);
+}
+
+export class HubConnection {
+  state: ConnectionState = 'connecting';
+  private ws: WebSocket | null = null;
+  private attempt = 0;
+  private timer: number | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly server: ServerSettings,
+    private readonly handlers: ConnectionHandlers
+  ) {
+    this.open();
+  }
+
+  /** Send a frame now; false when not connected (the caller re-sends after `onOpen`). */
+  send(frame: ClientFrame): boolean {
+    if (this.ws === null || this.ws.readyState !== WebSocket.OPEN) {
+      return false;
+    }
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+    }
+    this.ws?.close();
+    this.ws = null;
+  }
+
+  /** Retry at once (for instance when the user asks to). */
+  retryNow(): void {
+    if (this.closed || this.state === 'connected') {
+      return;
+    }
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    this.open();
+  }
+
+  private open(): void {
+    const url = new URL('streamchat/ws', this.server.wsUrl);
+    if (this.server.token) {
+      url.searchParams.set('token', this.server.token); // browsers cannot set WebSocket headers
+    }
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url.href);
+    } catch (e) {
+      this.setState('offline', `Cannot reach a streamchat server (${String(e)}).`);
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.attempt = 0;
+      this.setState('connected', '');
+      this.handlers.onOpen();
+    };
+    ws.onmessage = event => {
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return; // the hub sends JSON only; ignore anything else rather than break the view
+      }
+      this.handlers.onFrame(frame);
+    };
+    ws.onclose = () => {
+      if (this.ws !== ws || this.closed) {
+        return;
+      }
+      this.ws = null;
+      void this.retry(opened);
+    };
+  }
+
+  private async retry(wasOpen: boolean): Promise<void> {
+    const delay = backoffDelay(this.attempt++);
+    // A drop of a working socket is usually transient; a refused connection needs a reason.
+    const diagnosis = wasOpen ? OK : await this.diagnose();
+    if (this.closed) {
+      return;
+    }
+    const seconds = Math.max(1, Math.round(delay / 1000));
+    this.setState(
+      diagnosis.userMustAct ? 'offline' : 'reconnecting',
+      diagnosis.problem || `Connection lost; reconnecting in ${seconds} s…`
+    );
+    this.timer = window.setTimeout(() => {
+      this.timer = null;
+      this.open();
+    }, delay);
+  }
+
+  /** Why can't we connect? Asks the REST endpoint, which answers with a status code. */
+  private async diagnose(): Promise<Diagnosis> {
+    let response: Response;
+    try {
+      response = await fetch(new URL('streamchat/api/agents', this.server.baseUrl).href, {
+        headers: authHeaders(this.server),
+        credentials: 'same-origin',
+        cache: 'no-store'
+      });
+    } catch {
+      return { userMustAct: false, problem: 'Cannot reach the Jupyter server; retrying…' };
+    }
+    if (response.status === 401 || response.status === 403) {
+      return {
+        userMustAct: true,
+        problem: 'Your Jupyter login has expired. Log in again (reload the page) to keep chatting.'
+      };
+    }
+    if (response.status === 404) {
+      return {
+        userMustAct: true,
+        problem: 'This Jupyter server does not run the streamchat extension ' +
+          '(jupyter server extension enable jupyter_streamchat).'
+      };
+    }
+    if (!response.ok) {
+      return { userMustAct: false, problem: `The chat server answered ${response.status}; retrying…` };
+    }
+    return OK;
+  }
+
+  private setState(state: ConnectionState, problem: string): void {
+    this.state = state;
+    this.handlers.onState(state, problem);
+  }
+}

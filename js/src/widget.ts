@@ -1,0 +1,48 @@
+// The anywidget adapter: mounts a ChatView in a notebook output and ties it to the model.
+//
+// The model carries configuration (conversation id, agent) and the kernel's small snapshot of
+// the conversation; the token stream comes over the view's own WebSocket to the hub.
+
+import { ChatView, SnapshotMessage } from './chatview';
+import { pageServerSettings } from './server';
+import './style.css';
+
+interface Model {
+  get(name: string): any;
+  set(name: string, value: unknown): void;
+  save_changes(): void;
+  on(event: string, callback: () => void): void;
+  off(event: string, callback: () => void): void;
+}
+
+function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
+  const view = new ChatView(el, {
+    server: pageServerSettings(),
+    conversationId: model.get('conversation_id'),
+    agentId: model.get('agent'),
+    snapshot: model.get('messages') as SnapshotMessage[],
+    onAgentChange: agentId => {
+      model.set('agent', agentId);
+      model.save_changes();
+    }
+  });
+  const onConversation = () => view.setConversation(model.get('conversation_id'));
+  const onAgent = () => view.setAgent(model.get('agent'));
+  const onMessages = () => view.setSnapshot(model.get('messages'));
+  model.on('change:conversation_id', onConversation);
+  model.on('change:agent', onAgent);
+  model.on('change:messages', onMessages);
+  return () => {
+    model.off('change:conversation_id', onConversation);
+    model.off('change:agent', onAgent);
+    model.off('change:messages', onMessages);
+    view.dispose();
+  };
+}
+
+export default { render };
+
+// For other hosts of the same view (a sidebar panel, a plain page).
+export { ChatView } from './chatview';
+export { renderMarkdown, StreamingMarkdown } from './markdown';
+export { pageServerSettings, serverSettings } from './server';
