@@ -110,3 +110,30 @@ async def test_reopen_keeps_everything(tmp_path):
     again = await store.create_exchange("c", "echo", "hi there", "m1")
     assert not again.created and again.message_id == exchange.message_id
     await store.close()
+
+
+async def test_conversation_snapshot_text_ends_at_its_last_seq(tmp_path):
+    """A streaming reply read while chunks are being committed: its text is exactly chunks
+    1..last_seq (a client holding it takes the next live frame as new)."""
+    from jupyter_streamchat.store import Append
+
+    store = SQLiteStore(path=str(tmp_path / "snap.db"))
+    await store.open()
+    exchange = await store.create_exchange("c", "echo", "x", "m1")
+    pieces = [f"<{seq}>" for seq in range(1, 401)]
+
+    async def write():
+        for seq, piece in enumerate(pieces, start=1):
+            await store.append(Append(exchange.message_id, seq, [piece]))
+
+    writer = asyncio.ensure_future(write())
+    snapshots = []
+    while not writer.done() and len(snapshots) < 2000:  # bounded
+        messages = await store.get_conversation("c")
+        reply = messages[-1]
+        snapshots.append((reply.last_seq, reply.text))
+    await writer
+    await store.close()
+    assert len(snapshots) > 10
+    for last_seq, text in snapshots:
+        assert text == "".join(pieces[:last_seq]), (last_seq, text[-20:])

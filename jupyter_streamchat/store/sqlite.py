@@ -380,15 +380,22 @@ class SQLiteStore(Store):
 
     async def get_conversation(self, conversation_id: str) -> Optional[list]:
         def job(conn: sqlite3.Connection):
-            if not conn.execute(
-                "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone():
-                return None
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY pos",
-                (conversation_id,),
-            ).fetchall()
-            return [self._message(conn, row) for row in rows]
+            # One snapshot: a streaming reply's text must end exactly at its last_seq, or a
+            # client that holds the text would get the next frame twice.
+            conn.execute("BEGIN")
+            try:
+                if not conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone():
+                    return None
+                rows = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+                    "ORDER BY pos",
+                    (conversation_id,),
+                ).fetchall()
+                return [self._message(conn, row) for row in rows]
+            finally:
+                conn.execute("COMMIT")
 
         return await self._read(job)
 
