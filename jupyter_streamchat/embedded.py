@@ -4,6 +4,9 @@ Same hub, same store code, same agents; frames arrive in-process instead of over
 
     async with EmbeddedChat() as chat:
         reply = await chat.ask("Hello", agent="demo", on_chunk=lambda c: print(c, end=""))
+
+:class:`BackgroundHub` runs the same hub on a thread of its own, for callers that are not
+async (a widget's Python object, through :class:`~jupyter_streamchat.transport.EmbeddedTransport`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from typing import Callable, Optional
 
@@ -21,6 +25,22 @@ from .agents import load_agents
 from .hub import Hub
 from .store import SQLiteStore, Store, store_from_url
 from .subscriber import Subscriber
+
+
+def _make_store(store_url: str, parent: LoggingConfigurable) -> Store:
+    if store_url:
+        return store_from_url(store_url, parent=parent)
+    # A file of its own: opening a store ends the replies it finds streaming, and
+    # those of a running server's hub are alive.
+    store = SQLiteStore(parent=parent)
+    store.path = os.path.join(os.path.dirname(store.path), "streamchat-embedded.db")
+    return store
+
+
+def make_hub(store_url: str = "", config: Optional[Config] = None) -> Hub:
+    """A hub over ``store_url``; by default ``streamchat-embedded.db`` in the Jupyter data dir."""
+    parent = LoggingConfigurable(config=config or Config())
+    return Hub(_make_store(store_url, parent), load_agents(parent, parent.log))
 
 
 class _InProcess:
@@ -36,15 +56,7 @@ class _InProcess:
 
 class EmbeddedChat:
     def __init__(self, store_url: str = "", config: Optional[Config] = None):
-        self._parent = LoggingConfigurable(config=config or Config())
-        if store_url:
-            store: Store = store_from_url(store_url, parent=self._parent)
-        else:
-            # A file of its own: opening a store ends the replies it finds streaming, and
-            # those of a running server's hub are alive.
-            store = SQLiteStore(parent=self._parent)
-            store.path = os.path.join(os.path.dirname(store.path), "streamchat-embedded.db")
-        self.hub = Hub(store, load_agents(self._parent, self._parent.log))
+        self.hub = make_hub(store_url, config)
         self._asked: dict = {}  # clientMessageId -> (reply future, on_chunk)
         self._waiting: dict = {}  # reply id -> (reply future, on_chunk, chunks so far)
         self._subscriber = self.hub.connect(Subscriber(_InProcess(self._on_frame)))
@@ -84,3 +96,39 @@ class EmbeddedChat:
         finally:
             self._asked.pop(client_id, None)
         return await reply
+
+
+class BackgroundHub:
+    """An embedded hub on a daemon thread with its own event loop; one per store per process.
+
+    One per store because opening a store marks every reply it finds streaming as
+    interrupted: a second hub over the same file would cut off the first one's live replies,
+    and clients of two hubs would not see each other's messages. The hub lives as long as the
+    process; replies still generating when it exits are marked interrupted by the next open.
+    """
+
+    _hubs: dict = {}  # store description -> BackgroundHub
+    _hubs_lock = threading.Lock()
+
+    @classmethod
+    def get(cls, store_url: str = "", config: Optional[Config] = None) -> "BackgroundHub":
+        """The process's hub for that store, started on first use (``config`` applies then)."""
+        parent = LoggingConfigurable(config=config or Config())
+        store = _make_store(store_url, parent)
+        key = store.describe()
+        with cls._hubs_lock:
+            running = cls._hubs.get(key)
+            if running is None:
+                running = cls._hubs[key] = cls(Hub(store, load_agents(parent, parent.log)))
+            return running
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="streamchat-embedded-hub", daemon=True
+        )
+        self.thread.start()
+
+    def in_hub_thread(self) -> bool:
+        return threading.current_thread() is self.thread

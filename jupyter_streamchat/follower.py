@@ -1,0 +1,454 @@
+"""A conversation as the hub tells it, kept current from any thread: the kernel side of a chat.
+
+    conversation = connect("my-notes")
+    reply = conversation.send("Hello", "echo")   # returns at once
+    reply.wait(30).text
+
+:class:`Conversation` follows one conversation over a transport (see
+:mod:`jupyter_streamchat.transport`): a WebSocket to the Jupyter server when one launched this
+kernel, else the hub in this process. The store is the source of truth, so the state here is
+only ever what the hub sent: a message shows once the hub has accepted it, wherever it was sent
+from (this kernel, the browser, another kernel).
+
+On every (re)connection it sends SUBSCRIBE, RESUME for each reply it holds that is still
+streaming (from the last ``seq`` it holds), each SEND_MESSAGE not yet answered (the hub is
+idempotent on ``clientMessageId``), and each stop not yet honoured. Chunks are applied by
+``seq``: a frame at or below the held one is dropped, the next one is appended, a gap asks
+the hub to resume from what is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable, Optional
+
+from . import protocol as p
+from .discovery import find_server
+from .transport import EmbeddedTransport, RemoteTransport
+
+log = logging.getLogger("jupyter_streamchat.follower")
+
+PENDING = "pending"  # a ChatReply's status until the hub accepts its message
+
+OnChange = Callable[[list], None]
+
+
+class _Message:
+    """One message. For a reply, ``seq`` is the last frame held and ``held`` the length of the
+    text those frames make. A streaming reply's text from a HISTORY is ``provisional``: shown
+    until frames from ``seq + 1`` replace what it has past ``held``."""
+
+    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held",
+                 "provisional", "error")
+
+    def __init__(self, message_id: str, role: str, agent_id: str, text: str = "",
+                 status: str = p.STREAMING, seq: int = 0, error: Optional[str] = None):
+        self.message_id = message_id
+        self.role = role
+        self.agent_id = agent_id
+        self.parts = [text] if text else []
+        self.status = status
+        self.seq = seq
+        self.held = len(text)
+        self.provisional = False
+        self.error = error
+
+    def show(self, text: str) -> None:
+        """Show ``text``, of which the first ``held`` characters are held already."""
+        self.parts[:] = [self.text[:self.held], text[self.held:]]
+        self.provisional = len(text) > self.held
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:  # join once, not on every read
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    @property
+    def streaming(self) -> bool:
+        return self.role == "assistant" and self.status == p.STREAMING
+
+    def snapshot(self) -> dict:
+        snap = {"messageId": self.message_id, "role": self.role, "agentId": self.agent_id,
+                "text": self.text, "status": self.status}
+        if self.error is not None:
+            snap["error"] = self.error
+        return snap
+
+
+class ChatReply:
+    """The reply to one :meth:`Conversation.send`; its attributes follow the stream live."""
+
+    def __init__(self, conversation: "Conversation", client_message_id: str, agent_id: str):
+        self._conversation = conversation
+        self.client_message_id = client_message_id
+        self.agent_id = agent_id
+        self._message: Optional[_Message] = None  # set when the hub accepts the message
+        self._refused: Optional[tuple] = None  # (code, message) of an ERROR instead
+        self._stop_requested = False
+        self._ended = threading.Event()  # final status reached, or the conversation closed
+
+    @property
+    def message_id(self) -> Optional[str]:
+        """The reply's id, once the hub has accepted the message."""
+        return self._message.message_id if self._message else None
+
+    @property
+    def text(self) -> str:
+        with self._conversation._lock:
+            return self._message.text if self._message else ""
+
+    @property
+    def status(self) -> str:
+        """``pending`` until accepted, then the wire status (``streaming``, ``complete``,
+        ``stopped``, ``interrupted``, ``error``)."""
+        if self._refused:
+            return p.ERROR
+        return self._message.status if self._message else PENDING
+
+    @property
+    def error(self) -> Optional[str]:
+        """Why the reply failed: the agent's error, or the hub's refusal of the message."""
+        if self._refused:
+            return self._refused[1]
+        return self._message.error if self._message else None
+
+    @property
+    def error_code(self) -> Optional[str]:
+        """The ERROR frame's ``code`` (``unknown_agent``, ``too_large``...) if the hub refused."""
+        return self._refused[0] if self._refused else None
+
+    @property
+    def done(self) -> bool:
+        return self.status in p.FINAL_STATUSES
+
+    def wait(self, timeout: Optional[float] = None) -> "ChatReply":
+        """Block until the reply has ended; raise TimeoutError after ``timeout`` seconds."""
+        if not self._ended.wait(timeout):
+            raise TimeoutError(
+                f"reply still {self.status} after {timeout} s; "
+                f"{self._conversation._connection_state()}"
+            )
+        if not self.done:
+            raise ConnectionError("the conversation was closed before the reply ended")
+        return self
+
+    def stop(self) -> None:
+        """Stop generating this reply (now, or as soon as the hub accepts the message)."""
+        self._conversation._stop_reply(self)
+
+    def __repr__(self) -> str:
+        text = self.text
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        extra = f" error={self.error!r}" if self.error else ""
+        return (f"<ChatReply {self.agent_id} {self.status} {len(text)} chars: {shown!r}{extra}>")
+
+    def _repr_markdown_(self) -> str:
+        if self.error:
+            return f"{self.text}\n\n**{self.status}:** {self.error}"
+        return self.text or f"*{self.status}*"
+
+
+class Conversation:
+    """Follows conversation ``conversation_id`` over ``transport``.
+
+    ``on_change(messages)`` is called from the transport's thread when the messages change at
+    a message boundary: history loaded, a message accepted, a reply ended. Never per chunk;
+    read :attr:`messages` or a reply's ``text`` for live text.
+    """
+
+    def __init__(self, conversation_id: str, transport, on_change: Optional[OnChange] = None):
+        self.conversation_id = conversation_id
+        self.transport = transport
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._messages: list = []  # _Message, in conversation order
+        self._by_id: dict = {}
+        self._pending: dict = {}  # clientMessageId -> (ChatReply, SEND_MESSAGE frame)
+        self._replies: dict = {}  # reply id -> ChatReply, until the reply ends
+        self._stopping: set = set()  # reply ids asked to stop, until they end
+        self._resuming: dict = {}  # reply id -> afterSeq of a RESUME sent to fill a gap
+        self._synced = threading.Event()
+        self._closed = False
+        self.last_error: Optional[dict] = None  # the last ERROR frame not tied to a send
+        transport.start(self._on_frame, self._on_connect)
+
+    # -- the API -------------------------------------------------------------------------
+
+    @property
+    def remote(self) -> bool:
+        """True when the hub is the Jupyter server's, False when it runs in this process."""
+        return isinstance(self.transport, RemoteTransport)
+
+    @property
+    def server_url(self) -> Optional[str]:
+        return self.transport.server.url if self.remote else None
+
+    @property
+    def messages(self) -> list:
+        """A copy: ``{"messageId", "role", "agentId", "text", "status"}`` (and ``error``)."""
+        with self._lock:
+            return [m.snapshot() for m in self._messages]
+
+    def send(self, text: str, agent: str) -> ChatReply:
+        """Send ``text`` to ``agent``; returns at once with a reply that follows the stream."""
+        if self._closed:
+            raise RuntimeError("the conversation is closed")
+        client_id = uuid.uuid4().hex
+        reply = ChatReply(self, client_id, agent)
+        frame = {"type": "SEND_MESSAGE", "conversationId": self.conversation_id,
+                 "agentId": agent, "text": text, "clientMessageId": client_id}
+        with self._lock:
+            self._pending[client_id] = (reply, frame)
+        self._send_if_connected(frame)
+        return reply
+
+    def stop(self, message_id: Optional[str] = None) -> None:
+        """Stop one reply, or every reply of this conversation still generating."""
+        with self._lock:
+            if message_id is not None:
+                ids = [message_id]
+            else:
+                ids = [m.message_id for m in self._messages if m.streaming]
+                for reply, _frame in self._pending.values():
+                    reply._stop_requested = True  # stopped once accepted
+            ids = [i for i in ids if i not in self._by_id or self._by_id[i].streaming]
+            # Re-sent after a reconnection until the reply ends; an id this side does not
+            # know is sent once (the hub answers for it).
+            self._stopping.update(i for i in ids if i in self._by_id)
+        for i in ids:
+            self._send_if_connected({"type": "STOP_GENERATING", "messageId": i})
+
+    def wait_synced(self, timeout: Optional[float] = None) -> None:
+        """Block until the hub's history of the conversation has arrived."""
+        if not self._synced.wait(timeout):
+            raise TimeoutError(f"no history after {timeout} s; {self._connection_state()}")
+
+    def close(self) -> None:
+        """Stop following. Replies keep generating in the hub; their handles stop updating."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiting = [r for r, _f in self._pending.values()] + list(self._replies.values())
+        self.transport.close()
+        for reply in waiting:
+            reply._ended.set()
+
+    def __enter__(self) -> "Conversation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.server_url or "in-process hub"
+        count = len(self._messages)
+        return f"<Conversation {self.conversation_id!r} via {where}, {count} messages>"
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _connection_state(self) -> str:
+        if not self.remote:
+            return "in-process hub"
+        state = "connected" if self.transport.connected else "not connected"
+        error = self.transport.last_error
+        return f"{state} to {self.transport.server.url}" + (f" ({error})" if error else "")
+
+    def _send_if_connected(self, frame: dict) -> None:
+        # While disconnected, on_connect will send what is still needed, from the state.
+        # (A race with a reconnection may send a request twice; every request is safe to repeat.)
+        if self.transport.connected:
+            self.transport.send(frame)
+
+    def _stop_reply(self, reply: ChatReply) -> None:
+        with self._lock:
+            if reply._message is None:
+                reply._stop_requested = True
+                return
+            message_id = reply._message.message_id
+        self.stop(message_id)
+
+    def _on_connect(self) -> None:
+        with self._lock:
+            frames = [{"type": "SUBSCRIBE", "conversationId": self.conversation_id}]
+            # Replies held as streaming resume from the last frame held; frames that then
+            # arrive twice (live after the HISTORY, and replayed) are dropped by seq.
+            self._resuming = {m.message_id: m.seq for m in self._messages if m.streaming}
+            frames += [{"type": "RESUME", "messageId": message_id, "afterSeq": seq}
+                       for message_id, seq in self._resuming.items()]
+            frames += [frame for _reply, frame in self._pending.values()]
+            frames += [{"type": "STOP_GENERATING", "messageId": i} for i in self._stopping]
+        for frame in frames:
+            self.transport.send(frame)
+
+    def _on_frame(self, frame: dict) -> None:
+        kind = frame.get("type")
+        if kind == "ERROR":
+            self._on_error(frame)
+            return
+        if frame.get("conversationId") != self.conversation_id:
+            return  # not this conversation's (the transport is not shared, so unexpected)
+        after = _After()
+        with self._lock:
+            if kind == "MESSAGE_CHUNK":
+                self._apply_chunk(frame, after)
+            elif kind == "MESSAGE_ACCEPTED":
+                self._apply_accepted(frame, after)
+            elif kind == "HISTORY":
+                self._apply_history(frame, after)
+            if after.changed:
+                after.snapshot = [m.snapshot() for m in self._messages]
+        self._run(after)
+
+    def _apply_chunk(self, frame: dict, after: "_After") -> None:
+        message_id, seq = frame["messageId"], frame["seq"]
+        message = self._by_id.get(message_id)
+        if message is None:  # a reply this side has not heard of: take it from the start
+            message = self._add(_Message(message_id, "assistant", frame.get("agentId", "")))
+            after.changed = True
+        if seq <= message.seq:
+            return  # held already (from a replay, or the HISTORY)
+        if seq > message.seq + 1:
+            # A gap: ask for the rest from the store, once per held seq.
+            if self._resuming.get(message_id) != message.seq:
+                self._resuming[message_id] = message.seq
+                after.sends.append({"type": "RESUME", "messageId": message_id,
+                                    "afterSeq": message.seq})
+            return
+        self._resuming.pop(message_id, None)
+        if message.provisional:  # frames replace the HISTORY's text past what is held
+            message.parts[:] = [message.text[:message.held]]
+            message.provisional = False
+        if frame["chunk"]:
+            message.parts.append(frame["chunk"])
+            message.held += len(frame["chunk"])
+        message.seq = seq
+        if frame.get("isComplete"):
+            message.status = frame.get("status", p.COMPLETE)
+            message.error = frame.get("error")
+            self._ended(message, after)
+
+    def _apply_accepted(self, frame: dict, after: "_After") -> None:
+        user_id, reply_id = frame["userMessageId"], frame["messageId"]
+        agent = frame.get("agentId", "")
+        if user_id not in self._by_id:
+            self._add(_Message(user_id, "user", agent, frame.get("text", ""), p.COMPLETE))
+            after.changed = True
+        if reply_id not in self._by_id:
+            self._add(_Message(reply_id, "assistant", agent))
+            after.changed = True
+        pending = self._pending.pop(frame.get("clientMessageId"), None)
+        if pending is None:
+            return  # sent elsewhere, or an answer to a re-sent request
+        reply = pending[0]
+        message = reply._message = self._by_id[reply_id]
+        if message.status in p.FINAL_STATUSES:  # it ended while this side was away
+            after.ended.append(reply)
+            return
+        self._replies[reply_id] = reply
+        if reply._stop_requested:
+            self._stopping.add(reply_id)
+            after.sends.append({"type": "STOP_GENERATING", "messageId": reply_id})
+
+    def _apply_history(self, frame: dict, after: "_After") -> None:
+        # A streaming reply's text in a HISTORY is shown, but its frames are taken from a
+        # RESUME: a store may read that text a frame past its lastSeq, and counting it as
+        # held would duplicate that frame. (on_connect resumed the replies held already.)
+        ordered, seen = [], set()
+        for wire in frame["messages"]:
+            message = self._by_id.get(wire["messageId"])
+            streaming = wire["status"] == p.STREAMING
+            if message is None:
+                message = _Message(wire["messageId"], wire["role"], wire["agentId"],
+                                   wire["text"], wire["status"], wire["lastSeq"],
+                                   wire.get("error"))
+                self._by_id[message.message_id] = message
+                if streaming and message.role == "assistant":
+                    message.seq = message.held = 0
+                    message.provisional = bool(wire["text"])
+                    self._resuming[message.message_id] = 0
+                    after.sends.append({"type": "RESUME", "messageId": message.message_id,
+                                        "afterSeq": 0})
+            elif wire["lastSeq"] > message.seq:
+                # Only the text past what is held is new: the held text is the start of it.
+                message.show(wire["text"])
+                if not streaming:
+                    message.seq, message.held = wire["lastSeq"], len(wire["text"])
+                    message.provisional = False
+                    message.status, message.error = wire["status"], wire.get("error")
+                    self._ended(message, after)
+            ordered.append(message)
+            seen.add(message.message_id)
+        # Messages the snapshot lacks (the conversation was deleted, say) stay, at the end.
+        self._messages = ordered + [m for m in self._messages if m.message_id not in seen]
+        after.changed = True
+        after.synced = True
+
+    def _add(self, message: _Message) -> _Message:
+        self._messages.append(message)
+        self._by_id[message.message_id] = message
+        return message
+
+    def _ended(self, message: _Message, after: "_After") -> None:
+        self._stopping.discard(message.message_id)
+        self._resuming.pop(message.message_id, None)
+        reply = self._replies.pop(message.message_id, None)
+        if reply is not None:
+            after.ended.append(reply)
+        after.changed = True
+
+    def _on_error(self, frame: dict) -> None:
+        with self._lock:
+            pending = self._pending.pop(frame.get("clientMessageId"), None)
+            if pending is not None:
+                reply = pending[0]
+                reply._refused = (frame.get("code"), frame.get("message", ""))
+            else:
+                self.last_error = frame
+                if frame.get("messageId") in self._resuming:
+                    del self._resuming[frame["messageId"]]
+        if pending is not None:
+            reply._ended.set()
+        else:
+            log.warning("streamchat: the hub refused a request: %s: %s",
+                        frame.get("code"), frame.get("message"))
+
+    def _run(self, after: "_After") -> None:
+        """What a frame caused, done with the lock released."""
+        for frame in after.sends:
+            self.transport.send(frame)
+        for reply in after.ended:
+            reply._ended.set()
+        if after.synced:
+            self._synced.set()
+        if after.snapshot is not None and self._on_change is not None:
+            try:
+                self._on_change(after.snapshot)
+            except Exception:
+                log.exception("streamchat: on_change failed")
+
+
+class _After:
+    """Effects of one frame, collected under the lock and carried out after it."""
+
+    __slots__ = ("sends", "ended", "changed", "synced", "snapshot")
+
+    def __init__(self):
+        self.sends: list = []
+        self.ended: list = []
+        self.changed = False
+        self.synced = False
+        self.snapshot: Optional[list] = None
+
+
+def connect(conversation_id: str, on_change: Optional[OnChange] = None,
+            store_url: str = "") -> Conversation:
+    """Follow ``conversation_id`` on the Jupyter server that launched this kernel, or, without
+    one (a notebook run headless, a script), on a hub in this process over ``store_url``
+    (default: ``streamchat-embedded.db`` in the Jupyter data dir)."""
+    server = find_server()
+    transport = RemoteTransport(server) if server else EmbeddedTransport(store_url)
+    return Conversation(conversation_id, transport, on_change)
