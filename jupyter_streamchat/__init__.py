@@ -11,4 +11,14 @@ def _jupyter_server_extension_points():
     return [{"module": "jupyter_streamchat", "app": StreamChatApp}]
 
 
-__all__ = ["Agent", "AgentRequest", "__version__"]
+def __getattr__(name):
+    # The widget pulls in anywidget and ipywidgets: import it only when a notebook asks for it,
+    # not when the server loads the extension.
+    if name == "ChatWidget":
+        from .widget import ChatWidget
+
+        return ChatWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Agent", "AgentRequest", "ChatWidget", "__version__"]

@@ -1,0 +1,78 @@
+"""The chat widget for notebooks: ``ChatWidget(agent="demo")``.
+
+The view in the browser streams over its own WebSocket to the hub in the Jupyter server, so a
+busy, restarting or dead kernel never holds a reply up. The Python object follows the same
+conversation through its own connection (or an in-process hub when there is no server, as in
+a notebook run headless), so ``send``, ``stop`` and ``messages`` work from code as well.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from typing import Optional
+
+import anywidget
+from traitlets import List, Unicode, observe
+
+from .follower import ChatReply, Conversation, connect
+
+_STATIC = pathlib.Path(__file__).parent / "static"
+
+
+class ChatWidget(anywidget.AnyWidget):
+    """A chat with the server's agents, streaming in a notebook cell.
+
+    ``ChatWidget(agent="demo")`` starts a new conversation; ``ChatWidget(conversation_id=...)``
+    re-attaches to a stored one and shows its history.
+    """
+
+    _esm = _STATIC / "widget.js"
+    _css = _STATIC / "widget.css"
+
+    conversation_id = Unicode(help="The conversation this chat shows and adds to.").tag(sync=True)
+    agent = Unicode("demo", help="Id of the agent that answers (the view's picker sets it).").tag(
+        sync=True
+    )
+    messages = List(
+        read_only=True,
+        help="The conversation as last stored: updated per message, never per token.",
+    ).tag(sync=True)
+
+    def __init__(self, agent: str = "demo", conversation_id: Optional[str] = None, **kwargs):
+        super().__init__(agent=agent, conversation_id=conversation_id or uuid.uuid4().hex, **kwargs)
+        self._conversation: Conversation = self._follow(self.conversation_id)
+
+    def send(self, text: str, agent: Optional[str] = None) -> ChatReply:
+        """Send ``text`` to ``agent`` (default: the widget's); returns the reply at once.
+
+        ``reply.wait()`` blocks until it ends; ``reply.text`` and ``reply.status`` follow it.
+        """
+        return self._conversation.send(text, agent or self.agent)
+
+    def stop(self) -> None:
+        """Stop every reply of this conversation that is still generating."""
+        self._conversation.stop()
+
+    def close(self) -> None:
+        self._conversation.close()
+        super().close()
+
+    @property
+    def remote(self) -> bool:
+        """True when this object talks to a Jupyter server's hub, False when to an in-process one."""
+        return self._conversation.remote
+
+    def _follow(self, conversation_id: str) -> Conversation:
+        return connect(conversation_id, on_change=self._snapshot)
+
+    def _snapshot(self, messages: list) -> None:
+        self.set_trait("messages", messages)
+
+    @observe("conversation_id")
+    def _conversation_changed(self, change) -> None:
+        if getattr(self, "_conversation", None) is None:
+            return  # still in __init__
+        self._conversation.close()
+        self.set_trait("messages", [])
+        self._conversation = self._follow(change["new"])
