@@ -1,6 +1,45 @@
 #!/usr/bin/env bash
-# Install what the tests need and run them all.
+# Install what the tests need and run them all; extra arguments go to both pytest runs.
+#
+# Two pytest processes: pytest-jupyter runs the async tests on its own event loop, and the
+# browser tests use Playwright's sync API, which must not share a process with them.
+# With CI=true (or 1) a missing Chromium is an error; elsewhere the browser tests skip and say
+# how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+in_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
+
 python3 -m pip install -q -e ".[test]"
-exec python3 -m pytest "$@"
+
+# Playwright's own browser download needs the internet, which CI may not have, so the
+# browser tests use Debian's Chromium; install it when we can.
+if [[ -z "${STREAMCHAT_CHROMIUM:-}" && ! -x /usr/bin/chromium ]]; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "Installing Chromium for the browser tests (apt-get install chromium)..."
+        if ! { apt-get update -qq &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+            echo "Could not install Chromium." >&2
+            if in_ci; then exit 1; fi
+        fi
+    fi
+    # Otherwise the browser fixture finds Playwright's own Chromium, or fails (CI) or skips
+    # with instructions.
+fi
+
+# Run both even if the first fails. Exit status 5 (nothing collected) is expected from one of
+# them when the arguments select only browser or only other tests.
+status=0
+collected=0
+for marker in "not browser" "browser"; do
+    rc=0
+    python3 -m pytest -m "$marker" "$@" || rc=$?
+    if [[ $rc == 5 ]]; then continue; fi
+    collected=1
+    if [[ $status == 0 ]]; then status=$rc; fi
+done
+if [[ $collected == 0 ]]; then
+    echo "No tests were selected." >&2
+    exit 5
+fi
+exit "$status"
