@@ -163,9 +163,10 @@ export class ChatView {
     this.root = el('div', 'streamchat', 'streamchat');
     const header = el('div', 'streamchat-header');
     this.picker = el('select', 'streamchat-agent', 'streamchat-agent');
-    this.picker.title = 'Agent';
+    const label = el('label', 'streamchat-agent-label');
+    label.append('Agent ', this.picker);
     this.status = el('span', 'streamchat-status', 'streamchat-status');
-    header.append(this.picker, this.status);
+    header.append(label, this.status);
     this.notice = el('div', 'streamchat-notice', 'streamchat-notice');
     this.notice.setAttribute('role', 'alert');
     this.notice.hidden = true;

@@ -5,9 +5,10 @@
 // images cannot carry `javascript:` or event handlers.
 //
 // `StreamingMarkdown` renders a reply while it streams without ever touching what it has
-// already rendered: finished blocks are rendered once and appended; the open block at the end
-// is plain text that grows in place (`Text.appendData`). Cost per token is therefore bounded
-// by the size of one block, not by the size of the reply.
+// already rendered: finished blocks are rendered once and appended, a few at a time between
+// paints; the text not rendered yet is plain text at the end that grows in place
+// (`Text.appendData`). Work per chunk is therefore bounded by the chunk and the open block,
+// never by the size of the reply, and no task renders more than a few kilobytes.
 
 import DOMPurify from 'dompurify';
 import { Marked } from 'marked';
@@ -25,6 +26,8 @@ const marked = new Marked({
 });
 
 const purifier = DOMPurify();
+// Set once: parsing the configuration on every call costs more than sanitizing a short block.
+purifier.setConfig({ RETURN_DOM_FRAGMENT: true });
 purifier.addHook('afterSanitizeAttributes', node => {
   if (node.tagName === 'A') {
     // Open links away from the notebook, without giving the new page a handle on it.
@@ -36,7 +39,7 @@ purifier.addHook('afterSanitizeAttributes', node => {
 /** Markdown text to a sanitized fragment, ready to append. */
 export function renderMarkdown(text: string): DocumentFragment {
   const html = marked.parse(text) as string;
-  return purifier.sanitize(html, { RETURN_DOM_FRAGMENT: true });
+  return purifier.sanitize(html) as unknown as DocumentFragment;
 }
 
 /** What a message body does with its text: the chat view feeds every message through one. */
@@ -53,21 +56,46 @@ const LIST_ITEM = /^ {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)/;
 const INDENTED = /^(?: {2,}|\t)/;
 const BLANK = /^[ \t]*$/;
 
+/** Time a render step may take before it yields to the browser (to paint, to take input). */
+const STEP_BUDGET_MS = 8;
+/** Text rendered per marked/DOMPurify call: each call has a fixed cost (DOMPurify builds a
+ * document), so neighbouring blocks go together, up to this many characters. */
+const BATCH_CHARS = 4096;
+
+const schedule: (step: () => void) => void =
+  typeof requestAnimationFrame === 'function' && typeof document !== 'undefined'
+    ? step => {
+        // Animation frames stop in hidden tabs; a timeout keeps the queue moving there.
+        let done = false;
+        const once = () => {
+          if (!done) {
+            done = true;
+            step();
+          }
+        };
+        requestAnimationFrame(once);
+        setTimeout(once, 50);
+      }
+    : step => setTimeout(step, 0);
+
 /**
  * Renders markdown as it streams. A block ends at a blank line followed by a line that does
  * not continue it (a list continues with indented lines and further items), or at the close
- * of a fenced code block, or where a fence interrupts a paragraph. An ended block is rendered
- * once; the open block shows as plain text until it ends.
+ * of a fenced code block, or where a fence interrupts a paragraph. Ended blocks are rendered
+ * once each, a few at a time between paints; until then, and for the open block, the text
+ * shows as plain text at the end (the tail), which only ever grows at its end or loses
+ * already-rendered text at its start.
  */
 export class StreamingMarkdown implements BodyRenderer {
-  private text = '';
-  private blockStart = 0; // where the open block begins in `text`
-  private scanPos = 0; // start of the first line not yet classified
-  private blankAt = -1; // where a run of blank lines after block content began
+  private open = ''; // the open block's text (blocks that ended were cut off the front)
+  private scanPos = 0; // start, in `open`, of the first line not yet classified
+  private blankAt = -1; // where, in `open`, a run of blank lines after block content began
   private blockHasContent = false;
   private blockIsList = false;
   private fence: string | null = null; // the marker of the open fenced code block
   private fenceInList = false;
+  private queued: { text: string; shown: number }[] = []; // ended, not yet rendered
+  private stepping = false;
   private readonly tail: HTMLElement;
   private readonly tailText: Text;
 
@@ -83,57 +111,96 @@ export class StreamingMarkdown implements BodyRenderer {
     if (!chunk) {
       return;
     }
-    this.text += chunk;
-    let ended = false;
+    this.tailText.appendData(chunk);
+    // Only the new text is searched for line ends: the open block is bounded, the reply not.
+    let from = this.open.length;
+    this.open += chunk;
     let nl: number;
-    while ((nl = this.text.indexOf('\n', this.scanPos)) !== -1) {
+    while ((nl = this.open.indexOf('\n', from)) !== -1) {
+      from = nl + 1;
       const start = this.scanPos;
       this.scanPos = nl + 1;
-      ended = this.line(this.text.slice(start, nl), start, nl + 1) || ended;
+      const cut = this.line(this.open.slice(start, nl), start, nl + 1);
+      if (cut > 0) {
+        from -= cut;
+      }
     }
-    if (ended) {
-      this.tailText.data = this.text.slice(this.blockStart);
-    } else {
-      this.tailText.appendData(chunk);
+    if (this.queued.length && !this.stepping) {
+      this.stepping = true;
+      schedule(this.step);
     }
   }
 
   finish(): void {
-    if (this.blockStart < this.text.length && !BLANK.test(this.text.slice(this.blockStart))) {
-      this.emit(this.blockStart, this.text.length);
+    if (this.open && !BLANK.test(this.open)) {
+      this.queued.push({ text: this.open, shown: this.open.length });
+    } else if (this.open) {
+      this.queued.push({ text: '', shown: this.open.length });
     }
-    this.blockStart = this.scanPos = this.text.length;
-    this.tailText.data = '';
+    this.open = '';
+    this.scanPos = 0;
+    this.render(Infinity);
   }
 
-  /** Classify one complete line; returns whether a block ended (and was rendered). */
-  private line(line: string, start: number, end: number): boolean {
+  /** Render queued blocks for a few milliseconds, then give the browser the thread back. */
+  private step = (): void => {
+    const deadline = performance.now() + STEP_BUDGET_MS;
+    while (this.queued.length && performance.now() < deadline) {
+      this.render(BATCH_CHARS);
+    }
+    this.stepping = this.queued.length > 0;
+    if (this.stepping) {
+      schedule(this.step);
+    }
+  };
+
+  /** Render queued blocks (at least one) holding up to `chars` characters, in one call. */
+  private render(chars: number): void {
+    let text = '';
+    let shown = 0;
+    let n = 0;
+    while (n < this.queued.length && (n === 0 || text.length < chars)) {
+      text += this.queued[n].text;
+      shown += this.queued[n].shown;
+      n++;
+    }
+    this.queued.splice(0, n);
+    if (text) {
+      const block = document.createElement('div');
+      block.className = 'streamchat-block';
+      block.appendChild(renderMarkdown(text));
+      this.el.insertBefore(block, this.tail);
+    }
+    this.tailText.deleteData(0, shown);
+  }
+
+  /** Classify one complete line (`start`..`end` in `open`); returns how many characters were
+   * cut off the front of `open` because a block ended (0 if none). */
+  private line(line: string, start: number, end: number): number {
     if (this.fence !== null) {
       const close = line.trim();
       if (close.length >= this.fence.length && close === close[0].repeat(close.length) &&
           close[0] === this.fence[0]) {
         this.fence = null;
         if (!this.fenceInList) {
-          this.endBlock(end, end);
-          return true;
+          return this.endBlock(end);
         }
       }
-      return false;
+      return 0;
     }
     if (BLANK.test(line)) {
       if (this.blockHasContent && this.blankAt < 0) {
         this.blankAt = start;
       }
-      return false;
+      return 0;
     }
     const indented = INDENTED.test(line);
     const listItem = LIST_ITEM.test(line);
-    let ended = false;
+    let cut = 0;
     if (this.blankAt >= 0) {
       const continues = this.blockIsList && (indented || listItem);
       if (!continues) {
-        this.endBlock(this.blankAt, start);
-        ended = true;
+        cut = this.endBlock(start);
       }
       this.blankAt = -1;
     }
@@ -141,8 +208,7 @@ export class StreamingMarkdown implements BodyRenderer {
     if (fence) {
       const inList = this.blockIsList && indented;
       if (!inList && this.blockHasContent) {
-        this.endBlock(start, start); // a fence interrupts a paragraph
-        ended = true;
+        cut += this.endBlock(start - cut); // a fence interrupts a paragraph
       }
       this.fence = fence[1];
       this.fenceInList = inList;
@@ -151,21 +217,18 @@ export class StreamingMarkdown implements BodyRenderer {
       this.blockIsList = listItem;
       this.blockHasContent = true;
     }
-    return ended;
+    return cut;
   }
 
-  /** Render text[blockStart, contentEnd) and open a new block at nextStart. */
-  private endBlock(contentEnd: number, nextStart: number): void {
-    this.emit(this.blockStart, contentEnd);
-    this.blockStart = nextStart;
+  /** Queue open[0, nextStart) for rendering and cut it off `open`; returns its length.
+   * The blank lines between two blocks go with the first, so the text stays as sent. */
+  private endBlock(nextStart: number): number {
+    this.queued.push({ text: this.open.slice(0, nextStart), shown: nextStart });
+    this.open = this.open.slice(nextStart);
+    this.scanPos -= nextStart;
+    this.blankAt = -1;
     this.blockHasContent = false;
     this.blockIsList = false;
-  }
-
-  private emit(from: number, to: number): void {
-    const block = document.createElement('div');
-    block.className = 'streamchat-block';
-    block.appendChild(renderMarkdown(this.text.slice(from, to)));
-    this.el.insertBefore(block, this.tail);
+    return nextStart;
   }
 }

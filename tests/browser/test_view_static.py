@@ -30,7 +30,8 @@ widget.render({ model, el: document.getElementById('host') });
 RENDER_PAGE = """<!doctype html><meta charset="utf-8"><div id="a"></div><div id="b"></div>
 <script type="module">
 import { StreamingMarkdown, renderMarkdown } from './widget.js';
-window.render = (text, sizes) => {
+const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
+window.render = async (text, sizes) => {
   const a = document.getElementById('a'), b = document.getElementById('b');
   a.replaceChildren(); b.replaceChildren();
   const streaming = new StreamingMarkdown(a);
@@ -41,13 +42,16 @@ window.render = (text, sizes) => {
     const n = sizes[k % sizes.length];
     streaming.append(text.slice(i, i + n));
     i += n;
+    if (k % 20 === 19) await frame();  // let queued blocks render between chunks
   }
+  await frame();
+  const renderedWhileStreaming = a.querySelectorAll('.streamchat-block').length;
   const removedWhileStreaming = watch.takeRecords().reduce((s, r) => s + r.removedNodes.length, removed);
   streaming.finish();
   b.appendChild(renderMarkdown(text));
   const shape = el => Array.from(el.querySelectorAll('*'), e => e.tagName)
     .filter(t => t !== 'DIV').join(' ');
-  return { removedWhileStreaming, streamed: shape(a), whole: shape(b),
+  return { removedWhileStreaming, renderedWhileStreaming, streamed: shape(a), whole: shape(b),
            streamedText: a.textContent.replace(/\\s+/g, ' ').trim(),
            wholeText: b.textContent.replace(/\\s+/g, ' ').trim() };
 };
@@ -119,5 +123,6 @@ def test_streamed_markdown_matches_a_whole_render(plain_page, site, sizes):
     ])
     result = plain_page.evaluate("([t, s]) => window.render(t, s)", [text, sizes])
     assert result["removedWhileStreaming"] == 0
+    assert result["renderedWhileStreaming"] >= (1 if len(sizes) > 1 or sizes[0] < 1000 else 0)
     assert result["streamed"] == result["whole"]
     assert result["streamedText"] == result["wholeText"]
