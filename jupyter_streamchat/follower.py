@@ -420,15 +420,17 @@ class Conversation:
         """What a frame caused, done with the lock released."""
         for frame in after.sends:
             self.transport.send(frame)
-        for reply in after.ended:
-            reply._ended.set()
-        if after.synced:
-            self._synced.set()
+        # The snapshot goes out before any waiter wakes: after ``reply.wait()``, a widget's
+        # ``messages`` already shows the ended reply.
         if after.snapshot is not None and self._on_change is not None:
             try:
                 self._on_change(after.snapshot)
             except Exception:
                 log.exception("streamchat: on_change failed")
+        for reply in after.ended:
+            reply._ended.set()
+        if after.synced:
+            self._synced.set()
 
 
 class _After:

@@ -176,8 +176,12 @@ def test_stop_generating(page, lab):
 def test_python_object_follows_the_conversation(page, lab):
     root = open_chat(page, lab, "python.ipynb")
     out = run_code(page, 'r = w.send("from python", agent="echo")\n'
-                         'r.wait(30)\nprint("STATUS", r.status, repr(r.text))')
-    expect(out).to_contain_text("STATUS complete 'from python'")
+                         'r.wait(30)\nprint("STATUS", r.status, repr(r.text), w.remote)\n'
+                         'print("LAST", w.messages[-1]["status"])')
+    # The kernel found the Jupyter server that started it (not an in-process hub), and the
+    # snapshot is up to date when wait() returns.
+    expect(out).to_contain_text("STATUS complete 'from python' True")
+    expect(out).to_contain_text("LAST complete")
     # The view shows what the kernel sent, streamed over its own connection.
     expect(root.locator(f'{MESSAGE}[data-role="user"]')).to_have_text("from python")
     wait_status(last_reply(root), "complete")
