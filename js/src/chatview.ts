@@ -97,7 +97,7 @@ class MessageView {
   }
 
   end(status: Status, error?: string): void {
-    this.renderer?.finish();
+    void this.renderer?.finish(); // data-status is the wire's; the last blocks may still render
     this.setStatus(status);
     const ending = status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
     if (ending) {

@@ -46,8 +46,9 @@ export function renderMarkdown(text: string): DocumentFragment {
 export interface BodyRenderer {
   /** Add text at the end (a chunk while streaming, or a whole stored text). */
   append(chunk: string): void;
-  /** The text is complete: show it all as formatted markdown. */
-  finish(): void;
+  /** The text is complete: show it all as formatted markdown. A renderer that does so over
+   * several tasks returns a promise that settles once it is all shown. */
+  finish(): void | Promise<void>;
 }
 
 // Line kinds that decide where blocks end (CommonMark: fences, list items, indentation).
@@ -57,10 +58,10 @@ const INDENTED = /^(?: {2,}|\t)/;
 const BLANK = /^[ \t]*$/;
 
 /** Time a render step may take before it yields to the browser (to paint, to take input). */
-const STEP_BUDGET_MS = 8;
+const STEP_BUDGET_MS = 4;
 /** Text rendered per marked/DOMPurify call: each call has a fixed cost (DOMPurify builds a
  * document), so neighbouring blocks go together, up to this many characters. */
-const BATCH_CHARS = 4096;
+const BATCH_CHARS = 2048;
 
 const schedule: (step: () => void) => void =
   typeof requestAnimationFrame === 'function' && typeof document !== 'undefined'
@@ -82,9 +83,9 @@ const schedule: (step: () => void) => void =
  * Renders markdown as it streams. A block ends at a blank line followed by a line that does
  * not continue it (a list continues with indented lines and further items), or at the close
  * of a fenced code block, or where a fence interrupts a paragraph. Ended blocks are rendered
- * once each, a few at a time between paints; until then, and for the open block, the text
- * shows as plain text at the end (the tail), which only ever grows at its end or loses
- * already-rendered text at its start.
+ * once each, a few at a time between paints, and never touched again; until then each shows
+ * as plain text, and the open block shows as plain text at the end (the tail), which grows
+ * in place.
  */
 export class StreamingMarkdown implements BodyRenderer {
   private open = ''; // the open block's text (blocks that ended were cut off the front)
@@ -94,8 +95,11 @@ export class StreamingMarkdown implements BodyRenderer {
   private blockIsList = false;
   private fence: string | null = null; // the marker of the open fenced code block
   private fenceInList = false;
-  private queued: { text: string; shown: number }[] = []; // ended, not yet rendered
-  private stepping = false;
+  // Ended blocks not rendered yet, each shown meanwhile as plain text in an element of its
+  // own (so rendering one re-lays out only that element, not all the text still waiting).
+  private queued: { text: string; raw: HTMLElement }[] = [];
+  private stepping = false; // a step is scheduled
+  private whenIdle: (() => void)[] = []; // finish() promises waiting for the queue to empty
   private readonly tail: HTMLElement;
   private readonly tailText: Text;
 
@@ -126,20 +130,23 @@ export class StreamingMarkdown implements BodyRenderer {
       }
     }
     if (this.queued.length && !this.stepping) {
-      this.stepping = true;
-      schedule(this.step);
+      this.step(); // some now, the rest between paints
     }
   }
 
-  finish(): void {
-    if (this.open && !BLANK.test(this.open)) {
-      this.queued.push({ text: this.open, shown: this.open.length });
-    } else if (this.open) {
-      this.queued.push({ text: '', shown: this.open.length });
+  finish(): Promise<void> {
+    if (this.open) {
+      this.queue(BLANK.test(this.open) ? '' : this.open, this.open.length);
     }
     this.open = '';
     this.scanPos = 0;
-    this.render(Infinity);
+    // Even the end is rendered a few kilobytes per task: a reply that streamed faster than it
+    // rendered would otherwise be laid out in one long task.
+    const done = new Promise<void>(resolve => this.whenIdle.push(resolve));
+    if (!this.stepping) {
+      this.step();
+    }
+    return done;
   }
 
   /** Render queued blocks for a few milliseconds, then give the browser the thread back. */
@@ -151,27 +158,38 @@ export class StreamingMarkdown implements BodyRenderer {
     this.stepping = this.queued.length > 0;
     if (this.stepping) {
       schedule(this.step);
+    } else {
+      this.whenIdle.splice(0).forEach(resolve => resolve());
     }
   };
 
   /** Render queued blocks (at least one) holding up to `chars` characters, in one call. */
   private render(chars: number): void {
     let text = '';
-    let shown = 0;
     let n = 0;
     while (n < this.queued.length && (n === 0 || text.length < chars)) {
       text += this.queued[n].text;
-      shown += this.queued[n].shown;
       n++;
     }
-    this.queued.splice(0, n);
+    const done = this.queued.splice(0, n);
     if (text) {
       const block = document.createElement('div');
       block.className = 'streamchat-block';
       block.appendChild(renderMarkdown(text));
-      this.el.insertBefore(block, this.tail);
+      this.el.insertBefore(block, done[0].raw);
     }
-    this.tailText.deleteData(0, shown);
+    done.forEach(item => item.raw.remove());
+  }
+
+  /** Move the first `shown` characters of the tail into a plain-text stand-in of their own,
+   * until `text` (those characters, or '' when they are blank) is rendered. */
+  private queue(text: string, shown: number): void {
+    const raw = document.createElement('div');
+    raw.className = 'streamchat-raw';
+    raw.textContent = this.tailText.data.slice(0, shown);
+    this.tailText.deleteData(0, shown); // the tail holds only the open block: it stays short
+    this.el.insertBefore(raw, this.tail);
+    this.queued.push({ text, raw });
   }
 
   /** Classify one complete line (`start`..`end` in `open`); returns how many characters were
@@ -223,7 +241,7 @@ export class StreamingMarkdown implements BodyRenderer {
   /** Queue open[0, nextStart) for rendering and cut it off `open`; returns its length.
    * The blank lines between two blocks go with the first, so the text stays as sent. */
   private endBlock(nextStart: number): number {
-    this.queued.push({ text: this.open.slice(0, nextStart), shown: nextStart });
+    this.queue(this.open.slice(0, nextStart), nextStart);
     this.open = this.open.slice(nextStart);
     this.scanPos -= nextStart;
     this.blankAt = -1;

@@ -36,8 +36,13 @@ window.render = async (text, sizes) => {
   a.replaceChildren(); b.replaceChildren();
   const streaming = new StreamingMarkdown(a);
   let removed = 0;
-  const watch = new MutationObserver(rs => rs.forEach(r => removed += r.removedNodes.length));
-  watch.observe(a, { childList: true, subtree: true });
+  // Rendered blocks must never change: count removals of them or of anything inside them.
+  const inBlock = n => n.nodeType === 1 && (n.classList.contains('streamchat-block') || n.closest('.streamchat-block'));
+  const count = rs => rs.forEach(r => {
+    removed += Array.from(r.removedNodes).filter(inBlock).length + (inBlock(r.target) ? 1 : 0);
+  });
+  const watch = new MutationObserver(count);
+  watch.observe(a, { childList: true, subtree: true, characterData: true });
   for (let i = 0, k = 0; i < text.length; k++) {
     const n = sizes[k % sizes.length];
     streaming.append(text.slice(i, i + n));
@@ -46,8 +51,9 @@ window.render = async (text, sizes) => {
   }
   await frame();
   const renderedWhileStreaming = a.querySelectorAll('.streamchat-block').length;
-  const removedWhileStreaming = watch.takeRecords().reduce((s, r) => s + r.removedNodes.length, removed);
-  streaming.finish();
+  count(watch.takeRecords());
+  const removedWhileStreaming = removed;
+  await streaming.finish();
   b.appendChild(renderMarkdown(text));
   const shape = el => Array.from(el.querySelectorAll('*'), e => e.tagName)
     .filter(t => t !== 'DIV').join(' ');

@@ -46,19 +46,28 @@ def _record_first_token(page) -> None:
 
 
 def _watch_replacements(page) -> None:
-    """Count nodes removed from a reply while it streams (a re-render would remove some)."""
+    """Count changes to rendered blocks of a reply while it streams: a re-render would remove
+    or alter them. (Text not rendered yet may go; only its rendered form stays.)"""
     page.evaluate(
         """() => {
-             window.__removedWhileStreaming = 0;
+             window.__blockChangesWhileStreaming = 0;
              const list = document.querySelector('[data-testid="streamchat-messages"]');
+             const inBlock = n => {
+               const el = n.nodeType === 1 ? n : n.parentElement;
+               return !!el && (el.classList.contains('streamchat-block') ||
+                               !!el.closest('.streamchat-block'));
+             };
              new MutationObserver(records => {
                for (const r of records) {
-                 const message = r.target.closest && r.target.closest('[data-role="assistant"]');
-                 if (message && message.dataset.status === 'streaming') {
-                   window.__removedWhileStreaming += r.removedNodes.length;
+                 const message = (r.target.nodeType === 1 ? r.target : r.target.parentElement)
+                   ?.closest('[data-role="assistant"]');
+                 if (!message || message.dataset.status !== 'streaming') continue;
+                 if (r.type === 'characterData' ? inBlock(r.target)
+                     : inBlock(r.target) || Array.from(r.removedNodes).some(inBlock)) {
+                   window.__blockChangesWhileStreaming += 1;
                  }
                }
-             }).observe(list, { childList: true, subtree: true });
+             }).observe(list, { childList: true, subtree: true, characterData: true });
            }""")
 
 
@@ -100,7 +109,7 @@ def test_chat_streams_demo_reply_as_markdown(page, lab):
     root.screenshot(path=str(ARTIFACTS / "streaming.png"))
 
     wait_status(reply, "complete")
-    assert page.evaluate("window.__removedWhileStreaming") == 0
+    assert page.evaluate("window.__blockChangesWhileStreaming") == 0
     assert page.evaluate("window.__firstBlock.isConnected && window.__firstBlock === "
                          "document.querySelector('[data-role=\"assistant\"] .streamchat-block')")
     expect(root.locator(TYPING)).to_be_hidden()
