@@ -11,6 +11,7 @@ from chat import (
     AGENT, GUARD_MS, INPUT, MESSAGE, NOTICE, SEND, STOP, TYPING, body_text, last_reply,
     open_chat, replies, run_code, send, stored, wait_status, wait_text_longer, words,
 )
+import jlab
 from conftest import ARTIFACTS
 
 
@@ -260,3 +261,22 @@ def test_send_button(page, lab):
     wait_status(last_reply(root), "complete")
     assert body_text(last_reply(root)) == "by button"
     expect(root.locator(INPUT)).to_have_value("")
+
+
+def test_quickstart_notebook_in_jupyterlab(page, lab):
+    """The README's first steps: open the quickstart, run it, chat with the demo agent."""
+    import shutil
+
+    shutil.copy(Path(__file__).parent.parent.parent / "notebooks" / "quickstart.ipynb",
+                lab.root / "quickstart.ipynb")
+    jlab.open_notebook(page, lab, "quickstart.ipynb")
+    jlab.run_all(page)
+    root = page.locator('[data-testid="streamchat"]').first
+    expect(root).to_have_attribute("data-connection", "connected", timeout=GUARD_MS)
+    # The notebook's own cells send from Python; their replies stream into the widget.
+    expect(replies(root)).to_have_count(2, timeout=GUARD_MS)
+    wait_status(replies(root).last, "complete")
+    send(root, "Hello from the quickstart")
+    reply = replies(root).nth(2)
+    wait_status(reply, "complete")
+    expect(reply.locator("h2")).to_have_text("Streaming chat in Jupyter")
