@@ -92,7 +92,18 @@ def test_page_reload_mid_stream(page, lab):
     assert stored(lab, "c-reload")[-1]["text"] == text
 
 
-def test_unreachable_server_is_explained(page, lab):
+def test_unreachable_server_is_explained_and_retried_with_backoff(page, lab):
+    # Note when the view opens its chat sockets (page time, ms).
+    page.add_init_script("""
+        window.__chatSockets = [];
+        const Native = window.WebSocket;
+        window.WebSocket = function (url, protocols) {
+          if (String(url).includes('/streamchat/ws')) window.__chatSockets.push(performance.now());
+          return new Native(url, protocols);
+        };
+        window.WebSocket.prototype = Native.prototype;
+        Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+    """)
     proxy = TcpProxy("127.0.0.1", lab.port).__enter__()
     try:
         root = open_chat(page, lab, "unreachable.ipynb", via=proxy)
@@ -101,6 +112,17 @@ def test_unreachable_server_is_explained(page, lab):
     expect(root).to_have_attribute("data-connection", "reconnecting", timeout=GUARD_MS)
     expect(root.locator(NOTICE)).to_contain_text("Cannot reach the Jupyter server",
                                                  timeout=GUARD_MS)
+    page.wait_for_function("window.__chatSockets.length >= 6", timeout=GUARD_MS)
+    opened = page.evaluate("window.__chatSockets")
+    # opened[1] is the first retry after the drop; the gaps after it are retries 1, 2, 3, 4,
+    # each waiting between half and all of 250 ms * 2**retry (plus the failed try itself).
+    gaps = [b - a for a, b in zip(opened[1:], opened[2:])]
+    ceilings = [250 * 2 ** retry for retry in range(1, 5)]
+    for gap, ceiling in zip(gaps, ceilings):
+        assert ceiling / 2 - 20 <= gap <= ceiling + 1000, (gaps, ceilings)
+    assert gaps[3] > gaps[0] * 2, gaps  # it backs off
+    fractions = {round(g / c, 2) for g, c in zip(gaps, ceilings)}
+    assert len(fractions) > 1, gaps  # jitter: not the same fraction of the ceiling every time
 
 
 def test_server_restart_then_expired_login(browser, tmp_path):
