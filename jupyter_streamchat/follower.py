@@ -37,11 +37,9 @@ OnChange = Callable[[list], None]
 
 class _Message:
     """One message. For a reply, ``seq`` is the last frame held and ``held`` the length of the
-    text those frames make. A streaming reply's text from a HISTORY is ``provisional``: shown
-    until frames from ``seq + 1`` replace what it has past ``held``."""
+    text those frames make (the text is their concatenation)."""
 
-    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held",
-                 "provisional", "error")
+    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held", "error")
 
     def __init__(self, message_id: str, role: str, agent_id: str, text: str = "",
                  status: str = p.STREAMING, seq: int = 0, error: Optional[str] = None):
@@ -52,13 +50,7 @@ class _Message:
         self.status = status
         self.seq = seq
         self.held = len(text)
-        self.provisional = False
         self.error = error
-
-    def show(self, text: str) -> None:
-        """Show ``text``, of which the first ``held`` characters are held already."""
-        self.parts[:] = [self.text[:self.held], text[self.held:]]
-        self.provisional = len(text) > self.held
 
     @property
     def text(self) -> str:
@@ -319,9 +311,6 @@ class Conversation:
                                     "afterSeq": message.seq})
             return
         self._resuming.pop(message_id, None)
-        if message.provisional:  # frames replace the HISTORY's text past what is held
-            message.parts[:] = [message.text[:message.held]]
-            message.provisional = False
         if frame["chunk"]:
             message.parts.append(frame["chunk"])
             message.held += len(frame["chunk"])
@@ -354,30 +343,21 @@ class Conversation:
             after.sends.append({"type": "STOP_GENERATING", "messageId": reply_id})
 
     def _apply_history(self, frame: dict, after: "_After") -> None:
-        # A streaming reply's text in a HISTORY is shown, but its frames are taken from a
-        # RESUME: a store may read that text a frame past its lastSeq, and counting it as
-        # held would duplicate that frame. (on_connect resumed the replies held already.)
+        # A reply's text in a HISTORY is exactly its frames up to lastSeq (the store reads it
+        # in one snapshot), and the hub sends this client only the frames after it.
         ordered, seen = [], set()
         for wire in frame["messages"]:
             message = self._by_id.get(wire["messageId"])
-            streaming = wire["status"] == p.STREAMING
             if message is None:
                 message = _Message(wire["messageId"], wire["role"], wire["agentId"],
                                    wire["text"], wire["status"], wire["lastSeq"],
                                    wire.get("error"))
                 self._by_id[message.message_id] = message
-                if streaming and message.role == "assistant":
-                    message.seq = message.held = 0
-                    message.provisional = bool(wire["text"])
-                    self._resuming[message.message_id] = 0
-                    after.sends.append({"type": "RESUME", "messageId": message.message_id,
-                                        "afterSeq": 0})
             elif wire["lastSeq"] > message.seq:
                 # Only the text past what is held is new: the held text is the start of it.
-                message.show(wire["text"])
-                if not streaming:
-                    message.seq, message.held = wire["lastSeq"], len(wire["text"])
-                    message.provisional = False
+                message.parts.append(wire["text"][message.held:])
+                message.seq, message.held = wire["lastSeq"], len(wire["text"])
+                if wire["status"] != p.STREAMING:
                     message.status, message.error = wire["status"], wire.get("error")
                     self._ended(message, after)
             ordered.append(message)
