@@ -17,7 +17,6 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import protocol as p
 from .store import StoreError
 from .subscriber import Subscriber
 from .wsframes import encode_text_frames
@@ -72,16 +71,7 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
         )
 
     async def on_message(self, message):
-        try:
-            request = p.parse_request(message, self.extensionapp.max_message_bytes)
-            await self.hub.handle(self.subscriber, request)
-        except p.ProtocolError as e:
-            self.subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
-        except Exception:
-            self.log.exception("streamchat: request failed: %.200s", message)
-            self.subscriber.send(
-                p.dumps(p.error_frame(p.INTERNAL, "internal server error; see the server log"))
-            )
+        await self.hub.handle_text(self.subscriber, message, self.extensionapp.max_message_bytes)
 
     def on_close(self):
         subscriber = getattr(self, "subscriber", None)

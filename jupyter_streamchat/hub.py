@@ -99,6 +99,19 @@ class Hub:
 
     # -- requests --------------------------------------------------------------------------
 
+    async def handle_text(self, subscriber: Subscriber, text, max_bytes: int) -> None:
+        """Carry out one client frame as received; a bad or failed request is answered with
+        an ERROR frame to that client, whose connection stays open."""
+        try:
+            await self.handle(subscriber, p.parse_request(text, max_bytes))
+        except p.ProtocolError as e:
+            subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
+        except Exception:
+            self.log.exception("streamchat: request failed: %.200s", text)
+            subscriber.send(p.dumps(p.error_frame(
+                p.INTERNAL, "internal error in the chat hub; its log (the Jupyter server's, or "
+                "the kernel's for an in-process hub) says more")))
+
     async def handle(self, subscriber: Subscriber, request: p.Request) -> None:
         """Carry out one parsed request; raises ProtocolError for the client to see."""
         try:

@@ -31,7 +31,6 @@ from tornado.httpclient import HTTPRequest
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
-from . import protocol as p
 from .discovery import ServerInfo
 from .embedded import BackgroundHub, _InProcess
 from .subscriber import Subscriber
@@ -309,16 +308,7 @@ class EmbeddedTransport:
     async def _serve(self) -> None:
         hub, subscriber = self._background.hub, self._subscriber
         while True:
-            text = await self._queue.get()
-            try:
-                await hub.handle(subscriber, p.parse_request(text, MAX_MESSAGE_BYTES))
-            except p.ProtocolError as e:
-                subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
-            except Exception:
-                log.exception("streamchat: request failed: %.200s", text)
-                subscriber.send(
-                    p.dumps(p.error_frame(p.INTERNAL, "internal error; see the kernel's log"))
-                )
+            await hub.handle_text(subscriber, await self._queue.get(), MAX_MESSAGE_BYTES)
 
     def _deliver(self, frame: dict) -> None:
         # The hub calls this inside its own fan-out: an exception here would make the

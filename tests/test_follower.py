@@ -17,6 +17,7 @@ from helpers import HANG_GUARD, new_id, streamchat_config
 from jupyter_streamchat.discovery import ServerInfo, ServerUnavailable, find_server
 from jupyter_streamchat.follower import Conversation, connect
 from jupyter_streamchat.transport import EmbeddedTransport, RemoteTransport
+from tcpproxy import TcpProxy
 
 WORDS = " ".join(f"word{i}" for i in range(40)) + "\n  the end  "
 LONG = " ".join(f"long{i}" for i in range(150))  # 1.5 s at the echo delay below
@@ -142,13 +143,14 @@ async def test_unknown_agent_ends_the_reply_with_the_hubs_message(follow):
     assert conversation.messages == []  # nothing was stored
 
 
-async def test_reconnects_mid_stream_without_gap_or_duplicate(follow, server, rest):
-    async with LoopbackProxy(server) as proxy:
-        conversation = await synced(follow(new_id("c-"), server=proxy.server, max_backoff=0.2))
+async def test_reconnects_mid_stream_without_gap_or_duplicate(follow, server, rest, jp_http_port):
+    with TcpProxy("127.0.0.1", jp_http_port) as proxy:
+        conversation = await synced(follow(new_id("c-"), server=through(proxy, server),
+                                           max_backoff=0.2))
         reply = conversation.send(LONG, "echo")
         for cut in (1, 2):
             await until(lambda: len(reply.text) > cut * 150, f"text before cut {cut}")
-            proxy.cut()  # the network path dies: no close frame, the TCP connection ends
+            assert proxy.cut("") == 1  # the network path dies: a TCP reset, no close frame
             await until(lambda: conversation.transport.connections > cut, f"reconnection {cut}")
         await wait(reply)
     assert (reply.text, reply.status) == (LONG, "complete")
@@ -158,9 +160,11 @@ async def test_reconnects_mid_stream_without_gap_or_duplicate(follow, server, re
     assert len(stored["messages"]) == 2
 
 
-async def test_a_message_sent_while_offline_goes_once_on_reconnect(follow, server, rest):
-    async with LoopbackProxy(server) as proxy:
-        conversation = await synced(follow(new_id("c-"), server=proxy.server, max_backoff=0.2))
+async def test_a_message_sent_while_offline_goes_once_on_reconnect(follow, server, rest,
+                                                                 jp_http_port):
+    with TcpProxy("127.0.0.1", jp_http_port) as proxy:
+        conversation = await synced(follow(new_id("c-"), server=through(proxy, server),
+                                           max_backoff=0.2))
         proxy.down()
         await until(lambda: not conversation.transport.connected, "the disconnection")
         reply = conversation.send(WORDS, "echo")
@@ -298,60 +302,7 @@ def test_connect_without_a_server_uses_the_in_process_hub(isolated):
         conversation.send("after close", "echo")
 
 
-# -- a network path that can be cut ---------------------------------------------------------
-
-
-class LoopbackProxy:
-    """A TCP proxy to the test server on this loop: ``cut()`` ends every connection at once
-    (no WebSocket close frame: the network went away); ``down()`` also refuses new ones."""
-
-    def __init__(self, target: ServerInfo):
-        self.target = target
-        host_port = target.url.split("/")[2]
-        self.target_host, port = host_port.rsplit(":", 1)
-        self.target_port = int(port)
-        self.refusing = False
-        self.connections: set = set()
-
-    async def __aenter__(self):
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        path = self.target.url.split("/", 3)[3]
-        self.server = ServerInfo(f"http://127.0.0.1:{port}/{path}", self.target.token)
-        return self
-
-    async def __aexit__(self, *exc):
-        self._server.close()
-        self.cut()
-
-    def cut(self):
-        for writer in list(self.connections):
-            writer.transport.abort()
-        self.connections.clear()
-
-    def down(self):
-        self.refusing = True
-        self.cut()
-
-    def up(self):
-        self.refusing = False
-
-    async def _handle(self, client_reader, client_writer):
-        if self.refusing:
-            client_writer.transport.abort()
-            return
-        server_reader, server_writer = await asyncio.open_connection(
-            self.target_host, self.target_port)
-        self.connections.update((client_writer, server_writer))
-        await asyncio.gather(self._pipe(client_reader, server_writer),
-                             self._pipe(server_reader, client_writer))
-
-    async def _pipe(self, reader, writer):
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
+def through(proxy: TcpProxy, server: ServerInfo) -> ServerInfo:
+    """The same server, reached through ``proxy``."""
+    path = server.url.split("/", 3)[3]
+    return ServerInfo(f"http://127.0.0.1:{proxy.port}/{path}", server.token)

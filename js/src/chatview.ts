@@ -7,7 +7,7 @@
 // `data-message-id` on every message.
 
 import { ConnectionState, HubConnection } from './connection';
-import { BodyRenderer, renderMarkdown, StreamingMarkdown } from './markdown';
+import { BodyRenderer, StreamingMarkdown } from './markdown';
 import { FINAL, MessageView } from './message';
 import type {
   ErrorFrame, History, MessageAccepted, MessageChunk, SendMessage, ServerFrame, Status
@@ -411,14 +411,9 @@ export class ChatView {
   }
 
   private setConnection(state: ConnectionState, problem: string): void {
-    const shown = state === 'connecting' ? 'reconnecting' : state;
-    this.root.dataset.connection = shown;
+    this.root.dataset.connection = state;
     this.status.textContent = state === 'connected' ? '' : state === 'offline' ? 'offline' : 'reconnecting…';
-    if (state === 'connected') {
-      this.showNotice(this.agentProblem);
-    } else {
-      this.showNotice(problem);
-    }
+    this.showNotice(state === 'connected' ? this.agentProblem : problem);
   }
 
   private showNotice(text: string): void {
@@ -496,4 +491,3 @@ export class ChatView {
   }
 }
 
-export { renderMarkdown };

@@ -7,7 +7,7 @@
 import type { ClientFrame, ServerFrame } from './protocol';
 import { authHeaders, ServerSettings } from './server';
 
-export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'offline';
+export type ConnectionState = 'connected' | 'reconnecting' | 'offline'; // as data-connection shows it
 
 export interface ConnectionHandlers {
   onFrame(frame: ServerFrame): void;
@@ -27,13 +27,12 @@ const MAX_DELAY_MS = 10_000;
 
 /** Delay before retry number `attempt` (0-based): doubling, capped, with jitter so that many
  * views cut off together do not come back in one burst. */
-export function backoffDelay(attempt: number, random: () => number = Math.random): number {
+function backoffDelay(attempt: number): number {
   const ceiling = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** Math.min(attempt, 16));
-  return ceiling / 2 + random() * (ceiling / 2);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
 }
 
 export class HubConnection {
-  state: ConnectionState = 'connecting';
   private ws: WebSocket | null = null;
   private attempt = 0;
   private timer: number | null = null;
@@ -62,18 +61,6 @@ export class HubConnection {
     }
     this.ws?.close();
     this.ws = null;
-  }
-
-  /** Retry at once (for instance when the user asks to). */
-  retryNow(): void {
-    if (this.closed || this.state === 'connected') {
-      return;
-    }
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    this.open();
   }
 
   private open(): void {
@@ -164,7 +151,6 @@ export class HubConnection {
   }
 
   private setState(state: ConnectionState, problem: string): void {
-    this.state = state;
     this.handlers.onState(state, problem);
   }
 }

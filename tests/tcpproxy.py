@@ -1,8 +1,9 @@
-"""A loopback TCP proxy that can cut chosen connections, to test how the page recovers.
+"""A loopback TCP proxy that can cut chosen connections, to test how clients recover.
 
-The browser loads JupyterLab through the proxy's port, so every HTTP request and WebSocket of
-the page passes through it. ``cut("/streamchat/ws")`` then drops the chat socket the way a
-network failure would (a TCP reset, no WebSocket close frame) while everything else stays up.
+The browser loads JupyterLab through the proxy's port (or a kernel-side client connects
+through it), so every HTTP request and WebSocket passes through it. ``cut("/streamchat/ws")``
+then drops the chat socket the way a network failure would (a TCP reset, no WebSocket close
+frame) while everything else stays up; ``down()`` also refuses new connections until ``up()``.
 
 All sockets are owned by one thread running a selector loop; the public methods hand work to
 that thread and wait for it, so no socket is ever touched by two threads at once.
@@ -68,6 +69,7 @@ class TcpProxy:
         self._connections: list[_Connection] = []
         self._history: collections.deque[str] = collections.deque(maxlen=HISTORY_LIMIT)
         self._closed = False
+        self._refusing = False  # down(): new connections are reset at once
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._thread = threading.Thread(target=self._run, name=f"TcpProxy:{self.port}",
@@ -80,6 +82,16 @@ class TcpProxy:
         """Reset, on both sides, every live connection whose first request line contains
         ``match``; returns how many were cut."""
         return self._call(lambda: self._cut(match))
+
+    def down(self) -> None:
+        """The path is gone: cut every connection and refuse new ones until :meth:`up`."""
+        def go_down():
+            self._refusing = True
+            return self._cut("")
+        self._call(go_down)
+
+    def up(self) -> None:
+        self._call(lambda: setattr(self, "_refusing", False))
 
     def connections(self, match: str = "") -> int:
         """How many live connections have a first request line containing ``match``."""
@@ -176,6 +188,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except BlockingIOError:
                 return
+            if self._refusing:
+                _reset(client)
+                continue
             try:
                 # Loopback connects complete (or are refused) at once, so a blocking connect
                 # here does not stall the other connections noticeably.
