@@ -66,11 +66,11 @@ from tornado.websocket import WebSocketHandler, websocket_connect
 from jupyter_streamchat import protocol as p
 from jupyter_streamchat.agents import AgentRequest
 from jupyter_streamchat.agents.echo import EchoAgent
-from jupyter_streamchat.app import StreamChatApp
-from jupyter_streamchat.handlers import ChatWebSocketHandler
-from jupyter_streamchat.hub import Hub
+from jupyter_streamchat.server.app import StreamChatApp
+from jupyter_streamchat.server.handlers import ChatWebSocketHandler
+from jupyter_streamchat.server.hub import Hub
 from jupyter_streamchat.store import Append, SQLiteStore
-from jupyter_streamchat.subscriber import Subscriber
+from jupyter_streamchat.server.delivery import Subscriber
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0  # seconds for a server subprocess to answer
@@ -423,8 +423,7 @@ async def make_stored_reply(store: SQLiteStore, chunks: list) -> str:
     for first in range(1, last, 500):
         part = chunks[first - 1:min(first + 499, last - 1)]
         await store.append(Append(exchange.message_id, first, part))
-    await store.append(Append(exchange.message_id, last, [chunks[-1]], p.COMPLETE, None,
-                              "".join(chunks)))
+    await store.append(Append(exchange.message_id, last, [chunks[-1]], p.COMPLETE))
     return exchange.message_id
 
 

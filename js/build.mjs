@@ -9,7 +9,7 @@ const options = {
   target: 'es2020',
   minify: true,
   sourcemap: false,
-  outdir: '../jupyter_streamchat/static',
+  outdir: "../jupyter_streamchat/widget/static",
   loader: { '.css': 'css' },
   logLevel: 'info'
 };

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 
 def _jupyter_server_extension_points():
-    from .app import StreamChatApp
+    from .server.app import StreamChatApp
 
     return [{"module": "jupyter_streamchat", "app": StreamChatApp}]
 
@@ -18,7 +18,11 @@ def __getattr__(name):
         from .widget import ChatWidget
 
         return ChatWidget
+    if name == "connect":
+        from .kernel.follower import connect
+
+        return connect
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Agent", "AgentRequest", "ChatWidget", "__version__"]
+__all__ = ["Agent", "AgentRequest", "ChatWidget", "__version__", "connect"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store.records import ConversationRecord, HistoryPage, MessageRecord
 
 PROTOCOL_VERSION = 1
 
@@ -43,7 +46,13 @@ UNKNOWN_MESSAGE = "unknown_message"
 UNKNOWN_AGENT = "unknown_agent"
 NOT_A_REPLY = "not_a_reply"
 STORE_UNAVAILABLE = "store_unavailable"
+CONVERSATION_DELETED = "conversation_deleted"
 INTERNAL = "internal_error"
+
+# Numbers a JSON reader in any language holds exactly (JavaScript's safe integers).
+MAX_SEQ = 2**53 - 1
+# Deeper than this, a frame is not a request of this contract, and parsing it costs stack.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,13 @@ class Resume:
     after_seq: int
 
 
-Request = SendMessage | StopGenerating | Subscribe | Resume
+@dataclass(frozen=True)
+class LoadHistory:
+    conversation_id: str
+    before_message_id: str
+
+
+Request = SendMessage | StopGenerating | Subscribe | Resume | LoadHistory
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
@@ -81,10 +96,31 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "STOP_GENERATING": (StopGenerating, [("messageId", "id")]),
     "SUBSCRIBE": (Subscribe, [("conversationId", "id")]),
     "RESUME": (Resume, [("messageId", "id"), ("afterSeq", "seq")]),
+    "LOAD_HISTORY": (LoadHistory, [("conversationId", "id"), ("beforeMessageId", "id")]),
 }
 
 # The id fields echoed back in an ERROR so a client can tell which request failed.
 _ID_FIELDS = ("clientMessageId", "messageId", "conversationId")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, counting no further than ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
@@ -92,16 +128,27 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
     if isinstance(raw, bytes):
         raise ProtocolError(BAD_JSON, "frames must be JSON text, not binary")
     try:
-        data = json.loads(raw)
+        # Strict JSON: Python's reader would take NaN and Infinity, which no other reads.
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ProtocolError(BAD_JSON, f"frame is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as e:
         raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ProtocolError(BAD_JSON, "frame must be a JSON object")
-    ids = {k: data[k] for k in _ID_FIELDS if isinstance(data.get(k), str)}
-    kind = data.get("type")
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ProtocolError(BAD_JSON, f"frame is nested deeper than {MAX_DEPTH} levels")
+    ids = {k: data[k] for k in _ID_FIELDS if isinstance(data.get(k), str) and _is_id(data[k])}
+    if "type" not in data:
+        raise ProtocolError(UNKNOWN_TYPE, "frame has no 'type'", **ids)
+    kind = data["type"]
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_FIELD, "'type' must be a string", **ids)
     if kind not in _REQUESTS:
         known = ", ".join(_REQUESTS)
-        raise ProtocolError(UNKNOWN_TYPE, f"unknown type {kind!r}; expected one of {known}", **ids)
+        raise ProtocolError(
+            UNKNOWN_TYPE, f"unknown type {_shown(kind)}; expected one of {known}", **ids
+        )
     cls, fields = _REQUESTS[kind]
     values = []
     for name, check in fields:
@@ -111,13 +158,38 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
     return cls(*values)
 
 
+def _is_unicode(value: str) -> bool:
+    """False for strings with lone surrogates, which JSON can carry (as \\ud800) but UTF-8,
+    the store and every other reader cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_ID_LENGTH and _is_unicode(value)
+
+
+def _shown(value: str) -> str:
+    """A client's string, safe and short enough to quote back in an ERROR."""
+    return repr(value[:MAX_ID_LENGTH].encode("utf-8", "backslashreplace").decode("ascii", "replace"))
+
+
 def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: int, ids: dict) -> Any:
     if check == "seq":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be an integer >= 0", **ids)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+            raise ProtocolError(
+                BAD_FIELD, f"{kind}.{name} must be an integer from 0 to {MAX_SEQ}", **ids
+            )
         return value
     if not isinstance(value, str):
         raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be a string", **ids)
+    if not _is_unicode(value):
+        raise ProtocolError(
+            BAD_FIELD, f"{kind}.{name} is not valid Unicode (it holds a lone surrogate)", **ids
+        )
     if check == "id":
         if not value or len(value) > MAX_ID_LENGTH:
             raise ProtocolError(
@@ -127,7 +199,7 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
     # check == "text"
     if not value:
         raise ProtocolError(BAD_FIELD, f"{kind}.{name} must not be empty", **ids)
-    size = len(value.encode("utf-8", "surrogatepass"))
+    size = len(value.encode("utf-8"))
     if size > max_text_bytes:
         raise ProtocolError(
             TOO_LARGE, f"{kind}.{name} is {size} bytes; the limit is {max_text_bytes}", **ids
@@ -159,11 +231,49 @@ def accepted_frame(accepted: Any) -> dict:
     }
 
 
-def history_frame(conversation_id: str, messages: list) -> dict:
+def message_wire(message: "MessageRecord") -> dict:
+    """A stored message as HISTORY, HISTORY_PAGE and REST show it."""
+    wire = {
+        "messageId": message.message_id,
+        "role": message.role,
+        "agentId": message.agent_id,
+        "text": message.text,
+        "status": message.status,
+        "lastSeq": message.last_seq,
+    }
+    if message.error is not None:
+        wire["error"] = message.error
+    if message.truncated:
+        wire["truncated"] = True  # the rest comes with RESUME {afterSeq: lastSeq}
+    return wire
+
+
+def history_frame(page: "HistoryPage") -> dict:
     return {
         "type": "HISTORY",
-        "conversationId": conversation_id,
-        "messages": [m.to_wire() for m in messages],
+        "conversationId": page.conversation_id,
+        "messages": [message_wire(m) for m in page.messages],
+        "hasMore": page.has_more,
+    }
+
+
+def history_page_frame(page: "HistoryPage", before_message_id: str) -> dict:
+    return {
+        "type": "HISTORY_PAGE",
+        "conversationId": page.conversation_id,
+        "beforeMessageId": before_message_id,
+        "messages": [message_wire(m) for m in page.messages],
+        "hasMore": page.has_more,
+    }
+
+
+def conversation_wire(conversation: "ConversationRecord") -> dict:
+    return {
+        "conversationId": conversation.conversation_id,
+        "title": conversation.title,
+        "createdAt": conversation.created_at,
+        "updatedAt": conversation.updated_at,
+        "messageCount": conversation.message_count,
     }
 
 

@@ -14,9 +14,9 @@ import pytest
 from traitlets.config import Config
 
 from helpers import HANG_GUARD, new_id, streamchat_config
-from jupyter_streamchat.discovery import ServerInfo, ServerUnavailable, find_server
-from jupyter_streamchat.follower import Conversation, connect
-from jupyter_streamchat.transport import EmbeddedTransport, RemoteTransport
+from jupyter_streamchat.kernel.discovery import ServerInfo, ServerUnavailable, find_server
+from jupyter_streamchat.kernel.follower import Conversation, connect
+from jupyter_streamchat.kernel.connection import EmbeddedTransport, RemoteTransport
 from tcpproxy import TcpProxy
 
 WORDS = " ".join(f"word{i}" for i in range(40)) + "\n  the end  "

@@ -17,4 +17,4 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    assert (tmp_path / "jupyter_data_dir" / "streamchat-embedded.db").exists()
+    assert (tmp_path / "jupyter_data_dir" / "streamchat.db").exists()

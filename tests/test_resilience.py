@@ -95,9 +95,9 @@ async def test_slow_client_holds_up_nobody_and_catches_up(
 
     # What waits unsent for the stuck client stays bounded (limit + one frame).
     limit = streamchat_app.client_buffer_bytes
-    buffered = max(s.buffered for s in streamchat_app.hub.subscribers)
+    buffered = max(s.buffered for s in streamchat_app.hub.fanout.clients)
     assert limit // 2 < buffered <= limit + 20 * 1024, buffered  # stuck, and bounded
-    stuck_subscriber = max(streamchat_app.hub.subscribers, key=lambda s: s.buffered)
+    stuck_subscriber = max(streamchat_app.hub.fanout.clients, key=lambda s: s.buffered)
     assert mid in stuck_subscriber.lagging  # its live frames were dropped
 
     # Once it reads again it gets every frame of the reply exactly once, in order.

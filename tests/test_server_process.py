@@ -34,11 +34,14 @@ CUT_OFF_WARNING = "were cut off by a server stop"
 
 
 def stored_messages(db_path: Path, conversation_id: str) -> list:
-    """(role, status, text) of a conversation, read straight from a SQLite file."""
+    """(role, status, text) of a conversation, read straight from a SQLite file (a reply's
+    text is the concatenation of its chunks)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         return conn.execute(
-            "SELECT role, status, text FROM messages WHERE conversation_id = ? ORDER BY pos",
+            "SELECT role, status, CASE role WHEN 'user' THEN text ELSE coalesce((SELECT "
+            "group_concat(chunk, '') FROM (SELECT chunk FROM chunks c WHERE c.message_id = m.id "
+            "ORDER BY seq)), '') END FROM messages m WHERE conversation_id = ? ORDER BY pos",
             (conversation_id,),
         ).fetchall()
     finally:

@@ -7,12 +7,14 @@ import pytest
 
 from helpers import assert_contiguous, new_id, streamchat_config, text_of
 from jupyter_streamchat.store import SQLiteStore, StoreError, store_from_url
-from jupyter_streamchat.store.sqlite import SCHEMA_VERSION
+from jupyter_streamchat.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
 def jp_server_config():
-    return streamchat_config(EchoAgent={"delay": 0.01}, SQLiteStore={"busy_timeout": 0.2})
+    # Writes a locked database refuses are retried for 0.3 s, then the reply ends.
+    return streamchat_config(EchoAgent={"delay": 0.01}, SQLiteStore={"busy_timeout": 0.2},
+                             StreamChatApp={"store_retry_seconds": 0.3})
 
 
 async def send_and_finish(client, text, conversation=None):
@@ -28,8 +30,9 @@ async def test_default_database_is_in_the_jupyter_data_dir(chat, streamchat_app,
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        texts = [t for (t,) in db.execute("SELECT text FROM messages ORDER BY pos")]
-    assert texts == ["stored", "stored"]
+        (user,) = db.execute("SELECT text FROM messages WHERE role = 'user'").fetchone()
+        chunks = [c for (c,) in db.execute("SELECT chunk FROM chunks ORDER BY seq")]
+    assert user == "stored" and "".join(chunks) == "stored"  # a reply's text is its chunks
 
 
 async def test_locked_database_gives_an_error_and_loses_nothing(chat, rest, streamchat_app):

@@ -148,7 +148,8 @@ async def test_subscribe_to_new_conversation_is_empty_history(chat):
     client = await chat()
     await client.send("SUBSCRIBE", conversationId="brand-new")
     history = await client.expect("HISTORY")
-    assert history == {"type": "HISTORY", "conversationId": "brand-new", "messages": []}
+    assert history == {"type": "HISTORY", "conversationId": "brand-new", "messages": [],
+                       "hasMore": False}
 
 
 async def test_send_is_idempotent_on_client_message_id(chat, rest):
@@ -200,7 +201,7 @@ def test_encoded_frames_match_rfc6455():
     """The replay fast path writes the bytes a WebSocket library would (RFC 6455 5.2)."""
     import struct
 
-    from jupyter_streamchat.wsframes import encode_text_frames
+    from jupyter_streamchat.server.wsframes import encode_text_frames
 
     def reference(text):
         payload = text.encode()

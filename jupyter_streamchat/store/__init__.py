@@ -1,6 +1,7 @@
 """Message stores: where every message, partial replies included, is kept."""
 
-from .base import Append, Exchange, Store, StoreError, StoredMessage
+from .base import LeaseLost, Store, StoreError
+from .records import Append, ConversationRecord, Exchange, HistoryPage, MessageRecord
 from .sqlite import SQLiteStore
 
 #: URL scheme -> store class, for ``StreamChatApp.store_url``.
@@ -17,5 +18,6 @@ def store_from_url(url: str, **kwargs) -> Store:
 
 
 __all__ = [
-    "Append", "Exchange", "SQLiteStore", "Store", "StoreError", "StoredMessage", "store_from_url",
+    "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
+    "SQLiteStore", "Store", "StoreError", "store_from_url",
 ]

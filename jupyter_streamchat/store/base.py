@@ -1,76 +1,38 @@
-"""What every message store offers the hub, and the records it returns."""
+"""What every message store offers the hub."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from traitlets.config import LoggingConfigurable
 
+from .records import Append, ConversationRecord, Exchange, HistoryPage, MessageRecord
+
 
 class StoreError(Exception):
-    """The store could not do what was asked (locked, gone, unwritable). Nothing was changed."""
+    """The store could not do what was asked (locked, full, gone, read-only). Nothing was
+    changed by the request that failed."""
 
 
-@dataclass
-class StoredMessage:
-    message_id: str
-    conversation_id: str
-    role: str  # "user" or "assistant"
-    agent_id: str
-    text: str
-    status: str
-    last_seq: int
-    error: Optional[str] = None
-    created_at: float = 0.0
-
-    def to_wire(self) -> dict:
-        wire = {
-            "messageId": self.message_id,
-            "role": self.role,
-            "agentId": self.agent_id,
-            "text": self.text,
-            "status": self.status,
-            "lastSeq": self.last_seq,
-        }
-        if self.error is not None:
-            wire["error"] = self.error
-        return wire
-
-
-@dataclass
-class Exchange:
-    """A user message and the reply it started, as returned for a SEND_MESSAGE."""
-
-    client_message_id: str
-    conversation_id: str
-    user_message_id: str
-    message_id: str
-    agent_id: str
-    text: str
-    created: bool  # False when the clientMessageId had been seen before
-
-
-@dataclass
-class Append:
-    """Frames of one reply to store in one go: chunks for seqs first_seq, first_seq+1, ...
-
-    With ``status`` set, the last chunk is the reply's final frame and the reply ends.
-    """
-
-    message_id: str
-    first_seq: int
-    chunks: list
-    status: Optional[str] = None
-    error: Optional[str] = None
-    text: Optional[str] = None  # the reply's whole text, given with a final status
+class LeaseLost(StoreError):
+    """This process no longer owns the reply it tried to write: its lease expired, or another
+    process ended the reply. The write was refused."""
 
 
 class Store(LoggingConfigurable):
-    """A message store. Every method is a coroutine that never blocks the event loop."""
+    """A message store. Every method is a coroutine that never blocks the event loop.
+
+    Several processes may share one store. Each reply being generated is owned by the
+    process producing it, which holds a lease it renews while it runs; only a reply whose
+    owner's lease expired (or whose owner is known to be dead) may be ended by another.
+    """
 
     #: URL schemes this class opens, for ``StreamChatApp.store_url``.
     schemes: tuple = ()
+
+    #: Called (on the event loop) when this process found that it lost its lease: every
+    #: reply it was producing has been, or will be, ended by someone else.
+    on_lease_lost: Optional[Callable[[], None]] = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "Store":
@@ -81,11 +43,16 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def open(self) -> int:
-        """Create or migrate the schema; end replies a dead process left ``streaming``
-        as ``interrupted``. Returns how many replies were so ended."""
+        """Create or migrate the schema, take a lease for this process, and recover: end
+        as ``interrupted`` the replies whose owner's lease expired. Returns how many."""
         raise NotImplementedError
 
     async def close(self) -> None:
+        """Give the lease up and close; replies still streaming must have ended."""
+        raise NotImplementedError
+
+    async def recover(self) -> int:
+        """End as ``interrupted`` the replies whose owner's lease expired; returns how many."""
         raise NotImplementedError
 
     async def create_exchange(
@@ -94,21 +61,40 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def append(self, append: Append) -> None:
+        """Store frames of a reply this process owns; raises LeaseLost if it does not."""
         raise NotImplementedError
 
-    async def get_message(self, message_id: str) -> Optional[StoredMessage]:
+    async def get_message(self, message_id: str) -> Optional[MessageRecord]:
         raise NotImplementedError
 
     async def replay(self, message_id: str, after_seq: int) -> tuple:
-        """``(message or None, [(seq, chunk), ...] with seq > after_seq)`` from one snapshot."""
+        """``(message or None, [(seq, chunk), ...] with seq > after_seq)`` from one snapshot;
+        the message's ``text`` is left empty."""
+        raise NotImplementedError
+
+    async def history(
+        self, conversation_id: str, before_message_id: Optional[str], max_messages: int,
+        max_chars: int,
+    ) -> Optional[HistoryPage]:
+        """The latest messages (older than ``before_message_id`` if given) within the budget,
+        from one snapshot; None if there is no such conversation (or no such message in it).
+        At least one message is returned when there is one; a reply over the budget comes
+        ``truncated`` to its frames that fit."""
         raise NotImplementedError
 
     async def get_conversation(self, conversation_id: str) -> Optional[list]:
-        """The conversation's messages in order, or None if there is no such conversation."""
+        """All the conversation's messages in order, or None if there is no such conversation."""
         raise NotImplementedError
 
     async def list_conversations(self) -> list:
+        """ConversationRecords, most recently updated first."""
         raise NotImplementedError
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         raise NotImplementedError
+
+
+__all__ = [
+    "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
+    "Store", "StoreError",
+]

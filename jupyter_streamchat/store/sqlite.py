@@ -1,18 +1,18 @@
 """SQLite message store: the default, one file in the Jupyter data dir.
 
-All writes go through one writer thread that owns the write connection: it takes every
-request queued since its last commit and commits them in one transaction, so many replies
-streaming at once cost one commit per round, and the event loop never waits on the disk.
-Reads run on a second thread with a connection of their own (WAL lets them run beside writes).
+Writes go through one writer thread (``writer.py``), reads through a second thread with a
+connection of its own (WAL lets them run beside writes); the event loop never waits on the
+disk. The schema and its migrations are in ``schema.py``, the leases of the processes sharing
+the file and the recovery of replies whose producer is gone in ``leases.py``, and the check that
+the file is still the one opened in ``fileguard.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import queue
 import sqlite3
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,112 +23,21 @@ from urllib.parse import unquote, urlparse
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, Unicode, default
 
-from ..protocol import COMPLETE, INTERRUPTED, STREAMING
-from .base import Append, Exchange, Store, StoreError, StoredMessage
+from ..protocol import COMPLETE, STREAMING
+from . import leases
+from .base import LeaseLost, Store, StoreError
+from .fileguard import FileGuard
+from .records import ConversationRecord, Exchange, HistoryPage, MessageRecord
+from .schema import SchemaTooNew, migrate
+from .writer import Writer
 
-# Schema migrations, in order; PRAGMA user_version holds how many have been applied.
-MIGRATIONS = [
-    """
-    CREATE TABLE conversations (
-        id TEXT PRIMARY KEY,
-        title TEXT NOT NULL DEFAULT '',
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE messages (
-        pos INTEGER PRIMARY KEY,            -- order within a conversation
-        id TEXT NOT NULL UNIQUE,
-        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-        agent_id TEXT NOT NULL,
-        reply_to TEXT,                      -- a reply's user message
-        client_message_id TEXT UNIQUE,      -- makes SEND_MESSAGE idempotent
-        status TEXT NOT NULL,
-        error TEXT,
-        text TEXT NOT NULL DEFAULT '',      -- whole text once ended; chunks hold it while streaming
-        last_seq INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX messages_by_conversation ON messages (conversation_id, pos);
-    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
-    CREATE TABLE chunks (
-        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        chunk TEXT NOT NULL,
-        PRIMARY KEY (message_id, seq)
-    ) WITHOUT ROWID;
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-_MESSAGE_COLUMNS = "id, conversation_id, role, agent_id, text, status, last_seq, error, created_at"
+_MESSAGE_COLUMNS = (
+    "id, conversation_id, role, agent_id, status, last_seq, error, created_at, chars, text"
+)
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
-
-
-class _Writer(threading.Thread):
-    """Runs write jobs in batches: one transaction for everything queued since the last commit."""
-
-    MAX_BATCH = 2000
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], loop: asyncio.AbstractEventLoop):
-        super().__init__(name="streamchat-sqlite-writer", daemon=True)
-        self._connect = connect
-        self._loop = loop
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-
-    def submit(self, job: Callable[[sqlite3.Connection], object]) -> asyncio.Future:
-        future = self._loop.create_future()
-        self._jobs.put((job, future))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def run(self) -> None:
-        conn = self._connect()
-        try:
-            while True:
-                batch = [self._jobs.get()]
-                while len(batch) < self.MAX_BATCH:
-                    try:
-                        batch.append(self._jobs.get_nowait())
-                    except queue.Empty:
-                        break
-                stopping = None in batch
-                jobs = [item for item in batch if item is not None]
-                if jobs:
-                    self._loop.call_soon_threadsafe(_settle, self._run_batch(conn, jobs))
-                if stopping:
-                    return
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _run_batch(conn: sqlite3.Connection, jobs: list) -> list:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            results = [job(conn) for job, _ in jobs]
-            conn.execute("COMMIT")
-            return [(future, result, None) for (_, future), result in zip(jobs, results)]
-        except Exception as e:  # sqlite3.Error mostly: locked, disk full, file gone
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreError(f"the chat database refused a write: {e}")
-            return [(future, None, error) for _, future in jobs]
-
-
-def _settle(outcomes: list) -> None:
-    for future, result, error in outcomes:
-        if future.done():  # the awaiting task was cancelled
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 class SQLiteStore(Store):
@@ -138,7 +47,8 @@ class SQLiteStore(Store):
 
     path = Unicode(
         help="""Path of the SQLite database file. Default: streamchat.db in the Jupyter data dir
-        (never the server's root dir, so notebooks and data stay apart).""",
+        (never the server's root dir, so notebooks and data stay apart). Several Jupyter
+        servers, and kernels without one, may share it.""",
     ).tag(config=True)
 
     @default("path")
@@ -157,6 +67,14 @@ class SQLiteStore(Store):
         help="Seconds to wait for a database locked by another process before giving up.",
     ).tag(config=True)
 
+    lease_seconds = Float(
+        30.0,
+        help="""How long a process's claim on the replies it is generating lasts without
+        renewal (renewed every third of it). Another process sharing the file ends such a
+        reply as interrupted only once the claim expired, or at once when the producing
+        process is known to have died on this machine.""",
+    ).tag(config=True)
+
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "SQLiteStore":
         """``sqlite:////abs/path.db`` (absolute) or ``sqlite:///rel/path.db`` (relative)."""
@@ -170,9 +88,12 @@ class SQLiteStore(Store):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._writer: Optional[_Writer] = None
+        self._guard = FileGuard(self.path)
+        self._owner = leases.Owner()
+        self._writer: Optional[Writer] = None
         self._reader: Optional[ThreadPoolExecutor] = None
         self._reader_conn: Optional[sqlite3.Connection] = None
+        self._lease_task: Optional[asyncio.Task] = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,72 +101,102 @@ class SQLiteStore(Store):
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     async def open(self) -> int:
         loop = asyncio.get_running_loop()
+        self._guard = FileGuard(self.path)  # the path may have been configured after init
+        conns: list = []
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await loop.run_in_executor(None, self._connect)
-            interrupted = await loop.run_in_executor(None, self._prepare, conn)
-        except (OSError, sqlite3.Error) as e:
+            if os.path.exists(self.path):
+                read_only = self._guard.read_only()
+                if read_only:
+                    raise StoreError(f"{read_only}: chats can neither be stored nor read")
+            for _ in range(2):
+                conns.append(await loop.run_in_executor(None, self._connect))
+            self._guard.pin()
+            interrupted = await loop.run_in_executor(None, self._prepare, conns[0])
+        except (OSError, sqlite3.Error, SchemaTooNew, StoreError) as e:
+            for conn in conns:
+                conn.close()
+            if isinstance(e, StoreError):
+                raise
             raise StoreError(f"cannot open the chat database {self.path}: {e}") from e
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="streamchat-sqlite-reader")
-        self._reader_conn = conn
-        self._writer = _Writer(self._connect, loop)
+        self._reader_conn = conns[0]
+        self._writer = Writer(conns[1], self._guard, loop)
         self._writer.start()
+        self._lease_task = asyncio.ensure_future(self._keep_lease())
         return interrupted
 
     def _prepare(self, conn: sqlite3.Connection) -> int:
-        """Migrate the schema, then end what a dead server left streaming."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this release "
-                f"knows ({SCHEMA_VERSION}); upgrade jupyter-streamchat"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            # One transaction per migration, the version bump included.
-            conn.executescript(
-                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;"
-            )
+        """Migrate the schema, then take this process's lease and end what dead ones left."""
+        migrate(conn, self.path)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            interrupted = self._interrupt_streaming(conn)
+            self._owner.register(conn, self.lease_seconds)
+            interrupted = leases.recover(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return interrupted
 
-    @staticmethod
-    def _interrupt_streaming(conn: sqlite3.Connection) -> int:
-        rows = conn.execute("SELECT id, last_seq FROM messages WHERE status = ?", (STREAMING,))
-        now = time.time()
-        ended = 0
-        for message_id, last_seq in rows.fetchall():
-            text = "".join(
-                c for (c,) in conn.execute(
-                    "SELECT chunk FROM chunks WHERE message_id = ? ORDER BY seq", (message_id,)
-                )
-            )
-            # Every reply ends in exactly one final frame: store an empty one.
-            conn.execute(
-                "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, '')",
-                (message_id, last_seq + 1),
-            )
-            conn.execute(
-                "UPDATE messages SET status = ?, text = ?, last_seq = ?, updated_at = ? WHERE id = ?",
-                (INTERRUPTED, text, last_seq + 1, now, message_id),
-            )
-            ended += 1
-        return ended
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of its length, and end the replies of dead processes."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            owner = self._owner
+
+            def job(conn: sqlite3.Connection) -> tuple:
+                if not owner.renew(conn, self.lease_seconds):
+                    return False, 0
+                return True, leases.recover(conn)
+
+            try:
+                renewed, recovered = await self._writer.submit(job)
+            except StoreError as e:
+                self.log.warning("streamchat: could not renew this server's lease: %s", e)
+                continue
+            if recovered:
+                self.log.warning("streamchat: %d reply(ies) of a stopped process were marked "
+                                 "interrupted", recovered)
+            if not renewed:
+                self.log.error("streamchat: this server's lease on its replies expired (was "
+                               "the process suspended?); they are ended as interrupted")
+                await self._new_owner()
+                if self.on_lease_lost is not None:
+                    self.on_lease_lost()
+
+    async def _new_owner(self) -> None:
+        owner = leases.Owner()
+        try:
+            await self._writer.submit(lambda conn: owner.register(conn, self.lease_seconds))
+        except StoreError as e:
+            self.log.warning("streamchat: could not take a new lease: %s", e)
+        self._owner = owner
+
+    async def recover(self) -> int:
+        return await self._write(leases.recover)
 
     async def close(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
         if self._writer is not None:
+            owner = self._owner
+            with contextlib.suppress(StoreError):
+                await self._writer.submit(owner.release)
             self._writer.stop()
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
             self._writer = None
@@ -264,9 +215,16 @@ class SQLiteStore(Store):
     async def _read(self, job: Callable[[sqlite3.Connection], object]):
         if self._reader is None:
             raise StoreError("the chat database is closed")
+
+        def guarded(conn: sqlite3.Connection):
+            problem = self._guard.problem(writing=False)
+            if problem:
+                raise StoreError(problem)
+            return job(conn)
+
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._reader, job, self._reader_conn)
+            return await loop.run_in_executor(self._reader, guarded, self._reader_conn)
         except sqlite3.Error as e:
             raise StoreError(f"the chat database refused a read: {e}") from e
 
@@ -275,14 +233,18 @@ class SQLiteStore(Store):
     async def create_exchange(
         self, conversation_id: str, agent_id: str, text: str, client_message_id: str
     ) -> Exchange:
+        owner = self._owner
+
         def job(conn: sqlite3.Connection) -> Exchange:
             seen = conn.execute(
-                "SELECT u.id, u.conversation_id, r.id, r.agent_id, u.text FROM messages u "
-                "JOIN messages r ON r.reply_to = u.id WHERE u.client_message_id = ?",
-                (client_message_id,),
+                "SELECT u.id, r.id, r.agent_id, u.text FROM messages u "
+                "JOIN messages r ON r.reply_to = u.id "
+                "WHERE u.conversation_id = ? AND u.client_message_id = ?",
+                (conversation_id, client_message_id),
             ).fetchone()
             if seen:
-                return Exchange(client_message_id, seen[1], seen[0], seen[2], seen[3], seen[4], False)
+                return Exchange(client_message_id, conversation_id, seen[0], seen[1], seen[2],
+                                seen[3], False)
             now = time.time()
             conn.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
@@ -292,38 +254,52 @@ class SQLiteStore(Store):
             user_id, reply_id = _new_id(), _new_id()
             conn.executemany(
                 "INSERT INTO messages (id, conversation_id, role, agent_id, reply_to, "
-                "client_message_id, status, text, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "client_message_id, status, text, chars, owner, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (user_id, conversation_id, "user", agent_id, None, client_message_id,
-                     COMPLETE, text, now, now),
+                     COMPLETE, text, len(text), None, now, now),
                     (reply_id, conversation_id, "assistant", agent_id, user_id, None,
-                     STREAMING, "", now, now),
+                     STREAMING, "", 0, owner.id, now, now),
                 ],
             )
             return Exchange(client_message_id, conversation_id, user_id, reply_id, agent_id, text, True)
 
         return await self._write(job)
 
-    async def append(self, append: Append) -> None:
+    async def append(self, append) -> None:
+        owner_id, lease_seconds = self._owner.id, self.lease_seconds
+
         def job(conn: sqlite3.Connection) -> None:
-            seq = append.first_seq
-            conn.executemany(
-                "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)",
-                [(append.message_id, seq + i, chunk) for i, chunk in enumerate(append.chunks)],
-            )
-            last_seq = seq + len(append.chunks) - 1
+            first = append.first_seq
+            last = first + len(append.chunks) - 1
+            added = sum(map(len, append.chunks))
+            now = time.time()
+            # Only the owner, under a live lease, extends a streaming reply, and only right
+            # after its last stored frame: a process that lost the reply cannot write to it.
+            guard = ("WHERE id = ? AND status = ? AND owner = ? AND last_seq = ? AND EXISTS "
+                     "(SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?)")
+            guard_args = (append.message_id, STREAMING, owner_id, first - 1, owner_id, now)
             if append.status is None:
-                conn.execute(
-                    "UPDATE messages SET last_seq = ? WHERE id = ?", (last_seq, append.message_id)
+                cursor = conn.execute(
+                    f"UPDATE messages SET last_seq = ?, chars = chars + ? {guard}",
+                    (last, added) + guard_args,
                 )
             else:
-                conn.execute(
-                    "UPDATE messages SET last_seq = ?, status = ?, error = ?, text = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (last_seq, append.status, append.error, append.text, time.time(),
-                     append.message_id),
+                cursor = conn.execute(
+                    "UPDATE messages SET last_seq = ?, chars = chars + ?, status = ?, error = ?, "
+                    f"owner = NULL, updated_at = ? {guard}",
+                    (last, added, append.status, append.error, now) + guard_args,
                 )
+            if cursor.rowcount != 1:
+                raise LeaseLost(
+                    f"reply {append.message_id} is no longer this server's to write (its lease "
+                    "expired, or another process ended it)"
+                )
+            conn.executemany(
+                "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)",
+                [(append.message_id, first + i, chunk) for i, chunk in enumerate(append.chunks)],
+            )
 
         await self._write(job)
 
@@ -338,52 +314,117 @@ class SQLiteStore(Store):
     # -- reads -----------------------------------------------------------------------------
 
     @staticmethod
-    def _message(conn: sqlite3.Connection, row: tuple) -> StoredMessage:
-        message = StoredMessage(*row)
-        if message.status == STREAMING:  # its text is still in chunks
-            message.text = "".join(
-                c for (c,) in conn.execute(
-                    "SELECT chunk FROM chunks WHERE message_id = ? ORDER BY seq",
-                    (message.message_id,),
-                )
-            )
-        return message
+    def _record(conn: sqlite3.Connection, row: tuple, max_chars: Optional[int] = None) -> MessageRecord:
+        """A message from a ``_MESSAGE_COLUMNS`` row; a reply's text is read from its chunks,
+        up to ``max_chars`` of whole frames if given."""
+        message_id, conversation_id, role, agent_id, status, last_seq, error, created, chars, text = row
+        record = MessageRecord(message_id, conversation_id, role, agent_id, text, status,
+                               last_seq, error, created)
+        if role != "assistant":
+            return record
+        chunks = conn.execute(
+            "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq <= ? ORDER BY seq",
+            (message_id, last_seq),
+        )
+        if max_chars is None or chars <= max_chars:
+            record.text = "".join(chunk for _seq, chunk in chunks)
+            return record
+        parts, size, upto = [], 0, 0
+        for seq, chunk in chunks:
+            if size + len(chunk) > max_chars:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            upto = seq
+        record.text, record.last_seq, record.truncated = "".join(parts), upto, True
+        return record
 
-    async def get_message(self, message_id: str) -> Optional[StoredMessage]:
+    @staticmethod
+    @contextlib.contextmanager
+    def _snapshot(conn: sqlite3.Connection):
+        # One read transaction: a streaming reply's text must end exactly at its last_seq, or a
+        # client that holds the text would get the next frame twice.
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+
+    async def get_message(self, message_id: str) -> Optional[MessageRecord]:
         def job(conn: sqlite3.Connection):
-            row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
-            return self._message(conn, row) if row else None
+            with self._snapshot(conn):
+                row = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+                ).fetchone()
+                return self._record(conn, row) if row else None
 
         return await self._read(job)
 
     async def replay(self, message_id: str, after_seq: int) -> tuple:
         def job(conn: sqlite3.Connection):
-            conn.execute("BEGIN")  # one snapshot: the message row and its chunks agree
-            try:
+            with self._snapshot(conn):
                 row = conn.execute(
-                    "SELECT id, conversation_id, role, agent_id, '', status, last_seq, error, "
-                    "created_at FROM messages WHERE id = ?", (message_id,)
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
                 ).fetchone()
                 if row is None:
                     return None, []
                 chunks = conn.execute(
-                    "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq > ? ORDER BY seq",
-                    (message_id, after_seq),
+                    "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq > ? AND seq <= ? "
+                    "ORDER BY seq",
+                    (message_id, after_seq, row[5]),
                 ).fetchall()
-                return StoredMessage(*row), chunks
-            finally:
-                conn.execute("COMMIT")
+                mid, cid, role, agent_id, status, last_seq, error, created = row[:8]
+                record = MessageRecord(mid, cid, role, agent_id, "", status, last_seq, error,
+                                       created)
+                return record, chunks
+
+        return await self._read(job)
+
+    async def history(self, conversation_id: str, before_message_id: Optional[str],
+                      max_messages: int, max_chars: int) -> Optional[HistoryPage]:
+        def job(conn: sqlite3.Connection):
+            with self._snapshot(conn):
+                if not conn.execute(
+                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone():
+                    return None
+                bound = None
+                if before_message_id is not None:
+                    found = conn.execute(
+                        "SELECT pos FROM messages WHERE id = ? AND conversation_id = ?",
+                        (before_message_id, conversation_id),
+                    ).fetchone()
+                    if found is None:
+                        return None
+                    bound = found[0]
+                rows = conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS.replace(', text', '')}, pos FROM messages "
+                    "WHERE conversation_id = ? AND pos < ? ORDER BY pos DESC LIMIT ?",
+                    (conversation_id, bound if bound is not None else 2**62, max_messages + 1),
+                ).fetchall()
+                picked, used = [], 0
+                for row in rows[:max_messages]:
+                    chars = row[8]
+                    if picked and used + chars > max_chars:
+                        break
+                    picked.append(row)
+                    used += chars
+                messages = []
+                for row in reversed(picked):
+                    text = ""
+                    if row[2] == "user":
+                        text = conn.execute(
+                            "SELECT text FROM messages WHERE pos = ?", (row[9],)
+                        ).fetchone()[0]
+                    # Only a page's one message may be over the budget; it comes cut short.
+                    messages.append(self._record(conn, row[:9] + (text,), max_chars))
+                return HistoryPage(conversation_id, messages, has_more=len(picked) < len(rows))
 
         return await self._read(job)
 
     async def get_conversation(self, conversation_id: str) -> Optional[list]:
         def job(conn: sqlite3.Connection):
-            # One snapshot: a streaming reply's text must end exactly at its last_seq, or a
-            # client that holds the text would get the next frame twice.
-            conn.execute("BEGIN")
-            try:
+            with self._snapshot(conn):
                 if not conn.execute(
                     "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
                 ).fetchone():
@@ -393,9 +434,7 @@ class SQLiteStore(Store):
                     "ORDER BY pos",
                     (conversation_id,),
                 ).fetchall()
-                return [self._message(conn, row) for row in rows]
-            finally:
-                conn.execute("COMMIT")
+                return [self._record(conn, row) for row in rows]
 
         return await self._read(job)
 
@@ -406,10 +445,6 @@ class SQLiteStore(Store):
                 "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) "
                 "FROM conversations c ORDER BY c.updated_at DESC"
             ).fetchall()
-            return [
-                {"conversationId": r[0], "title": r[1], "createdAt": r[2], "updatedAt": r[3],
-                 "messageCount": r[4]}
-                for r in rows
-            ]
+            return [ConversationRecord(*row) for row in rows]
 
         return await self._read(job)

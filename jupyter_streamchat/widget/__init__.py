@@ -15,7 +15,7 @@ from typing import Optional
 import anywidget
 from traitlets import List, Unicode, observe
 
-from .follower import ChatReply, Conversation, connect
+from ..kernel.follower import ChatReply, Conversation, connect
 
 _STATIC = pathlib.Path(__file__).parent / "static"
 

@@ -7,10 +7,10 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, TraitError, Type, Unicode, default, validate
 
-from .agents import load_agents
+from ..agents import load_agents
 from .handlers import handlers
 from .hub import Hub
-from .store import SQLiteStore, Store, StoreError, store_from_url
+from ..store import SQLiteStore, Store, StoreError, store_from_url
 
 
 class StreamChatApp(ExtensionApp):
@@ -58,6 +58,24 @@ class StreamChatApp(ExtensionApp):
         it catches up from the store once its connection drains.""",
     ).tag(config=True)
 
+    history_page_messages = Int(
+        100,
+        help="""Most messages in one HISTORY (the latest) or HISTORY_PAGE (older ones, on
+        request), so a long conversation opens as fast as a short one.""",
+    ).tag(config=True)
+
+    history_page_chars = Int(
+        512 * 1024,
+        help="""About how much text one HISTORY or HISTORY_PAGE carries; a single reply longer
+        than this comes cut short and the client resumes it from the store.""",
+    ).tag(config=True)
+
+    store_retry_seconds = Float(
+        5.0,
+        help="""How long a reply keeps retrying a write the store refuses (locked, disk full)
+        before it ends with an error, keeping exactly the text that was stored.""",
+    ).tag(config=True)
+
     @property
     def max_frame_bytes(self) -> int:
         # JSON escaping can inflate text up to 6x; above this Tornado closes the socket.
@@ -71,7 +89,11 @@ class StreamChatApp(ExtensionApp):
     def initialize_settings(self):
         self.store = self._make_store()
         self.agents = load_agents(self, self.log)
-        self.hub = Hub(self.store, self.agents, batch_window=self.batch_window, log=self.log)
+        self.hub = Hub(
+            self.store, self.agents, batch_window=self.batch_window, log=self.log,
+            history_messages=self.history_page_messages, history_chars=self.history_page_chars,
+            retry_seconds=self.store_retry_seconds,
+        )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())
         self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agents)) or "none")
 

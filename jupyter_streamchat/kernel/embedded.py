@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from typing import Callable, Optional
 
 from traitlets.config import Config, LoggingConfigurable
 
-from .agents import load_agents
-from .hub import Hub
-from .store import SQLiteStore, Store, store_from_url
+from ..agents import load_agents
+from ..server.hub import Hub
+from ..store import SQLiteStore, Store, store_from_url
 
 
 def _make_store(store_url: str, parent: LoggingConfigurable) -> Store:
+    # The same default database as the Jupyter server's: replies carry leases, so a hub here
+    # and a server's hub (or a second server) share the file without ending each other's.
     if store_url:
         return store_from_url(store_url, parent=parent)
-    # A file of its own: opening a store ends the replies it finds streaming, and
-    # those of a running server's hub are alive.
-    store = SQLiteStore(parent=parent)
-    store.path = os.path.join(os.path.dirname(store.path), "streamchat-embedded.db")
-    return store
+    return SQLiteStore(parent=parent)
 
 
 class _InProcess:
@@ -41,14 +38,17 @@ class _InProcess:
         for frame in frames:
             self.on_frame(json.loads(frame))
 
+    def close(self, code=None, reason=None) -> None:
+        """Nothing waits unsent in-process, so the hub never has to close this client."""
+
 
 class BackgroundHub:
     """An embedded hub on a daemon thread with its own event loop; one per store per process.
 
-    One per store because opening a store marks every reply it finds streaming as
-    interrupted: a second hub over the same file would cut off the first one's live replies,
-    and clients of two hubs would not see each other's messages. The hub lives as long as the
-    process; replies still generating when it exits are marked interrupted by the next open.
+    One per store, so that every client in this process sees the others' live frames (the
+    bus between hubs is in-process). The hub lives as long as the process; replies still
+    generating when it exits are marked interrupted once its lease on them expires, or at once
+    by the next process on this machine to open the store.
     """
 
     _hubs: dict = {}  # store description -> BackgroundHub

@@ -24,9 +24,9 @@ import threading
 import uuid
 from typing import Callable, Optional
 
-from . import protocol as p
+from .. import protocol as p
 from .discovery import find_server
-from .transport import EmbeddedTransport, RemoteTransport
+from .connection import EmbeddedTransport, RemoteTransport
 
 log = logging.getLogger("jupyter_streamchat.follower")
 
@@ -430,7 +430,7 @@ def connect(conversation_id: str, on_change: Optional[OnChange] = None,
             store_url: str = "") -> Conversation:
     """Follow ``conversation_id`` on the Jupyter server that launched this kernel, or, without
     one (a notebook run headless, a script), on a hub in this process over ``store_url``
-    (default: ``streamchat-embedded.db`` in the Jupyter data dir)."""
+    (default: ``streamchat.db`` in the Jupyter data dir, shared with Jupyter servers)."""
     server = find_server()
     transport = RemoteTransport(server) if server else EmbeddedTransport(store_url)
     return Conversation(conversation_id, transport, on_change)

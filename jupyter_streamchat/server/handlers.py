@@ -17,8 +17,9 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from .store import StoreError
-from .subscriber import Subscriber
+from .. import protocol as p
+from ..store import StoreError
+from .delivery import Subscriber
 from .wsframes import encode_text_frames
 
 AUTH_RESOURCE = "streamchat"
@@ -115,18 +116,17 @@ class ConversationsHandler(_RestHandler):
     async def get(self):
         await self.hub.ensure_open()
         conversations = await self.hub.store.list_conversations()
-        self.finish(json.dumps({"conversations": conversations}))
+        self.finish(json.dumps({"conversations": [p.conversation_wire(c) for c in conversations]}))
 
 
 class ConversationHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self, conversation_id):
-        await self.hub.ensure_open()
-        messages = await self.hub.store.get_conversation(conversation_id)
+        messages = await self.hub.get_conversation(conversation_id)
         if messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        body = {"conversationId": conversation_id, "messages": [m.to_wire() for m in messages]}
+        body = {"conversationId": conversation_id, "messages": [p.message_wire(m) for m in messages]}
         self.finish(json.dumps(body))
 
     @web.authenticated

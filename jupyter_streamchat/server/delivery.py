@@ -5,23 +5,34 @@ reply, the highest ``seq`` the client holds. That one number is what makes repla
 frames meet with no gap and no duplicate: a frame at or below it is dropped, a frame above
 it + 1 means the client fell behind and is caught up from the store.
 
-While a replay or a HISTORY snapshot is being read from the store, live frames are held in
-order and released after it, filtered by the same numbers.
+Requests that answer from the store (SUBSCRIBE, LOAD_HISTORY, RESUME, and catching up) run one
+at a time per client, inside :meth:`Subscriber.snapshot`: while one reads, live frames are held
+and released after its answer, filtered by the same numbers. So a HISTORY always comes before
+the live frames of its conversation, and a replay never overtakes another's answer.
 
-A client that does not read (slow network, closed laptop) must not hold up anything: once
-more than ``max_buffer`` characters wait unsent in its socket, its live frames are dropped;
-when the socket drains to half of that, the hub replays what it missed from the store.
+A client that does not read (slow network, closed laptop) must not hold up anything nor grow
+the server's memory: once more than ``max_buffer`` characters wait unsent in its socket, its
+live chunks are dropped (the hub replays them from the store when the socket drains to half of
+that), and any other frame that would go past the budget closes the socket with code 1008.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Callable, Optional, Protocol
+
+# WebSocket close code 1008, "policy violation": the client did not read what it was sent.
+CLOSE_NOT_READING = 1008
 
 
 class Transport(Protocol):
     def write_frames(self, frames: list) -> Optional[object]:
         """Send JSON texts, one WebSocket message each. May return a future that resolves when
         the bytes have left for the network (used to bound what waits unsent)."""
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        ...
 
 
 class Subscriber:
@@ -37,6 +48,7 @@ class Subscriber:
         self._buffered = 0  # characters written but not yet flushed to the network
         self._holds = 0
         self._held: list = []
+        self._order: Optional[asyncio.Lock] = None
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -51,9 +63,13 @@ class Subscriber:
         if future is not None:
             size = sum(map(len, frames))
             self._buffered += size
-            future.add_done_callback(lambda _f, size=size: self._flushed(size))
+            future.add_done_callback(lambda f, size=size: self._flushed(size, f))
 
-    def _flushed(self, size: int) -> None:
+    def _flushed(self, size: int, future=None) -> None:
+        if future is not None and not future.cancelled() and future.exception() is not None:
+            # The connection went away; on_close says so once. (Retrieving the exception
+            # also keeps asyncio from logging it for every frame that was in flight.)
+            self.closed = True
         self._buffered -= size
         if self.lagging and self._buffered <= self.max_buffer // 2 and not self.closed:
             lagging, self.lagging = self.lagging, set()
@@ -65,11 +81,23 @@ class Subscriber:
         return self._buffered
 
     def send(self, frame: str) -> None:
-        """A frame that is not a reply chunk (ACCEPTED, HISTORY, ERROR): always sent, in order."""
+        """A frame that is not a reply chunk (ACCEPTED, HISTORY, ERROR): sent in order, or,
+        past the client's budget, the connection is closed."""
         if self._holds:
             self._held.append((None, 0, frame))
-        else:
-            self._write([frame])
+            return
+        if self._buffered and self._buffered + len(frame) > self.max_buffer:
+            self.close(CLOSE_NOT_READING, "the client did not read its frames; reconnect to "
+                       "catch up from the store")
+            return
+        self._write([frame])
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            self.transport.close(code, reason)
 
     def deliver_chunk(self, message_id: str, seq: int, frame: str) -> None:
         if self._holds:
@@ -88,10 +116,9 @@ class Subscriber:
         self._write([frame])
 
     def deliver_replay(self, message_id: str, first_seq: int, frames: list) -> None:
-        """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call while holding).
-
-        Only as many as fit in the client's buffer go now; the rest follow as it drains.
-        """
+        """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call inside
+        :meth:`snapshot`). Only as many as fit in the client's buffer go now; the rest follow
+        as it drains."""
         room, size, count = self.max_buffer - self._buffered, 0, 0
         for frame in frames:
             if count and size + len(frame) > room:
@@ -103,12 +130,21 @@ class Subscriber:
             self.sent[message_id] = first_seq + count - 1
             self._write(frames[:count])
 
-    # -- holding live frames during a store read -----------------------------------------
+    # -- answering from the store, one request at a time ---------------------------------
 
-    def hold(self) -> None:
-        self._holds += 1
+    @contextlib.asynccontextmanager
+    async def snapshot(self):
+        """Run a store read and its answer with live frames held, after earlier ones."""
+        if self._order is None:
+            self._order = asyncio.Lock()
+        async with self._order:
+            self._holds += 1
+            try:
+                yield
+            finally:
+                self._release()
 
-    def release(self) -> None:
+    def _release(self) -> None:
         self._holds -= 1
         if self._holds:
             return

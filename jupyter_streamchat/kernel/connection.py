@@ -33,7 +33,7 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from .discovery import ServerInfo
 from .embedded import BackgroundHub, _InProcess
-from .subscriber import Subscriber
+from ..server.delivery import Subscriber
 
 log = logging.getLogger("jupyter_streamchat.transport")
 

@@ -1,0 +1,61 @@
+"""Subscription state in one place: which client follows which conversation and which reply.
+
+A client follows a conversation after SUBSCRIBE and a reply after sending its message or
+RESUME. Every frame published on the bus goes to the followers of its conversation and of its
+reply, each through its own :class:`~.delivery.Subscriber`, which drops what that client
+already holds and catches it up from the store when it fell behind.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .bus import Published
+from .delivery import Subscriber
+
+
+class Fanout:
+    def __init__(self):
+        self.clients: set = set()
+        self._conversations: dict = defaultdict(set)  # conversation id -> subscribers
+        self._replies: dict = defaultdict(set)  # reply id -> subscribers
+
+    def add(self, subscriber: Subscriber) -> None:
+        self.clients.add(subscriber)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        subscriber.closed = True
+        self.clients.discard(subscriber)
+        for key, index in ((subscriber.conversations, self._conversations),
+                           (subscriber.replies, self._replies)):
+            for item in key:
+                followers = index.get(item)
+                if followers is not None:
+                    followers.discard(subscriber)
+                    if not followers:
+                        del index[item]
+
+    def follow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
+        self._conversations[conversation_id].add(subscriber)
+        subscriber.conversations.add(conversation_id)
+
+    def follow_reply(self, subscriber: Subscriber, message_id: str) -> None:
+        self._replies[message_id].add(subscriber)
+        subscriber.replies.add(message_id)
+
+    def deliver(self, event: Published) -> None:
+        """The bus's listener."""
+        followers = self._conversations.get(event.conversation_id, ())
+        if event.message_id is None:
+            for subscriber in followers:
+                if subscriber is not event.origin:
+                    subscriber.send(event.text)
+            return
+        watchers = self._replies.pop(event.message_id, None) if event.final else \
+            self._replies.get(event.message_id)
+        targets = watchers.union(followers) if watchers and followers else (watchers or followers)
+        for subscriber in targets:
+            subscriber.deliver_chunk(event.message_id, event.seq, event.text)
+        if event.final and watchers:
+            for subscriber in watchers:
+                subscriber.replies.discard(event.message_id)

@@ -1,0 +1,345 @@
+"""The hub: accepts messages, runs replies, answers from the store, stops and resumes replies.
+
+It knows nothing of Tornado: handlers (or an in-process caller) wrap each client in a
+:class:`~.delivery.Subscriber` and hand it frames as received. The store is the source of truth;
+the hub adds only what is live in this process: the replies it is generating, who follows
+what (``fanout.py``, fed by the bus), and the ends of replies that could not be stored yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Optional
+
+from .. import protocol as p
+from ..agents import AgentRequest
+from ..store import Append, HistoryPage, LeaseLost, MessageRecord, Store, StoreError
+from .bus import InProcessBus, Published
+from .delivery import Subscriber
+from .fanout import Fanout
+from .gate import ConversationGate
+from .reply import Reply
+
+# How often the end of a reply that could not be stored is tried again.
+STORE_END_RETRY = 5.0
+
+
+class Hub:
+    def __init__(
+        self,
+        store: Store,
+        agents: dict,
+        batch_window: float = 0.016,
+        log: Optional[logging.Logger] = None,
+        bus=None,
+        history_messages: int = 100,
+        history_chars: int = 512 * 1024,
+        retry_seconds: float = 5.0,
+    ):
+        self.store = store
+        self.agents = agents
+        self.batch_window = batch_window
+        self.log = log or logging.getLogger("jupyter_streamchat")
+        self.history_messages = history_messages
+        self.history_chars = history_chars
+        self.retry_seconds = retry_seconds
+        self.bus = bus or InProcessBus()
+        self.fanout = Fanout()
+        self.bus.subscribe(self.fanout.deliver)
+        self.replies: dict = {}  # reply id -> Reply, for replies generating in this process
+        self.unstored: dict = {}  # reply id -> (final seq, error): ended, end not yet stored
+        self._gate = ConversationGate()
+        self._retries: set = set()
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+        self._closing = False
+        store.on_lease_lost = self._lease_lost
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def ensure_open(self) -> None:
+        """Open the store on first use (an extension's start hook does not always run)."""
+        if self._opened:
+            return
+        async with self._open_lock:
+            if self._opened:
+                return
+            interrupted = await self.store.open()
+            self._opened = True
+            if interrupted:
+                self.log.warning(
+                    "streamchat: %d reply(ies) were cut off by a server stop; marked interrupted",
+                    interrupted,
+                )
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Mark running replies interrupted, store everything, close the store."""
+        self._closing = True
+        replies = list(self.replies.values())
+        for reply in replies:
+            reply.end(p.INTERRUPTED)
+        if replies:
+            await asyncio.wait([asyncio.ensure_future(r.wait()) for r in replies], timeout=timeout)
+        for task in list(self._retries):
+            task.cancel()
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    def _lease_lost(self) -> None:
+        for reply in list(self.replies.values()):
+            reply.end(p.INTERRUPTED)  # its write fails; it then follows what the store says
+
+    # -- clients ---------------------------------------------------------------------------
+
+    def connect(self, subscriber: Subscriber) -> Subscriber:
+        subscriber.catch_up = self._catch_up
+        self.fanout.add(subscriber)
+        return subscriber
+
+    def disconnect(self, subscriber: Subscriber) -> None:
+        self.fanout.remove(subscriber)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def handle_text(self, subscriber: Subscriber, text, max_bytes: int) -> None:
+        """Carry out one client frame as received; a bad or failed request is answered with
+        an ERROR frame to that client, whose connection stays open."""
+        try:
+            await self.handle(subscriber, p.parse_request(text, max_bytes))
+        except p.ProtocolError as e:
+            subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
+        except Exception:
+            self.log.exception("streamchat: request failed: %.200r", text)
+            subscriber.send(p.dumps(p.error_frame(
+                p.INTERNAL, "internal error in the chat hub; its log (the Jupyter server's, or "
+                "the kernel's for an in-process hub) says more")))
+
+    async def handle(self, subscriber: Subscriber, request: p.Request) -> None:
+        """Carry out one parsed request; raises ProtocolError for the client to see."""
+        try:
+            if isinstance(request, p.SendMessage):
+                await self.send_message(subscriber, request)
+            elif isinstance(request, p.StopGenerating):
+                await self.stop_generating(request.message_id)
+            elif isinstance(request, p.Subscribe):
+                await self.subscribe(subscriber, request.conversation_id)
+            elif isinstance(request, p.Resume):
+                await self.resume(subscriber, request.message_id, request.after_seq)
+            elif isinstance(request, p.LoadHistory):
+                await self.load_history(subscriber, request.conversation_id,
+                                        request.before_message_id)
+        except StoreError as e:
+            ids = {k: v for k, v in vars(request).items() if k.endswith("_id")}
+            raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **_wire_ids(ids)) from e
+
+    async def send_message(self, subscriber: Subscriber, request: p.SendMessage) -> None:
+        agent = self.agents.get(request.agent_id)
+        if agent is None:
+            known = ", ".join(sorted(self.agents)) or "none"
+            raise p.ProtocolError(
+                p.UNKNOWN_AGENT, f"no agent {request.agent_id!r}; available: {known}",
+                clientMessageId=request.client_message_id,
+            )
+        if self._closing:
+            raise p.ProtocolError(p.STORE_UNAVAILABLE, "the server is shutting down",
+                                  clientMessageId=request.client_message_id)
+        await self.ensure_open()
+        async with self._gate.sending(request.conversation_id, request.client_message_id):
+            # The store checks clientMessageId inside the same serialized write, so a duplicate
+            # (a re-send after a reconnect, even one racing the original) finds the first one.
+            exchange = await self.store.create_exchange(
+                request.conversation_id, request.agent_id, request.text, request.client_message_id
+            )
+            accepted = p.dumps(p.accepted_frame(exchange))
+            if not exchange.created:
+                # A re-send (its sender may have missed everything): same answer, and the
+                # reply's frames from seq 1, stored ones first, then live.
+                subscriber.send(accepted)
+                await self.resume(subscriber, exchange.message_id, 0)
+                return
+            try:
+                history = await self.store.get_conversation(exchange.conversation_id) or []
+            except StoreError as e:  # the exchange is stored: answer it rather than strand it
+                self.log.warning("streamchat: no history for the agent: %s", e)
+                history = []
+            request_for_agent = AgentRequest(
+                conversation_id=exchange.conversation_id,
+                text=exchange.text,
+                history=[
+                    {"role": m.role, "text": m.text}
+                    for m in history
+                    if m.message_id not in (exchange.user_message_id, exchange.message_id)
+                ],
+            )
+            reply = Reply(
+                exchange, agent, request_for_agent, self.store, self.bus.publish,
+                self._reply_ended, batch_window=self.batch_window,
+                retry_seconds=self.retry_seconds, log=self.log,
+            )
+            self.replies[reply.message_id] = reply
+            self.fanout.follow_reply(subscriber, reply.message_id)
+            subscriber.send(accepted)
+            self.bus.publish(Published(exchange.conversation_id, accepted, origin=subscriber))
+            reply.start()
+
+    async def stop_generating(self, message_id: str) -> None:
+        reply = self.replies.get(message_id)
+        if reply is not None:
+            reply.end(p.STOPPED)
+            return
+        await self.ensure_open()
+        message = await self.store.get_message(message_id)
+        _check_reply(message, message_id)
+        # Already ended: its final frame says how; nothing to do.
+
+    async def subscribe(self, subscriber: Subscriber, conversation_id: str) -> None:
+        await self.ensure_open()
+        async with subscriber.snapshot():  # live frames wait until the HISTORY is out
+            self.fanout.follow_conversation(subscriber, conversation_id)
+            page = await self.store.history(
+                conversation_id, None, self.history_messages, self.history_chars
+            ) or HistoryPage(conversation_id)
+            self._answer_for_unstored(page.messages)
+            for message in page.messages:
+                if message.role == "assistant":
+                    held = subscriber.sent.get(message.message_id, 0)
+                    subscriber.sent[message.message_id] = max(held, message.last_seq)
+            subscriber.send(p.dumps(p.history_frame(page)))
+
+    async def load_history(self, subscriber: Subscriber, conversation_id: str,
+                           before_message_id: str) -> None:
+        await self.ensure_open()
+        async with subscriber.snapshot():
+            page = await self.store.history(
+                conversation_id, before_message_id, self.history_messages, self.history_chars
+            )
+            if page is None:
+                raise p.ProtocolError(
+                    p.UNKNOWN_MESSAGE,
+                    f"no message {before_message_id!r} in conversation {conversation_id!r}",
+                    messageId=before_message_id, conversationId=conversation_id,
+                )
+            self._answer_for_unstored(page.messages)
+            subscriber.send(p.dumps(p.history_page_frame(page, before_message_id)))
+
+    async def resume(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
+        await self.ensure_open()
+        async with subscriber.snapshot():
+            if message_id in self.replies:
+                self.fanout.follow_reply(subscriber, message_id)
+            subscriber.sent[message_id] = after_seq
+            await self._replay(subscriber, message_id, after_seq, asked=True)
+
+    def _catch_up(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
+        """Fill a lagging client's gap from the store (it holds frames up to after_seq)."""
+
+        async def replay():
+            try:
+                async with subscriber.snapshot():
+                    await self._replay(subscriber, message_id, subscriber.sent.get(message_id, 0))
+            except Exception:
+                self.log.exception("streamchat: catching up a client on %s failed", message_id)
+
+        asyncio.ensure_future(replay())
+
+    async def _replay(self, subscriber: Subscriber, message_id: str, after_seq: int,
+                      asked: bool = False) -> None:
+        message, chunks = await self.store.replay(message_id, after_seq)
+        _check_reply(message, message_id)
+        self._answer_for_unstored([message])
+        unstored = self.unstored.get(message_id)
+        if unstored is not None and unstored[0] > after_seq:
+            chunks = chunks + [(unstored[0], "")]
+        ended = message.status in p.FINAL_STATUSES
+        if not chunks:
+            if not asked:
+                return
+            if ended and after_seq >= message.last_seq:
+                # Asked past the end: the final frame again says how the reply ended.
+                if unstored is not None:
+                    chunks = [(unstored[0], "")]
+                else:
+                    _, chunks = await self.store.replay(message_id, message.last_seq - 1)
+            elif after_seq > message.last_seq:
+                raise p.ProtocolError(
+                    p.BAD_FIELD, f"afterSeq {after_seq} is past the reply's last frame "
+                    f"({message.last_seq}); the reply is still streaming", messageId=message_id,
+                )
+            if not chunks:
+                return
+        frames = p.ChunkFrames(message.message_id, message.conversation_id, message.agent_id)
+        texts = [frames.chunk(seq, chunk) for seq, chunk in chunks]
+        last_seq, last_chunk = chunks[-1]
+        if ended and last_seq == message.last_seq:
+            texts[-1] = frames.final(last_seq, last_chunk, message.status, message.error)
+        subscriber.deliver_replay(message_id, chunks[0][0], texts)
+
+    # -- replies that end -------------------------------------------------------------------
+
+    def _reply_ended(self, reply: Reply, unstored: Optional[tuple]) -> None:
+        self.replies.pop(reply.message_id, None)
+        if unstored is not None:
+            self.unstored[reply.message_id] = unstored
+            task = asyncio.ensure_future(self._store_end_later(reply.message_id))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _store_end_later(self, message_id: str) -> None:
+        """Keep trying to store the end that clients were already told."""
+        while message_id in self.unstored:
+            await asyncio.sleep(STORE_END_RETRY)
+            seq, error = self.unstored[message_id]
+            try:
+                await self.store.append(Append(message_id, seq, [""], p.ERROR, error))
+            except LeaseLost:
+                break  # someone else ended it, or it was deleted: the store has its say
+            except StoreError:
+                continue
+            break
+        self.unstored.pop(message_id, None)
+
+    def _answer_for_unstored(self, messages: list) -> None:
+        """Show replies whose end is not stored yet as ended, as their clients were told."""
+        for message in messages:
+            unstored = self.unstored.get(message.message_id) if message else None
+            if unstored is not None and message.status == p.STREAMING:
+                message.status, message.error = p.ERROR, unstored[1]
+                if not message.truncated:
+                    message.last_seq = unstored[0]
+
+    # -- conversations (REST) ----------------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> Optional[list]:
+        await self.ensure_open()
+        messages = await self.store.get_conversation(conversation_id)
+        if messages is not None:
+            self._answer_for_unstored(messages)
+        return messages
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        await self.ensure_open()
+        async with self._gate.deleting(conversation_id):
+            live = [r for r in self.replies.values() if r.conversation_id == conversation_id]
+            for reply in live:
+                reply.end(p.STOPPED)
+            for reply in live:
+                await reply.wait()
+            return await self.store.delete_conversation(conversation_id)
+
+
+def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:
+    if message is None:
+        raise p.ProtocolError(p.UNKNOWN_MESSAGE, f"no message {message_id!r}", messageId=message_id)
+    if message.role != "assistant":
+        raise p.ProtocolError(
+            p.NOT_A_REPLY, f"message {message_id!r} is a user message, not a reply",
+            messageId=message_id,
+        )
+
+
+def _wire_ids(ids: dict) -> dict:
+    names = {"client_message_id": "clientMessageId", "message_id": "messageId",
+             "conversation_id": "conversationId"}
+    return {names[k]: v for k, v in ids.items() if k in names}

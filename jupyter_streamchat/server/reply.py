@@ -1,0 +1,265 @@
+"""One reply being generated: runs the agent, batches its tokens, stores them, publishes them.
+
+Two tasks per reply. The producer iterates the agent and appends each token to a list; it
+never waits on anything but the agent. The flusher turns what has accumulated into frames:
+it assigns the next ``seq``s, commits them to the store, and only then publishes them, so no
+client ever holds text the store lacks. While a commit is in flight tokens keep accumulating,
+and frames are at most one per ``batch_window`` (the first token goes out at once).
+
+A stop (or a shutdown) cancels the producer and wakes the flusher, which writes the final
+frame with what was produced so far.
+
+When the store refuses writes (disk full, database locked or gone), a commit is retried for
+``retry_seconds``; then the agent is stopped, what was not committed is dropped, and the reply
+ends ``error`` with an empty final frame, so the text every client holds is exactly the stored
+text. If even that final frame cannot be stored, it is published all the same (no client waits
+forever) and handed to ``on_end`` as unstored, for the hub to keep answering for and to store
+later. A reply whose lease was lost (another process ended it) stops writing and publishes
+what the store says instead.
+
+The reply knows nothing of the hub: it gets the store, a ``publish`` function and an ``on_end``
+callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING, Callable, Optional
+
+from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
+from ..store import Append, LeaseLost, StoreError
+from .bus import Published
+
+if TYPE_CHECKING:
+    from ..agents import Agent, AgentRequest
+    from ..store import Exchange, Store
+
+# Tokens merged into one frame stop at this many characters, so a fast agent's burst
+# becomes several frames of a sane size rather than one huge one.
+MAX_CHUNK_CHARS = 16 * 1024
+
+
+def _merge(pieces: list) -> list:
+    """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS (a bigger piece stays whole)."""
+    chunks, current, size = [], [], 0
+    for piece in pieces:
+        if current and size + len(piece) > MAX_CHUNK_CHARS:
+            chunks.append(_valid("".join(current)))
+            current, size = [], 0
+        current.append(piece)
+        size += len(piece)
+    chunks.append(_valid("".join(current)))
+    return chunks
+
+
+def _valid(text: str) -> str:
+    """Agent text as UTF-8 can carry it: a lone surrogate would fail the store and the socket."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class Reply:
+    def __init__(
+        self,
+        exchange: "Exchange",
+        agent: "Agent",
+        request: "AgentRequest",
+        store: "Store",
+        publish: Callable[[Published], None],
+        on_end: Callable[["Reply", Optional[tuple]], None],
+        batch_window: float = 0.016,
+        retry_seconds: float = 5.0,
+        log: Optional[logging.Logger] = None,
+    ):
+        self.message_id = exchange.message_id
+        self.conversation_id = exchange.conversation_id
+        self.agent = agent
+        self.request = request
+        self.store = store
+        self.publish = publish
+        self.on_end = on_end
+        self.batch_window = batch_window
+        self.retry_seconds = retry_seconds
+        self.log = log or logging.getLogger("jupyter_streamchat")
+        self.frames = ChunkFrames(self.message_id, self.conversation_id, exchange.agent_id)
+        self.seq = 0  # last committed seq
+        self._pending: list = []  # produced, not yet committed
+        self._ending: Optional[tuple] = None  # (status, error) once the reply is to end
+        self._unstorable: Optional[str] = None  # why commits failed, once they have
+        self._data = asyncio.Event()
+        self._end = asyncio.Event()
+        self._producer: Optional[asyncio.Task] = None
+        self._flusher: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self._producer = asyncio.create_task(self._produce(), name=f"agent {self.message_id}")
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self.message_id}")
+
+    async def wait(self) -> None:
+        """Until the final frame has been published."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    def end(self, status: str, error: Optional[str] = None) -> None:
+        """End the reply now with ``status`` (stopped, interrupted); keeps what was produced."""
+        self._finish(status, error)
+        if self._producer is not None:
+            self._producer.cancel()
+
+    def _finish(self, status: str, error: Optional[str] = None) -> None:
+        if self._ending is None:
+            self._ending = (status, error)
+            self._end.set()
+            self._data.set()
+
+    async def _produce(self) -> None:
+        pending, wake = self._pending, self._data
+        stream = self.agent.stream(self.request)
+        try:
+            async for piece in stream:
+                if self._ending is not None:
+                    break  # an agent that swallowed its cancellation
+                if not isinstance(piece, str):
+                    raise TypeError(f"agent yielded {type(piece).__name__}, expected str")
+                if piece:
+                    pending.append(piece)
+                    wake.set()
+            self._finish(COMPLETE)
+        except asyncio.CancelledError:
+            pass  # end() already recorded why
+        except Exception as e:
+            self.log.warning("streamchat: agent %r failed on reply %s: %s",
+                             self.agent.agent_id, self.message_id, e, exc_info=True)
+            self._finish(ERROR, f"{type(e).__name__}: {e}")
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:  # run the agent's own cleanup now, not at garbage collection
+                try:
+                    await aclose()
+                except Exception:
+                    self.log.warning("streamchat: agent %r failed to close", self.agent.agent_id)
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_flush = -math.inf
+        unstored = None
+        try:
+            while True:
+                await self._data.wait()
+                self._data.clear()
+                if self._ending is None:
+                    wait = last_flush + self.batch_window - loop.time()
+                    if wait > 0:  # merge what arrives within the window into this frame
+                        try:
+                            await asyncio.wait_for(self._end.wait(), wait)
+                        except asyncio.TimeoutError:
+                            pass
+                ending = self._ending
+                if not self._pending and ending is None:
+                    continue
+                chunks = _merge(self._pending)
+                self._pending.clear()
+                if ending is None:
+                    await self._commit_chunks(chunks)
+                    last_flush = loop.time()
+                else:
+                    unstored = await self._commit_final(chunks, ending)
+                    return
+        except LeaseLost as e:
+            self.log.warning("streamchat: %s", e)
+            await self._follow_store()
+        finally:
+            self.on_end(self, unstored)
+
+    async def _commit_chunks(self, chunks: list) -> None:
+        first = self.seq + 1
+        try:
+            await self._store(Append(self.message_id, first, chunks))
+        except LeaseLost:
+            raise
+        except StoreError as e:
+            # What the agent says can no longer be kept: stop it and end with what is stored.
+            self.log.error("streamchat: reply %s: %s", self.message_id, e)
+            self._unstorable = f"the reply could not be stored: {e}"
+            self.end(ERROR, self._unstorable)
+            return
+        self._published(first, chunks, None)
+
+    async def _commit_final(self, chunks: list, ending: tuple) -> Optional[tuple]:
+        """Store and publish the final frame; returns ``(seq, error)`` if it could not be stored."""
+        first = self.seq + 1
+        status, error = ending
+        if self._unstorable is not None:
+            # Text produced after the store failed was never committed: drop it.
+            chunks, status, error = [""], ERROR, self._unstorable
+        try:
+            await self._store(Append(self.message_id, first, chunks, status, error))
+        except LeaseLost:
+            raise
+        except StoreError as e:
+            if chunks != [""]:
+                # Keep only what is committed: an empty final frame saying why.
+                self.log.error("streamchat: reply %s: %s", self.message_id, e)
+                self._unstorable = f"the reply could not be stored: {e}"
+                return await self._commit_final([""], (ERROR, self._unstorable))
+            self.log.error("streamchat: reply %s ended, but its end is not stored yet: %s",
+                           self.message_id, e)
+            self._published(first, chunks, (status, error))
+            return first, error
+        self._published(first, chunks, (status, error))
+        return None
+
+    def _published(self, first: int, chunks: list, ending: Optional[tuple]) -> None:
+        self.seq = first + len(chunks) - 1
+        for seq, chunk in enumerate(chunks, first):
+            final = ending is not None and seq == self.seq
+            frame = self.frames.final(seq, chunk, *ending) if final else self.frames.chunk(seq, chunk)
+            self.publish(Published(self.conversation_id, frame, self.message_id, seq, final))
+
+    async def _store(self, append: Append) -> None:
+        """Commit, retrying a store error (a locked or full database often frees up) for at
+        most ``retry_seconds``; a lost lease is final at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return await self.store.append(append)
+            except LeaseLost:
+                raise
+            except StoreError:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def _follow_store(self) -> None:
+        """This process lost the reply: stop the agent and publish the frames someone else
+        stored after ours (their final frame says how the reply ended)."""
+        if self._producer is not None:
+            self._producer.cancel()
+        self._ending = self._ending or (ERROR, "lease lost")
+        try:
+            await self.store.recover()  # our own lease may be the expired one
+            message, chunks = await self.store.replay(self.message_id, self.seq)
+        except StoreError as e:
+            self.log.error("streamchat: reply %s: cannot read how it ended: %s", self.message_id, e)
+            return
+        if message is None or not chunks:
+            return
+        ended = message.status in FINAL_STATUSES
+        for seq, chunk in chunks:
+            if ended and seq == message.last_seq:
+                frame = self.frames.final(seq, chunk, message.status, message.error)
+            else:
+                frame = self.frames.chunk(seq, chunk)
+            self.publish(Published(self.conversation_id, frame, self.message_id, seq,
+                                   ended and seq == message.last_seq))
+        self.seq = chunks[-1][0]

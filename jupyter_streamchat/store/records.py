@@ -1,0 +1,65 @@
+"""What a store hands back: plain typed records. Wire shapes live in ``protocol`` alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class MessageRecord:
+    message_id: str
+    conversation_id: str
+    role: str  # "user" or "assistant"
+    agent_id: str
+    text: str  # a reply's text: its chunks up to last_seq, concatenated
+    status: str
+    last_seq: int
+    error: Optional[str] = None
+    created_at: float = 0.0
+    truncated: bool = False  # text holds only the start of the reply (a history page's budget)
+
+
+@dataclass
+class Exchange:
+    """A user message and the reply it started, as returned for a SEND_MESSAGE."""
+
+    client_message_id: str
+    conversation_id: str
+    user_message_id: str
+    message_id: str
+    agent_id: str
+    text: str
+    created: bool  # False when the clientMessageId had been seen before in that conversation
+
+
+@dataclass
+class Append:
+    """Frames of one reply to store in one go: chunks for seqs first_seq, first_seq+1, ...
+
+    With ``status`` set, the last chunk is the reply's final frame and the reply ends.
+    """
+
+    message_id: str
+    first_seq: int
+    chunks: list
+    status: Optional[str] = None
+    error: Optional[str] = None
+
+
+@dataclass
+class HistoryPage:
+    """Consecutive messages of a conversation, oldest first; ``has_more`` when older exist."""
+
+    conversation_id: str
+    messages: list = field(default_factory=list)
+    has_more: bool = False
+
+
+@dataclass
+class ConversationRecord:
+    conversation_id: str
+    title: str
+    created_at: float
+    updated_at: float
+    message_count: int
