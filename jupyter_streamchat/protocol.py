@@ -299,3 +299,64 @@ class ChunkFrames:
             f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
             f'"status":{_json_str(status)}{tail}}}'
         )
+
+
+# -- reading server frames (the kernel's follower) -----------------------------------------
+
+STATUSES = FINAL_STATUSES | {STREAMING}
+
+
+def _id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
+
+
+def _seq(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_SEQ
+
+
+def _stored_message(m: Any) -> bool:
+    return (
+        isinstance(m, dict) and _id(m.get("messageId")) and m.get("role") in ("user", "assistant")
+        and isinstance(m.get("agentId"), str) and isinstance(m.get("text"), str)
+        and m.get("status") in STATUSES and _seq(m.get("lastSeq"), 0)
+        and isinstance(m.get("truncated", False), bool)
+        and isinstance(m.get("error", ""), str)
+    )
+
+
+def is_server_frame(frame: Any) -> bool:
+    """Whether a parsed JSON value is a server frame of this contract (extra fields allowed).
+
+    A reader drops what is not, rather than acting on half a frame.
+    """
+    if not isinstance(frame, dict):
+        return False
+    kind = frame.get("type")
+    if kind == "MESSAGE_CHUNK":
+        status = frame.get("status")
+        complete = frame.get("isComplete")
+        return (
+            all(_id(frame.get(k)) for k in ("messageId", "conversationId", "agentId"))
+            and _seq(frame.get("seq"), 1) and isinstance(frame.get("chunk"), str)
+            and isinstance(complete, bool)
+            and (status in FINAL_STATUSES if complete else status in (None, STREAMING))
+            and isinstance(frame.get("error", ""), str)
+        )
+    if kind == "MESSAGE_ACCEPTED":
+        return (
+            all(_id(frame.get(k)) for k in
+                ("clientMessageId", "conversationId", "userMessageId", "messageId", "agentId"))
+            and isinstance(frame.get("text", ""), str)
+        )
+    if kind in ("HISTORY", "HISTORY_PAGE"):
+        page = kind == "HISTORY_PAGE"
+        return (
+            _id(frame.get("conversationId")) and isinstance(frame.get("messages"), list)
+            and all(_stored_message(m) for m in frame["messages"])
+            and isinstance(frame.get("hasMore", None if page else False), bool)
+            and (not page or _id(frame.get("beforeMessageId")))
+        )
+    if kind == "ERROR":
+        return isinstance(frame.get("code"), str) and bool(frame["code"]) and isinstance(
+            frame.get("message"), str)
+    return False

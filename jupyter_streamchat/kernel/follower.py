@@ -277,6 +277,9 @@ class Conversation:
             self.transport.send(frame)
 
     def _on_frame(self, frame: dict) -> None:
+        if not p.is_server_frame(frame):
+            log.debug("streamchat: ignoring a frame outside the contract: %.200r", frame)
+            return
         kind = frame.get("type")
         if kind == "ERROR":
             self._on_error(frame)
@@ -291,6 +294,8 @@ class Conversation:
                 self._apply_accepted(frame, after)
             elif kind == "HISTORY":
                 self._apply_history(frame, after)
+            elif kind == "HISTORY_PAGE":
+                self._apply_older(frame, after)
             if after.changed:
                 after.snapshot = [m.snapshot() for m in self._messages]
         self._run(after)
@@ -301,8 +306,8 @@ class Conversation:
         if message is None:  # a reply this side has not heard of: take it from the start
             message = self._add(_Message(message_id, "assistant", frame.get("agentId", "")))
             after.changed = True
-        if seq <= message.seq:
-            return  # held already (from a replay, or the HISTORY)
+        if seq <= message.seq or message.status in p.FINAL_STATUSES:
+            return  # held already (from a replay, or the HISTORY), or after the end
         if seq > message.seq + 1:
             # A gap: ask for the rest from the store, once per held seq.
             if self._resuming.get(message_id) != message.seq:
@@ -345,27 +350,60 @@ class Conversation:
     def _apply_history(self, frame: dict, after: "_After") -> None:
         # A reply's text in a HISTORY is exactly its frames up to lastSeq (the store reads it
         # in one snapshot), and the hub sends this client only the frames after it.
-        ordered, seen = [], set()
-        for wire in frame["messages"]:
-            message = self._by_id.get(wire["messageId"])
-            if message is None:
-                message = _Message(wire["messageId"], wire["role"], wire["agentId"],
-                                   wire["text"], wire["status"], wire["lastSeq"],
-                                   wire.get("error"))
-                self._by_id[message.message_id] = message
-            elif wire["lastSeq"] > message.seq:
-                # Only the text past what is held is new: the held text is the start of it.
-                message.parts.append(wire["text"][message.held:])
-                message.seq, message.held = wire["lastSeq"], len(wire["text"])
-                if wire["status"] != p.STREAMING:
-                    message.status, message.error = wire["status"], wire.get("error")
-                    self._ended(message, after)
-            ordered.append(message)
-            seen.add(message.message_id)
-        # Messages the snapshot lacks (the conversation was deleted, say) stay, at the end.
-        self._messages = ordered + [m for m in self._messages if m.message_id not in seen]
+        ordered = [self._merge_stored(wire, after) for wire in frame["messages"]]
+        seen = {m.message_id for m in ordered}
+        rest = [m for m in self._messages if m.message_id not in seen]
+        if frame.get("hasMore"):
+            # Only the latest messages came: what else is held is older, and the rest of the
+            # conversation is asked for page by page, so ``messages`` stays the whole of it.
+            self._messages = rest + ordered
+            self._ask_older(ordered, after)
+        else:
+            # Messages the snapshot lacks (the conversation was deleted, say) stay, at the end.
+            self._messages = ordered + rest
         after.changed = True
         after.synced = True
+
+    def _apply_older(self, frame: dict, after: "_After") -> None:
+        older = [m for m in (self._merge_stored(wire, after) for wire in frame["messages"])
+                 if m not in self._messages]
+        if not older:
+            return
+        at = next((i for i, m in enumerate(self._messages)
+                   if m.message_id == frame.get("beforeMessageId")), 0)
+        self._messages[at:at] = older
+        if frame.get("hasMore"):
+            self._ask_older(older, after)
+        after.changed = True
+
+    def _ask_older(self, page: list, after: "_After") -> None:
+        if page:
+            after.sends.append({"type": "LOAD_HISTORY", "conversationId": self.conversation_id,
+                                "beforeMessageId": page[0].message_id})
+
+    def _merge_stored(self, wire: dict, after: "_After") -> _Message:
+        """Take one message of a HISTORY or HISTORY_PAGE into what is held."""
+        truncated = wire.get("truncated", False)
+        # A reply too long for a page shows as still coming until its rest has arrived.
+        status = p.STREAMING if truncated else wire["status"]
+        message = self._by_id.get(wire["messageId"])
+        if message is None:
+            message = _Message(wire["messageId"], wire["role"], wire["agentId"],
+                               wire["text"], status, wire["lastSeq"], wire.get("error"))
+            self._by_id[message.message_id] = message
+        elif wire["lastSeq"] > message.seq and message.status not in p.FINAL_STATUSES:
+            # Only the text past what is held is new: the held text is the start of it.
+            message.parts.append(wire["text"][message.held:])
+            message.seq, message.held = wire["lastSeq"], len(wire["text"])
+            if status != p.STREAMING:
+                message.status, message.error = status, wire.get("error")
+                self._ended(message, after)
+        if message.streaming and message.message_id not in self._resuming:
+            # The rest comes from the store, then live: RESUME from what is held.
+            self._resuming[message.message_id] = message.seq
+            after.sends.append({"type": "RESUME", "messageId": message.message_id,
+                                "afterSeq": message.seq})
+        return message
 
     def _add(self, message: _Message) -> _Message:
         self._messages.append(message)

@@ -17,7 +17,7 @@ from traitlets import List, Unicode, observe
 
 from ..kernel.follower import ChatReply, Conversation, connect
 
-_STATIC = pathlib.Path(__file__).parent / "static"
+_STATIC = pathlib.Path(__file__).parent / "static"  # built by the Python build from js/
 
 
 class ChatWidget(anywidget.AnyWidget):
@@ -34,6 +34,12 @@ class ChatWidget(anywidget.AnyWidget):
     agent = Unicode("demo", help="Id of the agent that answers (the view's picker sets it).").tag(
         sync=True
     )
+    image_hosts = List(
+        Unicode(),
+        help="""Hosts whose images in agent replies load without a click (e.g. "example.org"
+        or "*.example.org"). Any other image shows as a placeholder naming its host until
+        clicked, so a reply cannot make the browser send requests on its own.""",
+    ).tag(sync=True)
     messages = List(
         read_only=True,
         help="The conversation as last stored: updated per message, never per token.",
