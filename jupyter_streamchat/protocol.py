@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .store.records import ConversationRecord, HistoryPage, MessageRecord
+from typing import Any
 
 PROTOCOL_VERSION = 1
 
@@ -231,8 +228,8 @@ def accepted_frame(accepted: Any) -> dict:
     }
 
 
-def message_wire(message: "MessageRecord") -> dict:
-    """A stored message as HISTORY, HISTORY_PAGE and REST show it."""
+def message_wire(message) -> dict:
+    """A stored message (a ``store.MessageRecord``) as HISTORY, HISTORY_PAGE and REST show it."""
     wire = {
         "messageId": message.message_id,
         "role": message.role,
@@ -248,7 +245,8 @@ def message_wire(message: "MessageRecord") -> dict:
     return wire
 
 
-def history_frame(page: "HistoryPage") -> dict:
+def history_frame(page) -> dict:
+    """HISTORY of a ``store.HistoryPage``: the latest messages of a conversation."""
     return {
         "type": "HISTORY",
         "conversationId": page.conversation_id,
@@ -257,7 +255,7 @@ def history_frame(page: "HistoryPage") -> dict:
     }
 
 
-def history_page_frame(page: "HistoryPage", before_message_id: str) -> dict:
+def history_page_frame(page, before_message_id: str) -> dict:
     return {
         "type": "HISTORY_PAGE",
         "conversationId": page.conversation_id,
@@ -267,7 +265,8 @@ def history_page_frame(page: "HistoryPage", before_message_id: str) -> dict:
     }
 
 
-def conversation_wire(conversation: "ConversationRecord") -> dict:
+def conversation_wire(conversation) -> dict:
+    """A ``store.ConversationRecord`` as ``GET api/conversations`` lists it."""
     return {
         "conversationId": conversation.conversation_id,
         "title": conversation.title,
