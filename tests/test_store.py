@@ -140,3 +140,89 @@ async def test_conversation_snapshot_text_ends_at_its_last_seq(tmp_path):
     assert len(snapshots) > 10
     for last_seq, text in snapshots:
         assert text == "".join(pieces[:last_seq]), (last_seq, text[-20:])
+
+
+async def test_a_failing_write_fails_only_its_own_request(tmp_path):
+    """Writes are batched into one transaction; one that cannot be stored (here a string
+    that is not valid Unicode, which the wire refuses earlier) leaves the rest of the batch
+    committed."""
+    from jupyter_streamchat.store import Append
+
+    store = SQLiteStore(path=str(tmp_path / "iso.db"))
+    await store.open()
+    try:
+        good = await store.create_exchange("c", "echo", "fine", "m1")
+        results = await asyncio.gather(
+            store.append(Append(good.message_id, 1, ["one"])),
+            store.create_exchange("c", "echo", "bad \ud800", "m2"),
+            store.append(Append(good.message_id, 2, [" two"], "complete")),
+            return_exceptions=True,
+        )
+        assert results[0] is None and results[2] is None, results
+        assert isinstance(results[1], StoreError), results
+        messages = await store.get_conversation("c")
+        assert [(m.role, m.text, m.status) for m in messages] == [
+            ("user", "fine", "complete"), ("assistant", "one two", "complete")]
+    finally:
+        await store.close()
+
+
+async def test_a_second_process_leaves_live_replies_alone(tmp_path):
+    """Two stores on one file stand for two processes: opening the second does not end the
+    first one's streaming reply; once the first one's lease has expired, recovery ends it
+    and the first can no longer write to it."""
+    from jupyter_streamchat.store import Append, LeaseLost
+
+    path = str(tmp_path / "shared.db")
+    first = SQLiteStore(path=path)
+    await first.open()
+    second = SQLiteStore(path=path)
+    try:
+        exchange = await first.create_exchange("c", "echo", "hi", "m1")
+        await first.append(Append(exchange.message_id, 1, ["partial"]))
+        assert await second.open() == 0
+        await first.append(Append(exchange.message_id, 2, [" more"]))
+        assert (await second.get_message(exchange.message_id)).status == "streaming"
+
+        with sqlite3.connect(path) as db:  # the first process's lease runs out
+            db.execute("UPDATE owners SET lease_until = 0 WHERE id = ?", (first._owner.id,))
+        assert await second.recover() == 1
+        with pytest.raises(LeaseLost):
+            await first.append(Append(exchange.message_id, 3, [" too late"]))
+        message = await second.get_message(exchange.message_id)
+        assert (message.status, message.text, message.last_seq) == ("interrupted", "partial more", 3)
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_schema_1_files_are_migrated(tmp_path):
+    """A file written by the first schema: texts, chunks and ids survive the migration."""
+    from jupyter_streamchat.store.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+        db.execute("INSERT INTO conversations VALUES ('c', 't', 1, 1)")
+        db.executemany(
+            "INSERT INTO messages (id, conversation_id, role, agent_id, reply_to, "
+            "client_message_id, status, text, last_seq, created_at, updated_at) "
+            "VALUES (?, 'c', ?, 'echo', ?, ?, ?, ?, ?, 1, 1)",
+            [("u", "user", None, "m1", "complete", "hello", 0),
+             ("r", "assistant", "u", None, "complete", "hello", 2)])
+        db.executemany("INSERT INTO chunks VALUES ('r', ?, ?)", [(1, "hello"), (2, "")])
+    store = SQLiteStore(path=str(path))
+    await store.open()
+    try:
+        messages = await store.get_conversation("c")
+        assert [(m.message_id, m.text, m.last_seq) for m in messages] == [
+            ("u", "hello", 0), ("r", "hello", 2)]
+        again = await store.create_exchange("c", "echo", "hello", "m1")
+        assert not again.created and again.message_id == "r"
+        other = await store.create_exchange("d", "echo", "hello", "m1")  # per conversation
+        assert other.created
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
