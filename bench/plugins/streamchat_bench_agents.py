@@ -1,7 +1,8 @@
-"""The bench's agent plug-in, installed through a real entry-point distribution.
+"""The bench's agent plug-ins, installed through a real entry-point distribution.
 
-bench/bench_render.py puts this folder on the server's PYTHONPATH, so ``recite`` is found the
-way any installed agent is: through the entry-point group ``jupyter_streamchat.agents``.
+bench/bench_render.py and bench/bench_core.py put this folder on the server's PYTHONPATH, so
+``recite`` and ``bulk`` are found the way any installed agent is: through the entry-point group
+``jupyter_streamchat.agents``.
 """
 
 import asyncio
@@ -32,5 +33,50 @@ class ReciteAgent(Agent):
             raise ValueError(f"send a document's token count, not {count!r}")
         document = Path(os.environ["STREAMCHAT_BENCH_DOCS"]) / f"doc-{count}.md"
         for piece in split_tokens(document.read_text(encoding="utf-8")):
+            await asyncio.sleep(0)
+            yield piece
+
+
+BULK_PIECE_BYTES = 4096
+_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+
+
+def parse_size(word: str) -> int:
+    """``"50M"`` -> 50 MiB, ``"200K"`` -> 200 KiB, ``"123"`` -> 123 bytes."""
+    word = word.strip().upper()
+    unit = word[-1:] if word[-1:] in ("K", "M") else ""
+    number = word[:len(word) - len(unit)]
+    if not number.isdigit():
+        raise ValueError(f"not a size: {word!r} (say 50M, 200K or 123)")
+    return int(number) * _UNITS[unit]
+
+
+def bulk_pieces(size: int, piece_bytes: int = BULK_PIECE_BYTES):
+    """ASCII text of exactly ``size`` bytes, in pieces of ``piece_bytes``.
+
+    Each piece starts with its number, so a reply with a piece lost or doubled does not add up.
+    Plain ASCII letters and spaces: JSON carries it unescaped, one byte per character.
+    """
+    filler = "lorem ipsum dolor sit amet " * (piece_bytes // 27 + 1)
+    for number, start in enumerate(range(0, size, piece_bytes)):
+        yield (f"{number:>9} " + filler)[:min(piece_bytes, size - start)]
+
+
+class BulkAgent(Agent):
+    """Replies with as much text as the message's first word asks for: "50M", "200K", "123".
+
+    The rest of the message is ignored, so a long user message can ask for a long reply. The
+    text comes in pieces of a few KiB with one turn of the event loop between them, as fast as
+    the hub takes it; the agent itself never holds more than one piece.
+    """
+
+    @default("description")
+    def _default_description(self):
+        return "Replies with N bytes of filler text; send e.g. 50M, 200K or 123."
+
+    async def stream(self, request):
+        words = request.text.split(maxsplit=1)
+        size = parse_size(words[0] if words else "")
+        for piece in bulk_pieces(size):
             await asyncio.sleep(0)
             yield piece

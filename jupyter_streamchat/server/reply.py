@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 # becomes several frames of a sane size rather than one huge one.
 MAX_CHUNK_CHARS = 16 * 1024
 
+# Text produced but not yet committed stops the agent at this many characters until the
+# store has caught up: nothing can be shown faster than it is stored anyway, and a reply's
+# memory then stays near this much instead of near the size of the reply.
+MAX_PENDING_CHARS = 1024 * 1024
+
 
 def _merge(pieces: list) -> list:
     """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS (a bigger piece stays whole)."""
@@ -91,6 +96,9 @@ class Reply:
         self.frames = ChunkFrames(self.message_id, self.conversation_id, exchange.agent_id)
         self.seq = 0  # last committed seq
         self._pending: list = []  # produced, not yet committed
+        self._pending_chars = 0
+        self._room = asyncio.Event()  # set while the producer may add to _pending
+        self._room.set()
         self._ending: Optional[tuple] = None  # (status, error) once the reply is to end
         self._unstorable: Optional[str] = None  # why commits failed, once they have
         self._data = asyncio.Event()
@@ -131,6 +139,10 @@ class Reply:
                 if piece:
                     pending.append(piece)
                     wake.set()
+                    self._pending_chars += len(piece)
+                    if self._pending_chars > MAX_PENDING_CHARS:
+                        self._room.clear()
+                        await self._room.wait()  # until the flusher took it
             self._finish(COMPLETE)
         except asyncio.CancelledError:
             pass  # end() already recorded why
@@ -166,6 +178,8 @@ class Reply:
                     continue
                 chunks = _merge(self._pending)
                 self._pending.clear()
+                self._pending_chars = 0
+                self._room.set()
                 if ending is None:
                     await self._commit_chunks(chunks)
                     last_flush = loop.time()
