@@ -7,11 +7,15 @@
 // `data-message-id` on every message.
 
 import { ConnectionState, HubConnection } from './connection';
+import { ImagePolicy, loadAllowed } from './images';
 import { BodyRenderer, StreamingMarkdown } from './markdown';
-import { FINAL, MessageView } from './message';
-import type {
-  ErrorFrame, History, MessageAccepted, MessageChunk, SendMessage, ServerFrame, Status
+import { MessageView } from './message';
+import { EarlierMessages } from './paging';
+import {
+  ErrorFrame, FINAL, History, HistoryPage, MessageAccepted, MessageChunk, SendMessage,
+  ServerFrame, Status, StoredMessage
 } from './protocol';
+import { applyChunk, applyStored, isEnded, ReplyStep, resumed } from './reply';
 import { authHeaders, ServerSettings } from './server';
 
 /** A message as the kernel's snapshot has it (shown when no server can be reached). */
@@ -34,6 +38,9 @@ export interface ChatViewOptions {
   onAgentChange?: (agentId: string) => void;
   /** How an assistant message's body renders (the default streams markdown). */
   createRenderer?: (el: HTMLElement) => BodyRenderer;
+  /** Hosts whose images in agent output load without a click: exact names ("example.org")
+   * or suffix patterns ("*.example.org"). Other images wait for a click (see images.ts). */
+  imageHosts?: string[];
 }
 
 interface AgentInfo {
@@ -73,6 +80,8 @@ export class ChatView {
   private readonly sendButton: HTMLButtonElement;
   private readonly stopButton: HTMLButtonElement;
   private readonly connection: HubConnection | null = null;
+  private readonly images: ImagePolicy;
+  private readonly earlier: EarlierMessages;
   private messages = new Map<string, MessageView>(); // by message id
   private pending = new Map<string, { frame: SendMessage; view: MessageView }>(); // by clientMessageId
   private streaming = new Set<string>(); // reply ids not yet ended
@@ -85,7 +94,8 @@ export class ChatView {
   constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
     this.conversationId = options.conversationId;
     this.agentId = options.agentId;
-    this.createRenderer = options.createRenderer ?? (body => new StreamingMarkdown(body));
+    this.images = new ImagePolicy(options.imageHosts ?? []);
+    this.createRenderer = options.createRenderer ?? (body => new StreamingMarkdown(body, this.images));
 
     this.root = el('div', 'streamchat', 'streamchat');
     const header = el('div', 'streamchat-header');
@@ -100,6 +110,11 @@ export class ChatView {
     this.list = el('div', 'streamchat-messages', 'streamchat-messages');
     this.list.setAttribute('role', 'log');
     this.list.setAttribute('aria-live', 'polite');
+    this.earlier = new EarlierMessages(this.list, () => this.oldestShown(), beforeMessageId =>
+      this.connection?.send({
+        type: 'LOAD_HISTORY', conversationId: this.conversationId, beforeMessageId
+      }) ?? false);
+    this.list.append(this.earlier.marker);
     this.typing = el('div', 'streamchat-typing', 'streamchat-typing');
     this.typing.setAttribute('aria-label', 'The agent is typing');
     this.typing.append(el('span', ''), el('span', ''), el('span', ''));
@@ -145,6 +160,7 @@ export class ChatView {
 
   dispose(): void {
     this.connection?.close();
+    this.earlier.forget();
     this.root.remove();
   }
 
@@ -158,7 +174,9 @@ export class ChatView {
     this.pending.clear();
     this.streaming.clear();
     this.stopWanted.clear();
-    this.list.replaceChildren();
+    this.earlier.reset(false);
+    this.earlier.forget();
+    this.list.replaceChildren(this.earlier.marker);
     this.updateBusy();
     this.connection?.send({ type: 'SUBSCRIBE', conversationId });
   }
@@ -168,10 +186,17 @@ export class ChatView {
     this.selectAgent();
   }
 
+  /** Hosts whose images load without a click (see `ChatViewOptions.imageHosts`). Images
+   * already waiting for a click from a host now allowed load at once. */
+  setImageHosts(hosts: string[]): void {
+    this.images.setHosts(hosts);
+    loadAllowed(this.list, this.images, document.baseURI);
+  }
+
   /** The snapshot shows only while no server answers. */
   setSnapshot(snapshot: SnapshotMessage[]): void {
     if (this.options.server === null) {
-      this.list.replaceChildren();
+      this.list.replaceChildren(this.earlier.marker);
       this.messages.clear();
       this.showSnapshot(snapshot);
     }
@@ -206,7 +231,7 @@ export class ChatView {
       clientMessageId: newClientId()
     };
     const view = new MessageView('user', '', 'pending', this.createRenderer);
-    view.append(text);
+    view.setText(text);
     this.pending.set(frame.clientMessageId, { frame, view });
     this.insert(view);
     this.stick = true; // your own message always scrolls into view
@@ -226,6 +251,8 @@ export class ChatView {
 
   private onOpen(): void {
     const connection = this.connection!;
+    // A page asked for on the last connection will not be answered; the next scroll asks again.
+    this.earlier.reset();
     // Order matters: answers come back in it. Re-sent messages first (their replies replay from
     // seq 1), then the replies we hold part of, then the snapshot of everything else.
     for (const { frame } of this.pending.values()) {
@@ -233,7 +260,10 @@ export class ChatView {
     }
     for (const messageId of this.streaming) {
       const view = this.messages.get(messageId);
-      connection.send({ type: 'RESUME', messageId, afterSeq: view ? view.lastSeq : 0 });
+      if (view) {
+        view.reply = resumed(view.reply);
+      }
+      connection.send({ type: 'RESUME', messageId, afterSeq: view ? view.reply.lastSeq : 0 });
     }
     for (const messageId of this.stopWanted) {
       connection.send({ type: 'STOP_GENERATING', messageId });
@@ -243,24 +273,25 @@ export class ChatView {
   }
 
   private onFrame(frame: ServerFrame): void {
+    if (frame.type === 'ERROR') {
+      this.onError(frame);
+      return;
+    }
+    if (frame.conversationId !== this.conversationId) {
+      return; // another conversation's (this view followed it before)
+    }
     switch (frame.type) {
       case 'MESSAGE_CHUNK':
-        if (frame.conversationId === this.conversationId) {
-          this.onChunk(frame);
-        }
+        this.onChunk(frame);
         break;
       case 'MESSAGE_ACCEPTED':
-        if (frame.conversationId === this.conversationId) {
-          this.onAccepted(frame);
-        }
+        this.onAccepted(frame);
         break;
       case 'HISTORY':
-        if (frame.conversationId === this.conversationId) {
-          this.onHistory(frame);
-        }
+        this.onHistory(frame);
         break;
-      case 'ERROR':
-        this.onError(frame);
+      case 'HISTORY_PAGE':
+        this.onHistoryPage(frame);
         break;
     }
   }
@@ -278,7 +309,7 @@ export class ChatView {
     } else if (!known) {
       // Sent elsewhere: another tab, or the kernel's Python.
       const view = new MessageView('user', frame.userMessageId, 'complete', this.createRenderer);
-      view.append(frame.text ?? '');
+      view.setText(frame.text ?? '');
       this.messages.set(frame.userMessageId, view);
       this.insert(view);
     }
@@ -290,57 +321,57 @@ export class ChatView {
 
   private onChunk(frame: MessageChunk): void {
     const view = this.messages.get(frame.messageId) ?? this.addReply(frame.messageId, 'streaming');
-    if (frame.seq <= view.lastSeq) {
-      return; // already shown
-    }
-    if (frame.seq > view.lastSeq + 1) {
-      // A gap: ask the store for what is missing, once; frames that come meanwhile wait there.
-      if (view.resumeAsked !== view.lastSeq) {
-        view.resumeAsked = view.lastSeq;
-        this.connection?.send({ type: 'RESUME', messageId: view.messageId, afterSeq: view.lastSeq });
-      }
-      return;
-    }
-    view.lastSeq = frame.seq;
-    view.append(frame.chunk);
-    if (frame.isComplete) {
-      view.end(frame.status ?? 'complete', frame.error);
-      this.streaming.delete(frame.messageId);
-      this.updateBusy();
-    }
+    this.applyReply(view, applyChunk(view.reply, frame));
     this.followBottom();
   }
 
+  /** The latest messages: merged into what is shown (after a reconnect, most are known). */
   private onHistory(frame: History): void {
+    const shown = this.messages.size > 0;
+    if (shown && frame.hasMore && !frame.messages.some(m => this.messages.has(m.messageId))) {
+      // More came while we were away than one HISTORY holds: what we show no longer joins
+      // up with it, so start again from the latest (messages being sent stay).
+      this.clearShown();
+    }
     for (const message of frame.messages) {
-      let view = this.messages.get(message.messageId);
-      if (!view) {
-        view = new MessageView(message.role, message.messageId,
-          message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
-        this.messages.set(message.messageId, view);
+      const view = this.messages.get(message.messageId) ?? this.storedView(message);
+      if (!view.el.isConnected) {
         this.insert(view);
       }
-      if (message.role === 'user') {
-        if (!view.text) {
-          view.append(message.text);
-        }
-        continue;
-      }
-      if (message.lastSeq > view.lastSeq && message.text.length > view.text.length) {
-        view.append(message.text.slice(view.text.length)); // the text is the chunks' concatenation
-      }
-      view.lastSeq = Math.max(view.lastSeq, message.lastSeq);
-      if (FINAL.has(message.status)) {
-        if (!FINAL.has(view.status)) {
-          view.end(message.status, message.error);
-        }
-        this.streaming.delete(message.messageId);
-      } else {
-        this.streaming.add(message.messageId);
-      }
+      this.mergeStored(view, message);
+    }
+    // `hasMore` speaks of messages older than the HISTORY's first: it is ours to keep only if
+    // that is the oldest we show (after a reconnect we may show older pages already).
+    if (!shown || this.oldestShown() === (frame.messages[0]?.messageId ?? null)) {
+      this.earlier.reset(frame.hasMore ?? false);
     }
     this.updateBusy();
     this.followBottom();
+    this.earlier.onContent();
+  }
+
+  /** Older messages, asked for when the user scrolled to the top: shown above the others. */
+  private onHistoryPage(frame: HistoryPage): void {
+    if (!this.earlier.answers(frame.beforeMessageId)) {
+      return; // an answer to a request of an earlier connection or conversation
+    }
+    const added: HTMLElement[] = [];
+    const merges: [MessageView, StoredMessage][] = [];
+    for (const message of frame.messages) {
+      let view = this.messages.get(message.messageId);
+      if (!view) {
+        view = this.storedView(message);
+        added.push(view.el);
+      }
+      merges.push([view, message]);
+    }
+    // Filled before they are put in, so the place kept below counts what they show at once.
+    for (const [view, message] of merges) {
+      this.mergeStored(view, message);
+    }
+    this.earlier.prepend(added, frame.hasMore);
+    this.updateBusy();
+    this.earlier.onContent();
   }
 
   private onError(frame: ErrorFrame): void {
@@ -349,21 +380,84 @@ export class ChatView {
       this.pending.delete(frame.clientMessageId!);
       pending.view.fail(frame.code === 'unknown_agent'
         ? `Not sent: ${frame.message}`
-        : `Not sent: ${frame.message} (${frame.code})`);
+        : frame.code === 'conversation_deleted'
+          ? 'Not sent: this conversation has been deleted.'
+          : `Not sent: ${frame.message} (${frame.code})`);
       this.updateBusy();
       return;
     }
     if (frame.conversationId && frame.conversationId !== this.conversationId) {
       return;
     }
+    if (frame.code === 'unknown_message' && this.earlier.refused(frame.messageId)) {
+      return; // the oldest message shown is gone from the server: there is nothing before it
+    }
     const reply = frame.messageId ? this.messages.get(frame.messageId) : undefined;
-    if (reply && frame.code === 'unknown_message') {
+    if (reply && reply.role === 'assistant' && frame.code === 'unknown_message') {
       this.streaming.delete(reply.messageId);
       reply.fail('This reply is no longer stored on the server.');
       this.updateBusy();
       return;
     }
     this.showNotice(`The chat server reported a problem: ${frame.message}`);
+  }
+
+  // -- messages ------------------------------------------------------------------------------
+
+  /** A view for a stored message not shown yet (not placed in the list). */
+  private storedView(message: StoredMessage): MessageView {
+    const view = new MessageView(message.role, message.messageId,
+      message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+    this.messages.set(message.messageId, view);
+    return view;
+  }
+
+  /** Take in a stored copy of a message (from HISTORY or HISTORY_PAGE). */
+  private mergeStored(view: MessageView, message: StoredMessage): void {
+    if (view.role === 'user') {
+      if (!view.text) {
+        view.setText(message.text);
+      }
+      return;
+    }
+    this.applyReply(view, applyStored(view.reply, message));
+  }
+
+  /** Show one step of a reply's reducer, and do what it asks of the connection. */
+  private applyReply(view: MessageView, step: ReplyStep): void {
+    view.apply(step);
+    if (step.resumeFrom !== null) {
+      this.connection?.send({ type: 'RESUME', messageId: view.messageId, afterSeq: step.resumeFrom });
+    }
+    if (isEnded(view.reply)) {
+      this.streaming.delete(view.messageId);
+    } else {
+      this.streaming.add(view.messageId);
+    }
+    if (step.ended) {
+      this.updateBusy();
+    }
+  }
+
+  /** Forget every message shown except those still being sent. */
+  private clearShown(): void {
+    this.earlier.forget();
+    for (const view of this.messages.values()) {
+      view.el.remove();
+    }
+    this.messages.clear();
+    this.streaming.clear();
+  }
+
+  /** The id of the oldest message shown, which LOAD_HISTORY pages back from. */
+  private oldestShown(): string | null {
+    for (const node of Array.from(this.list.children)) {
+      const id = (node as HTMLElement).dataset.messageId;
+      if (id) {
+        return id;
+      }
+    }
+    return null;
   }
 
   // -- DOM upkeep ----------------------------------------------------------------------------
@@ -394,7 +488,7 @@ export class ChatView {
   private showSnapshot(snapshot: SnapshotMessage[]): void {
     for (const message of snapshot) {
       const view = new MessageView(message.role, message.messageId, 'streaming', this.createRenderer);
-      view.append(message.text);
+      view.setText(message.text);
       if (message.role === 'assistant' && FINAL.has(message.status)) {
         view.end(message.status as Status);
       } else {
@@ -473,6 +567,7 @@ export class ChatView {
       this.stick = false;
     }
     this.lastScrollTop = top;
+    this.earlier.onScroll();
   };
 
   /** Keep to the bottom, once per animation frame, unless the user has scrolled up. */

@@ -4,7 +4,7 @@
 // finds out why, so the user reads "login expired" rather than a spinner that never ends.
 // Whoever owns the connection re-subscribes in `onOpen`: the hub answers from the store.
 
-import type { ClientFrame, ServerFrame } from './protocol';
+import { ClientFrame, parseServerFrame, ServerFrame } from './protocol';
 import { authHeaders, ServerSettings } from './server';
 
 export type ConnectionState = 'connected' | 'reconnecting' | 'offline'; // as data-connection shows it
@@ -84,13 +84,12 @@ export class HubConnection {
       this.handlers.onOpen();
     };
     ws.onmessage = event => {
-      let frame: ServerFrame;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return; // the hub sends JSON only; ignore anything else rather than break the view
+      // What does not fit the contract (a newer server's frame types among it) is ignored
+      // rather than allowed to break the view.
+      const frame = typeof event.data === 'string' ? parseServerFrame(event.data) : null;
+      if (frame !== null) {
+        this.handlers.onFrame(frame);
       }
-      this.handlers.onFrame(frame);
     };
     ws.onclose = () => {
       if (this.ws !== ws || this.closed) {

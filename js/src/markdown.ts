@@ -2,16 +2,20 @@
 //
 // `renderMarkdown` turns text into a sanitized DOM fragment: raw HTML in the text is shown as
 // text (never parsed), and what markdown itself produces goes through DOMPurify, so links and
-// images cannot carry `javascript:` or event handlers.
+// images cannot carry `javascript:` or event handlers, and nothing fetches a URL by itself
+// (images follow the rules of images.ts).
 //
 // `StreamingMarkdown` renders a reply while it streams without ever touching what it has
 // already rendered: finished blocks are rendered once and appended, a few at a time between
 // paints; the text not rendered yet is plain text at the end that grows in place
 // (`Text.appendData`). Work per chunk is therefore bounded by the chunk and the open block,
-// never by the size of the reply, and no task renders more than a few kilobytes.
+// never by the size of the reply, and no task renders more than a few kilobytes. The one
+// exception is reference links (`[text][label]`): a block that used a label before its
+// definition arrived is rendered again when it does (see `LinkDefinitions`).
 
 import DOMPurify from 'dompurify';
-import { Marked } from 'marked';
+import { Lexer, Marked } from 'marked';
+import { ImagePolicy, insertPlaceholders, vetElement } from './images';
 
 const escapeHtml = (s: string): string =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -25,21 +29,124 @@ const marked = new Marked({
   }
 });
 
+/** Link reference definitions by normalized label, as marked keeps them. */
+export type Links = Record<string, { href: string; title: string }>;
+
+const NO_IMAGES = new ImagePolicy();
+
+// The policy of the render in progress: DOMPurify's hooks are global to the purifier, and
+// sanitizing is synchronous, so this is set around each call.
+let activeImages: ImagePolicy = NO_IMAGES;
+
 const purifier = DOMPurify();
 // Set once: parsing the configuration on every call costs more than sanitizing a short block.
-purifier.setConfig({ RETURN_DOM_FRAGMENT: true });
+// HTML only: SVG and MathML have their own ways to refer to URLs.
+purifier.setConfig({ RETURN_DOM_FRAGMENT: true, USE_PROFILES: { html: true } });
 purifier.addHook('afterSanitizeAttributes', node => {
-  if (node.tagName === 'A') {
+  if (node.nodeType !== 1) {
+    return;
+  }
+  const element = node as Element;
+  vetElement(element, activeImages, document.baseURI);
+  if (element.tagName === 'A') {
     // Open links away from the notebook, without giving the new page a handle on it.
-    node.setAttribute('target', '_blank');
-    node.setAttribute('rel', 'noopener noreferrer nofollow');
+    element.setAttribute('target', '_blank');
+    element.setAttribute('rel', 'noopener noreferrer nofollow');
   }
 });
 
+/**
+ * Markdown text to a sanitized fragment, ready to append, with `links` known as if their
+ * definitions were part of the text. Returns also every definition known after it (those given
+ * and those the text adds; the first definition of a label wins, as in CommonMark).
+ */
+function render(
+  text: string, links: Links, images: ImagePolicy
+): { fragment: DocumentFragment; links: Links } {
+  const lexer = new Lexer({ ...marked.defaults });
+  Object.assign(lexer.tokens.links, links);
+  const html = marked.parser(lexer.lex(text)) as string;
+  activeImages = images;
+  let fragment: DocumentFragment;
+  try {
+    fragment = purifier.sanitize(html) as unknown as DocumentFragment;
+  } finally {
+    activeImages = NO_IMAGES;
+  }
+  insertPlaceholders(fragment);
+  return { fragment, links: lexer.tokens.links as Links };
+}
+
 /** Markdown text to a sanitized fragment, ready to append. */
-export function renderMarkdown(text: string): DocumentFragment {
-  const html = marked.parse(text) as string;
-  return purifier.sanitize(html) as unknown as DocumentFragment;
+export function renderMarkdown(text: string, images: ImagePolicy = NO_IMAGES): DocumentFragment {
+  return render(text, {}, images).fragment;
+}
+
+// -- reference links while streaming ---------------------------------------------------------
+
+/** Most blocks a reply keeps waiting for a label's definition; past it, the oldest stops
+ * waiting (it keeps the brackets as written). Bounds memory and the work a definition costs. */
+const MAX_WAITING_BLOCKS = 100;
+
+/** The content of each innermost pair of brackets: every label that a text may use as a
+ * reference (`[text][label]`, `[label][]`, `[label]`), and more; a superset is enough. */
+const BRACKETED = /\[((?:[^\[\]\\]|\\[\s\S]){1,999})\]/g;
+
+/** A label as marked looks it up: trimmed, inner whitespace collapsed, case folded. */
+const normalizeLabel = (label: string): string =>
+  label.trim().replace(/\s+/g, ' ').toLowerCase().toUpperCase().toLowerCase();
+
+interface RenderedBlock {
+  readonly el: HTMLElement;
+  readonly text: string;
+  awaiting: Set<string>; // labels it may use that were not defined when it was rendered
+}
+
+/**
+ * The link reference definitions of a streaming reply, so far. A whole-text render knows every
+ * definition, wherever it is; a block rendered while streaming knows those before it. So each
+ * block is rendered with the definitions seen so far, and one that may use a label not yet
+ * defined waits for it: when a later block defines the label, that block (and no other) is
+ * rendered again. The end result equals a whole-text render.
+ */
+class LinkDefinitions {
+  links: Links = Object.create(null);
+  private waiting = new Set<RenderedBlock>(); // oldest first
+
+  /** `block` was rendered with `this.links`, and knew `after` at its end: take in its
+   * definitions; returns the earlier blocks to render again, now that more is defined. */
+  learn(block: RenderedBlock, after: Links): RenderedBlock[] {
+    const fresh = new Set<string>();
+    for (const label of Object.keys(after)) {
+      if (!(label in this.links)) {
+        this.links[label] = after[label];
+        fresh.add(label);
+      }
+    }
+    const again = fresh.size
+      ? Array.from(this.waiting).filter(b => Array.from(b.awaiting).some(l => fresh.has(l)))
+      : [];
+    this.track(block);
+    return again;
+  }
+
+  /** Note which labels `block` may use but are not defined yet. */
+  track(block: RenderedBlock): void {
+    this.waiting.delete(block);
+    block.awaiting = new Set();
+    for (const match of block.text.matchAll(BRACKETED)) {
+      const label = normalizeLabel(match[1]);
+      if (label && !(label in this.links)) {
+        block.awaiting.add(label);
+      }
+    }
+    if (block.awaiting.size) {
+      this.waiting.add(block);
+      if (this.waiting.size > MAX_WAITING_BLOCKS) {
+        this.waiting.delete(this.waiting.values().next().value as RenderedBlock);
+      }
+    }
+  }
 }
 
 /** What a message body does with its text: the chat view feeds every message through one. */
@@ -102,8 +209,9 @@ export class StreamingMarkdown implements BodyRenderer {
   private whenIdle: (() => void)[] = []; // finish() promises waiting for the queue to empty
   private readonly tail: HTMLElement;
   private readonly tailText: Text;
+  private readonly definitions = new LinkDefinitions();
 
-  constructor(readonly el: HTMLElement) {
+  constructor(readonly el: HTMLElement, private readonly images: ImagePolicy = NO_IMAGES) {
     this.tail = document.createElement('div');
     this.tail.className = 'streamchat-tail';
     this.tailText = document.createTextNode('');
@@ -175,8 +283,14 @@ export class StreamingMarkdown implements BodyRenderer {
     if (text) {
       const block = document.createElement('div');
       block.className = 'streamchat-block';
-      block.appendChild(renderMarkdown(text));
+      const out = render(text, this.definitions.links, this.images);
+      block.appendChild(out.fragment);
       this.el.insertBefore(block, done[0].raw);
+      const rendered: RenderedBlock = { el: block, text, awaiting: new Set() };
+      for (const earlier of this.definitions.learn(rendered, out.links)) {
+        earlier.el.replaceChildren(render(earlier.text, this.definitions.links, this.images).fragment);
+        this.definitions.track(earlier);
+      }
     }
     done.forEach(item => item.raw.remove());
   }

@@ -1,8 +1,11 @@
 // One message on screen: its element with the DOM test hooks, and its body, which an
 // assistant message feeds to a BodyRenderer chunk by chunk (user text shows as typed).
+// What a reply holds (text, last seq, status) is a `ReplyState`; the rules that change it are
+// in reply.ts, and this class only shows their outcome.
 
 import type { BodyRenderer } from './markdown';
 import type { Status } from './protocol';
+import { isEnded, NEW_REPLY, ReplyState, ReplyStep } from './reply';
 
 const ENDINGS: Partial<Record<Status, string>> = {
   stopped: '(Stopped)',
@@ -11,9 +14,9 @@ const ENDINGS: Partial<Record<Status, string>> = {
 
 export class MessageView {
   readonly el: HTMLElement;
-  text = '';
-  lastSeq = 0;
-  resumeAsked = -1; // the afterSeq of the last RESUME sent for a gap, so it is asked once
+  /** An assistant message's reply as held; a user message keeps only `text`. */
+  reply: ReplyState = NEW_REPLY;
+  private userText = '';
   private readonly body: HTMLElement;
   private readonly note: HTMLElement;
   private readonly renderer: BodyRenderer | null;
@@ -39,6 +42,10 @@ export class MessageView {
     this.setStatus(status);
   }
 
+  get text(): string {
+    return this.renderer ? this.reply.text : this.userText;
+  }
+
   setId(messageId: string): void {
     this.messageId = messageId;
     this.el.dataset.messageId = messageId;
@@ -49,12 +56,25 @@ export class MessageView {
     this.el.dataset.status = status;
   }
 
-  append(chunk: string): void {
-    this.text += chunk;
+  /** Show a user message's text, or (without a server) a snapshot's text. */
+  setText(text: string): void {
     if (this.renderer) {
-      this.renderer.append(chunk);
+      this.reply = { ...this.reply, text: this.reply.text + text };
+      this.renderer.append(text);
     } else {
-      this.body.textContent = this.text; // user text is shown as typed
+      this.userText = text;
+      this.body.textContent = text; // user text is shown as typed
+    }
+  }
+
+  /** Show the outcome of one step of the reply's reducer. */
+  apply(step: ReplyStep): void {
+    this.reply = step.state;
+    if (step.append) {
+      this.renderer?.append(step.append);
+    }
+    if (step.ended) {
+      this.end(step.state.status, step.state.error);
     }
   }
 
@@ -69,10 +89,12 @@ export class MessageView {
   }
 
   fail(problem: string): void {
+    if (this.renderer && !isEnded(this.reply)) {
+      this.reply = { ...this.reply, status: 'error' }; // no later frame changes it
+      void this.renderer.finish();
+    }
     this.setStatus('error');
     this.note.textContent = problem;
     this.note.hidden = false;
   }
 }
-
-export const FINAL: ReadonlySet<string> = new Set(['complete', 'stopped', 'interrupted', 'error']);

@@ -1,9 +1,21 @@
-// The wire contract, version 1, as TypeScript types (see docs/protocol.md).
-// Every frame is one JSON text; readers ignore unknown extra fields.
+// The wire contract, version 1 (see docs/protocol.md): its frames as TypeScript types, and
+// `parseServerFrame`, which checks at run time that a text from the hub is one of them.
+//
+// Every frame is one JSON text. Readers ignore unknown extra fields, and the view ignores
+// frames it does not know, so the contract can grow by new fields and new frame types.
 
 export type Status = 'streaming' | 'complete' | 'stopped' | 'interrupted' | 'error';
 
-// Client to server.
+export const STATUSES: ReadonlySet<string> =
+  new Set(['streaming', 'complete', 'stopped', 'interrupted', 'error']);
+/** The statuses a reply can end with. */
+export const FINAL: ReadonlySet<string> = new Set(['complete', 'stopped', 'interrupted', 'error']);
+
+/** Ids are strings of 1 to this many characters. */
+export const MAX_ID_LENGTH = 200;
+
+// -- client to server ------------------------------------------------------------------------
+
 export interface SendMessage {
   type: 'SEND_MESSAGE';
   conversationId: string;
@@ -24,9 +36,16 @@ export interface Resume {
   messageId: string;
   afterSeq: number;
 }
-export type ClientFrame = SendMessage | StopGenerating | Subscribe | Resume;
+/** Asks for the messages just older than `beforeMessageId` (answered by HISTORY_PAGE). */
+export interface LoadHistory {
+  type: 'LOAD_HISTORY';
+  conversationId: string;
+  beforeMessageId: string;
+}
+export type ClientFrame = SendMessage | StopGenerating | Subscribe | Resume | LoadHistory;
 
-// Server to client.
+// -- server to client ------------------------------------------------------------------------
+
 export interface MessageAccepted {
   type: 'MESSAGE_ACCEPTED';
   clientMessageId: string;
@@ -51,15 +70,29 @@ export interface StoredMessage {
   messageId: string;
   role: 'user' | 'assistant';
   agentId: string;
+  /** The concatenation of the reply's chunks up to `lastSeq`. */
   text: string;
   status: Status;
   lastSeq: number;
   error?: string;
+  /** `text` is only the start of the message: RESUME from `lastSeq` brings the rest. */
+  truncated?: boolean;
 }
+/** The latest messages of a conversation, oldest first, answering SUBSCRIBE. */
 export interface History {
   type: 'HISTORY';
   conversationId: string;
   messages: StoredMessage[];
+  /** Older messages exist (ask with LOAD_HISTORY); absent from servers without paging. */
+  hasMore?: boolean;
+}
+/** The messages just older than `beforeMessageId`, oldest first, answering LOAD_HISTORY. */
+export interface HistoryPage {
+  type: 'HISTORY_PAGE';
+  conversationId: string;
+  beforeMessageId: string;
+  messages: StoredMessage[];
+  hasMore: boolean;
 }
 export type ErrorCode =
   | 'bad_json'
@@ -69,14 +102,91 @@ export type ErrorCode =
   | 'unknown_message'
   | 'unknown_agent'
   | 'not_a_reply'
+  | 'conversation_deleted'
   | 'store_unavailable'
   | 'internal_error';
 export interface ErrorFrame {
   type: 'ERROR';
-  code: ErrorCode;
+  /** One of `ErrorCode`, or a code added to the contract after this reader was written. */
+  code: ErrorCode | (string & {});
   message: string;
   clientMessageId?: string;
   messageId?: string;
   conversationId?: string;
 }
-export type ServerFrame = MessageAccepted | MessageChunk | History | ErrorFrame;
+export type ServerFrame = MessageAccepted | MessageChunk | History | HistoryPage | ErrorFrame;
+
+// -- run-time checks -------------------------------------------------------------------------
+
+type Json = Record<string, unknown>;
+
+const isObject = (v: unknown): v is Json =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isId = (v: unknown): v is string =>
+  typeof v === 'string' && v.length > 0 && v.length <= MAX_ID_LENGTH;
+const isSeq = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+/** An optional field: absent, or of the right kind (JSON has no undefined; null is wrong). */
+const optional = (v: unknown, check: (v: unknown) => boolean): boolean =>
+  v === undefined || check(v);
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
+
+function isStoredMessage(m: unknown): m is StoredMessage {
+  return isObject(m) &&
+    isId(m.messageId) &&
+    (m.role === 'user' || m.role === 'assistant') &&
+    isString(m.agentId) &&
+    isString(m.text) &&
+    isString(m.status) && STATUSES.has(m.status) &&
+    isSeq(m.lastSeq) &&
+    optional(m.error, isString) &&
+    optional(m.truncated, isBoolean);
+}
+
+const isMessages = (v: unknown): v is StoredMessage[] =>
+  Array.isArray(v) && v.every(isStoredMessage);
+
+/** Field checks per server frame type; a frame must pass its type's check to be used. */
+const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
+  MESSAGE_ACCEPTED: f =>
+    isId(f.clientMessageId) && isId(f.conversationId) && isId(f.userMessageId) &&
+    isId(f.messageId) && isId(f.agentId) && optional(f.text, isString),
+  MESSAGE_CHUNK: f =>
+    isId(f.messageId) && isId(f.conversationId) && isId(f.agentId) &&
+    isSeq(f.seq) && f.seq >= 1 && isString(f.chunk) && isBoolean(f.isComplete) &&
+    // The final frame says how the reply ended; the others may say it still streams.
+    (f.isComplete
+      ? isString(f.status) && FINAL.has(f.status)
+      : optional(f.status, s => s === 'streaming')) &&
+    optional(f.error, isString),
+  HISTORY: f =>
+    isId(f.conversationId) && isMessages(f.messages) && optional(f.hasMore, isBoolean),
+  HISTORY_PAGE: f =>
+    isId(f.conversationId) && isId(f.beforeMessageId) && isMessages(f.messages) &&
+    isBoolean(f.hasMore),
+  ERROR: f =>
+    isString(f.code) && f.code.length > 0 && isString(f.message) &&
+    optional(f.clientMessageId, isId) && optional(f.messageId, isId) &&
+    optional(f.conversationId, isId)
+};
+
+/**
+ * One text from the hub as a server frame, or null when it is not one: not JSON, not an
+ * object, a type this reader does not know, or a known type with a field missing or of the
+ * wrong kind. Unknown extra fields are allowed (and kept).
+ */
+export function parseServerFrame(text: string): ServerFrame | null {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(data) || typeof data.type !== 'string' ||
+      !Object.prototype.hasOwnProperty.call(SERVER_FRAMES, data.type)) {
+    return null;
+  }
+  const check = SERVER_FRAMES[data.type as ServerFrame['type']];
+  return check(data) ? (data as unknown as ServerFrame) : null;
+}

@@ -15,12 +15,20 @@ interface Model {
   off(event: string, callback: () => void): void;
 }
 
+/** Hosts whose images load without a click. Read defensively: a widget saved by an older
+ * version, or a kernel without the trait, has no such attribute. */
+function imageHosts(model: Model): string[] {
+  const hosts = model.get('image_hosts') ?? [];
+  return Array.isArray(hosts) ? hosts.filter((h): h is string => typeof h === 'string') : [];
+}
+
 function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const view = new ChatView(el, {
     server: pageServerSettings(),
     conversationId: model.get('conversation_id'),
     agentId: model.get('agent'),
     snapshot: model.get('messages') as SnapshotMessage[],
+    imageHosts: imageHosts(model),
     onAgentChange: agentId => {
       model.set('agent', agentId);
       model.save_changes();
@@ -29,13 +37,16 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const onConversation = () => view.setConversation(model.get('conversation_id'));
   const onAgent = () => view.setAgent(model.get('agent'));
   const onMessages = () => view.setSnapshot(model.get('messages'));
+  const onImageHosts = () => view.setImageHosts(imageHosts(model));
   model.on('change:conversation_id', onConversation);
   model.on('change:agent', onAgent);
   model.on('change:messages', onMessages);
+  model.on('change:image_hosts', onImageHosts);
   return () => {
     model.off('change:conversation_id', onConversation);
     model.off('change:agent', onAgent);
     model.off('change:messages', onMessages);
+    model.off('change:image_hosts', onImageHosts);
     view.dispose();
   };
 }
@@ -44,5 +55,6 @@ export default { render };
 
 // For other hosts of the same view (a sidebar panel, a plain page).
 export { ChatView } from './chatview';
+export { ImagePolicy } from './images';
 export { renderMarkdown, StreamingMarkdown } from './markdown';
 export { pageServerSettings, serverSettings } from './server';

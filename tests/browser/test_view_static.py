@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from jupyter_streamchat.agents.demo import _REPLY
 
-STATIC = Path(__file__).parent.parent.parent / "jupyter_streamchat" / "static"
+STATIC = Path(__file__).parent.parent.parent / "jupyter_streamchat" / "widget" / "static"
 
 # What anywidget hands to `render` on a page with no kernel: a model holding the saved state.
 VIEWER_PAGE = """<!doctype html><meta charset="utf-8">
