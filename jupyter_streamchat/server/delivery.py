@@ -86,6 +86,11 @@ class Subscriber:
         if self._holds:
             self._held.append((None, 0, frame))
             return
+        self.answer(frame)
+
+    def answer(self, frame: str) -> None:
+        """The answer of the request served inside :meth:`snapshot` (a HISTORY): written now,
+        ahead of the live frames held meanwhile, which it may already contain."""
         if self._buffered and self._buffered + len(frame) > self.max_buffer:
             self.close(CLOSE_NOT_READING, "the client did not read its frames; reconnect to "
                        "catch up from the store")

@@ -84,6 +84,8 @@ class Hub:
         for task in list(self._retries):
             task.cancel()
         if self._opened:
+            for message_id in list(self.unstored):
+                await self._store_end(message_id)  # a last try: the disk may have room now
             await self.store.close()
             self._opened = False
 
@@ -206,7 +208,7 @@ class Hub:
                 if message.role == "assistant":
                     held = subscriber.sent.get(message.message_id, 0)
                     subscriber.sent[message.message_id] = max(held, message.last_seq)
-            subscriber.send(p.dumps(p.history_frame(page)))
+            subscriber.answer(p.dumps(p.history_frame(page)))
 
     async def load_history(self, subscriber: Subscriber, conversation_id: str,
                            before_message_id: str) -> None:
@@ -222,7 +224,7 @@ class Hub:
                     messageId=before_message_id, conversationId=conversation_id,
                 )
             self._answer_for_unstored(page.messages)
-            subscriber.send(p.dumps(p.history_page_frame(page, before_message_id)))
+            subscriber.answer(p.dumps(p.history_page_frame(page, before_message_id)))
 
     async def resume(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
         await self.ensure_open()
@@ -290,14 +292,16 @@ class Hub:
         """Keep trying to store the end that clients were already told."""
         while message_id in self.unstored:
             await asyncio.sleep(STORE_END_RETRY)
-            seq, error = self.unstored[message_id]
-            try:
-                await self.store.append(Append(message_id, seq, [""], p.ERROR, error))
-            except LeaseLost:
-                break  # someone else ended it, or it was deleted: the store has its say
-            except StoreError:
-                continue
-            break
+            await self._store_end(message_id)
+
+    async def _store_end(self, message_id: str) -> None:
+        seq, error = self.unstored[message_id]
+        try:
+            await self.store.append(Append(message_id, seq, [""], p.ERROR, error))
+        except LeaseLost:
+            pass  # someone else ended it, or it was deleted: the store has its say
+        except StoreError:
+            return  # still refused: kept for the next try
         self.unstored.pop(message_id, None)
 
     def _answer_for_unstored(self, messages: list) -> None:
