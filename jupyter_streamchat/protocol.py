@@ -204,6 +204,24 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
     return value
 
 
+def request_frame(request: Request) -> dict:
+    """A request as a client sends it (the kernel's follower): the inverse of parse_request."""
+    for kind, (cls, fields) in _REQUESTS.items():
+        if isinstance(request, cls):
+            return {"type": kind, **{name: value for (name, _), value in
+                                     zip(fields, vars(request).values())}}
+    raise TypeError(f"not a request: {request!r}")
+
+
+_WIRE_ID_NAMES = {"client_message_id": "clientMessageId", "message_id": "messageId",
+                  "conversation_id": "conversationId"}
+
+
+def request_ids(request: Request) -> dict:
+    """The ids of a request under their wire names, for the ERROR that answers it."""
+    return {_WIRE_ID_NAMES[k]: v for k, v in vars(request).items() if k in _WIRE_ID_NAMES}
+
+
 # -- server frames -------------------------------------------------------------------------
 
 

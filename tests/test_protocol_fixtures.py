@@ -28,6 +28,8 @@ def test_client_frame(case):
         assert e.code == case["expect"], e.message
     else:
         assert case["expect"] == "ok", f"parsed as {request}"
+        # What the kernel's follower would send for it parses back to the same request.
+        assert p.parse_request(json.dumps(p.request_frame(request)), FIXTURE["maxTextBytes"]) == request
 
 
 @pytest.mark.parametrize("case", FIXTURE["serverFrames"], ids=lambda c: c["name"])

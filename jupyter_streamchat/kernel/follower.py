@@ -190,8 +190,7 @@ class Conversation:
             raise RuntimeError("the conversation is closed")
         client_id = uuid.uuid4().hex
         reply = ChatReply(self, client_id, agent)
-        frame = {"type": "SEND_MESSAGE", "conversationId": self.conversation_id,
-                 "agentId": agent, "text": text, "clientMessageId": client_id}
+        frame = p.request_frame(p.SendMessage(self.conversation_id, agent, text, client_id))
         with self._lock:
             self._pending[client_id] = (reply, frame)
         self._send_if_connected(frame)
@@ -211,7 +210,7 @@ class Conversation:
             # know is sent once (the hub answers for it).
             self._stopping.update(i for i in ids if i in self._by_id)
         for i in ids:
-            self._send_if_connected({"type": "STOP_GENERATING", "messageId": i})
+            self._send_if_connected(p.request_frame(p.StopGenerating(i)))
 
     def wait_synced(self, timeout: Optional[float] = None) -> None:
         """Block until the hub's history of the conversation has arrived."""
@@ -265,14 +264,14 @@ class Conversation:
 
     def _on_connect(self) -> None:
         with self._lock:
-            frames = [{"type": "SUBSCRIBE", "conversationId": self.conversation_id}]
+            frames = [p.request_frame(p.Subscribe(self.conversation_id))]
             # Replies held as streaming resume from the last frame held; frames that then
             # arrive twice (live after the HISTORY, and replayed) are dropped by seq.
             self._resuming = {m.message_id: m.seq for m in self._messages if m.streaming}
-            frames += [{"type": "RESUME", "messageId": message_id, "afterSeq": seq}
+            frames += [p.request_frame(p.Resume(message_id, seq))
                        for message_id, seq in self._resuming.items()]
             frames += [frame for _reply, frame in self._pending.values()]
-            frames += [{"type": "STOP_GENERATING", "messageId": i} for i in self._stopping]
+            frames += [p.request_frame(p.StopGenerating(i)) for i in self._stopping]
         for frame in frames:
             self.transport.send(frame)
 
@@ -312,8 +311,7 @@ class Conversation:
             # A gap: ask for the rest from the store, once per held seq.
             if self._resuming.get(message_id) != message.seq:
                 self._resuming[message_id] = message.seq
-                after.sends.append({"type": "RESUME", "messageId": message_id,
-                                    "afterSeq": message.seq})
+                after.sends.append(p.request_frame(p.Resume(message_id, message.seq)))
             return
         self._resuming.pop(message_id, None)
         if frame["chunk"]:
@@ -345,7 +343,7 @@ class Conversation:
         self._replies[reply_id] = reply
         if reply._stop_requested:
             self._stopping.add(reply_id)
-            after.sends.append({"type": "STOP_GENERATING", "messageId": reply_id})
+            after.sends.append(p.request_frame(p.StopGenerating(reply_id)))
 
     def _apply_history(self, frame: dict, after: "_After") -> None:
         # A reply's text in a HISTORY is exactly its frames up to lastSeq (the store reads it
@@ -378,8 +376,8 @@ class Conversation:
 
     def _ask_older(self, page: list, after: "_After") -> None:
         if page:
-            after.sends.append({"type": "LOAD_HISTORY", "conversationId": self.conversation_id,
-                                "beforeMessageId": page[0].message_id})
+            after.sends.append(p.request_frame(
+                p.LoadHistory(self.conversation_id, page[0].message_id)))
 
     def _merge_stored(self, wire: dict, after: "_After") -> _Message:
         """Take one message of a HISTORY or HISTORY_PAGE into what is held."""
@@ -401,8 +399,7 @@ class Conversation:
         if message.streaming and message.message_id not in self._resuming:
             # The rest comes from the store, then live: RESUME from what is held.
             self._resuming[message.message_id] = message.seq
-            after.sends.append({"type": "RESUME", "messageId": message.message_id,
-                                "afterSeq": message.seq})
+            after.sends.append(p.request_frame(p.Resume(message.message_id, message.seq)))
         return message
 
     def _add(self, message: _Message) -> _Message:

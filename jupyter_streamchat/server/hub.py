@@ -133,8 +133,7 @@ class Hub:
                 await self.load_history(subscriber, request.conversation_id,
                                         request.before_message_id)
         except StoreError as e:
-            ids = {k: v for k, v in vars(request).items() if k.endswith("_id")}
-            raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **_wire_ids(ids)) from e
+            raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **p.request_ids(request)) from e
 
     async def send_message(self, subscriber: Subscriber, request: p.SendMessage) -> None:
         agent = self.agents.get(request.agent_id)
@@ -342,8 +341,3 @@ def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:
             messageId=message_id,
         )
 
-
-def _wire_ids(ids: dict) -> dict:
-    names = {"client_message_id": "clientMessageId", "message_id": "messageId",
-             "conversation_id": "conversationId"}
-    return {names[k]: v for k, v in ids.items() if k in names}
