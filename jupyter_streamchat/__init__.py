@@ -1,6 +1,6 @@
 """Streaming chat with AI agents inside Jupyter."""
 
-from .agents import Agent, AgentRequest
+from .agents import Agent, AgentError, AgentRequest, Reasoning, Usage
 
 __version__ = "0.1.0"
 
@@ -25,4 +25,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Agent", "AgentRequest", "ChatWidget", "__version__", "connect"]
+__all__ = [
+    "Agent", "AgentError", "AgentRequest", "ChatWidget", "Reasoning", "Usage", "__version__",
+    "connect",
+]

@@ -7,6 +7,7 @@ place that knows field names; the hub and the handlers speak in Python values.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
 from typing import Any
@@ -258,6 +259,10 @@ def message_wire(message) -> dict:
     }
     if message.error is not None:
         wire["error"] = message.error
+    if getattr(message, "reasoning", ""):
+        wire["reasoning"] = message.reasoning
+    if getattr(message, "usage", None):
+        wire["usage"] = usage_wire(message.usage)
     if message.truncated:
         wire["truncated"] = True  # the rest comes with RESUME {afterSeq: lastSeq}
     return wire
@@ -294,6 +299,25 @@ def conversation_wire(conversation) -> dict:
     }
 
 
+# A reply's usage: Python names (as agents report them and the store keeps them) -> wire names.
+USAGE_FIELDS = {
+    "model": "model",
+    "input_tokens": "inputTokens",
+    "output_tokens": "outputTokens",
+    "first_token_seconds": "firstTokenSeconds",
+    "duration_seconds": "durationSeconds",
+}
+
+
+def usage_wire(usage: dict) -> dict:
+    return {USAGE_FIELDS[k]: v for k, v in usage.items() if k in USAGE_FIELDS and v is not None}
+
+
+def usage_from_wire(usage: dict) -> dict:
+    names = {wire: name for name, wire in USAGE_FIELDS.items()}
+    return {names[k]: v for k, v in usage.items() if k in names}
+
+
 class ChunkFrames:
     """Builds the MESSAGE_CHUNK frames of one reply as JSON text.
 
@@ -307,11 +331,17 @@ class ChunkFrames:
             % (_json_str(message_id), _json_str(conversation_id), _json_str(agent_id))
         )
 
-    def chunk(self, seq: int, chunk: str) -> str:
-        return f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":false}}'
+    def chunk(self, seq: int, chunk: str, reasoning: str = "") -> str:
+        thinking = f',"reasoning":{_json_str(reasoning)}' if reasoning else ""
+        return f'{self._head}{seq},"chunk":{_json_str(chunk)}{thinking},"isComplete":false}}'
 
-    def final(self, seq: int, chunk: str, status: str, error: str | None = None) -> str:
+    def final(self, seq: int, chunk: str, status: str, error: str | None = None,
+              reasoning: str = "", usage: dict | None = None) -> str:
         tail = f',"error":{_json_str(error)}' if status == ERROR and error is not None else ""
+        if reasoning:
+            tail += f',"reasoning":{_json_str(reasoning)}'
+        if usage:
+            tail += f',"usage":{json.dumps(usage_wire(usage), separators=(",", ":"))}'
         return (
             f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
             f'"status":{_json_str(status)}{tail}}}'
@@ -331,6 +361,16 @@ def _seq(value: Any, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_SEQ
 
 
+def _usage(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    counts = all(_seq(value[k], 0) for k in ("inputTokens", "outputTokens") if k in value)
+    times = all(isinstance(value[k], (int, float)) and not isinstance(value[k], bool)
+                and math.isfinite(value[k]) and value[k] >= 0
+                for k in ("firstTokenSeconds", "durationSeconds") if k in value)
+    return counts and times and isinstance(value.get("model", ""), str)
+
+
 def _stored_message(m: Any) -> bool:
     return (
         isinstance(m, dict) and _id(m.get("messageId")) and m.get("role") in ("user", "assistant")
@@ -338,6 +378,8 @@ def _stored_message(m: Any) -> bool:
         and m.get("status") in STATUSES and _seq(m.get("lastSeq"), 0)
         and isinstance(m.get("truncated", False), bool)
         and isinstance(m.get("error", ""), str)
+        and isinstance(m.get("reasoning", ""), str)
+        and ("usage" not in m or _usage(m["usage"]))
     )
 
 
@@ -358,6 +400,8 @@ def is_server_frame(frame: Any) -> bool:
             and isinstance(complete, bool)
             and (status in FINAL_STATUSES if complete else status in (None, STREAMING))
             and isinstance(frame.get("error", ""), str)
+            and isinstance(frame.get("reasoning", ""), str)
+            and ("usage" not in frame or _usage(frame["usage"]))
         )
     if kind == "MESSAGE_ACCEPTED":
         return (

@@ -32,11 +32,15 @@ async def test_conversations_list_get_delete(chat, rest, jp_fetch):
     user, reply = body["messages"]
     assert user == {"messageId": accepted["userMessageId"], "role": "user", "agentId": "echo",
                     "text": "first words", "status": "complete", "lastSeq": 0}
+    usage = reply.pop("usage")  # the hub's timings; echo reports no model or tokens
+    assert set(usage) == {"firstTokenSeconds", "durationSeconds"}
+    assert 0 <= usage["firstTokenSeconds"] <= usage["durationSeconds"]
     assert reply == {"messageId": accepted["messageId"], "role": "assistant", "agentId": "echo",
                      "text": text_of(frames), "status": "complete", "lastSeq": frames[-1]["seq"]}
 
     # Same message shape as HISTORY.
     await client.send("SUBSCRIBE", conversationId=conversation)
+    reply["usage"] = usage
     assert (await client.expect("HISTORY"))["messages"] == body["messages"]
 
     response = await jp_fetch("streamchat", "api", "conversations", conversation, method="DELETE")

@@ -108,7 +108,7 @@ async def test_reopen_keeps_everything(tmp_path):
     assert await store.open() == 1  # the streaming reply is ended as interrupted
     message, chunks = await store.replay(exchange.message_id, 0)
     assert (message.status, message.last_seq) == ("interrupted", 3)
-    assert chunks == [(1, "hi"), (2, " there"), (3, "")]
+    assert chunks == [(1, "hi", ""), (2, " there", ""), (3, "", "")]  # (seq, chunk, reasoning)
     assert (await store.get_message(exchange.message_id)).text == "hi there"
     again = await store.create_exchange("c", "echo", "hi there", "m1")
     assert not again.created and again.message_id == exchange.message_id

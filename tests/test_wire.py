@@ -43,11 +43,11 @@ async def test_echo_streams_contiguous_frames(chat, rest):
 
 
 async def test_echo_delay_is_configurable(streamchat_app):
-    assert streamchat_app.agents["echo"].delay == 0.02  # from c.EchoAgent.delay in conftest
+    assert streamchat_app.agent_instances["echo"].delay == 0.02  # from c.EchoAgent.delay in conftest
 
 
 async def test_demo_agent_streams_markdown(chat, streamchat_app):
-    streamchat_app.agents["demo"].delay = 0
+    streamchat_app.agent_instances["demo"].delay = 0
     client = await chat()
     accepted = await start(client, "What can you do?", agent="demo")
     frames = await client.chunks_until_complete(accepted["messageId"])

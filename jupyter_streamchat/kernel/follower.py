@@ -39,10 +39,12 @@ class _Message:
     """One message. For a reply, ``seq`` is the last frame held and ``held`` the length of the
     text those frames make (the text is their concatenation)."""
 
-    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held", "error")
+    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held", "error",
+                 "thoughts", "thought", "usage")
 
     def __init__(self, message_id: str, role: str, agent_id: str, text: str = "",
-                 status: str = p.STREAMING, seq: int = 0, error: Optional[str] = None):
+                 status: str = p.STREAMING, seq: int = 0, error: Optional[str] = None,
+                 reasoning: str = "", usage: Optional[dict] = None):
         self.message_id = message_id
         self.role = role
         self.agent_id = agent_id
@@ -51,6 +53,23 @@ class _Message:
         self.seq = seq
         self.held = len(text)
         self.error = error
+        self.thoughts = [reasoning] if reasoning else []  # the reply's thinking, apart
+        self.thought = len(reasoning)
+        self.usage = usage  # Python names: model, input_tokens, output_tokens, ...
+
+    def add(self, text: str, reasoning: str) -> None:
+        if text:
+            self.parts.append(text)
+            self.held += len(text)
+        if reasoning:
+            self.thoughts.append(reasoning)
+            self.thought += len(reasoning)
+
+    @property
+    def reasoning(self) -> str:
+        if len(self.thoughts) > 1:
+            self.thoughts[:] = ["".join(self.thoughts)]
+        return self.thoughts[0] if self.thoughts else ""
 
     @property
     def text(self) -> str:
@@ -67,6 +86,10 @@ class _Message:
                 "text": self.text, "status": self.status}
         if self.error is not None:
             snap["error"] = self.error
+        if self.thoughts:
+            snap["reasoning"] = self.reasoning
+        if self.usage:
+            snap["usage"] = dict(self.usage)
         return snap
 
 
@@ -99,6 +122,19 @@ class ChatReply:
         if self._refused:
             return p.ERROR
         return self._message.status if self._message else PENDING
+
+    @property
+    def reasoning(self) -> str:
+        """The reply's thinking text, streamed apart from its answer (empty for most agents)."""
+        with self._conversation._lock:
+            return self._message.reasoning if self._message else ""
+
+    @property
+    def usage(self) -> Optional[dict]:
+        """Once ended: ``model``, ``input_tokens``, ``output_tokens`` (as the agent reported
+        them), ``first_token_seconds`` and ``duration_seconds`` (measured by the hub)."""
+        message = self._message
+        return dict(message.usage) if message and message.usage else None
 
     @property
     def error(self) -> Optional[str]:
@@ -314,13 +350,13 @@ class Conversation:
                 after.sends.append(p.request_frame(p.Resume(message_id, message.seq)))
             return
         self._resuming.pop(message_id, None)
-        if frame["chunk"]:
-            message.parts.append(frame["chunk"])
-            message.held += len(frame["chunk"])
+        message.add(frame["chunk"], frame.get("reasoning", ""))
         message.seq = seq
         if frame.get("isComplete"):
             message.status = frame.get("status", p.COMPLETE)
             message.error = frame.get("error")
+            if frame.get("usage"):
+                message.usage = p.usage_from_wire(frame["usage"])
             self._ended(message, after)
 
     def _apply_accepted(self, frame: dict, after: "_After") -> None:
@@ -385,17 +421,22 @@ class Conversation:
         # A reply too long for a page shows as still coming until its rest has arrived.
         status = p.STREAMING if truncated else wire["status"]
         message = self._by_id.get(wire["messageId"])
+        usage = p.usage_from_wire(wire["usage"]) if wire.get("usage") else None
         if message is None:
             message = _Message(wire["messageId"], wire["role"], wire["agentId"],
-                               wire["text"], status, wire["lastSeq"], wire.get("error"))
+                               wire["text"], status, wire["lastSeq"], wire.get("error"),
+                               wire.get("reasoning", ""), usage)
             self._by_id[message.message_id] = message
         elif wire["lastSeq"] > message.seq and message.status not in p.FINAL_STATUSES:
             # Only the text past what is held is new: the held text is the start of it.
-            message.parts.append(wire["text"][message.held:])
-            message.seq, message.held = wire["lastSeq"], len(wire["text"])
+            message.add(wire["text"][message.held:], wire.get("reasoning", "")[message.thought:])
+            message.seq = wire["lastSeq"]
             if status != p.STREAMING:
                 message.status, message.error = status, wire.get("error")
+                message.usage = usage or message.usage
                 self._ended(message, after)
+        elif usage and message.status not in p.FINAL_STATUSES:
+            message.usage = usage
         if message.streaming and message.message_id not in self._resuming:
             # The rest comes from the store, then live: RESUME from what is held.
             self._resuming[message.message_id] = message.seq

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, TraitError, Type, Unicode, default, validate
+from traitlets import Dict, Float, Int, TraitError, Type, Unicode, default, validate
 
 from ..agents import load_agents
 from .handlers import handlers
@@ -33,6 +33,13 @@ class StreamChatApp(ExtensionApp):
         default_value=SQLiteStore,
         klass=Store,
         help="The message store class, used when store_url is empty.",
+    ).tag(config=True)
+
+    agents = Dict(
+        help="""Named agents, beside the installed ones: {"local": {"class": "openai",
+        "model": "llama3.2", "base_url": "http://127.0.0.1:11434/v1"}}. "class" is an agent
+        plug-in's name or an import path (package.module:Class); the other keys set that
+        agent's settings over the class's own config. A broken entry is logged and skipped.""",
     ).tag(config=True)
 
     batch_window = Float(
@@ -88,14 +95,14 @@ class StreamChatApp(ExtensionApp):
 
     def initialize_settings(self):
         self.store = self._make_store()
-        self.agents = load_agents(self, self.log)
+        self.agent_instances = load_agents(self, self.log, self.agents)
         self.hub = Hub(
-            self.store, self.agents, batch_window=self.batch_window, log=self.log,
+            self.store, self.agent_instances, batch_window=self.batch_window, log=self.log,
             history_messages=self.history_page_messages, history_chars=self.history_page_chars,
             retry_seconds=self.store_retry_seconds,
         )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())
-        self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agents)) or "none")
+        self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agent_instances)) or "none")
 
     def initialize_handlers(self):
         self.handlers.extend(handlers)

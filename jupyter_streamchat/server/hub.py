@@ -24,6 +24,9 @@ from .reply import Reply
 # How often the end of a reply that could not be stored is tried again.
 STORE_END_RETRY = 5.0
 
+# Most earlier messages an agent is given (its max_history_chars usually binds first).
+MAX_CONTEXT_MESSAGES = 10_000
+
 
 class Hub:
     def __init__(
@@ -48,7 +51,7 @@ class Hub:
         self.fanout = Fanout()
         self.bus.subscribe(self.fanout.deliver)
         self.replies: dict = {}  # reply id -> Reply, for replies generating in this process
-        self.unstored: dict = {}  # reply id -> (final seq, error): ended, end not yet stored
+        self.unstored: dict = {}  # reply id -> (final seq, error, usage): end not yet stored
         self._gate = ConversationGate()
         self._retries: set = set()
         self._opened = False
@@ -161,18 +164,19 @@ class Hub:
                 await self.resume(subscriber, exchange.message_id, 0)
                 return
             try:
-                history = await self.store.get_conversation(exchange.conversation_id) or []
+                # What came before the new message, newest first up to the agent's budget.
+                earlier = await self.store.history(
+                    exchange.conversation_id, exchange.user_message_id, MAX_CONTEXT_MESSAGES,
+                    agent.max_history_chars,
+                )
+                history = earlier.messages if earlier else []
             except StoreError as e:  # the exchange is stored: answer it rather than strand it
                 self.log.warning("streamchat: no history for the agent: %s", e)
                 history = []
             request_for_agent = AgentRequest(
                 conversation_id=exchange.conversation_id,
                 text=exchange.text,
-                history=[
-                    {"role": m.role, "text": m.text}
-                    for m in history
-                    if m.message_id not in (exchange.user_message_id, exchange.message_id)
-                ],
+                history=[{"role": m.role, "text": m.text} for m in history if m.text],
             )
             reply = Reply(
                 exchange, agent, request_for_agent, self.store, self.bus.publish,
@@ -252,7 +256,7 @@ class Hub:
         self._answer_for_unstored([message])
         unstored = self.unstored.get(message_id)
         if unstored is not None and unstored[0] > after_seq:
-            chunks = chunks + [(unstored[0], "")]
+            chunks = chunks + [(unstored[0], "", "")]
         ended = message.status in p.FINAL_STATUSES
         if not chunks:
             if not asked:
@@ -260,7 +264,7 @@ class Hub:
             if ended and after_seq >= message.last_seq:
                 # Asked past the end: the final frame again says how the reply ended.
                 if unstored is not None:
-                    chunks = [(unstored[0], "")]
+                    chunks = [(unstored[0], "", "")]
                 else:
                     _, chunks = await self.store.replay(message_id, message.last_seq - 1)
             elif after_seq > message.last_seq:
@@ -271,10 +275,11 @@ class Hub:
             if not chunks:
                 return
         frames = p.ChunkFrames(message.message_id, message.conversation_id, message.agent_id)
-        texts = [frames.chunk(seq, chunk) for seq, chunk in chunks]
-        last_seq, last_chunk = chunks[-1]
+        texts = [frames.chunk(seq, chunk, thinking) for seq, chunk, thinking in chunks]
+        last_seq, last_chunk, last_thinking = chunks[-1]
         if ended and last_seq == message.last_seq:
-            texts[-1] = frames.final(last_seq, last_chunk, message.status, message.error)
+            texts[-1] = frames.final(last_seq, last_chunk, message.status, message.error,
+                                     last_thinking, message.usage)
         subscriber.deliver_replay(message_id, chunks[0][0], texts)
 
     # -- replies that end -------------------------------------------------------------------
@@ -294,9 +299,9 @@ class Hub:
             await self._store_end(message_id)
 
     async def _store_end(self, message_id: str) -> None:
-        seq, error = self.unstored[message_id]
+        seq, error, usage = self.unstored[message_id]
         try:
-            await self.store.append(Append(message_id, seq, [""], p.ERROR, error))
+            await self.store.append(Append(message_id, seq, [""], p.ERROR, error, usage=usage))
         except LeaseLost:
             pass  # someone else ended it, or it was deleted: the store has its say
         except StoreError:
@@ -308,7 +313,7 @@ class Hub:
         for message in messages:
             unstored = self.unstored.get(message.message_id) if message else None
             if unstored is not None and message.status == p.STREAMING:
-                message.status, message.error = p.ERROR, unstored[1]
+                message.status, message.error, message.usage = p.ERROR, unstored[1], unstored[2]
                 if not message.truncated:
                     message.last_seq = unstored[0]
 

@@ -28,6 +28,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ..agents import AgentError, Reasoning, Usage
 from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
 from .bus import Published
@@ -57,6 +58,17 @@ def _merge(pieces: list) -> list:
         size += len(piece)
     chunks.append(_valid("".join(current)))
     return chunks
+
+
+def _frames(answer: list, reasoning: list) -> tuple:
+    """What accumulated, as frames: answer chunks and, beside them, thinking chunks (the two
+    are separate texts, so pairing them frame by frame loses nothing)."""
+    chunks = _merge(answer) if answer else [""]
+    thoughts = _merge(reasoning) if reasoning else []
+    count = max(len(chunks), len(thoughts))
+    chunks += [""] * (count - len(chunks))
+    thoughts += [""] * (count - len(thoughts))
+    return chunks, thoughts
 
 
 def _valid(text: str) -> str:
@@ -95,8 +107,12 @@ class Reply:
         self.log = log or logging.getLogger("jupyter_streamchat")
         self.frames = ChunkFrames(self.message_id, self.conversation_id, exchange.agent_id)
         self.seq = 0  # last committed seq
-        self._pending: list = []  # produced, not yet committed
+        self._pending: list = []  # answer text produced, not yet committed
+        self._thinking: list = []  # reasoning text produced, not yet committed
         self._pending_chars = 0
+        self._usage: dict = {}  # what the agent reported, then the hub's timings
+        self._started = 0.0
+        self._first_token: Optional[float] = None
         self._room = asyncio.Event()  # set while the producer may add to _pending
         self._room.set()
         self._ending: Optional[tuple] = None  # (status, error) once the reply is to end
@@ -107,6 +123,7 @@ class Reply:
         self._flusher: Optional[asyncio.Task] = None
 
     def start(self) -> None:
+        self._started = asyncio.get_running_loop().time()
         self._producer = asyncio.create_task(self._produce(), name=f"agent {self.message_id}")
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self.message_id}")
 
@@ -128,24 +145,38 @@ class Reply:
             self._data.set()
 
     async def _produce(self) -> None:
-        pending, wake = self._pending, self._data
+        wake, loop = self._data, asyncio.get_running_loop()
         stream = self.agent.stream(self.request)
         try:
             async for piece in stream:
                 if self._ending is not None:
                     break  # an agent that swallowed its cancellation
-                if not isinstance(piece, str):
-                    raise TypeError(f"agent yielded {type(piece).__name__}, expected str")
-                if piece:
-                    pending.append(piece)
+                if isinstance(piece, str):
+                    text, into = piece, self._pending
+                elif isinstance(piece, Reasoning):
+                    text, into = piece.text, self._thinking
+                elif isinstance(piece, Usage):
+                    self._usage.update((k, v) for k, v in vars(piece).items() if v is not None)
+                    continue
+                else:
+                    raise TypeError(f"agent yielded {type(piece).__name__}, expected str, "
+                                    "Reasoning or Usage")
+                if text:
+                    if self._first_token is None:
+                        self._first_token = loop.time()
+                    into.append(text)
                     wake.set()
-                    self._pending_chars += len(piece)
+                    self._pending_chars += len(text)
                     if self._pending_chars > MAX_PENDING_CHARS:
                         self._room.clear()
                         await self._room.wait()  # until the flusher took it
             self._finish(COMPLETE)
         except asyncio.CancelledError:
             pass  # end() already recorded why
+        except AgentError as e:
+            self.log.info("streamchat: agent %r ended reply %s with an error: %s",
+                          self.agent.agent_id, self.message_id, e)
+            self._finish(ERROR, str(e) or type(e).__name__)
         except Exception as e:
             self.log.warning("streamchat: agent %r failed on reply %s: %s",
                              self.agent.agent_id, self.message_id, e, exc_info=True)
@@ -174,17 +205,18 @@ class Reply:
                         except asyncio.TimeoutError:
                             pass
                 ending = self._ending
-                if not self._pending and ending is None:
+                if not self._pending and not self._thinking and ending is None:
                     continue
-                chunks = _merge(self._pending)
+                chunks, thoughts = _frames(self._pending, self._thinking)
                 self._pending.clear()
+                self._thinking.clear()
                 self._pending_chars = 0
                 self._room.set()
                 if ending is None:
-                    await self._commit_chunks(chunks)
+                    await self._commit_chunks(chunks, thoughts)
                     last_flush = loop.time()
                 else:
-                    unstored = await self._commit_final(chunks, ending)
+                    unstored = await self._commit_final(chunks, thoughts, ending)
                     return
         except LeaseLost as e:
             self.log.warning("streamchat: %s", e)
@@ -192,10 +224,10 @@ class Reply:
         finally:
             self.on_end(self, unstored)
 
-    async def _commit_chunks(self, chunks: list) -> None:
+    async def _commit_chunks(self, chunks: list, thoughts: list) -> None:
         first = self.seq + 1
         try:
-            await self._store(Append(self.message_id, first, chunks))
+            await self._store(Append(self.message_id, first, chunks, reasoning=thoughts))
         except LeaseLost:
             raise
         except StoreError as e:
@@ -204,37 +236,51 @@ class Reply:
             self._unstorable = f"the reply could not be stored: {e}"
             self.end(ERROR, self._unstorable)
             return
-        self._published(first, chunks, None)
+        self._published(first, chunks, thoughts, None)
 
-    async def _commit_final(self, chunks: list, ending: tuple) -> Optional[tuple]:
-        """Store and publish the final frame; returns ``(seq, error)`` if it could not be stored."""
+    def _final_usage(self) -> dict:
+        now = asyncio.get_running_loop().time()
+        usage = dict(self._usage, duration_seconds=round(now - self._started, 4))
+        if self._first_token is not None:
+            usage["first_token_seconds"] = round(self._first_token - self._started, 4)
+        return usage
+
+    async def _commit_final(self, chunks: list, thoughts: list, ending: tuple) -> Optional[tuple]:
+        """Store and publish the final frame; returns ``(seq, error, usage)`` if it could not
+        be stored."""
         first = self.seq + 1
         status, error = ending
         if self._unstorable is not None:
             # Text produced after the store failed was never committed: drop it.
-            chunks, status, error = [""], ERROR, self._unstorable
+            chunks, thoughts, status, error = [""], [""], ERROR, self._unstorable
+        usage = self._final_usage()
         try:
-            await self._store(Append(self.message_id, first, chunks, status, error))
+            await self._store(Append(self.message_id, first, chunks, status, error,
+                                     reasoning=thoughts, usage=usage))
         except LeaseLost:
             raise
         except StoreError as e:
-            if chunks != [""]:
+            if chunks != [""] or thoughts != [""]:
                 # Keep only what is committed: an empty final frame saying why.
                 self.log.error("streamchat: reply %s: %s", self.message_id, e)
                 self._unstorable = f"the reply could not be stored: {e}"
-                return await self._commit_final([""], (ERROR, self._unstorable))
+                return await self._commit_final([""], [""], (ERROR, self._unstorable))
             self.log.error("streamchat: reply %s ended, but its end is not stored yet: %s",
                            self.message_id, e)
-            self._published(first, chunks, (status, error))
-            return first, error
-        self._published(first, chunks, (status, error))
+            self._published(first, chunks, thoughts, (status, error), usage)
+            return first, error, usage
+        self._published(first, chunks, thoughts, (status, error), usage)
         return None
 
-    def _published(self, first: int, chunks: list, ending: Optional[tuple]) -> None:
+    def _published(self, first: int, chunks: list, thoughts: list, ending: Optional[tuple],
+                   usage: Optional[dict] = None) -> None:
         self.seq = first + len(chunks) - 1
-        for seq, chunk in enumerate(chunks, first):
+        for seq, chunk, thinking in zip(range(first, self.seq + 1), chunks, thoughts):
+            if ending is not None and seq == self.seq:
+                frame = self.frames.final(seq, chunk, *ending, reasoning=thinking, usage=usage)
+            else:
+                frame = self.frames.chunk(seq, chunk, thinking)
             final = ending is not None and seq == self.seq
-            frame = self.frames.final(seq, chunk, *ending) if final else self.frames.chunk(seq, chunk)
             self.publish(Published(self.conversation_id, frame, self.message_id, seq, final))
 
     async def _store(self, append: Append) -> None:
@@ -269,11 +315,12 @@ class Reply:
         if message is None or not chunks:
             return
         ended = message.status in FINAL_STATUSES
-        for seq, chunk in chunks:
+        for seq, chunk, thinking in chunks:
             if ended and seq == message.last_seq:
-                frame = self.frames.final(seq, chunk, message.status, message.error)
+                frame = self.frames.final(seq, chunk, message.status, message.error,
+                                          thinking, message.usage)
             else:
-                frame = self.frames.chunk(seq, chunk)
+                frame = self.frames.chunk(seq, chunk, thinking)
             self.publish(Published(self.conversation_id, frame, self.message_id, seq,
                                    ended and seq == message.last_seq))
         self.seq = chunks[-1][0]

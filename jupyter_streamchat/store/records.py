@@ -18,6 +18,8 @@ class MessageRecord:
     error: Optional[str] = None
     created_at: float = 0.0
     truncated: bool = False  # text holds only the start of the reply (a history page's budget)
+    reasoning: str = ""  # a reply's thinking, up to last_seq
+    usage: Optional[dict] = None  # model, input_tokens, output_tokens, first_token_seconds, ...
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Exchange:
 @dataclass
 class Append:
     """Frames of one reply to store in one go: chunks for seqs first_seq, first_seq+1, ...
+    and, frame by frame, the thinking text each adds (``reasoning``, empty or as long).
 
     With ``status`` set, the last chunk is the reply's final frame and the reply ends.
     """
@@ -45,6 +48,8 @@ class Append:
     chunks: list
     status: Optional[str] = None
     error: Optional[str] = None
+    reasoning: Optional[list] = None
+    usage: Optional[dict] = None
 
 
 @dataclass

@@ -85,6 +85,12 @@ MIGRATIONS = [
     CREATE INDEX messages_by_conversation ON messages (conversation_id, pos);
     CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
     """,
+    # 3: a reply's thinking, kept apart from its answer frame by frame, and what it cost.
+    """
+    ALTER TABLE chunks ADD COLUMN reasoning TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN reasoning_chars INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN usage TEXT;  -- JSON: model, tokens, timings
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -32,7 +33,8 @@ from .schema import SchemaTooNew, migrate
 from .writer import Writer
 
 _MESSAGE_COLUMNS = (
-    "id, conversation_id, role, agent_id, status, last_seq, error, created_at, chars, text"
+    "id, conversation_id, role, agent_id, status, last_seq, error, created_at, "
+    "chars + reasoning_chars, usage, text"
 )
 
 
@@ -274,6 +276,8 @@ class SQLiteStore(Store):
             first = append.first_seq
             last = first + len(append.chunks) - 1
             added = sum(map(len, append.chunks))
+            reasoning = append.reasoning or [""] * len(append.chunks)
+            thought = sum(map(len, reasoning))
             now = time.time()
             # Only the owner, under a live lease, extends a streaming reply, and only right
             # after its last stored frame: a process that lost the reply cannot write to it.
@@ -282,14 +286,17 @@ class SQLiteStore(Store):
             guard_args = (append.message_id, STREAMING, owner_id, first - 1, owner_id, now)
             if append.status is None:
                 cursor = conn.execute(
-                    f"UPDATE messages SET last_seq = ?, chars = chars + ? {guard}",
-                    (last, added) + guard_args,
+                    "UPDATE messages SET last_seq = ?, chars = chars + ?, "
+                    f"reasoning_chars = reasoning_chars + ? {guard}",
+                    (last, added, thought) + guard_args,
                 )
             else:
+                usage = json.dumps(append.usage) if append.usage else None
                 cursor = conn.execute(
-                    "UPDATE messages SET last_seq = ?, chars = chars + ?, status = ?, error = ?, "
+                    "UPDATE messages SET last_seq = ?, chars = chars + ?, "
+                    "reasoning_chars = reasoning_chars + ?, status = ?, error = ?, usage = ?, "
                     f"owner = NULL, updated_at = ? {guard}",
-                    (last, added, append.status, append.error, now) + guard_args,
+                    (last, added, thought, append.status, append.error, usage, now) + guard_args,
                 )
             if cursor.rowcount != 1:
                 raise LeaseLost(
@@ -297,8 +304,9 @@ class SQLiteStore(Store):
                     "expired, or another process ended it)"
                 )
             conn.executemany(
-                "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)",
-                [(append.message_id, first + i, chunk) for i, chunk in enumerate(append.chunks)],
+                "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)",
+                [(append.message_id, first + i, chunk, thinking)
+                 for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))],
             )
 
         await self._write(job)
@@ -315,28 +323,33 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _record(conn: sqlite3.Connection, row: tuple, max_chars: Optional[int] = None) -> MessageRecord:
-        """A message from a ``_MESSAGE_COLUMNS`` row; a reply's text is read from its chunks,
-        up to ``max_chars`` of whole frames if given."""
-        message_id, conversation_id, role, agent_id, status, last_seq, error, created, chars, text = row
+        """A message from a ``_MESSAGE_COLUMNS`` row; a reply's text (and thinking) is read from
+        its chunks, up to ``max_chars`` of whole frames if given."""
+        (message_id, conversation_id, role, agent_id, status, last_seq, error, created, chars,
+         usage, text) = row
         record = MessageRecord(message_id, conversation_id, role, agent_id, text, status,
                                last_seq, error, created)
         if role != "assistant":
             return record
-        chunks = conn.execute(
-            "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq <= ? ORDER BY seq",
+        record.usage = json.loads(usage) if usage else None
+        frames = conn.execute(
+            "SELECT seq, chunk, reasoning FROM chunks WHERE message_id = ? AND seq <= ? "
+            "ORDER BY seq",
             (message_id, last_seq),
         )
-        if max_chars is None or chars <= max_chars:
-            record.text = "".join(chunk for _seq, chunk in chunks)
-            return record
-        parts, size, upto = [], 0, 0
-        for seq, chunk in chunks:
-            if size + len(chunk) > max_chars:
+        parts, thoughts, size, upto = [], [], 0, 0
+        cut = max_chars is not None and chars > max_chars
+        for seq, chunk, thinking in frames:
+            if cut and size + len(chunk) + len(thinking) > max_chars:
+                record.truncated = True
                 break
             parts.append(chunk)
-            size += len(chunk)
+            thoughts.append(thinking)
+            size += len(chunk) + len(thinking)
             upto = seq
-        record.text, record.last_seq, record.truncated = "".join(parts), upto, True
+        record.text, record.reasoning = "".join(parts), "".join(thoughts)
+        if record.truncated:
+            record.last_seq = upto
         return record
 
     @staticmethod
@@ -369,13 +382,13 @@ class SQLiteStore(Store):
                 if row is None:
                     return None, []
                 chunks = conn.execute(
-                    "SELECT seq, chunk FROM chunks WHERE message_id = ? AND seq > ? AND seq <= ? "
-                    "ORDER BY seq",
+                    "SELECT seq, chunk, reasoning FROM chunks WHERE message_id = ? AND seq > ? "
+                    "AND seq <= ? ORDER BY seq",
                     (message_id, after_seq, row[5]),
                 ).fetchall()
                 mid, cid, role, agent_id, status, last_seq, error, created = row[:8]
                 record = MessageRecord(mid, cid, role, agent_id, "", status, last_seq, error,
-                                       created)
+                                       created, usage=json.loads(row[9]) if row[9] else None)
                 return record, chunks
 
         return await self._read(job)
@@ -414,10 +427,10 @@ class SQLiteStore(Store):
                     text = ""
                     if row[2] == "user":
                         text = conn.execute(
-                            "SELECT text FROM messages WHERE pos = ?", (row[9],)
+                            "SELECT text FROM messages WHERE pos = ?", (row[10],)
                         ).fetchone()[0]
                     # Only a page's one message may be over the budget; it comes cut short.
-                    messages.append(self._record(conn, row[:9] + (text,), max_chars))
+                    messages.append(self._record(conn, row[:10] + (text,), max_chars))
                 return HistoryPage(conversation_id, messages, has_more=len(picked) < len(rows))
 
         return await self._read(job)

@@ -1,0 +1,356 @@
+"""The ``openai`` agent: any server that speaks OpenAI chat completions (OpenAI itself, Ollama,
+vLLM, llama.cpp, LM Studio, OpenRouter, DeepSeek, ...), streamed through the official client.
+
+Configure it like any Jupyter class (``c.OpenAIAgent.model = "llama3.2"``) or as named agents
+(``c.StreamChatApp.agents = {"local": {"class": "openai", "model": ...}}``).
+
+What a user sees when the server misbehaves is written here, in :meth:`OpenAIAgent._explain`:
+every failure becomes an :class:`AgentError` whose message says what happened and what to check,
+and never carries the API key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+
+import anyio
+import openai
+from traitlets import Dict, Float, Int, Unicode, default
+
+from .base import Agent, AgentError, AgentRequest, Reasoning, Usage
+
+# Shown at the end of a reply the server cut at its token limit (finish_reason "length").
+LENGTH_NOTE = "\n\n*[cut at the token limit]*"
+CONTENT_FILTER_NOTE = "\n\n*[stopped by the model server's content filter]*"
+
+# Retries before the first token: about 0.5 s, then 1 s, 2 s, ... (with jitter) up to this.
+_BACKOFF_FIRST = 0.5
+_BACKOFF_MAX = 8.0
+# A server that asks us to wait longer than this (Retry-After) is not waited for: the user is
+# told when to try again instead of watching a reply that does not start.
+_RETRY_AFTER_MAX = 20.0
+# The official client refuses to start without a key; local servers ignore the header.
+_NO_KEY = "no-key"
+
+
+class _BrokeOff(Exception):
+    """The stream ended with neither a finish reason nor [DONE]."""
+
+
+class OpenAIAgent(Agent):
+    """Chat completions from an OpenAI-compatible server, streamed token by token."""
+
+    base_url = Unicode(help="""The server's API root, ending in /v1 for most servers
+        (Ollama: http://127.0.0.1:11434/v1). Default: $OPENAI_BASE_URL, else OpenAI's.""",
+                       ).tag(config=True)
+    model = Unicode(help="Model name as the server knows it. Default: $OPENAI_MODEL, else "
+                    "gpt-4.1-mini.").tag(config=True)
+    api_key = Unicode(help="""API key, sent as a bearer token. Default: $OPENAI_API_KEY. May be
+        empty for local servers that need none.""").tag(config=True)
+    system_prompt = Unicode(
+        "You are a helpful assistant inside Jupyter. Answer in Markdown.",
+        help="Sent first in every request; empty sends none.",
+    ).tag(config=True)
+    temperature = Float(None, allow_none=True,
+                        help="Sampling temperature; None leaves it to the server.").tag(config=True)
+    max_tokens = Int(None, allow_none=True,
+                     help="Longest reply in tokens; None leaves it to the server.").tag(config=True)
+    extra_body = Dict(help="""Extra fields merged into each request body, for server-specific
+        options (e.g. {"reasoning_effort": "low"} or Ollama's {"keep_alive": "10m"}).""",
+                      ).tag(config=True)
+    timeout = Float(60.0, help="""Seconds to wait for the first token, and for any later one,
+        before the reply ends with an error.""").tag(config=True)
+    max_retries = Int(2, help="""Times a request is tried again (with backoff) when it fails
+        before the first token: connection refused, rate limited, server error. Once text has
+        streamed, a failure ends the reply with what arrived.""").tag(config=True)
+
+    @default("base_url")
+    def _default_base_url(self):
+        return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+    @default("model")
+    def _default_model(self):
+        return os.environ.get("OPENAI_MODEL") or "gpt-4.1-mini"
+
+    @default("api_key")
+    def _default_api_key(self):
+        return os.environ.get("OPENAI_API_KEY", "")
+
+    @default("description")
+    def _default_description(self):
+        return f"{self.model} at {self.base_url}"
+
+    def __init__(self, agent_id: str, **kwargs):
+        super().__init__(agent_id, **kwargs)
+        self._client_for = None  # (settings, AsyncOpenAI): one connection pool per settings
+
+    # -- the request ----------------------------------------------------------------------
+
+    def messages(self, request: AgentRequest) -> list:
+        """The chat messages sent: the system prompt, the conversation so far, the new text."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        for turn in request.history:
+            # A reply stopped before its first token has no text; servers refuse empty content.
+            if turn.get("role") in ("user", "assistant") and turn.get("text"):
+                messages.append({"role": turn["role"], "content": turn["text"]})
+        messages.append({"role": "user", "content": request.text})
+        return messages
+
+    def _params(self, request: AgentRequest) -> dict:
+        params = dict(model=self.model, messages=self.messages(request), stream=True,
+                      stream_options={"include_usage": True})
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        if self.extra_body:
+            params["extra_body"] = dict(self.extra_body)
+        return params
+
+    def _client(self) -> openai.AsyncOpenAI:
+        settings = (self.base_url, self.api_key, self.timeout)
+        if self._client_for is None or self._client_for[0] != settings:
+            # max_retries=0: retries are ours, so that the first-token deadline and the backoff
+            # are too. The client's timeout bounds each read, so a stream that stalls later on
+            # ends as well.
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or _NO_KEY,
+                                        timeout=self.timeout, max_retries=0)
+            self._client_for = (settings, client)
+        return self._client_for[1]
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def stream(self, request: AgentRequest):
+        client, params = self._client(), self._params(request)
+        attempt = 0
+        while True:
+            pieces = self._pieces(client, params)
+            try:
+                try:
+                    with anyio.fail_after(self.timeout):
+                        first = await pieces.__anext__()
+                except StopAsyncIteration:
+                    return
+                except (openai.APIError, _BrokeOff, TimeoutError) as error:
+                    # Nothing has been shown yet, so trying again cannot repeat any text.
+                    wait = self._retry_wait(error, attempt)
+                    if wait is None:
+                        raise AgentError(self._explain(error, attempt + 1, started=False)) from None
+                    attempt += 1
+                    self.log.info("streamchat: agent %r tries again (%d of %d) in %.1f s: %s",
+                                  self.agent_id, attempt, self.max_retries, wait,
+                                  self._explain(error, 1, started=False))
+                    await asyncio.sleep(wait)
+                    continue
+                yield first
+                try:
+                    async for piece in pieces:
+                        yield piece
+                except (openai.APIError, _BrokeOff) as error:
+                    raise AgentError(self._explain(error, attempt + 1, started=True)) from None
+                return
+            finally:
+                # On a stop this closes the HTTP response at once: the server sees the
+                # connection go and stops generating (and billing).
+                await pieces.aclose()
+
+    async def _pieces(self, client: openai.AsyncOpenAI, params: dict):
+        """One request: answer text, :class:`Reasoning` and, at the end, :class:`Usage`."""
+        stream = await client.chat.completions.create(**params)
+        model = input_tokens = output_tokens = finish = None
+        think = ThinkSplitter()
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    input_tokens = chunk.usage.prompt_tokens
+                    output_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta is not None:
+                        reasoning = _reasoning_of(delta)
+                        if reasoning:
+                            yield Reasoning(reasoning)
+                        if delta.content:
+                            for piece in think.feed(delta.content):
+                                yield piece
+                    finish = choice.finish_reason or finish
+        for piece in think.flush():
+            yield piece
+        if finish is None:
+            raise _BrokeOff()
+        if finish == "length":
+            yield LENGTH_NOTE
+        elif finish == "content_filter":
+            yield CONTENT_FILTER_NOTE
+        yield Usage(model=model, input_tokens=input_tokens, output_tokens=output_tokens)
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _retry_wait(self, error: Exception, attempt: int):
+        """Seconds to wait before trying again, or None to give up now."""
+        if attempt >= self.max_retries:
+            return None
+        backoff = min(_BACKOFF_FIRST * 2 ** attempt, _BACKOFF_MAX) * random.uniform(0.5, 1.0)
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            if status not in (408, 409, 429) and status < 500:
+                return None  # a wrong key, model or request stays wrong
+            after = _retry_after(error.response)
+            if after is None:
+                return backoff
+            return after if after <= _RETRY_AFTER_MAX else None
+        if isinstance(error, openai.APITimeoutError) or isinstance(error, TimeoutError):
+            return None  # a server that was silent for `timeout` seconds gets no second minute
+        if isinstance(error, (openai.APIConnectionError, _BrokeOff)):
+            return backoff
+        return None
+
+    def _explain(self, error: Exception, attempts: int, started: bool) -> str:
+        """A message for the user: what happened, and what to check."""
+        where = f"The model server at {self.base_url}"
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        if isinstance(error, _BrokeOff):
+            return f"{where} ended the reply early: the stream broke off{tries}."
+        if isinstance(error, (TimeoutError, openai.APITimeoutError)):
+            if started:
+                return (f"{where} sent nothing for {self.timeout:g} s: the stream broke off.")
+            return f"{where} sent no reply within {self.timeout:g} s{tries}."
+        if isinstance(error, openai.APIConnectionError):
+            if started:
+                return f"{where} dropped the connection: the stream broke off."
+            return f"Cannot reach {self.base_url}: is the server running?"
+        if isinstance(error, openai.APIStatusError):
+            return self._explain_status(error, tries)
+        # An error event inside a stream that had begun well (HTTP 200).
+        return f"{where} reported an error mid-reply: {self._detail(error) or 'no details'}."
+
+    def _explain_status(self, error: openai.APIStatusError, tries: str) -> str:
+        where = f"The model server at {self.base_url}"
+        status, detail = error.status_code, self._detail(error)
+        said = f": {detail}" if detail else ""
+        if status == 401:
+            # Never the server's text: servers quote the key they were given in it.
+            if not self.api_key:
+                return (f"{where} needs an API key (401). Set the agent's api_key "
+                        "(c.OpenAIAgent.api_key) or OPENAI_API_KEY.")
+            return (f"{where} refused the API key (401). Check the agent's api_key "
+                    "(c.OpenAIAgent.api_key or OPENAI_API_KEY).")
+        if status == 403:
+            return f"{where} denied access (403){said}."
+        if status == 404:
+            return (f"{where} has no model '{self.model}' (404){said}. Check the model name, "
+                    "and that the base URL is the API root (often ending in /v1).")
+        if status == 429:
+            after = _retry_after(error.response)
+            when = f"try again in {after:g} s" if after is not None else "try again shortly"
+            return f"{where} is rate limiting requests (429){said}; {when}{tries}."
+        if status >= 500:
+            return f"{where} failed ({status}){said}{tries}."
+        return f"{where} refused the request ({status}){said}."
+
+    def _detail(self, error: openai.APIError) -> str:
+        """The server's own words about an error, short, with the key blanked out."""
+        body = error.body
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str):
+            message = body if isinstance(body, str) else ""
+        message = " ".join(message.split())[:300].rstrip(".!")  # our sentence ends it
+        if self.api_key and len(self.api_key) >= 4:
+            message = message.replace(self.api_key, "***")
+        return message
+
+
+def _reasoning_of(delta) -> str:
+    """Thinking text of a delta: ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning`` (Ollama,
+    OpenRouter). Some servers send both with the same text, so the first one counts."""
+    for field in ("reasoning_content", "reasoning"):
+        value = getattr(delta, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _retry_after(response) -> "float | None":
+    """Seconds from a ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms`` header."""
+    headers = response.headers if response is not None else {}
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class ThinkSplitter:
+    """Splits streamed content that carries ``<think>...</think>`` into reasoning and answer.
+
+    A tag may arrive cut across deltas ("<th", "ink>"), so a tail that could still become a tag
+    is held back until the next delta. Whitespace right after a tag, and right before
+    ``</think>``, is layout, not text, and is dropped. ``feed`` and ``flush`` return answer text
+    (``str``) and :class:`Reasoning` pieces.
+    """
+
+    OPEN, CLOSE = "<think>", "</think>"
+
+    def __init__(self):
+        self.thinking = False
+        self.held = ""
+        self.after_tag = False
+
+    def feed(self, text: str) -> list:
+        out: list = []
+        text = self.held + text
+        self.held = ""
+        while text:
+            tag = self.CLOSE if self.thinking else self.OPEN
+            at = text.find(tag)
+            if at >= 0:
+                self._emit(out, text[:at].rstrip() if self.thinking else text[:at])
+                text = text[at + len(tag):]
+                self.thinking = not self.thinking
+                self.after_tag = True
+                continue
+            keep = _tag_prefix_at_end(text, tag)
+            if self.thinking:  # whitespace before </think> is layout too: hold it back as well
+                keep += len(text[:len(text) - keep]) - len(text[:len(text) - keep].rstrip())
+            self._emit(out, text[:len(text) - keep])
+            self.held = text[len(text) - keep:]
+            break
+        return out
+
+    def flush(self) -> list:
+        out: list = []
+        self._emit(out, self.held)
+        self.held = ""
+        return out
+
+    def _emit(self, out: list, text: str) -> None:
+        if self.after_tag:
+            text = text.lstrip()
+            if not text:
+                return
+            self.after_tag = False
+        if text:
+            out.append(Reasoning(text) if self.thinking else text)
+
+
+def _tag_prefix_at_end(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that is a proper beginning of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
