@@ -20,6 +20,11 @@ def _text(case: dict) -> str:
     return case["raw"] if "raw" in case else json.dumps(case["frame"])
 
 
+# The usage as the follower's ``messages`` carry it: the wire's fields under Python names.
+USAGE_NAMES = {"model": "model", "inputTokens": "input_tokens", "outputTokens": "output_tokens",
+               "firstTokenSeconds": "first_token_seconds", "durationSeconds": "duration_seconds"}
+
+
 @pytest.mark.parametrize("case", FIXTURE["clientFrames"], ids=lambda c: c["name"])
 def test_client_frame(case):
     try:
@@ -80,6 +85,10 @@ def test_reply_sequence(case):
     assert message is not None
     assert (message["text"], message["status"]) == (expect["text"], expect["status"])
     assert message.get("error") == expect.get("error")
+    # Reasoning and usage are held apart from the text, and only when there are some.
+    assert message.get("reasoning", "") == expect.get("reasoning", "")
+    usage = {USAGE_NAMES[k]: v for k, v in expect["usage"].items()} if "usage" in expect else None
+    assert message.get("usage") == usage
     assert conversation._by_id[case["messageId"]].seq == expect["lastSeq"]
     resumes = [f["afterSeq"] for f in transport.sent
                if f["type"] == "RESUME" and f["messageId"] == case["messageId"]]

@@ -13,7 +13,7 @@ import { MessageView } from './message';
 import { EarlierMessages } from './paging';
 import {
   ErrorFrame, FINAL, History, HistoryPage, MessageAccepted, MessageChunk, SendMessage,
-  ServerFrame, Status, StoredMessage
+  ServerFrame, Status, StoredMessage, Usage
 } from './protocol';
 import { applyChunk, applyStored, isEnded, ReplyStep, resumed } from './reply';
 import { authHeaders, ServerSettings } from './server';
@@ -25,6 +25,27 @@ export interface SnapshotMessage {
   agentId?: string;
   text: string;
   status: string;
+  reasoning?: string;
+  /** As the kernel's Python has it: model, input_tokens, output_tokens, first_token_seconds,
+   * duration_seconds. */
+  usage?: Record<string, unknown>;
+}
+
+/** A snapshot's usage (Python names) as the wire's, keeping only well-formed figures: the
+ * snapshot comes from the kernel, not through the wire's checks. */
+function snapshotUsage(usage: Record<string, unknown> | undefined): Usage | undefined {
+  if (typeof usage !== 'object' || usage === null) {
+    return undefined;
+  }
+  const number = (v: unknown) =>
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined;
+  return {
+    model: typeof usage.model === 'string' ? usage.model : undefined,
+    inputTokens: number(usage.input_tokens),
+    outputTokens: number(usage.output_tokens),
+    firstTokenSeconds: number(usage.first_token_seconds),
+    durationSeconds: number(usage.duration_seconds)
+  };
 }
 
 export interface ChatViewOptions {
@@ -489,8 +510,12 @@ export class ChatView {
     for (const message of snapshot) {
       const view = new MessageView(message.role, message.messageId, 'streaming', this.createRenderer);
       view.setText(message.text);
+      if (message.role === 'assistant' && typeof message.reasoning === 'string' &&
+          message.reasoning) {
+        view.showReasoning(message.reasoning);
+      }
       if (message.role === 'assistant' && FINAL.has(message.status)) {
-        view.end(message.status as Status);
+        view.end(message.status as Status, undefined, snapshotUsage(message.usage));
       } else {
         view.setStatus(message.status);
       }

@@ -1,11 +1,78 @@
 // One message on screen: its element with the DOM test hooks, and its body, which an
 // assistant message feeds to a BodyRenderer chunk by chunk (user text shows as typed).
-// What a reply holds (text, last seq, status) is a `ReplyState`; the rules that change it are
-// in reply.ts, and this class only shows their outcome.
+// What a reply holds (text, reasoning, last seq, status, usage) is a `ReplyState`; the rules
+// that change it are in reply.ts, and this class only shows their outcome.
+//
+// A reply's reasoning shows above its answer in a "Thinking" section (`<details>`,
+// `data-testid="streamchat-thinking"`): open while only reasoning has come, so the user sees
+// the model think, and folded by itself once the answer starts, unless the user has opened or
+// closed it by hand. Once the reply has ended, its usage shows as one quiet line under it
+// (`data-testid="streamchat-usage"`).
 
 import type { BodyRenderer } from './markdown';
-import type { Status } from './protocol';
+import type { Status, Usage } from './protocol';
 import { isEnded, NEW_REPLY, ReplyState, ReplyStep } from './reply';
+import { describeUsage } from './usage';
+
+/** The reasoning of one reply, as a collapsible section. */
+class ThinkingView {
+  readonly el: HTMLDetailsElement;
+  private readonly text = document.createTextNode('');
+  private readonly scroller: HTMLElement;
+  /** The user opened or closed it: it stays as they left it. */
+  private userChose = false;
+  /** Keep the newest thoughts in view while they stream, unless the user scrolled up to read. */
+  private stick = true;
+  private scrollQueued = false;
+
+  constructor(open: boolean) {
+    this.el = document.createElement('details');
+    this.el.className = 'streamchat-thinking';
+    this.el.dataset.testid = 'streamchat-thinking';
+    const summary = document.createElement('summary');
+    summary.textContent = 'Thinking';
+    // Reasoning is agent output, so untrusted: it shows as plain text, never as markup. A text
+    // node that grows in place costs only the new characters per frame.
+    this.scroller = document.createElement('div');
+    this.scroller.className = 'streamchat-thinking-text';
+    this.scroller.append(this.text);
+    this.el.append(summary, this.scroller);
+    this.el.open = open;
+    // Only the user clicks the summary (Enter and Space on it click too). The 'toggle' event
+    // would not tell: it also follows our own changes, and merges changes made close together.
+    summary.addEventListener('click', () => {
+      this.userChose = true;
+    });
+    // Growing text does not fire 'scroll'; only the user's scrolling (and ours, to the bottom).
+    this.scroller.addEventListener('scroll', () => {
+      const s = this.scroller;
+      this.stick = s.scrollHeight - s.scrollTop - s.clientHeight < 8;
+    });
+  }
+
+  append(text: string): void {
+    this.text.appendData(text);
+    if (this.el.open && this.stick && !this.scrollQueued) {
+      this.scrollQueued = true;
+      requestAnimationFrame(() => {
+        this.scrollQueued = false;
+        this.scroller.scrollTop = this.scroller.scrollHeight;
+      });
+    }
+  }
+
+  /** Open or fold it, unless the user has chosen. */
+  setOpen(open: boolean): void {
+    if (!this.userChose) {
+      this.el.open = open;
+    }
+  }
+
+  /** Whether reasoning is still the newest thing coming (the summary then shows it live). */
+  setLive(live: boolean): void {
+    this.el.classList.toggle('streamchat-thinking-live', live);
+  }
+}
 
 const ENDINGS: Partial<Record<Status, string>> = {
   stopped: '(Stopped)',
@@ -20,6 +87,9 @@ export class MessageView {
   private readonly body: HTMLElement;
   private readonly note: HTMLElement;
   private readonly renderer: BodyRenderer | null;
+  private thinking: ThinkingView | null = null; // made when the first reasoning comes
+  private answered = false; // visible answer text has come (the thinking then folds)
+  private usageLine: HTMLElement | null = null;
 
   constructor(
     readonly role: 'user' | 'assistant',
@@ -61,6 +131,7 @@ export class MessageView {
     if (this.renderer) {
       this.reply = { ...this.reply, text: this.reply.text + text };
       this.renderer.append(text);
+      this.answerGrew(text);
     } else {
       this.userText = text;
       this.body.textContent = text; // user text is shown as typed
@@ -70,28 +141,72 @@ export class MessageView {
   /** Show the outcome of one step of the reply's reducer. */
   apply(step: ReplyStep): void {
     this.reply = step.state;
+    // The answer first: reasoning that comes with the answer's start shows folded at once.
     if (step.append) {
       this.renderer?.append(step.append);
+      this.answerGrew(step.append);
+    }
+    if (step.appendReasoning) {
+      this.showReasoning(step.appendReasoning);
     }
     if (step.ended) {
-      this.end(step.state.status, step.state.error);
+      this.end(step.state.status, step.state.error, step.state.usage);
     }
   }
 
-  end(status: Status, error?: string): void {
+  /** Add reasoning text to the Thinking section (made on the first). */
+  showReasoning(text: string): void {
+    if (this.thinking === null) {
+      this.thinking = new ThinkingView(!this.answered);
+      this.thinking.setLive(!this.answered && !isEnded(this.reply));
+      this.el.insertBefore(this.thinking.el, this.body);
+    }
+    this.thinking.append(text);
+  }
+
+  private answerGrew(text: string): void {
+    // Blank lines between the reasoning and the answer are not yet an answer to read.
+    if (!this.answered && /\S/.test(text)) {
+      this.answered = true;
+      this.thinking?.setOpen(false);
+      this.thinking?.setLive(false);
+    }
+  }
+
+  end(status: Status, error?: string, usage?: Usage): void {
     void this.renderer?.finish(); // data-status is the wire's; the last blocks may still render
     this.setStatus(status);
+    this.thinking?.setLive(false);
     const ending = status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
     if (ending) {
       this.note.textContent = ending;
       this.note.hidden = false;
     }
+    if (usage) {
+      this.showUsage(usage);
+    }
+  }
+
+  private showUsage(usage: Usage): void {
+    const { line, detail } = describeUsage(usage);
+    if (!line) {
+      return;
+    }
+    if (this.usageLine === null) {
+      this.usageLine = document.createElement('div');
+      this.usageLine.className = 'streamchat-usage';
+      this.usageLine.dataset.testid = 'streamchat-usage';
+      this.el.append(this.usageLine);
+    }
+    this.usageLine.textContent = line;
+    this.usageLine.title = detail;
   }
 
   fail(problem: string): void {
     if (this.renderer && !isEnded(this.reply)) {
       this.reply = { ...this.reply, status: 'error' }; // no later frame changes it
       void this.renderer.finish();
+      this.thinking?.setLive(false);
     }
     this.setStatus('error');
     this.note.textContent = problem;

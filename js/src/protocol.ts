@@ -55,16 +55,33 @@ export interface MessageAccepted {
   agentId: string;
   text?: string; // the user's text, so other tabs on the conversation can show it
 }
+/**
+ * What producing a reply took, as the hub knows it (sent on the final frame and kept with the
+ * reply). Every field is absent when unknown.
+ */
+export interface Usage {
+  model?: string;
+  inputTokens?: number;
+  outputTokens?: number;
+  /** Seconds from the start of the reply to its first token. */
+  firstTokenSeconds?: number;
+  /** Seconds from the start of the reply to its end. */
+  durationSeconds?: number;
+}
 export interface MessageChunk {
   type: 'MESSAGE_CHUNK';
   messageId: string;
   conversationId: string;
   agentId: string;
   seq: number; // 1, 2, 3, ... per reply, the final frame included
+  /** Answer text only: the concatenation of a reply's chunks is its answer. */
   chunk: string;
+  /** Reasoning ("thinking") text this frame adds, kept apart from the answer. */
+  reasoning?: string;
   isComplete: boolean;
   status?: Status; // on the final frame
   error?: string; // on a final frame with status 'error'
+  usage?: Usage; // on the final frame
 }
 export interface StoredMessage {
   messageId: string;
@@ -72,9 +89,13 @@ export interface StoredMessage {
   agentId: string;
   /** The concatenation of the reply's chunks up to `lastSeq`. */
   text: string;
+  /** The concatenation of the reply's `reasoning` fields up to `lastSeq`. */
+  reasoning?: string;
   status: Status;
   lastSeq: number;
   error?: string;
+  /** What producing the reply took, once it has ended. */
+  usage?: Usage;
   /** `text` is only the start of the message: RESUME from `lastSeq` brings the rest. */
   truncated?: boolean;
 }
@@ -131,6 +152,18 @@ const optional = (v: unknown, check: (v: unknown) => boolean): boolean =>
   v === undefined || check(v);
 const isString = (v: unknown): v is string => typeof v === 'string';
 const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
+const isCount = isSeq; // token counts: integers from 0 to 2^53 - 1
+const isSeconds = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && v >= 0;
+
+function isUsage(u: unknown): u is Usage {
+  return isObject(u) &&
+    optional(u.model, isString) &&
+    optional(u.inputTokens, isCount) &&
+    optional(u.outputTokens, isCount) &&
+    optional(u.firstTokenSeconds, isSeconds) &&
+    optional(u.durationSeconds, isSeconds);
+}
 
 function isStoredMessage(m: unknown): m is StoredMessage {
   return isObject(m) &&
@@ -138,10 +171,12 @@ function isStoredMessage(m: unknown): m is StoredMessage {
     (m.role === 'user' || m.role === 'assistant') &&
     isString(m.agentId) &&
     isString(m.text) &&
+    optional(m.reasoning, isString) &&
     isString(m.status) && STATUSES.has(m.status) &&
     isSeq(m.lastSeq) &&
     optional(m.error, isString) &&
-    optional(m.truncated, isBoolean);
+    optional(m.truncated, isBoolean) &&
+    optional(m.usage, isUsage);
 }
 
 const isMessages = (v: unknown): v is StoredMessage[] =>
@@ -154,12 +189,13 @@ const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
     isId(f.messageId) && isId(f.agentId) && optional(f.text, isString),
   MESSAGE_CHUNK: f =>
     isId(f.messageId) && isId(f.conversationId) && isId(f.agentId) &&
-    isSeq(f.seq) && f.seq >= 1 && isString(f.chunk) && isBoolean(f.isComplete) &&
+    isSeq(f.seq) && f.seq >= 1 && isString(f.chunk) && optional(f.reasoning, isString) &&
+    isBoolean(f.isComplete) &&
     // The final frame says how the reply ended; the others may say it still streams.
     (f.isComplete
       ? isString(f.status) && FINAL.has(f.status)
       : optional(f.status, s => s === 'streaming')) &&
-    optional(f.error, isString),
+    optional(f.error, isString) && optional(f.usage, isUsage),
   HISTORY: f =>
     isId(f.conversationId) && isMessages(f.messages) && optional(f.hasMore, isBoolean),
   HISTORY_PAGE: f =>

@@ -16,7 +16,17 @@ export interface ReplyCase {
   conversationId: string;
   messageId: string;
   frames: (Wire | { client: 'reconnect' } | Record<string, unknown>)[];
-  expect: { text: string; status: string; lastSeq: number; error?: string; resumes: number[] };
+  expect: {
+    text: string;
+    status: string;
+    lastSeq: number;
+    error?: string;
+    resumes: number[];
+    /** The reasoning held beside the text; absent when none is. */
+    reasoning?: string;
+    /** The usage held, as on the wire; absent when none is. */
+    usage?: Record<string, unknown>;
+  };
 }
 
 export const fixture = data as unknown as {

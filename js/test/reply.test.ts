@@ -1,6 +1,7 @@
 // The reply reducer against every reply case of the shared fixture: a sequence of texts as a
 // client receives them, folded the way the chat view does (parse, keep its conversation's
-// frames about the reply, apply), must leave the expected text, status and RESUME requests.
+// frames about the reply, apply), must leave the expected text, reasoning, usage, status and
+// RESUME requests; and what its steps said to show must add up to what it holds.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
@@ -8,11 +9,23 @@ import { parseServerFrame } from '../src/protocol';
 import { applyChunk, applyStored, isEnded, NEW_REPLY, ReplyState, ReplyStep, resumed } from '../src/reply';
 import { fixture, ReplyCase, wireText } from './fixture';
 
-function play(item: ReplyCase): { state: ReplyState; resumes: number[] } {
+interface Played {
+  state: ReplyState;
+  resumes: number[];
+  /** What the steps said to add to the answer and to the reasoning shown, added up. */
+  shown: string;
+  shownReasoning: string;
+}
+
+function play(item: ReplyCase): Played {
   let state = NEW_REPLY;
   const resumes: number[] = [];
+  let shown = '';
+  let shownReasoning = '';
   const take = (step: ReplyStep) => {
     state = step.state;
+    shown += step.append;
+    shownReasoning += step.appendReasoning;
     if (step.resumeFrom !== null) {
       resumes.push(step.resumeFrom);
     }
@@ -38,14 +51,18 @@ function play(item: ReplyCase): { state: ReplyState; resumes: number[] } {
       }
     }
   }
-  return { state, resumes };
+  return { state, resumes, shown, shownReasoning };
 }
 
 describe('reply reducer', () => {
   for (const item of fixture.replies) {
     test(item.name, () => {
-      const { state, resumes } = play(item);
+      const { state, resumes, shown, shownReasoning } = play(item);
       assert.equal(state.text, item.expect.text, 'text');
+      assert.equal(state.reasoning, item.expect.reasoning ?? '', 'reasoning');
+      assert.deepEqual(state.usage, item.expect.usage, 'usage');
+      assert.equal(shown, state.text, 'the text shown is the text held');
+      assert.equal(shownReasoning, state.reasoning, 'the reasoning shown is the reasoning held');
       assert.equal(state.status, item.expect.status, 'status');
       assert.equal(state.lastSeq, item.expect.lastSeq, 'lastSeq');
       assert.deepEqual(resumes, item.expect.resumes, 'RESUME requests (afterSeq)');

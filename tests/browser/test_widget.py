@@ -74,8 +74,12 @@ def _watch_replacements(page) -> None:
 
 def test_chat_streams_demo_reply_as_markdown(page, lab):
     root = open_chat(page, lab, "demo.ipynb", agent="demo")
-    # The picker lists the server's agents, with the widget's agent selected.
-    expect(root.locator(f"{AGENT} option")).to_have_text(["boom", "demo", "echo", "flood"])  # plug-ins included
+    # The picker lists the server's agents, plug-ins included, with the widget's agent selected.
+    agents = [agent["id"] for agent in lab.api("GET", "streamchat/api/agents")["agents"]]
+    assert {"boom", "demo", "echo", "flood", "think"} <= set(agents)
+    options = root.locator(f"{AGENT} option")
+    expect(options).to_have_count(len(agents))
+    assert options.evaluate_all("options => options.map(o => o.value)") == agents
     expect(root.locator(AGENT)).to_have_value("demo")
     # Shift+Enter adds a line; Enter sends.
     box = root.locator(INPUT)

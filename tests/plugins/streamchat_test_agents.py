@@ -2,9 +2,10 @@
 
 import asyncio
 
-from traitlets import Int
+from traitlets import Float, Int
 
 from jupyter_streamchat import Agent
+from jupyter_streamchat.agents import Reasoning, Usage
 
 
 class BoomAgent(Agent):
@@ -27,6 +28,29 @@ class FloodAgent(Agent):
         for i in range(self.count):
             await asyncio.sleep(0)
             yield f"{i:08d}" + "x" * (self.size - 8)
+
+
+class ThinkAgent(Agent):
+    """Thinks aloud, then answers, then reports its usage, like a reasoning model.
+
+    The reasoning is ``thoughts`` numbered words (``thought000 thought001 ...``) and the answer
+    is ``Answer:`` and the user's words, each piece ``delay`` seconds apart, so a browser sees
+    the phases one after the other and a gap or duplicate shows in an exact comparison.
+    """
+
+    delay = Float(0.03, help="Seconds to sleep before each piece.").tag(config=True)
+    thoughts = Int(40, help="Number of reasoning words before the answer.").tag(config=True)
+
+    async def stream(self, request):
+        for i in range(self.thoughts):
+            await asyncio.sleep(self.delay)
+            yield Reasoning(f"thought{i:03d} ")
+        answer = ["Answer:", *(f" {word}" for word in request.text.split())]
+        for piece in answer:
+            await asyncio.sleep(self.delay)
+            yield piece
+        # As a model counts them: reasoning tokens are output tokens too.
+        yield Usage(model="think-1", input_tokens=12, output_tokens=self.thoughts + len(answer))
 
 
 class NotAnAgent:
