@@ -4,13 +4,15 @@
 # Two pytest processes: pytest-jupyter runs the async tests on its own event loop, and the
 # browser tests use Playwright's sync API, which must not share a process with them.
 # With CI=true (or 1) a missing Chromium is an error; elsewhere the browser tests skip and say
-# how to install it.
+# how to install it. Outside a virtual or conda environment it installs into .venv/
+# (scripts/_env.sh), and the tests run with that environment's Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_env.sh
 
 in_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
 
-python3 -m pip install -q -e ".[test]"
+streamchat_install test
 
 # Playwright's own browser download needs the internet, which CI may not have, so the
 # browser tests use Debian's Chromium; install it when we can.
@@ -33,7 +35,7 @@ status=0
 collected=0
 for marker in "not browser" "browser"; do
     rc=0
-    python3 -m pytest -m "$marker" "$@" || rc=$?
+    "$PY" -m pytest -m "$marker" "$@" || rc=$?
     if [[ $rc == 5 ]]; then continue; fi
     collected=1
     if [[ $status == 0 ]]; then status=$rc; fi
