@@ -126,7 +126,9 @@ class Subscriber:
         as it drains."""
         room, size, count = self.max_buffer - self._buffered, 0, 0
         for frame in frames:
-            if count and size + len(frame) > room:
+            # A frame bigger than the whole budget still goes, but only into an empty buffer:
+            # catch-ups queued while the socket drained must not each push one more frame.
+            if size + len(frame) > room and (count or self._buffered):
                 self.lagging.add(message_id)
                 break
             size += len(frame)

@@ -53,7 +53,7 @@ class Hub:
         self.replies: dict = {}  # reply id -> Reply, for replies generating in this process
         self.unstored: dict = {}  # reply id -> (final seq, error, usage): end not yet stored
         self._gate = ConversationGate()
-        self._retries: set = set()
+        self._tasks: set = set()  # catch-ups, retries of unstored ends
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
@@ -84,7 +84,7 @@ class Hub:
             reply.end(p.INTERRUPTED)
         if replies:
             await asyncio.wait([asyncio.ensure_future(r.wait()) for r in replies], timeout=timeout)
-        for task in list(self._retries):
+        for task in list(self._tasks):
             task.cancel()
         if self._opened:
             for message_id in list(self.unstored):
@@ -244,10 +244,17 @@ class Hub:
             try:
                 async with subscriber.snapshot():
                     await self._replay(subscriber, message_id, subscriber.sent.get(message_id, 0))
+            except (StoreError, p.ProtocolError) as e:  # the store went away, or the reply
+                self.log.warning("streamchat: cannot catch a client up on %s: %s", message_id, e)
             except Exception:
                 self.log.exception("streamchat: catching up a client on %s failed", message_id)
 
-        asyncio.ensure_future(replay())
+        self._track(asyncio.ensure_future(replay()))
+
+    def _track(self, task: asyncio.Task) -> None:
+        """Keep a background task until it ends; a shutdown cancels what is left."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _replay(self, subscriber: Subscriber, message_id: str, after_seq: int,
                       asked: bool = False) -> None:
@@ -288,9 +295,7 @@ class Hub:
         self.replies.pop(reply.message_id, None)
         if unstored is not None:
             self.unstored[reply.message_id] = unstored
-            task = asyncio.ensure_future(self._store_end_later(reply.message_id))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+            self._track(asyncio.ensure_future(self._store_end_later(reply.message_id)))
 
     async def _store_end_later(self, message_id: str) -> None:
         """Keep trying to store the end that clients were already told."""
