@@ -1,8 +1,8 @@
 """The bench's agent plug-ins, installed through a real entry-point distribution.
 
-bench/bench_render.py and bench/bench_core.py put this folder on the server's PYTHONPATH, so
-``recite`` and ``bulk`` are found the way any installed agent is: through the entry-point group
-``jupyter_streamchat.agents``.
+bench/bench_render.py, bench/bench_core.py and bench/bench_models.py put this folder on the
+server's PYTHONPATH, so ``recite``, ``bulk`` and ``paced`` are found the way any installed agent
+is: through the entry-point group ``jupyter_streamchat.agents``.
 """
 
 import asyncio
@@ -13,6 +13,7 @@ from traitlets import default
 
 from jupyter_streamchat import Agent
 from jupyter_streamchat.agents.base import split_tokens
+from paced_tokens import paced_tokens, parse_request
 
 
 class ReciteAgent(Agent):
@@ -80,3 +81,21 @@ class BulkAgent(Agent):
         for piece in bulk_pieces(size):
             await asyncio.sleep(0)
             yield piece
+
+
+class PacedAgent(Agent):
+    """Replies to "200 50" with 200 tokens at 50 per second, as a model streams.
+
+    Each token is `` <index>@<microseconds>``, stamped (monotonic clock) as it is yielded, so a
+    client can tell how long each one took to reach it. bench/peer drives jupyterlab-chat with
+    the same generator.
+    """
+
+    @default("description")
+    def _default_description(self):
+        return "Streams timestamped tokens at a set pace; send e.g. '200 50'."
+
+    async def stream(self, request):
+        count, rate = parse_request(request.text)
+        async for token in paced_tokens(count, rate):
+            yield token

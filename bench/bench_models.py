@@ -1,0 +1,978 @@
+"""Benchmark of streamchat with model-like agents: the hub's overhead on an OpenAI-compatible
+endpoint, and the cost of many replies at a model's pace beside jupyterlab-chat.
+
+Run ``python bench/bench_models.py`` (about 8 minutes) or ``--quick`` (under 3). It prints one
+markdown table, then the raw numbers behind it. Figures are medians of repeated runs (or
+percentiles of all samples) interleaved with the floor or peer they are compared with, measured
+in the same process run, so that noise on a busy machine hits both alike. Servers are real
+``jupyter server`` subprocesses on 127.0.0.1 with Jupyter state in a temp dir; every wait has a
+timeout and every loop a bound. Server CPU is utime + stime of the server process from
+/proc/<pid>/stat; disk is write_bytes minus cancelled_write_bytes of /proc/<pid>/io (bytes
+the process, all its threads, sent towards storage: page-cache pages it dirtied, a page
+counted once until it is written back), Linux only.
+
+A. Overhead on an OpenAI-compatible endpoint. The stand-in server of tests/openai_standin.py
+   runs as its own process; it streams one reply of 5,000 tokens as fast as it can
+   (``extra_body={"standin_tokens": 5000, "standin_rate": 0}``). Interleaved, run after run:
+
+   - direct: the official ``openai`` client (``AsyncOpenAI``, one client kept open, streaming
+     chat completions with usage) reads the reply in this process; tokens/s is 5,000 over the
+     time from the request to the last content delta, TTFT the time to the first content delta;
+   - through the hub: agent ``openai`` of a streamchat server configured with
+     ``OpenAIAgent.base_url`` = the stand-in, ``model`` = ``standin`` and that ``extra_body``; a
+     WebSocket client sends SEND_MESSAGE and reads the reply; tokens/s is 5,000 over the time
+     from SEND_MESSAGE to the final frame, TTFT the time to the first frame with text. The
+     reply's text is checked against the direct one.
+
+   Reported: the ratio of the tokens/s medians (goal >= 0.9) and the TTFT the hub adds, the
+   median of (hub TTFT - direct TTFT) over the interleaved pairs (goal < 5 ms). For context,
+   also the TTFT of agent ``echo`` (no model call), i.e. what the hub's own path takes.
+
+B. A model's pace: 100 replies at once, 200 tokens each at 50 tokens/s (4 s of streaming).
+
+   - streamchat: 100 WebSocket clients each send SEND_MESSAGE "200 50" to the ``paced`` agent
+     (bench/plugins, installed as an entry point through PYTHONPATH). It yields tokens
+     `` <index>@<microseconds>`` stamped with the monotonic clock as it yields them, on a fixed
+     50/s schedule. Every token is stored (the hub's batched SQLite appends) and reaches its
+     client in a MESSAGE_CHUNK; the client's monotonic clock when it has parsed the frame,
+     minus the stamp, is that token's latency.
+   - jupyterlab-chat (the reference Jupyter chat stack: jupyterlab-chat on jupyter-collaboration,
+     installed in a virtual environment of its own, by default bench/.peer-venv, made by this
+     script on first use with pip). A small server extension (bench/peer) streams into 100 chat
+     documents the way a jupyter-ai persona does: one ``YChat.add_message``, then one
+     ``YChat.update_message(..., append=True)`` per token, tokens from the same generator at the
+     same pace, inside the server process. 100 clients (bench/peer/peer_clients.py, the peer's
+     Python with ``pycrdt``) are joined to the chats' rooms over the collaboration WebSocket
+     (y-websocket sync protocol) as JupyterLab is; a token's latency is the client's monotonic
+     clock once the update holding it is applied to its document, minus the stamp. The peer
+     runs with its defaults (YStore in SQLite, the .chat file saved 1 s after a change, files
+     polled every second) except ``document_cleanup_delay`` = 1 s, so that the rooms of one
+     round are gone before the next round starts.
+
+   Each round uses fresh conversations or chats; clients connect and the server settles for
+   1 s before the window opens. The window runs from the first request to the last token
+   seen, then on while the server still works: at least 2 s (the peer saves its files 1 s
+   after the last change), until a second passes with no byte written and under 0.2 s of CPU,
+   at most 30 s more. The clients stay connected meanwhile (a room left by its last client is
+   cleaned up, its pending writes dropped). CPU and disk per token are the window's deltas
+   over 20,000 tokens. The peer's YStore (one SQLite row per Y update, each in its own
+   transaction, on one database file shared by all rooms) falls far behind; the table says
+   how many of the updates it had stored when the window closed, so its disk figure is a
+   floor. Latencies are percentiles over all tokens of all rounds of a side. Also shown: the
+   time the 20,000 tokens took (4 s if nothing falls behind) and the growth of the files each
+   server writes.
+
+   With ``tests/openai_standin.py`` and the ``openai`` agent present, one more streamchat row
+   per round: the same 100 x 200 tokens at 50/s from the stand-in through agent ``openai``
+   (a named agent ``standin-paced``), so the server's CPU then includes the OpenAI client
+   reading 100 server-sent-event streams. The stand-in's tokens carry no timestamps, so no
+   latency for that row.
+
+A part that cannot run (the agent missing, the peer not installable) is reported in the table
+as not measured, with the reason; the other parts still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tornado
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PLUGINS = HERE / "plugins"  # the ``paced`` agent and its token generator
+PEER_DIR = HERE / "peer"  # the jupyterlab-chat driver extension and clients
+STANDIN = REPO / "tests" / "openai_standin.py"
+sys.path.insert(0, str(PLUGINS))
+from paced_tokens import TOKEN, now_us  # noqa: E402
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT = 90.0  # seconds for a server subprocess to answer
+RUN_TIMEOUT = 120.0  # seconds for any one timed run; only turns a hang into an error
+PEER_TIMEOUT = 240.0  # the peer takes a minute where 4 s are due, longer on a busy machine
+PEER_PACKAGES = ("jupyterlab-chat", "jupyter-collaboration")
+PEER_INSTALL_TIMEOUT = 900.0
+
+# Server extensions that are not under test, switched off in the isolated user config so that
+# the servers start faster and carry less; names not installed are ignored.
+OTHER_EXTENSIONS = ("jupyterlab", "notebook", "notebook_shim", "nbclassic", "jupyter_lsp",
+                    "jupyter_server_terminals")
+
+A_TOKENS = 5_000
+B_CONVERSATIONS = 100
+B_TOKENS = 200
+B_RATE = 50.0
+SETTLE_BEFORE = 1.0  # seconds between the clients being ready and the window opening
+SETTLE_AFTER = 2.0  # seconds the window stays open after the last token
+KiB = 1024
+
+
+@dataclass
+class Settings:
+    a_repeats: int
+    b_rounds: int
+    peer_venv: Path = HERE / ".peer-venv"
+
+
+def settings_from(args) -> Settings:
+    if args.quick:
+        return Settings(a_repeats=5, b_rounds=1)
+    return Settings(a_repeats=15, b_rounds=3)
+
+
+def median(values) -> float:
+    return statistics.median(values)
+
+
+def percentile(values, pct: int) -> float:
+    """The pct-th percentile (1..99) of the samples, interpolated."""
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_write_bytes(pid: int) -> int:
+    """Bytes the process (all its threads) has sent to storage: /proc/<pid>/io write_bytes
+    minus cancelled_write_bytes (pages dirtied, then truncated or deleted before write-back)."""
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    return int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
+
+
+def tree_bytes(*paths: Path) -> int:
+    """Total size of the files under ``paths`` (a file or a directory each)."""
+    total = 0
+    for path in paths:
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            for child in path.rglob("*"):
+                try:
+                    if child.is_file():
+                        total += child.stat().st_size
+                except OSError:
+                    pass  # deleted meanwhile (a -journal, a temp file)
+    return total
+
+
+def ystore_rows(db_path: Path) -> int:
+    """Rows in the peer's YStore (one per stored Y update), read-only."""
+    if not db_path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute("SELECT count(*) FROM yupdates").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+@dataclass
+class Meter:
+    """CPU seconds, disk bytes, file bytes (and the peer's YStore rows) of a server."""
+
+    pid: int
+    files: tuple
+    ystore: Path | None = None
+
+    def read(self, rows: bool = True) -> tuple:
+        """(CPU s, disk bytes, file bytes, YStore rows, when); the rows (a read of the peer's
+        database, which could delay its writers) only when asked."""
+        rows = ystore_rows(self.ystore) if self.ystore and rows else 0
+        return (process_cpu(self.pid), process_write_bytes(self.pid), tree_bytes(*self.files),
+                rows, time.monotonic())
+
+    async def settled(self, minimum: float = SETTLE_AFTER, limit: float = 30.0) -> tuple:
+        """A reading once the server is done with the run: at least ``minimum`` seconds from
+        now, then until one second passes with no byte written and under 0.2 s of CPU (so that
+        writes queued behind a backlog are counted; the peer polls its open files meanwhile),
+        at most ``limit`` seconds more."""
+        await asyncio.sleep(minimum)
+        last = self.read(rows=False)
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            now = self.read(rows=False)
+            if now[0] - last[0] < 0.2 and now[1] == last[1]:
+                break
+            last = now
+        return self.read()
+
+    @staticmethod
+    def delta(before: tuple, after: tuple) -> dict:
+        return dict(cpu=after[0] - before[0], disk=after[1] - before[1],
+                    files=after[2] - before[2], stored=after[3] - before[3],
+                    closed_at=after[4])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def isolated_env(base: Path, python_path: list, own_env: bool) -> dict:
+    """Jupyter state in ``base``, no developer setting, ``python_path`` first on the path
+    (and nothing else of this environment's path when the server has an ``own_env``)."""
+    env = dict(os.environ)
+    for name in ("STREAMCHAT_STORE_URL", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
+                 "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_PREFER_ENV_PATH",
+                 "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    inherited = [] if own_env else [env.get("PYTHONPATH")]
+    for name, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"),
+                      ("XDG_CONFIG_HOME", "xdg/config"), ("XDG_DATA_HOME", "xdg/data"),
+                      ("XDG_CACHE_HOME", "xdg/cache"), ("XDG_STATE_HOME", "xdg/state"),
+                      ("XDG_RUNTIME_DIR", "xdg/runtime")]:
+        path = base / sub
+        path.mkdir(parents=True, exist_ok=True)
+        env[name] = str(path)
+    os.chmod(base / "xdg/runtime", 0o700)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*map(str, python_path), *inherited]))
+    return env
+
+
+class Child:
+    """A subprocess that is always terminated, however the bench ends."""
+
+    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path):
+        self.name, self.proc, self.log_path = name, proc, log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stop(self) -> None:
+        if self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 20)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+@dataclass
+class Jupyter:
+    child: Child
+    base_url: str  # http://127.0.0.1:PORT/
+    token: str
+    base: Path  # its temp dir
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http", "ws", 1) + "streamchat/ws"
+
+
+async def start_jupyter(base: Path, python: str, python_path: list, config: dict,
+                        extra_args: list, ready_path: str, name: str) -> Jupyter:
+    """A ``jupyter server`` of ``python`` with ``config`` as its user config; up once
+    ``ready_path`` answers 200."""
+    base.mkdir(parents=True)
+    env = isolated_env(base, python_path, own_env=python != sys.executable)
+    (Path(env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json").write_text(
+        json.dumps(config))
+    (base / "root").mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    log_path = base / "server.log"
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            python, "-m", "jupyter_server", "--allow-root", "--no-browser",
+            f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}",
+            *extra_args,
+            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=env, cwd=base,
+        )
+    server = Jupyter(Child(name, proc, log_path), f"http://{HOST}:{port}/", token, base)
+    try:
+        await wait_until_up(server, ready_path)
+    except BaseException:
+        await server.child.stop()
+        raise
+    return server
+
+
+async def wait_until_up(server: Jupyter, path: str) -> None:
+    client = AsyncHTTPClient()
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and server.child.proc.returncode is None:
+        try:
+            await client.fetch(server.base_url + path, request_timeout=5,
+                               headers={"Authorization": f"token {server.token}"})
+            return
+        except HTTPClientError as e:
+            if e.code not in (599,):  # the server is up and says no
+                raise RuntimeError(f"{server.child.name}: GET {path} answered {e.code}: "
+                                   f"{server.child.log_tail(15)}") from None
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    state = ("exited" if server.child.proc.returncode is not None
+             else f"no answer in {STARTUP_TIMEOUT:.0f} s")
+    raise RuntimeError(f"{server.child.name} did not come up ({state}):\n"
+                       f"{server.child.log_tail(15)}")
+
+
+async def api(server: Jupyter, method: str, path: str, body=None, timeout: float = 30):
+    response = await AsyncHTTPClient().fetch(HTTPRequest(
+        server.base_url + path, method=method,
+        body=None if body is None else json.dumps(body),
+        headers={"Authorization": f"token {server.token}"}, request_timeout=timeout))
+    return json.loads(response.body) if response.body else None
+
+
+# -- the OpenAI stand-in ------------------------------------------------------------------------
+
+
+async def start_standin(base: Path) -> tuple:
+    """tests/openai_standin.py as a process of its own; (child, base url ending in /v1)."""
+    port = free_port()
+    base.mkdir(parents=True, exist_ok=True)
+    log_path = base / "standin.log"
+    with open(log_path, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(STANDIN), "--port", str(port),
+            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+        )
+    child = Child("OpenAI stand-in", proc, log_path)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
+        if not line:
+            raise RuntimeError(f"the stand-in exited:\n{child.log_tail()}")
+    except BaseException:
+        await child.stop()
+        raise
+    return child, f"http://{HOST}:{port}/v1"
+
+
+# -- streamchat servers -----------------------------------------------------------------------
+
+
+def streamchat_config(standin_url: str | None) -> dict:
+    config: dict = {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
+    if standin_url:
+        config["OpenAIAgent"] = {
+            "base_url": standin_url, "model": "standin", "api_key": "bench",
+            "extra_body": {"standin_tokens": A_TOKENS, "standin_rate": 0},
+        }
+        config["StreamChatApp"] = {"agents": {"standin-paced": {
+            "class": "openai", "base_url": standin_url, "model": "standin", "api_key": "bench",
+            "extra_body": {"standin_tokens": B_TOKENS, "standin_rate": B_RATE},
+        }}}
+    return config
+
+
+async def start_streamchat(base: Path, standin_url: str | None) -> Jupyter:
+    return await start_jupyter(
+        base, sys.executable, [PLUGINS], streamchat_config(standin_url),
+        [f"--SQLiteStore.path={base / 'chat.db'}", "--EchoAgent.delay=0"],
+        "streamchat/api/agents", "streamchat server")
+
+
+async def agent_ids(server: Jupyter) -> set:
+    return {a["id"] for a in (await api(server, "GET", "streamchat/api/agents"))["agents"]}
+
+
+def agent_skipped_reason(server: Jupyter, agent: str) -> str:
+    """Why the server lacks ``agent``, from its log."""
+    lines = [line for line in server.child.log_tail(600).splitlines()
+             if "skipping" in line and agent in line]
+    return " ".join(lines[-1].split()[4:])[:200] if lines else "not among the server's agents"
+
+
+async def connect(server: Jupyter):
+    request = HTTPRequest(server.ws_url, headers={"Authorization": f"token {server.token}"},
+                          connect_timeout=30, request_timeout=30)
+    return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+
+
+def send_message(ws, agent: str, text: str):
+    return ws.write_message(json.dumps({
+        "type": "SEND_MESSAGE", "conversationId": "c-" + uuid.uuid4().hex, "agentId": agent,
+        "text": text, "clientMessageId": "m-" + uuid.uuid4().hex,
+    }))
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    status: str = ""
+    frames: int = 0
+    first_text_at: float | None = None  # perf_counter() at the first frame with text
+    done_at: float = 0.0
+    latencies: list = field(default_factory=list)  # µs per token, for timestamped tokens
+    error: str | None = None
+
+
+async def read_reply(ws, stamped: bool = False, max_frames: int = 1_000_000) -> Reply:
+    """Read one reply up to its final frame, checking seq order; ``stamped`` tokens get a
+    latency each. The caller bounds the time."""
+    reply, message_id, chunks, seq = Reply(), None, [], 0
+    for _ in range(max_frames):
+        raw = await ws.read_message()
+        if raw is None:
+            raise RuntimeError("the server closed the WebSocket")
+        frame = json.loads(raw)
+        received = time.perf_counter()
+        kind = frame.get("type")
+        if kind == "MESSAGE_ACCEPTED" and message_id is None:
+            message_id = frame["messageId"]
+        elif kind == "ERROR":
+            raise RuntimeError(f"server error: {frame}")
+        elif kind == "MESSAGE_CHUNK" and frame["messageId"] == message_id:
+            seq += 1
+            if frame["seq"] != seq:
+                raise RuntimeError(f"seq {frame['seq']} where {seq} was due")
+            chunk = frame["chunk"]
+            if chunk:
+                if reply.first_text_at is None:
+                    reply.first_text_at = received
+                if stamped:
+                    at = now_us()
+                    reply.latencies.extend(at - int(m.group(2)) for m in TOKEN.finditer(chunk))
+                chunks.append(chunk)
+            if frame["isComplete"]:
+                reply.text, reply.status, reply.frames = "".join(chunks), frame["status"], seq
+                reply.error = frame.get("error")
+                reply.done_at = received
+                return reply
+    raise RuntimeError(f"no final frame within {max_frames} frames")
+
+
+# -- A: overhead on an OpenAI-compatible endpoint --------------------------------------------
+
+
+A_PROMPT = "alpha beta gamma delta"
+
+
+async def direct_run(client) -> dict:
+    started = time.perf_counter()
+    first, parts = None, []
+    stream = await client.chat.completions.create(
+        model="standin", messages=[{"role": "user", "content": A_PROMPT}], stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"standin_tokens": A_TOKENS, "standin_rate": 0},
+    )
+    last = started
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            last = time.perf_counter()
+            if first is None:
+                first = last
+            parts.append(chunk.choices[0].delta.content)
+    if len(parts) != A_TOKENS:
+        raise RuntimeError(f"the stand-in sent {len(parts)} content deltas, not {A_TOKENS}")
+    return dict(rate=A_TOKENS / (last - started), ttft=first - started, text="".join(parts))
+
+
+async def hub_run(server: Jupyter, agent: str = "openai") -> dict:
+    ws = await connect(server)
+    try:
+        reader = asyncio.ensure_future(read_reply(ws))
+        started = time.perf_counter()
+        await send_message(ws, agent, A_PROMPT)
+        reply = await asyncio.wait_for(reader, RUN_TIMEOUT)
+    finally:
+        ws.close()
+    if reply.status != "complete":
+        raise RuntimeError(f"the reply ended {reply.status!r}: {reply.error}")
+    return dict(rate=A_TOKENS / (reply.done_at - started), ttft=reply.first_text_at - started,
+                text=reply.text, frames=reply.frames)
+
+
+async def bench_overhead(s: Settings, server: Jupyter, standin_url: str) -> dict:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=standin_url, api_key="bench", max_retries=0, timeout=60)
+    try:
+        direct = [await direct_run(client)]  # warm-up, not counted
+        hub = [await hub_run(server)]
+        if hub[0]["text"] != direct[0]["text"]:
+            raise RuntimeError(f"the hub's reply ({len(hub[0]['text'])} characters) is not the "
+                               f"stand-in's ({len(direct[0]['text'])})")
+        await hub_run(server, "echo")
+        direct, hub, echo = [], [], []
+        for i in range(s.a_repeats):
+            # Interleaved, and the order alternates so that neither always runs second.
+            order = ["direct", "hub"]
+            for name in (order if i % 2 == 0 else order[::-1]):
+                if name == "direct":
+                    direct.append(await direct_run(client))
+                else:
+                    hub.append(await hub_run(server))
+            echo.append(await hub_run(server, "echo"))
+    finally:
+        await client.close()
+    return dict(
+        direct_rate=median(r["rate"] for r in direct), hub_rate=median(r["rate"] for r in hub),
+        direct_ttft=median(r["ttft"] for r in direct), hub_ttft=median(r["ttft"] for r in hub),
+        added_ttft=median(h["ttft"] - d["ttft"] for h, d in zip(hub, direct)),
+        hub_frames=median(r["frames"] for r in hub),
+        echo_ttft=median(r["ttft"] for r in echo),
+        direct_all=[r["rate"] for r in direct], hub_all=[r["rate"] for r in hub],
+        added_all=[h["ttft"] - d["ttft"] for h, d in zip(hub, direct)],
+    )
+
+
+# -- B: 100 replies at a model's pace ---------------------------------------------------------
+
+
+def paced_text() -> str:
+    return f"{B_TOKENS} {B_RATE:g}"
+
+
+async def ours_round(server: Jupyter, agent: str, stamped: bool) -> dict:
+    """100 clients, one reply each from ``agent``; the server's CPU and disk over the window."""
+    meter = Meter(server.child.pid, (server.base / "chat.db", server.base / "chat.db-wal",
+                                     server.base / "chat.db-shm"))
+    sockets = await asyncio.gather(*(connect(server) for _ in range(B_CONVERSATIONS)))
+    try:
+        readers = [asyncio.ensure_future(read_reply(ws, stamped)) for ws in sockets]
+        await asyncio.sleep(SETTLE_BEFORE)
+        before = meter.read()
+        started, client_cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(send_message(ws, agent, paced_text()) for ws in sockets))
+        replies = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
+        seconds = max(r.done_at for r in replies) - started
+        client_cpu = time.process_time() - client_cpu
+        last_token = time.monotonic()
+        window = Meter.delta(before, await meter.settled())
+        window["tail"] = window.pop("closed_at") - last_token
+    finally:
+        for ws in sockets:
+            ws.close()
+    bad = [r for r in replies if r.status != "complete"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} replies ended {bad[0].status!r}: {bad[0].error}")
+    if stamped:
+        counts = {len(r.latencies) for r in replies}
+        if counts != {B_TOKENS}:
+            raise RuntimeError(f"tokens per reply: {sorted(counts)}, not {B_TOKENS}")
+    return dict(window, seconds=seconds, frames=sum(r.frames for r in replies),
+                latencies=[x for r in replies for x in r.latencies], client_cpu=client_cpu)
+
+
+def peer_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_peer_venv(venv: Path) -> None:
+    """The peer's own virtual environment, made with venv + pip on first use."""
+    python = peer_python(venv)
+    check = [str(python), "-c", "import jupyterlab_chat, jupyter_server_ydoc, pycrdt"]
+    if python.exists() and subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
+        return
+    print(f"  installing {' and '.join(PEER_PACKAGES)} into {venv} (once)...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120,
+                   capture_output=True)
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES],
+                          capture_output=True, text=True, timeout=PEER_INSTALL_TIMEOUT)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"pip install {' '.join(PEER_PACKAGES)} failed: {last}")
+    subprocess.run(check, check=True, timeout=120, capture_output=True)
+
+
+def peer_versions(venv: Path) -> str:
+    code = ("from importlib.metadata import version as v; print(', '.join(f'{n} {v(n)}' for n in "
+            "('jupyterlab-chat', 'jupyter-collaboration', 'jupyter-server-ydoc', "
+            "'pycrdt-websocket', 'pycrdt')))")
+    done = subprocess.run([str(peer_python(venv)), "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    return done.stdout.strip()
+
+
+async def start_peer(base: Path, venv: Path) -> Jupyter:
+    extensions = dict.fromkeys(OTHER_EXTENSIONS, False)
+    extensions.update({"streamchat_bench_peer": True, "jupyterlab_chat": True,
+                       "jupyter_server_ydoc": True, "jupyter_server_fileid": True})
+    config = {"ServerApp": {"jpserver_extensions": extensions}}
+    server = await start_jupyter(
+        base, str(peer_python(venv)), [PEER_DIR, PLUGINS], config,
+        [f"--SQLiteYStore.db_path={base / 'ystore.db'}",
+         "--YDocExtension.document_cleanup_delay=1"],
+        "bench-peer/stream", "jupyterlab-chat server")
+    return server
+
+
+async def peer_round(server: Jupyter, venv: Path, label: str, chats: int = B_CONVERSATIONS,
+                     tokens: int = B_TOKENS) -> dict:
+    root = server.base / "root"
+    paths = [f"{label}-chat{i:03}.chat" for i in range(chats)]
+    for path in paths:
+        (root / path).write_text("")  # what "New chat" creates: an empty file
+    meter = Meter(server.child.pid, (root, server.base / "ystore.db",
+                                     server.base / "ystore.db-wal",
+                                     server.base / "ystore.db-journal"),
+                  ystore=server.base / "ystore.db")
+    proc = await asyncio.create_subprocess_exec(
+        str(peer_python(venv)), str(PEER_DIR / "peer_clients.py"), str(PLUGINS),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)  # one JSON line of latencies
+    try:
+        proc.stdin.write(json.dumps({"base": server.base_url, "token": server.token,
+                                     "paths": paths, "tokens": tokens,
+                                     "timeout": PEER_TIMEOUT}).encode() + b"\n")
+        await proc.stdin.drain()
+        line = await asyncio.wait_for(proc.stdout.readline(), RUN_TIMEOUT)
+        if line.strip() != b"READY":
+            error = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"the peer's clients did not connect: {line!r} "
+                               f"{error[-1] if error else ''}")
+        await asyncio.sleep(SETTLE_BEFORE)
+        log_offset = server.child.log_path.stat().st_size
+        before = meter.read()
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        await api(server, "POST", "bench-peer/stream",
+                  {"paths": paths, "tokens": tokens, "rate": B_RATE})
+        line = await asyncio.wait_for(proc.stdout.readline(), PEER_TIMEOUT + 30)
+        if not line:
+            error = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"the peer's clients failed: {error[-1] if error else '?'}")
+        result = json.loads(line)
+        last_token = time.monotonic()
+        window = Meter.delta(before, await meter.settled())
+        window["tail"] = window.pop("closed_at") - last_token
+        with open(server.child.log_path, "rb") as log:
+            log.seek(log_offset)
+            window["locked"] = log.read().count(b"database is locked")
+        proc.stdin.write(b"close\n")  # the clients leave the rooms
+        await proc.stdin.drain()
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    status = await api(server, "GET", "bench-peer/stream")
+    if status["errors"]:
+        raise RuntimeError(f"the driver failed: {status['errors'][-1].strip().splitlines()[-1]}")
+    if result["error"]:
+        raise RuntimeError(result["error"])
+    if result["tokens"] != chats * tokens:
+        raise RuntimeError(f"the clients saw {result['tokens']} tokens, not {chats * tokens}")
+    await asyncio.sleep(3.0)  # the rooms are cleaned up (1 s after the clients left)
+    return dict(window, seconds=result["seconds"], frames=result["updates"],
+                update_bytes=result["update_bytes"], latencies=result["latencies"],
+                client_cpu=result["client_cpu"])
+
+
+def summarize(rounds: list) -> dict:
+    tokens = B_CONVERSATIONS * B_TOKENS
+    latencies = [x for r in rounds for x in r["latencies"]]
+    return dict(
+        rounds=len(rounds),
+        cpu=median(r["cpu"] for r in rounds) / tokens,
+        disk=median(r["disk"] for r in rounds) / tokens,
+        files=median(r["files"] for r in rounds) / tokens,
+        seconds=median(r["seconds"] for r in rounds),
+        frames=median(r["frames"] for r in rounds),
+        p50=percentile(latencies, 50) / 1e6 if latencies else None,
+        p99=percentile(latencies, 99) / 1e6 if latencies else None,
+        worst=max(latencies) / 1e6 if latencies else None,
+        cpu_all=[r["cpu"] / tokens for r in rounds],
+        disk_all=[r["disk"] / tokens for r in rounds],
+        seconds_all=[r["seconds"] for r in rounds],
+        update_bytes=median(r.get("update_bytes", 0) for r in rounds),
+        stored=median(r["stored"] for r in rounds),
+        tail=median(r["tail"] for r in rounds),
+        stored_all=[r["stored"] for r in rounds], tail_all=[r["tail"] for r in rounds],
+        locked=sum(r.get("locked", 0) for r in rounds),
+        client_cpu_all=[r["client_cpu"] for r in rounds],
+    )
+
+
+async def attempt(name: str, make):
+    """Run one part; a failure becomes the reason shown in the table, not a crash."""
+    print(f"{name}...", file=sys.stderr)
+    try:
+        return await make()
+    except Exception as e:  # reported in the table; the other parts still run
+        print(f"{name} failed: {e!r}", file=sys.stderr)
+        return f"{type(e).__name__}: {first_line(e)}"
+
+
+async def bench_pace(s: Settings, ours: Jupyter, peer, standin_agent: bool) -> dict:
+    """Rounds of (streamchat paced, [streamchat via the stand-in], jupyterlab-chat),
+    interleaved. ``peer`` is a Jupyter, or the reason it is missing."""
+    runs: dict = {"ours": [], "standin": [], "peer": []}
+    errors: dict = {}
+    if isinstance(peer, str):
+        errors["peer"] = peer
+    if not standin_agent:
+        errors["standin"] = "no stand-in agent"
+    # Warm-up, not counted: first connections, SQLite pages, lazy imports, room machinery
+    # (and the peer's YStore database is created by one room, not by a hundred at once).
+    await ours_round(ours, "paced", True)
+    if "peer" not in errors:
+        try:
+            await peer_round(peer, s.peer_venv, "warmup", chats=1, tokens=20)
+        except Exception as e:
+            print(f"  peer warm-up failed: {e!r}", file=sys.stderr)
+            errors["peer"] = f"{type(e).__name__}: {first_line(e)}"
+    for r in range(s.b_rounds):
+        print(f"  round {r + 1} of {s.b_rounds}", file=sys.stderr)
+        sides = [("ours", lambda: ours_round(ours, "paced", True))]
+        if "standin" not in errors:
+            sides.append(("standin", lambda: ours_round(ours, "standin-paced", False)))
+        if "peer" not in errors:
+            sides.append(("peer", lambda r=r: peer_round(peer, s.peer_venv, f"r{r}")))
+        if r % 2:
+            sides.reverse()
+        for name, run in sides:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(await run())
+            except Exception as e:
+                print(f"  {name} failed: {e!r}", file=sys.stderr)
+                errors[name] = f"{type(e).__name__}: {first_line(e)}"
+    return dict(errors=errors, **{name: summarize(rs) for name, rs in runs.items() if rs})
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def ms(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x * 1000:.1f} ms" if abs(x) >= 0.001 else f"{x * 1000:.3f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def first_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] + ("…" if len(text) > 300 else "")
+
+
+def not_measured(what: str, error: str) -> None:
+    print(f"| {what} | not measured: {error} | | | | |")
+
+
+def report_overhead(a) -> None:
+    what = f"A. one reply of {A_TOKENS:,} tokens from the stand-in at full speed"
+    if isinstance(a, str):
+        not_measured(what, a)
+        return
+    ratio = a["hub_rate"] / a["direct_rate"]
+    print(f"| {what}: tokens/s seen by the client | {a['hub_rate']:,.0f} (through the hub, "
+          f"{a['hub_frames']:,.0f} frames) | {a['direct_rate']:,.0f} (`openai` client, direct) "
+          f"| {ratio:.2f} | ≥ 0.9 | {verdict(ratio >= 0.9)} |")
+    print(f"| {what}: time to first token | {ms(a['hub_ttft'])} | {ms(a['direct_ttft'])} | "
+          f"+{ms(a['added_ttft'])} (median of pairs) | added < 5 ms | "
+          f"{verdict(a['added_ttft'] < 0.005)} |")
+    print(f"| for context: time to first token of agent `echo` (no model call: the hub's own "
+          f"path, SEND_MESSAGE to the first text frame) | {ms(a['echo_ttft'])} | | | | |")
+
+
+def report_pace(b) -> None:
+    what = (f"B. {B_CONVERSATIONS} replies × {B_TOKENS} tokens at {B_RATE:g} tokens/s")
+    if isinstance(b, str):
+        not_measured(what, b)
+        return
+    errors = b["errors"]
+    ours, peer, standin = b.get("ours"), b.get("peer"), b.get("standin")
+    if ours is None:
+        not_measured(f"{what} (streamchat)", errors.get("ours", "no round completed"))
+        return
+    peer_cell = (lambda key, fmt: fmt(peer[key])) if peer else (
+        lambda key, fmt: f"not measured: {errors.get('peer', 'no round completed')}")
+    us = lambda x: f"{x * 1e6:.1f} µs"  # noqa: E731
+    cpu_ratio = peer["cpu"] / ours["cpu"] if peer else None
+    ok_cpu = ours["cpu"] <= 0.0003 and (cpu_ratio is None or cpu_ratio >= 4)
+    print(f"| {what}: server CPU per token | {us(ours['cpu'])} | {peer_cell('cpu', us)} | "
+          f"{f'{cpu_ratio:.1f} × (peer/ours)' if cpu_ratio else '–'} | ≤ 300 µs, and ≥ 4 × "
+          f"less than the peer | {verdict(ok_cpu) if peer else verdict(ours['cpu'] <= 0.0003)}"
+          f"{'' if peer else ' (ours only)'} |")
+    size = lambda x: f"{x / KiB:.2f} KiB"  # noqa: E731
+    disk_ratio = f"{peer['disk'] / ours['disk']:.2f} (peer/ours)" if peer and ours["disk"] else "–"
+    peer_disk = peer_cell("disk", size)
+    if peer:
+        peer_disk += (f" (its YStore held {peer['stored']:,.0f} of the {peer['frames']:,.0f} "
+                      f"updates when the window closed, {peer['tail']:.0f} s after the last "
+                      f"token; its log: {peer['locked'] / peer['rounds']:,.0f} × \"database is "
+                      f"locked\" per round)")
+    print(f"| {what}: disk bytes written per token (/proc write_bytes) | {size(ours['disk'])} | "
+          f"{peer_disk} | {disk_ratio} | ≤ 2 KiB | {verdict(ours['disk'] <= 2 * KiB)} |")
+    print(f"| {what}: growth of the files written, per token | {size(ours['files'])} "
+          f"(chat.db + WAL) | {peer_cell('files', size)} (.chat files + YStore) | | | |")
+    lat = lambda r: f"{ms(r['p50'])} / {ms(r['p99'])}"  # noqa: E731
+    if peer:
+        peer_lat, lat_ratio = lat(peer), f"{peer['p99'] / ours['p99']:.1f} × (p99, peer/ours)"
+        lat_verdict = f"{verdict(ours['p99'] < 0.1)} (peer: {verdict(peer['p99'] < 0.1)})"
+    else:
+        peer_lat, lat_ratio = peer_cell("p50", str), "–"
+        lat_verdict = verdict(ours["p99"] < 0.1)
+    print(f"| {what}: token-to-client latency p50 / p99 | {lat(ours)} | {peer_lat} | "
+          f"{lat_ratio} | p99 < 100 ms | {lat_verdict} |")
+    secs = lambda x: f"{x:.2f} s"  # noqa: E731
+    peer_time = peer_cell("seconds", secs)
+    if peer:
+        peer_time += (f" ({peer['frames']:,.0f} Y updates, "
+                      f"{peer['update_bytes'] / 2**20:.1f} MiB to the clients)")
+    print(f"| {what}: time for all tokens to arrive (4 s if nobody falls behind) | "
+          f"{secs(ours['seconds'])} ({ours['frames']:,.0f} frames) | {peer_time} | | | |")
+    what_s = f"{what}, from the stand-in through agent `openai`"
+    if standin:
+        print(f"| {what_s}: server CPU / disk per token | {us(standin['cpu'])} / "
+              f"{size(standin['disk'])} | | | ≤ 300 µs / ≤ 2 KiB | "
+              f"{verdict(standin['cpu'] <= 0.0003 and standin['disk'] <= 2 * KiB)} |")
+        print(f"| {what_s}: time for all tokens to arrive | {secs(standin['seconds'])} "
+              f"({standin['frames']:,.0f} frames) | | | | |")
+    else:
+        not_measured(what_s, errors.get("standin", "no round completed"))
+
+
+def print_report(s: Settings, parts: dict) -> None:
+    print(f"{os.cpu_count()} CPUs; Python {platform.python_version()}, Tornado "
+          f"{tornado.version}, openai {parts.get('openai_version', '?')}; A: medians of "
+          f"{s.a_repeats} interleaved pairs; B: medians of {s.b_rounds} interleaved rounds, "
+          f"latency percentiles over all their tokens\n")
+    if parts.get("peer_versions"):
+        print(f"peer: {parts['peer_versions']}\n")
+    print("| measurement | streamchat | floor / peer | ratio | goal | |")
+    print("|---|---:|---:|---:|---|---|")
+    report_overhead(parts["overhead"])
+    report_pace(parts["pace"])
+    print()
+    a = parts["overhead"]
+    if not isinstance(a, str):
+        rates = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
+        print(f"all runs, A tokens/s: hub {rates(a['hub_all'])}; direct {rates(a['direct_all'])}")
+        print(f"all pairs, A added TTFT: {', '.join(ms(x) for x in a['added_all'])}")
+    b = parts["pace"]
+    if not isinstance(b, str):
+        for name in ("ours", "standin", "peer"):
+            r = b.get(name)
+            if r:
+                print(f"all rounds, B {name}: CPU/token "
+                      f"{', '.join(f'{x * 1e6:.1f} µs' for x in r['cpu_all'])}; disk/token "
+                      f"{', '.join(f'{x:,.0f} B' for x in r['disk_all'])}; seconds "
+                      f"{', '.join(f'{x:.2f}' for x in r['seconds_all'])}; window closed "
+                      f"{', '.join(f'{x:.1f}' for x in r['tail_all'])} s after the last token; "
+                      f"clients' CPU "
+                      f"{', '.join(f'{x:.2f} s' for x in r['client_cpu_all'])}"
+                      + (f"; worst latency {ms(r['worst'])}" if r["worst"] is not None else ""))
+        for name, error in b["errors"].items():
+            print(f"B {name} not measured: {error}")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+async def run(s: Settings) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-models-"))
+    parts: dict = {}
+    children: list = []
+    try:
+        try:
+            import openai
+
+            parts["openai_version"] = openai.__version__
+        except ImportError:
+            pass
+        standin_url = None
+        if not STANDIN.exists():
+            parts["overhead"] = f"{STANDIN.relative_to(REPO)} is missing"
+        else:
+            try:
+                standin, standin_url = await start_standin(tmp)
+                children.append(standin)
+            except Exception as e:
+                parts["overhead"] = f"the stand-in did not start: {first_line(e)}"
+        print("starting the streamchat server...", file=sys.stderr)
+        ours = await start_streamchat(tmp / "streamchat", standin_url)
+        children.append(ours.child)
+        agents = await agent_ids(ours)
+        if "paced" not in agents:
+            raise RuntimeError(f"the server lacks the paced bench agent: "
+                               f"{agent_skipped_reason(ours, 'paced')}")
+        if "overhead" not in parts:
+            if "openai" not in agents:
+                parts["overhead"] = (f"the server has no agent `openai` "
+                                     f"({agent_skipped_reason(ours, 'openai')})")
+            else:
+                parts["overhead"] = await attempt(
+                    "A. overhead on the OpenAI stand-in",
+                    lambda: bench_overhead(s, ours, standin_url))
+        standin_agent = standin_url is not None and "standin-paced" in agents
+
+        print("setting up jupyterlab-chat...", file=sys.stderr)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, ensure_peer_venv, s.peer_venv)
+            parts["peer_versions"] = peer_versions(s.peer_venv)
+            peer = await start_peer(tmp / "peer", s.peer_venv)
+            children.append(peer.child)
+        except Exception as e:
+            print(f"jupyterlab-chat failed: {e!r}", file=sys.stderr)
+            peer = f"{type(e).__name__}: {first_line(e)}"
+        parts["pace"] = await attempt(
+            f"B. {B_CONVERSATIONS} replies at {B_RATE:g} tokens/s",
+            lambda: bench_pace(s, ours, peer, standin_agent))
+        print_report(s, parts)
+    except Exception:
+        for child in children:
+            tail = child.log_tail()
+            if tail:
+                print(f"--- {child.name} log (last lines) ---\n{tail}", file=sys.stderr)
+        raise
+    finally:
+        for child in children:
+            await child.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--quick", action="store_true", help="fewer runs (under 3 minutes)")
+    parser.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
+                        help="virtual environment for jupyterlab-chat (made with pip if "
+                             "missing; default: bench/.peer-venv)")
+    args = parser.parse_args()
+    s = settings_from(args)
+    s.peer_venv = args.peer_venv.resolve()
+    started = time.monotonic()
+    asyncio.run(run(s))
+    print(f"\n(total {time.monotonic() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
