@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 # becomes several frames of a sane size rather than one huge one.
 MAX_CHUNK_CHARS = 16 * 1024
 
+# Longest an agent may keep the event loop to itself while it has tokens ready.
+MAX_HOLD_SECONDS = 0.002
+
 # Text produced but not yet committed stops the agent at this many characters until the
 # store has caught up: nothing can be shown faster than it is stored anyway, and a reply's
 # memory then stays near this much instead of near the size of the reply.
@@ -146,6 +149,7 @@ class Reply:
 
     async def _produce(self) -> None:
         wake, loop = self._data, asyncio.get_running_loop()
+        yielded = loop.time()
         stream = self.agent.stream(self.request)
         try:
             async for piece in stream:
@@ -167,6 +171,13 @@ class Reply:
                     into.append(text)
                     wake.set()
                     self._pending_chars += len(text)
+                    now = loop.time()
+                    if now - yielded > MAX_HOLD_SECONDS:
+                        # A fast agent whose tokens are already buffered (a model's stream
+                        # read in one big TCP read) may not wait on anything for a long while:
+                        # let the flusher, the store's answers and other clients in.
+                        yielded = now
+                        await asyncio.sleep(0)
                     if self._pending_chars > MAX_PENDING_CHARS:
                         self._room.clear()
                         await self._room.wait()  # until the flusher took it
