@@ -259,9 +259,9 @@ def message_wire(message) -> dict:
     }
     if message.error is not None:
         wire["error"] = message.error
-    if getattr(message, "reasoning", ""):
+    if message.reasoning:
         wire["reasoning"] = message.reasoning
-    if getattr(message, "usage", None):
+    if message.usage:
         wire["usage"] = usage_wire(message.usage)
     if message.truncated:
         wire["truncated"] = True  # the rest comes with RESUME {afterSeq: lastSeq}

@@ -316,7 +316,7 @@ class Hub:
     def _answer_for_unstored(self, messages: list) -> None:
         """Show replies whose end is not stored yet as ended, as their clients were told."""
         for message in messages:
-            unstored = self.unstored.get(message.message_id) if message else None
+            unstored = self.unstored.get(message.message_id)
             if unstored is not None and message.status == p.STREAMING:
                 message.status, message.error, message.usage = p.ERROR, unstored[1], unstored[2]
                 if not message.truncated:

@@ -353,6 +353,12 @@ class SQLiteStore(Store):
         return record
 
     @staticmethod
+    def _conversation_exists(conn: sqlite3.Connection, conversation_id: str) -> bool:
+        return conn.execute(
+            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+        ).fetchone() is not None
+
+    @staticmethod
     @contextlib.contextmanager
     def _snapshot(conn: sqlite3.Connection):
         # One read transaction: a streaming reply's text must end exactly at its last_seq, or a
@@ -397,9 +403,7 @@ class SQLiteStore(Store):
                       max_messages: int, max_chars: int) -> Optional[HistoryPage]:
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
-                if not conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
-                ).fetchone():
+                if not self._conversation_exists(conn, conversation_id):
                     return None
                 bound = None
                 if before_message_id is not None:
@@ -438,9 +442,7 @@ class SQLiteStore(Store):
     async def get_conversation(self, conversation_id: str) -> Optional[list]:
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
-                if not conn.execute(
-                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
-                ).fetchone():
+                if not self._conversation_exists(conn, conversation_id):
                     return None
                 rows = conn.execute(
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
