@@ -190,6 +190,20 @@ async def test_agent_error_ends_reply_with_error_status(chat, rest):
     assert text_of(await client.chunks_until_complete(accepted["messageId"])) == "still here"
 
 
+async def test_a_busy_agent_first_token_goes_out_alone_and_at_once(chat):
+    """An agent with its whole reply at hand never waits on anything, so the event loop never
+    idles and the store's writer thread is slow to get the GIL. The first token is committed
+    and sent before the agent is asked for the second, so it cannot wait behind the rest; the
+    reply still arrives whole and in order, in several frames."""
+    client = await chat()
+    accepted = await start(client, "go", agent="burst")
+    frames = await client.chunks_until_complete(accepted["messageId"])
+    assert_contiguous(frames)
+    assert frames[0]["chunk"] == "t0000 "
+    assert text_of(frames) == "".join(f"t{i:04d} " for i in range(2000))
+    assert len(frames) > 2
+
+
 async def test_broken_plugins_are_skipped(rest):
     agents = {a["id"]: a for a in (await rest("agents"))["agents"]}
     assert {"echo", "demo", "boom", "flood"} <= set(agents)

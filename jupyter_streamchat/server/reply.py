@@ -44,6 +44,11 @@ MAX_CHUNK_CHARS = 16 * 1024
 # Longest an agent may keep the event loop to itself while it has tokens ready.
 MAX_HOLD_SECONDS = 0.002
 
+# A commit in flight for longer than this is waited for by an agent that has tokens ready (see
+# Reply._let_store_in): during a burst the client then still sees the reply grow some ten times
+# a second, and other replies' commits, which share the writer, are not held up for longer.
+MAX_COMMIT_LAG_SECONDS = 0.1
+
 # Text produced but not yet committed stops the agent at this many characters until the
 # store has caught up: nothing can be shown faster than it is stored anyway, and a reply's
 # memory then stays near this much instead of near the size of the reply.
@@ -121,6 +126,9 @@ class Reply:
         self._ending: Optional[tuple] = None  # (status, error) once the reply is to end
         self._unstorable: Optional[str] = None  # why commits failed, once they have
         self._data = asyncio.Event()
+        self._stored = asyncio.Event()  # clear while a commit is in flight
+        self._stored.set()
+        self._commit_started = 0.0
         self._end = asyncio.Event()
         self._producer: Optional[asyncio.Task] = None
         self._flusher: Optional[asyncio.Task] = None
@@ -149,7 +157,7 @@ class Reply:
 
     async def _produce(self) -> None:
         wake, loop = self._data, asyncio.get_running_loop()
-        yielded = loop.time()
+        yielded = -math.inf  # the first token is let out at once
         stream = self.agent.stream(self.request)
         try:
             async for piece in stream:
@@ -176,8 +184,8 @@ class Reply:
                         # A fast agent whose tokens are already buffered (a model's stream
                         # read in one big TCP read) may not wait on anything for a long while:
                         # let the flusher, the store's answers and other clients in.
-                        yielded = now
-                        await asyncio.sleep(0)
+                        await self._let_store_in(now)
+                        yielded = loop.time()
                     if self._pending_chars > MAX_PENDING_CHARS:
                         self._room.clear()
                         await self._room.wait()  # until the flusher took it
@@ -199,6 +207,21 @@ class Reply:
                     await aclose()
                 except Exception:
                     self.log.warning("streamchat: agent %r failed to close", self.agent.agent_id)
+
+    async def _let_store_in(self, now: float) -> None:
+        """Give the event loop up; and wait for the commit in flight when it carries the
+        first frame or has taken longer than MAX_COMMIT_LAG_SECONDS.
+
+        The store commits on a thread of its own, and that thread needs the GIL between its
+        SQLite calls. An event loop that never idles (an agent parsing a buffered stream) keeps
+        taking the GIL back first each time it blocks briefly on I/O, so the commit would
+        crawl until the agent is done: the first frame of a fast model then went out hundreds
+        of milliseconds late. Waiting here costs the agent about a millisecond each time.
+        """
+        await asyncio.sleep(0)  # the flusher, woken by this token, starts its commit
+        if not self._stored.is_set() and (
+                self.seq == 0 or now - self._commit_started > MAX_COMMIT_LAG_SECONDS):
+            await self._stored.wait()
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -300,16 +323,21 @@ class Reply:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_seconds
         delay = 0.1
-        while True:
-            try:
-                return await self.store.append(append)
-            except LeaseLost:
-                raise
-            except StoreError:
-                if loop.time() + delay > deadline:
+        self._commit_started = loop.time()
+        self._stored.clear()
+        try:
+            while True:
+                try:
+                    return await self.store.append(append)
+                except LeaseLost:
                     raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                except StoreError:
+                    if loop.time() + delay > deadline:
+                        raise
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+        finally:
+            self._stored.set()
 
     async def _follow_store(self) -> None:
         """This process lost the reply: stop the agent and publish the frames someone else

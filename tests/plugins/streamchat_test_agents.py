@@ -1,6 +1,7 @@
 """Agent plug-ins used by the tests, installed through a real entry-point distribution."""
 
 import asyncio
+import time
 
 from traitlets import Float, Int
 
@@ -28,6 +29,22 @@ class FloodAgent(Agent):
         for i in range(self.count):
             await asyncio.sleep(0)
             yield f"{i:08d}" + "x" * (self.size - 8)
+
+
+class BurstAgent(Agent):
+    """Has its whole reply at hand, as a model's stream read in one big TCP read is: yields
+    ``count`` tokens ``t0000 t0001 ...``, each after ``work`` seconds of computing, and never
+    waits on anything in between."""
+
+    count = Int(2000).tag(config=True)
+    work = Float(0.0002).tag(config=True)
+
+    async def stream(self, request):
+        for i in range(self.count):
+            started = time.perf_counter()
+            while time.perf_counter() - started < self.work:
+                pass
+            yield f"t{i:04d} "
 
 
 class ThinkAgent(Agent):
