@@ -226,3 +226,54 @@ async def test_schema_1_files_are_migrated(tmp_path):
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_path):
+    """Streaming frames queued together are written by one job (a few statements for all);
+    if one reply is no longer this process's to write, only that reply's append fails, and
+    the others are stored. A reply's frames in one batch (several appends queued before the
+    writer ran) are kept in order."""
+    from jupyter_streamchat.store import Append, LeaseLost
+    from jupyter_streamchat.store import writer as writer_module
+
+    path = str(tmp_path / "many.db")
+    store = SQLiteStore(path=path)
+    await store.open()
+    replies = [(await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id
+               for i in range(20)]
+    with sqlite3.connect(path) as db:  # another process took reply 7 over
+        db.execute("UPDATE messages SET owner = 'someone-else' WHERE id = ?", (replies[7],))
+
+    batches = []
+    original = writer_module.Writer._run_batch
+
+    def counting(self, jobs):
+        batches.append(len(jobs))
+        return original(self, jobs)
+
+    writer_module.Writer._run_batch = counting
+    try:
+        outcomes = await asyncio.gather(
+            *(store.append(Append(mid, 1, [f"<{mid}>"])) for mid in replies),
+            *(store.append(Append(replies[0], 2, ["second"])),),
+            return_exceptions=True,
+        )
+    finally:
+        writer_module.Writer._run_batch = original
+    assert isinstance(outcomes[7], LeaseLost)
+    assert all(o is None for i, o in enumerate(outcomes) if i != 7)
+    assert sum(batches) <= 3  # one job took them all (or all but the first few)
+    for i, mid in enumerate(replies):
+        message, chunks = await store.replay(mid, 0)
+        expected = [] if i == 7 else [(1, f"<{mid}>", "")]
+        if i == 0:
+            expected.append((2, "second", ""))
+        assert chunks == expected and message.last_seq == len(expected)
+    # All valid and one frame per reply: written in two statements; each reply's text grows.
+    valid = [mid for i, mid in enumerate(replies) if i not in (0, 7)]
+    assert await asyncio.gather(*(store.append(Append(mid, 2, ["+"], reasoning=["~"]))
+                                  for mid in valid)) == [None] * len(valid)
+    for mid in valid:
+        message = await store.get_message(mid)
+        assert (message.last_seq, message.text, message.reasoning) == (2, f"<{mid}>+", "~")
+    await store.close()

@@ -19,6 +19,7 @@ from .bus import InProcessBus, Published
 from .delivery import Subscriber
 from .fanout import Fanout
 from .gate import ConversationGate
+from .pacing import FlushClock
 from .reply import Reply
 
 # How often the end of a reply that could not be stored is tried again.
@@ -34,6 +35,7 @@ class Hub:
         store: Store,
         agents: dict,
         batch_window: float = 0.016,
+        max_batch_window: float = 0.05,
         log: Optional[logging.Logger] = None,
         bus=None,
         history_messages: int = 100,
@@ -42,7 +44,7 @@ class Hub:
     ):
         self.store = store
         self.agents = agents
-        self.batch_window = batch_window
+        self.clock = FlushClock(batch_window, max_batch_window, lambda: len(self.replies))
         self.log = log or logging.getLogger("jupyter_streamchat")
         self.history_messages = history_messages
         self.history_chars = history_chars
@@ -180,7 +182,7 @@ class Hub:
             )
             reply = Reply(
                 exchange, agent, request_for_agent, self.store, self.bus.publish,
-                self._reply_ended, batch_window=self.batch_window,
+                self._reply_ended, clock=self.clock,
                 retry_seconds=self.retry_seconds, log=self.log,
             )
             self.replies[reply.message_id] = reply

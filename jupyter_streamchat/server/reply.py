@@ -4,7 +4,8 @@ Two tasks per reply. The producer iterates the agent and appends each token to a
 never waits on anything but the agent. The flusher turns what has accumulated into frames:
 it assigns the next ``seq``s, commits them to the store, and only then publishes them, so no
 client ever holds text the store lacks. While a commit is in flight tokens keep accumulating,
-and frames are at most one per ``batch_window`` (the first token goes out at once).
+and frames are at most one per window of the hub's :class:`FlushClock` (the first token goes
+out at once).
 
 A stop (or a shutdown) cancels the producer and wakes the flusher, which writes the final
 frame with what was produced so far.
@@ -32,6 +33,7 @@ from ..agents import AgentError, Reasoning, Usage
 from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
 from .bus import Published
+from .pacing import FlushClock
 
 if TYPE_CHECKING:
     from ..agents import Agent, AgentRequest
@@ -99,7 +101,7 @@ class Reply:
         store: "Store",
         publish: Callable[[Published], None],
         on_end: Callable[["Reply", Optional[tuple]], None],
-        batch_window: float = 0.016,
+        clock: Optional[FlushClock] = None,
         retry_seconds: float = 5.0,
         log: Optional[logging.Logger] = None,
     ):
@@ -110,7 +112,8 @@ class Reply:
         self.store = store
         self.publish = publish
         self.on_end = on_end
-        self.batch_window = batch_window
+        # One reply alone: frames 16 ms apart, the first at once.
+        self.clock = clock or FlushClock(0.016, 0.016, lambda: 1)
         self.retry_seconds = retry_seconds
         self.log = log or logging.getLogger("jupyter_streamchat")
         self.frames = ChunkFrames(self.message_id, self.conversation_id, exchange.agent_id)
@@ -232,7 +235,7 @@ class Reply:
                 await self._data.wait()
                 self._data.clear()
                 if self._ending is None:
-                    wait = last_flush + self.batch_window - loop.time()
+                    wait = self.clock.next_flush(loop.time(), last_flush) - loop.time()
                     if wait > 0:  # merge what arrives within the window into this frame
                         try:
                             await asyncio.wait_for(self._end.wait(), wait)

@@ -22,11 +22,11 @@ from typing import Callable, Optional
 from urllib.parse import unquote, urlparse
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Enum, Float, Unicode, default
+from traitlets import Enum, Float, Int, Unicode, default
 
 from ..protocol import COMPLETE, STREAMING
-from . import leases
-from .base import LeaseLost, Store, StoreError
+from . import appends, leases
+from .base import Store, StoreError
 from .fileguard import FileGuard
 from .records import ConversationRecord, Exchange, HistoryPage, MessageRecord
 from .schema import SchemaTooNew, migrate
@@ -69,6 +69,14 @@ class SQLiteStore(Store):
         help="Seconds to wait for a database locked by another process before giving up.",
     ).tag(config=True)
 
+    wal_autocheckpoint = Int(
+        8000,
+        help="""Pages (4 KiB each) the write-ahead log may hold before they are copied into the
+        database (SQLite's default is 1000). Streaming replies rewrite the same pages over and
+        over; the longer the log, the more of those rewrites one copy covers: at 8000, a hundred
+        replies streaming at once write about a fifth less to disk.""",
+    ).tag(config=True)
+
     lease_seconds = Float(
         30.0,
         help="""How long a process's claim on the replies it is generating lasts without
@@ -93,6 +101,7 @@ class SQLiteStore(Store):
         self._guard = FileGuard(self.path)
         self._owner = leases.Owner()
         self._writer: Optional[Writer] = None
+        self._appends: Optional[appends.AppendBatcher] = None
         self._reader: Optional[ThreadPoolExecutor] = None
         self._reader_conn: Optional[sqlite3.Connection] = None
         self._lease_task: Optional[asyncio.Task] = None
@@ -106,6 +115,7 @@ class SQLiteStore(Store):
         try:
             conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
             conn.execute("PRAGMA foreign_keys=ON")
         except BaseException:
             conn.close()
@@ -136,6 +146,7 @@ class SQLiteStore(Store):
         self._reader_conn = conns[0]
         self._writer = Writer(conns[1], self._guard, loop)
         self._writer.start()
+        self._appends = appends.AppendBatcher(self._writer.submit, lambda: self._owner.id)
         self._lease_task = asyncio.ensure_future(self._keep_lease())
         return interrupted
 
@@ -195,6 +206,7 @@ class SQLiteStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lease_task
             self._lease_task = None
+        self._appends = None
         if self._writer is not None:
             owner = self._owner
             with contextlib.suppress(StoreError):
@@ -270,46 +282,11 @@ class SQLiteStore(Store):
         return await self._write(job)
 
     async def append(self, append) -> None:
-        owner_id, lease_seconds = self._owner.id, self.lease_seconds
-
-        def job(conn: sqlite3.Connection) -> None:
-            first = append.first_seq
-            last = first + len(append.chunks) - 1
-            added = sum(map(len, append.chunks))
-            reasoning = append.reasoning or [""] * len(append.chunks)
-            thought = sum(map(len, reasoning))
-            now = time.time()
-            # Only the owner, under a live lease, extends a streaming reply, and only right
-            # after its last stored frame: a process that lost the reply cannot write to it.
-            guard = ("WHERE id = ? AND status = ? AND owner = ? AND last_seq = ? AND EXISTS "
-                     "(SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?)")
-            guard_args = (append.message_id, STREAMING, owner_id, first - 1, owner_id, now)
-            if append.status is None:
-                cursor = conn.execute(
-                    "UPDATE messages SET last_seq = ?, chars = chars + ?, "
-                    f"reasoning_chars = reasoning_chars + ? {guard}",
-                    (last, added, thought) + guard_args,
-                )
-            else:
-                usage = json.dumps(append.usage) if append.usage else None
-                cursor = conn.execute(
-                    "UPDATE messages SET last_seq = ?, chars = chars + ?, "
-                    "reasoning_chars = reasoning_chars + ?, status = ?, error = ?, usage = ?, "
-                    f"owner = NULL, updated_at = ? {guard}",
-                    (last, added, thought, append.status, append.error, usage, now) + guard_args,
-                )
-            if cursor.rowcount != 1:
-                raise LeaseLost(
-                    f"reply {append.message_id} is no longer this server's to write (its lease "
-                    "expired, or another process ended it)"
-                )
-            conn.executemany(
-                "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)",
-                [(append.message_id, first + i, chunk, thinking)
-                 for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))],
-            )
-
-        await self._write(job)
+        if append.status is None and self._appends is not None:
+            await self._appends.add(append)  # with the other replies' frames of this round
+            return
+        owner_id = self._owner.id
+        await self._write(lambda conn: appends.write_one(conn, append, owner_id))
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:

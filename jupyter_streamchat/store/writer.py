@@ -79,7 +79,7 @@ class Writer(threading.Thread):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
-                failed.update((i, _store_error(e)) for i in todo)
+                failed.update((i, as_store_error(e)) for i in todo)
                 break
             ran, lost = [], False
             # A job alone in its transaction needs no savepoint: the transaction is its own.
@@ -94,7 +94,7 @@ class Writer(threading.Thread):
                     if not alone:
                         conn.execute("RELEASE job")
                 except Exception as e:
-                    failed[i] = _store_error(e)
+                    failed[i] = as_store_error(e)
                     if not conn.in_transaction:
                         lost = True  # SQLite rolled everything back: run the others again
                         break
@@ -115,7 +115,7 @@ class Writer(threading.Thread):
             except sqlite3.Error as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                failed.update((i, _store_error(e)) for i in ran)
+                failed.update((i, as_store_error(e)) for i in ran)
                 break
             problem = self._guard.problem(writing=False)
             if problem:  # committed into a file that is no longer the database
@@ -134,7 +134,7 @@ def _rollback_to_savepoint(conn: sqlite3.Connection) -> None:
         pass  # the savepoint went with a transaction SQLite rolled back itself
 
 
-def _store_error(e: BaseException) -> StoreError:
+def as_store_error(e: BaseException) -> StoreError:
     if isinstance(e, StoreError):
         return e
     if isinstance(e, sqlite3.Error):
