@@ -189,8 +189,9 @@ def test_store_location_is_configurable(tmp_path, how):
 def test_sigkill_mid_stream_loses_nothing_the_client_saw(tmp_path):
     # Loss bound: the hub commits a frame to the store before it sends it, so a client never
     # holds text the store lacks. What a SIGKILL can lose is what the agent produced but the
-    # hub had not yet committed: at most one batch_window of tokens plus one commit in flight
-    # (16 ms by default). The next start marks the reply interrupted with its stored text.
+    # hub had not yet committed: at most one window of tokens plus one commit in flight
+    # (batch_window, 16 ms, for a reply alone; max_batch_window, 50 ms, when many stream). The
+    # next start marks the reply interrupted with its stored text.
     env = isolated_env(tmp_path)
     conversation = new_id("c-")
     killed = JupyterServer(tmp_path, ECHO_FAST, env=env, name="killed")
