@@ -277,3 +277,32 @@ async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_pa
         message = await store.get_message(mid)
         assert (message.last_seq, message.text, message.reasoning) == (2, f"<{mid}>+", "~")
     await store.close()
+
+
+async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
+    """Commits only append to the write-ahead log; the checkpoint thread copies it into the
+    database file (the write that syncs the disk) within about checkpoint_seconds."""
+    from jupyter_streamchat.store import Append
+
+    path = str(tmp_path / "ckpt.db")
+    store = SQLiteStore(path=path, checkpoint_seconds=0.1)
+    await store.open()
+    assert await store._writer.submit(
+        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+    exchange = await store.create_exchange("c", "echo", "x" * 20000, "m1")
+    for seq in range(1, 51):
+        await store.append(Append(exchange.message_id, seq, ["y" * 1000]))
+    before = store._checkpointer.checkpoints
+    for _ in range(200):  # hang guard: 10 s
+        if store._checkpointer.checkpoints > before:
+            break
+        await asyncio.sleep(0.05)
+    with sqlite3.connect(path) as db:
+        busy, logged, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert store._checkpointer.checkpoints > before and logged > 0 and copied == logged
+    await store.close()
+    assert store._checkpointer is None
+    with sqlite3.connect(path) as db:  # everything is in the file
+        (chars,) = db.execute("SELECT chars FROM messages WHERE id = ?",
+                              (exchange.message_id,)).fetchone()
+    assert chars == 50 * 1000

@@ -16,7 +16,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
 from .base import StoreError
 from .fileguard import FileGuard
@@ -28,9 +28,10 @@ class Writer(threading.Thread):
     MAX_BATCH = 2000
 
     def __init__(self, conn: sqlite3.Connection, guard: FileGuard,
-                 loop: asyncio.AbstractEventLoop):
+                 loop: asyncio.AbstractEventLoop, after_commit: Optional[Callable] = None):
         super().__init__(name="streamchat-sqlite-writer", daemon=True)
         self._conn = conn
+        self._after_commit = after_commit
         self._guard = guard
         self._loop = loop
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -120,6 +121,8 @@ class Writer(threading.Thread):
             problem = self._guard.problem(writing=False)
             if problem:  # committed into a file that is no longer the database
                 failed.update((i, StoreError(problem)) for i in ran)
+            elif self._after_commit is not None:
+                self._after_commit()
             break
         return [
             (future, results.get(i), failed.get(i)) for i, (_job, future) in enumerate(jobs)
