@@ -72,6 +72,11 @@ class Subscribe:
 
 
 @dataclass(frozen=True)
+class Unsubscribe:
+    conversation_id: str
+
+
+@dataclass(frozen=True)
 class Resume:
     message_id: str
     after_seq: int
@@ -83,7 +88,7 @@ class LoadHistory:
     before_message_id: str
 
 
-Request = SendMessage | StopGenerating | Subscribe | Resume | LoadHistory
+Request = SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
@@ -93,6 +98,7 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     ),
     "STOP_GENERATING": (StopGenerating, [("messageId", "id")]),
     "SUBSCRIBE": (Subscribe, [("conversationId", "id")]),
+    "UNSUBSCRIBE": (Unsubscribe, [("conversationId", "id")]),
     "RESUME": (Resume, [("messageId", "id"), ("afterSeq", "seq")]),
     "LOAD_HISTORY": (LoadHistory, [("conversationId", "id"), ("beforeMessageId", "id")]),
 }

@@ -144,6 +144,43 @@ async def test_subscribe_sends_history_then_live_to_every_tab(chat):
         assert_contiguous(frames)
 
 
+async def test_unsubscribe_stops_the_conversation_and_its_replies(chat, rest):
+    """A view switching conversations: after UNSUBSCRIBE (requests are handled in order, so a
+    later SUBSCRIBE's HISTORY marks the moment) the socket gets no frame of the old one, not
+    even of the reply it sent itself, while the other conversation keeps streaming to it."""
+    viewer, other = await chat(), await chat()
+    old, kept = new_id("c-old-"), new_id("c-kept-")
+    for conversation in (old, kept):
+        await viewer.send("SUBSCRIBE", conversationId=conversation)
+        await viewer.expect("HISTORY")
+    await other.send("SUBSCRIBE", conversationId=old)
+    await other.expect("HISTORY")
+
+    mine = await start(viewer, conversation=old)
+    await other.expect("MESSAGE_ACCEPTED")
+    await viewer.expect("MESSAGE_CHUNK")  # it streams
+    await viewer.send("UNSUBSCRIBE", conversationId=old)
+    marker = new_id("c-marker-")
+    await viewer.send("SUBSCRIBE", conversationId=marker)
+    while (frame := await viewer.recv())["type"] != "HISTORY":
+        assert frame["type"] == "MESSAGE_CHUNK" and frame["messageId"] == mine["messageId"]
+    assert frame["conversationId"] == marker
+
+    full = await other.chunks_until_complete(mine["messageId"])  # the reply goes on...
+    assert text_of(full) == WORDS
+    later = await start(other, "said later", conversation=old)
+    await other.chunks_until_complete(later["messageId"])
+    theirs = await start(other, "still here", conversation=kept)  # ...and so does the other
+    await other.chunks_until_complete(theirs["messageId"])
+    accepted = await viewer.recv()  # the first frame after the marker is of the kept one
+    assert (accepted["type"], accepted["messageId"]) == ("MESSAGE_ACCEPTED", theirs["messageId"])
+    assert text_of(await viewer.chunks_until_complete(theirs["messageId"])) == "still here"
+    await viewer.send("UNSUBSCRIBE", conversationId="never-followed")  # nothing to undo
+    await viewer.send("SUBSCRIBE", conversationId=old)  # and back: HISTORY has it all
+    history = await viewer.expect("HISTORY")
+    assert [m["text"] for m in history["messages"]] == [WORDS, WORDS, "said later", "said later"]
+
+
 async def test_subscribe_to_new_conversation_is_empty_history(chat):
     client = await chat()
     await client.send("SUBSCRIBE", conversationId="brand-new")

@@ -185,11 +185,13 @@ export class ChatView {
     this.root.remove();
   }
 
-  /** Follow another conversation (the old one's frames are ignored from now on). */
+  /** Follow another conversation: the hub stops sending the old one's frames (UNSUBSCRIBE),
+   * and any still in flight are ignored. */
   setConversation(conversationId: string): void {
     if (conversationId === this.conversationId) {
       return;
     }
+    this.connection?.send({ type: 'UNSUBSCRIBE', conversationId: this.conversationId });
     this.conversationId = conversationId;
     this.messages.clear();
     this.pending.clear();

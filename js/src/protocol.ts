@@ -31,6 +31,12 @@ export interface Subscribe {
   type: 'SUBSCRIBE';
   conversationId: string;
 }
+/** Stops the frames of a conversation to this socket (its own and its replies'): sent when a
+ * view switches to another conversation. */
+export interface Unsubscribe {
+  type: 'UNSUBSCRIBE';
+  conversationId: string;
+}
 export interface Resume {
   type: 'RESUME';
   messageId: string;
@@ -42,7 +48,13 @@ export interface LoadHistory {
   conversationId: string;
   beforeMessageId: string;
 }
-export type ClientFrame = SendMessage | StopGenerating | Subscribe | Resume | LoadHistory;
+export type ClientFrame =
+  | SendMessage
+  | StopGenerating
+  | Subscribe
+  | Unsubscribe
+  | Resume
+  | LoadHistory;
 
 // -- server to client ------------------------------------------------------------------------
 

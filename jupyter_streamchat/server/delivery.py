@@ -41,7 +41,7 @@ class Subscriber:
         self.max_buffer = max_buffer
         self.closed = False
         self.conversations: set = set()  # conversation ids it follows (SUBSCRIBE)
-        self.replies: set = set()  # reply ids it follows (SEND_MESSAGE, RESUME)
+        self.replies: dict = {}  # reply id -> its conversation id: followed (SEND_MESSAGE, RESUME)
         self.sent: dict = {}  # reply id -> highest seq the client holds
         self.lagging: set = set()  # reply ids whose live frames were dropped
         self.catch_up: Callable[["Subscriber", str, int], None] = lambda sub, mid, seq: None

@@ -1,7 +1,7 @@
 """Subscription state in one place: which client follows which conversation and which reply.
 
 A client follows a conversation after SUBSCRIBE and a reply after sending its message or
-RESUME. Every frame published on the bus goes to the followers of its conversation and of its
+RESUME; UNSUBSCRIBE ends both for that conversation (a view switched to another one). Every frame published on the bus goes to the followers of its conversation and of its
 reply, each through its own :class:`~.delivery.Subscriber`, which drops what that client
 already holds and catches it up from the store when it fell behind.
 """
@@ -26,22 +26,37 @@ class Fanout:
     def remove(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
         self.clients.discard(subscriber)
-        for key, index in ((subscriber.conversations, self._conversations),
-                           (subscriber.replies, self._replies)):
-            for item in key:
-                followers = index.get(item)
-                if followers is not None:
-                    followers.discard(subscriber)
-                    if not followers:
-                        del index[item]
+        for keys, index in ((subscriber.conversations, self._conversations),
+                            (subscriber.replies, self._replies)):
+            for key in keys:
+                self._unfollow(index, key, subscriber)
 
     def follow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
         self._conversations[conversation_id].add(subscriber)
         subscriber.conversations.add(conversation_id)
 
-    def follow_reply(self, subscriber: Subscriber, message_id: str) -> None:
+    def follow_reply(self, subscriber: Subscriber, message_id: str, conversation_id: str) -> None:
         self._replies[message_id].add(subscriber)
-        subscriber.replies.add(message_id)
+        subscriber.replies[message_id] = conversation_id
+
+    def unfollow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
+        """No more frames of the conversation: neither its own nor those of its replies that
+        the client sent or resumed, nor catch-ups of them."""
+        self._unfollow(self._conversations, conversation_id, subscriber)
+        subscriber.conversations.discard(conversation_id)
+        for message_id, of in list(subscriber.replies.items()):
+            if of == conversation_id:
+                self._unfollow(self._replies, message_id, subscriber)
+                del subscriber.replies[message_id]
+                subscriber.lagging.discard(message_id)
+
+    @staticmethod
+    def _unfollow(index: dict, key: str, subscriber: Subscriber) -> None:
+        followers = index.get(key)
+        if followers is not None:
+            followers.discard(subscriber)
+            if not followers:
+                del index[key]
 
     def deliver(self, event: Published) -> None:
         """The bus's listener."""
@@ -58,4 +73,4 @@ class Fanout:
             subscriber.deliver_chunk(event.message_id, event.seq, event.text)
         if event.final and watchers:
             for subscriber in watchers:
-                subscriber.replies.discard(event.message_id)
+                subscriber.replies.pop(event.message_id, None)

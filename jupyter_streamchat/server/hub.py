@@ -132,6 +132,8 @@ class Hub:
                 await self.stop_generating(request.message_id)
             elif isinstance(request, p.Subscribe):
                 await self.subscribe(subscriber, request.conversation_id)
+            elif isinstance(request, p.Unsubscribe):
+                self.fanout.unfollow_conversation(subscriber, request.conversation_id)
             elif isinstance(request, p.Resume):
                 await self.resume(subscriber, request.message_id, request.after_seq)
             elif isinstance(request, p.LoadHistory):
@@ -186,7 +188,7 @@ class Hub:
                 retry_seconds=self.retry_seconds, log=self.log,
             )
             self.replies[reply.message_id] = reply
-            self.fanout.follow_reply(subscriber, reply.message_id)
+            self.fanout.follow_reply(subscriber, reply.message_id, reply.conversation_id)
             subscriber.send(accepted)
             self.bus.publish(Published(exchange.conversation_id, accepted, origin=subscriber))
             reply.start()
@@ -235,7 +237,8 @@ class Hub:
         await self.ensure_open()
         async with subscriber.snapshot():
             if message_id in self.replies:
-                self.fanout.follow_reply(subscriber, message_id)
+                self.fanout.follow_reply(subscriber, message_id,
+                                         self.replies[message_id].conversation_id)
             subscriber.sent[message_id] = after_seq
             await self._replay(subscriber, message_id, after_seq, asked=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -214,6 +215,41 @@ def test_python_object_follows_the_conversation(page, lab):
     expect(out).to_contain_text("STOPPED stopped True")
     wait_status(last_reply(root), "stopped")
     expect(last_reply(root).locator(".streamchat-note")).to_have_text("(Stopped)")
+
+
+def test_switching_conversation_stops_the_old_ones_frames(page, lab):
+    """Setting ``conversation_id`` from Python switches the view; the view tells the hub
+    (UNSUBSCRIBE), so the old conversation's reply, still streaming, no longer reaches the
+    page's socket at all."""
+    received, sent = [], []
+
+    def watch(ws):
+        if "streamchat/ws" in ws.url:
+            ws.on("framereceived", lambda payload: received.append(json.loads(payload)))
+            ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    root = open_chat(page, lab, "switch.ipynb", conversation_id="c-switch-a")
+    send(root, words(300))  # 15 s of echo
+    wait_text_longer(last_reply(root), 20)
+    reply_id = next(f["messageId"] for f in received if f["type"] == "MESSAGE_ACCEPTED")
+    run_code(page, 'w.conversation_id = "c-switch-b"')
+    expect(root.locator(MESSAGE)).to_have_count(0)
+    assert {"type": "UNSUBSCRIBE", "conversationId": "c-switch-a"} in sent
+    # The hub answers in order: every frame after the new conversation's HISTORY was sent
+    # after the UNSUBSCRIBE took effect.
+    switched = None
+    for _ in range(100):  # hang guard: 10 s
+        switched = next((i for i, f in enumerate(received)
+                         if f["type"] == "HISTORY" and f["conversationId"] == "c-switch-b"), None)
+        if switched is not None:
+            break
+        page.wait_for_timeout(100)
+    assert switched is not None
+    page.wait_for_timeout(1500)  # the old reply streams on meanwhile (about 30 words)
+    late = [f for f in received[switched:] if f.get("messageId") == reply_id]
+    assert late == []
+    assert stored(lab, "c-switch-a")[-1]["status"] == "streaming"  # it did go on
 
 
 def test_reattach_to_a_stored_conversation(page, lab):
