@@ -6,6 +6,7 @@ place that knows field names; the hub and the handlers speak in Python values.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import dataclass
@@ -294,6 +295,28 @@ def history_page_frame(page, before_message_id: str) -> dict:
     }
 
 
+# GET api/conversations: conversations per page unless ``limit`` says otherwise, and at most.
+LIST_PAGE = 50
+LIST_PAGE_MAX = 500
+
+
+def list_cursor(updated_at: float, conversation_id: str) -> str:
+    """Where the next page of the conversation list starts: opaque to clients."""
+    raw = json.dumps([updated_at, conversation_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_list_cursor(cursor: str) -> tuple:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError) as e:
+        raise ValueError("not a cursor") from e
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (int, float))
+            and not isinstance(value[0], bool) and isinstance(value[1], str)):
+        raise ValueError("not a cursor")
+    return value[0], value[1]
+
+
 def conversation_wire(conversation) -> dict:
     """A ``store.ConversationRecord`` as ``GET api/conversations`` lists it."""
     return {
@@ -302,6 +325,8 @@ def conversation_wire(conversation) -> dict:
         "createdAt": conversation.created_at,
         "updatedAt": conversation.updated_at,
         "messageCount": conversation.message_count,
+        "agentId": conversation.agent_id,
+        "streaming": conversation.streaming,
     }
 
 

@@ -112,8 +112,8 @@ class Fuzzer:
 
     def snapshot(self) -> tuple:
         """All stored conversations but the bystander's, with their messages."""
-        listing = [c for c in self.server.get_json("streamchat/api/conversations")["conversations"]
-                   if c["conversationId"] != BYSTANDER]
+        listing = [c for c in self.server.get_json("streamchat/api/conversations?limit=500")
+                   ["conversations"] if c["conversationId"] != BYSTANDER]
         return listing, [self.server.get_json(f"streamchat/api/conversations/{c['conversationId']}")
                          for c in listing]
 

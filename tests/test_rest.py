@@ -111,3 +111,43 @@ async def test_store_errors_are_503_with_a_reason(streamchat_app, jp_fetch, tmp_
     assert e.value.code == 503
     body = json.loads(e.value.response.body)
     assert body["reason"] == "store_unavailable" and "not-a-dir" in body["message"]
+
+
+async def test_conversation_list_is_paged_most_recent_first(chat, rest, jp_fetch):
+    client = await chat()
+    made = []
+    for i in range(7):
+        conversation = new_id(f"c-page{i}-")
+        await client.send_message(f"  topic   number {i}  ", conversation=conversation)
+        accepted = await client.expect("MESSAGE_ACCEPTED")
+        await client.chunks_until_complete(accepted["messageId"])
+        made.append(conversation)
+    slow = new_id("c-live-")  # one reply still streaming
+    await client.send_message(" ".join(f"w{i}" for i in range(400)), conversation=slow)
+    await client.expect("MESSAGE_ACCEPTED")
+    await client.expect("MESSAGE_CHUNK")
+
+    async def page(**query):
+        response = await jp_fetch("streamchat", "api", "conversations", params=query)
+        return json.loads(response.body)
+
+    first = await page(limit=3)
+    assert [c["conversationId"] for c in first["conversations"]] == [slow, made[6], made[5]]
+    live, done = first["conversations"][0], first["conversations"][1]
+    assert live["streaming"] is True and done["streaming"] is False
+    assert done["title"] == "topic number 6" and done["agentId"] == "echo"
+    seen, cursor = [c["conversationId"] for c in first["conversations"]], first["next"]
+    while cursor:
+        more = await page(limit=3, after=cursor)
+        seen += [c["conversationId"] for c in more["conversations"]]
+        cursor = more["next"]
+    assert len(seen) == len(set(seen))  # no conversation twice
+    assert seen[:8] == [slow, *reversed(made)]
+    everything = (await rest("conversations"))["conversations"]  # default: a page of 50
+    assert [c["conversationId"] for c in everything][:8] == seen[:8]
+
+    for bad in ({"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"after": "nonsense"},
+                {"after": "WzEsMl0"}):  # the last: a well-formed cursor of the wrong shape
+        with pytest.raises(HTTPClientError) as failed:
+            await jp_fetch("streamchat", "api", "conversations", params=bad)
+        assert failed.value.code == 400, bad

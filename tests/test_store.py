@@ -306,3 +306,32 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
         (chars,) = db.execute("SELECT chars FROM messages WHERE id = ?",
                               (exchange.message_id,)).fetchone()
     assert chars == 50 * 1000
+
+
+async def test_conversation_list_of_10000_reads_one_page(tmp_path):
+    """With 10,000 conversations a page is read through the (updated_at, id) index and the
+    per-conversation details for the page's rows only: no sort of the whole table."""
+    path = str(tmp_path / "many.db")
+    store = SQLiteStore(path=path)
+    await store.open()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO conversations (id, title, created_at, updated_at) "
+                       "VALUES (?, '', ?, ?)", [(f"c{i:05d}", i, i) for i in range(10_000)])
+        db.executemany(
+            "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
+            "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
+            "'complete', ?, 5, ?, ?)",
+            [(f"m{i:05d}", f"c{i:05d}", f"k{i}", f"hello {i}", i, i) for i in range(10_000)])
+        plan = " ".join(row[-1] for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE (c.updated_at, c.id) < "
+            "(?, ?) ORDER BY c.updated_at DESC, c.id DESC LIMIT 50", (5000, "c05000")))
+    assert "conversations_by_update" in plan and "TEMP B-TREE" not in plan, plan
+    first = await store.list_conversations(50)
+    assert [c.conversation_id for c in first][:2] == ["c09999", "c09998"] and len(first) == 50
+    assert (first[0].title, first[0].message_count, first[0].agent_id) == ("hello 9999", 1, "echo")
+    last = first[-1]
+    after = await store.list_conversations(50, (last.updated_at, last.conversation_id))
+    assert after[0].conversation_id == "c09949"
+    deep = await store.list_conversations(50, (3.0, "c00003"))
+    assert [c.conversation_id for c in deep] == ["c00002", "c00001", "c00000"]
+    await store.close()

@@ -114,9 +114,33 @@ class ConversationsHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self):
+        """A page of the list, most recent first; ``next`` (or null at the end) is the
+        ``after`` of the next page."""
+        limit = self._limit()
+        after = self._after()
         await self.hub.ensure_open()
-        conversations = await self.hub.store.list_conversations()
-        self.finish(json.dumps({"conversations": [p.conversation_wire(c) for c in conversations]}))
+        page = await self.hub.store.list_conversations(limit + 1, after)
+        more, page = len(page) > limit, page[:limit]
+        last = page[-1] if more else None
+        self.finish(json.dumps({
+            "conversations": [p.conversation_wire(c) for c in page],
+            "next": p.list_cursor(last.updated_at, last.conversation_id) if last else None,
+        }))
+
+    def _limit(self) -> int:
+        text = self.get_query_argument("limit", str(p.LIST_PAGE))
+        if not text.isdigit() or not 1 <= int(text) <= p.LIST_PAGE_MAX:
+            raise web.HTTPError(400, f"limit must be a whole number from 1 to {p.LIST_PAGE_MAX}")
+        return int(text)
+
+    def _after(self):
+        cursor = self.get_query_argument("after", "")
+        if not cursor:
+            return None
+        try:
+            return p.parse_list_cursor(cursor)
+        except ValueError:
+            raise web.HTTPError(400, "after is not a cursor this server gave out (use `next`)")
 
 
 class ConversationHandler(_RestHandler):

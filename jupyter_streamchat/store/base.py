@@ -86,8 +86,11 @@ class Store(LoggingConfigurable):
         """All the conversation's messages in order, or None if there is no such conversation."""
         raise NotImplementedError
 
-    async def list_conversations(self) -> list:
-        """ConversationRecords, most recently updated first."""
+    async def list_conversations(self, limit: int = 0,
+                                 after: Optional[tuple] = None) -> list:
+        """ConversationRecords, most recently updated first: at most ``limit`` (0: all), and
+        only those after ``after``, the ``(updated_at, conversation_id)`` of the last one of
+        the page before."""
         raise NotImplementedError
 
     async def delete_conversation(self, conversation_id: str) -> bool:

@@ -64,7 +64,9 @@ class HistoryPage:
 @dataclass
 class ConversationRecord:
     conversation_id: str
-    title: str
+    title: str  # the one given, else the start of the first user message
     created_at: float
     updated_at: float
     message_count: int
+    agent_id: str = ""  # of the latest message
+    streaming: bool = False  # a reply in it is being generated

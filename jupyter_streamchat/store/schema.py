@@ -91,6 +91,10 @@ MIGRATIONS = [
     ALTER TABLE messages ADD COLUMN reasoning_chars INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN usage TEXT;  -- JSON: model, tokens, timings
     """,
+    # 4: the conversation list, most recent first, a page at a time however long it is.
+    """
+    CREATE INDEX conversations_by_update ON conversations (updated_at DESC, id DESC);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

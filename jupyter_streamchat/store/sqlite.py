@@ -39,6 +39,10 @@ _MESSAGE_COLUMNS = (
 )
 
 
+# A conversation with no title of its own is listed under its first words.
+TITLE_CHARS = 80
+
+
 def _new_id() -> str:
     """32 hex digits that sort in the order they were made (milliseconds, then 80 random bits,
     as a UUIDv7 does). A reply's chunks are keyed by its id, so the replies streaming now all
@@ -446,13 +450,29 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
-    async def list_conversations(self) -> list:
+    async def list_conversations(self, limit: int = 0,
+                                 after: Optional[tuple] = None) -> list:
         def job(conn: sqlite3.Connection):
+            # Keyset paging on the (updated_at, id) index: a page costs the same in a store of
+            # ten conversations or of a hundred thousand. The per-row subqueries run for the
+            # page's rows only, each on the messages_by_conversation index.
+            where, args = "", []
+            if after is not None:
+                where, args = "WHERE (c.updated_at, c.id) < (?, ?)", list(after)
             rows = conn.execute(
-                "SELECT c.id, c.title, c.created_at, c.updated_at, "
-                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) "
-                "FROM conversations c ORDER BY c.updated_at DESC"
+                "SELECT c.id, coalesce(nullif(c.title, ''), (SELECT substr(m.text, 1, ?) FROM "
+                "messages m WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.pos "
+                "LIMIT 1), ''), c.created_at, c.updated_at, "
+                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), "
+                "(SELECT m.agent_id FROM messages m WHERE m.conversation_id = c.id "
+                "ORDER BY m.pos DESC LIMIT 1), "
+                "EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id "
+                "AND m.status = ?) "
+                f"FROM conversations c {where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+                [TITLE_CHARS, STREAMING, *args, limit or -1],
             ).fetchall()
-            return [ConversationRecord(*row) for row in rows]
+            return [ConversationRecord(cid, " ".join(title.split()), created, updated, count,
+                                       agent or "", bool(streaming))
+                    for cid, title, created, updated, count, agent, streaming in rows]
 
         return await self._read(job)
