@@ -298,6 +298,8 @@ def history_page_frame(page, before_message_id: str) -> dict:
 # GET api/conversations: conversations per page unless ``limit`` says otherwise, and at most.
 LIST_PAGE = 50
 LIST_PAGE_MAX = 500
+# Longest title PATCH api/conversations/{id} takes.
+TITLE_MAX = 200
 
 
 def list_cursor(updated_at: float, conversation_id: str) -> str:

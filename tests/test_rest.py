@@ -151,3 +151,36 @@ async def test_conversation_list_is_paged_most_recent_first(chat, rest, jp_fetch
         with pytest.raises(HTTPClientError) as failed:
             await jp_fetch("streamchat", "api", "conversations", params=bad)
         assert failed.value.code == 400, bad
+
+
+async def test_rename_a_conversation(chat, rest, jp_fetch):
+    client = await chat()
+    conversation, other = new_id("c-rename-"), new_id("c-after-")
+    for cid, text in ((conversation, "what was said first"), (other, "later one")):
+        await client.send_message(text, conversation=cid)
+        accepted = await client.expect("MESSAGE_ACCEPTED")
+        await client.chunks_until_complete(accepted["messageId"])
+
+    async def patch(cid, body):
+        response = await jp_fetch("streamchat", "api", "conversations", cid, method="PATCH",
+                                  body=body if isinstance(body, str) else json.dumps(body))
+        return json.loads(response.body)
+
+    def listed(listing, cid):
+        return next(c for c in listing["conversations"] if c["conversationId"] == cid)
+
+    assert await patch(conversation, {"title": "  My   plan "}) == {
+        "conversationId": conversation, "title": "My plan"}
+    listing = await rest("conversations")
+    assert listed(listing, conversation)["title"] == "My plan"
+    ids = [c["conversationId"] for c in listing["conversations"]]
+    assert ids.index(other) < ids.index(conversation)  # renaming does not move it up
+    await patch(conversation, {"title": ""})
+    assert listed(await rest("conversations"), conversation)["title"] == "what was said first"
+    for bad in ("not json", {"title": 5}, ["title"], {"title": "x" * 201}):
+        with pytest.raises(HTTPClientError) as failed:
+            await patch(conversation, bad)
+        assert failed.value.code == 400, bad
+    with pytest.raises(HTTPClientError) as failed:
+        await patch("no-such-conversation", {"title": "x"})
+    assert failed.value.code == 404

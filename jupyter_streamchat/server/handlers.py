@@ -155,6 +155,24 @@ class ConversationHandler(_RestHandler):
 
     @web.authenticated
     @authorized
+    async def patch(self, conversation_id):
+        """Rename: ``{"title": "..."}`` (at most TITLE_MAX characters; "" for the first words
+        of the conversation again)."""
+        try:
+            body = json.loads(self.request.body or b"null")
+        except ValueError:
+            raise web.HTTPError(400, "the body is not JSON")
+        title = body.get("title") if isinstance(body, dict) else None
+        if not isinstance(title, str) or len(title) > p.TITLE_MAX:
+            raise web.HTTPError(400, f'send {{"title": "..."}}, at most {p.TITLE_MAX} characters')
+        title = " ".join(title.split())
+        await self.hub.ensure_open()
+        if not await self.hub.store.rename_conversation(conversation_id, title):
+            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        self.finish(json.dumps({"conversationId": conversation_id, "title": title}))
+
+    @web.authenticated
+    @authorized
     async def delete(self, conversation_id):
         if not await self.hub.delete_conversation(conversation_id):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")

@@ -96,6 +96,11 @@ class Store(LoggingConfigurable):
     async def delete_conversation(self, conversation_id: str) -> bool:
         raise NotImplementedError
 
+    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+        """Give the conversation a title ("" to be listed under its first words again);
+        False if there is no such conversation. Its place in the list does not change."""
+        raise NotImplementedError
+
 
 __all__ = [
     "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",

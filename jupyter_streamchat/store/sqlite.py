@@ -316,6 +316,14 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
+    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
+            ).rowcount > 0
+
+        return await self._write(job)
+
     # -- reads -----------------------------------------------------------------------------
 
     @staticmethod
