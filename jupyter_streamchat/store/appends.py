@@ -32,20 +32,23 @@ CAN_BATCH = sqlite3.sqlite_version_info >= (3, 33, 0)
 _LEASE = "EXISTS (SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?)"
 
 
-def _reasoning(append) -> list:
-    return append.reasoning or [""] * len(append.chunks)
+def _measure(append) -> tuple:
+    """(last seq, answer chars, thinking chars, chunk rows) of an append: what both ways of
+    writing it store."""
+    reasoning = append.reasoning or [""] * len(append.chunks)
+    first = append.first_seq
+    rows = [(append.message_id, first + i, chunk, thinking)
+            for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))]
+    return (first + len(append.chunks) - 1, sum(map(len, append.chunks)),
+            sum(map(len, reasoning)), rows)
 
 
 def write_one(conn: sqlite3.Connection, append, owner_id: str) -> None:
     """One append (a final one included), or :class:`LeaseLost`."""
-    first = append.first_seq
-    last = first + len(append.chunks) - 1
-    added = sum(map(len, append.chunks))
-    reasoning = _reasoning(append)
-    thought = sum(map(len, reasoning))
+    last, added, thought, rows = _measure(append)
     now = time.time()
     guard = f"WHERE id = ? AND status = ? AND owner = ? AND last_seq = ? AND {_LEASE}"
-    guard_args = (append.message_id, STREAMING, owner_id, first - 1, owner_id, now)
+    guard_args = (append.message_id, STREAMING, owner_id, append.first_seq - 1, owner_id, now)
     if append.status is None:
         cursor = conn.execute(
             "UPDATE messages SET last_seq = ?, chars = chars + ?, "
@@ -63,10 +66,7 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> None:
     if cursor.rowcount != 1:
         raise _lease_lost(append.message_id)
     conn.executemany(
-        "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)",
-        [(append.message_id, first + i, chunk, thinking)
-         for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))],
-    )
+        "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows)
 
 
 def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
@@ -74,12 +74,9 @@ def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
     if the guard held for only some of them."""
     heads, rows = [], []
     for append in appends:
-        reasoning = _reasoning(append)
-        first = append.first_seq
-        heads.append([append.message_id, first - 1, first + len(append.chunks) - 1,
-                      sum(map(len, append.chunks)), sum(map(len, reasoning))])
-        rows += [[append.message_id, first + i, chunk, thinking]
-                 for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))]
+        last, added, thought, frames = _measure(append)
+        heads.append([append.message_id, append.first_seq - 1, last, added, thought])
+        rows += frames
     conn.execute("SAVEPOINT appends")
     try:
         cursor = conn.execute(
