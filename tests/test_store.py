@@ -279,6 +279,27 @@ async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_pa
     await store.close()
 
 
+async def test_frames_written_together_keep_nul_characters(tmp_path):
+    """Text with NUL characters (valid Unicode, and valid on the wire) is stored whole when
+    many replies' frames are written at once, in the answer and in the thinking text."""
+    from jupyter_streamchat.store import Append
+
+    store = SQLiteStore(path=str(tmp_path / "nul.db"))
+    await store.open()
+    replies = [(await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id
+               for i in range(5)]
+    texts = ["\x001\x00é", "plain", "a\x00", "\x00", "b"]
+    thinking = ["", "\x00t", "", "", "x\x00y"]
+    assert await asyncio.gather(*(store.append(Append(mid, 1, [text], reasoning=[thought]))
+                                  for mid, text, thought in zip(replies, texts, thinking))) \
+        == [None] * len(replies)
+    for mid, text, thought in zip(replies, texts, thinking):
+        message = await store.get_message(mid)
+        assert (message.text, message.reasoning) == (text, thought)
+        assert (await store.replay(mid, 0))[1] == [(1, text, thought)]
+    await store.close()
+
+
 async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
     """Commits only append to the write-ahead log; the checkpoint thread copies it into the
     database file (the write that syncs the disk) within about checkpoint_seconds."""

@@ -10,7 +10,8 @@ which a busy event loop is slow to hand back, so a commit of a hundred frames co
 hundreds of milliseconds. :class:`AppendBatcher` gathers the streaming frames queued since the
 writer's last job and writes them with two statements whatever their number (the frames
 travel as one JSON parameter). If the guard fails for any of them (a lease lost), the batch is
-undone and each append is written alone, so that only the ones at fault fail.
+undone and each append is written alone, so that only the ones at fault fail. Text holding a
+NUL character is written alone too: SQLite's JSON functions cut a string at its first NUL.
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
     return True
 
 
+def _json_safe(append) -> bool:
+    """Whether an append's text survives json_each (a NUL would end the string there)."""
+    return not any("\x00" in text for text in append.chunks + (append.reasoning or []))
+
+
 def _lease_lost(message_id: str) -> LeaseLost:
     return LeaseLost(
         f"reply {message_id} is no longer this server's to write (its lease expired, or "
@@ -167,7 +173,8 @@ class _Job:
         owner_id = self.batcher._owner_id()
         appends = [append for append, _ in self.taken]
         distinct = len({append.message_id for append in appends}) == len(appends)
-        if len(appends) > 1 and distinct and CAN_BATCH and write_many(conn, appends, owner_id):
+        batchable = CAN_BATCH and len(appends) > 1 and distinct and all(map(_json_safe, appends))
+        if batchable and write_many(conn, appends, owner_id):
             return [(future, None) for _, future in self.taken]
         outcomes = []
         for append, future in self.taken:
