@@ -414,7 +414,7 @@ def prepare_static(tmp: Path, unminified: bool) -> Path:
         if not esbuild.exists():
             raise SystemExit(f"--profile needs {esbuild} (cd js && npm ci)")
         subprocess.run(
-            [str(esbuild), "src/widget.ts", "--bundle", "--format=esm", "--target=es2020",
+            [str(esbuild), "src/widget/index.ts", "--bundle", "--format=esm", "--target=es2020",
              "--loader:.css=css", f"--outfile={static / 'widget.dev.js'}", "--log-level=warning"],
             cwd=REPO / "js", check=True, timeout=120)
     return static

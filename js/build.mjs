@@ -3,7 +3,7 @@
 import * as esbuild from 'esbuild';
 
 const options = {
-  entryPoints: { widget: 'src/widget.ts' },
+  entryPoints: { widget: 'src/widget/index.ts' },
   bundle: true,
   format: 'esm',
   target: 'es2020',

@@ -1,6 +1,6 @@
 """The shared examples of the wire contract (tests/fixtures/frames.json), read by Python.
 
-The same file is checked against js/src/protocol.ts by the JavaScript tests (js/test/), so the
+The same file is checked against js/src/view/protocol.ts by the JavaScript tests (js/test/), so the
 server's parser, the kernel's follower and the browser's view agree on one set of cases:
 client frames through ``protocol.parse_request``, reply sequences through the follower.
 """

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { ImagePolicy, vetImageSource } from '../src/images';
+import { ImagePolicy, vetImageSource } from '../src/view/images';
 
 const PAGE = 'http://127.0.0.1:8888/lab/tree/chat.ipynb';
 const verdict = (src: string, hosts: string[] = []) =>

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { parseServerFrame } from '../src/protocol';
+import { parseServerFrame } from '../src/view/protocol';
 import { fixture, wireText } from './fixture';
 
 describe('parseServerFrame', () => {

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { parseServerFrame } from '../src/protocol';
-import { applyChunk, applyStored, isEnded, NEW_REPLY, ReplyState, ReplyStep, resumed } from '../src/reply';
+import { parseServerFrame } from '../src/view/protocol';
+import { applyChunk, applyStored, isEnded, NEW_REPLY, ReplyState, ReplyStep, resumed } from '../src/view/reply';
 import { fixture, ReplyCase, wireText } from './fixture';
 
 interface Played {

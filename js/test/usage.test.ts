@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { describeUsage, tokensPerSecond } from '../src/usage';
+import { describeUsage, tokensPerSecond } from '../src/view/usage';
 
 describe('usage line', () => {
   test('model, output tokens and speed after the first token', () => {

@@ -3,9 +3,9 @@
 // The model carries configuration (conversation id, agent) and the kernel's small snapshot of
 // the conversation; the token stream comes over the view's own WebSocket to the hub.
 
-import { ChatView, SnapshotMessage } from './chatview';
-import { pageServerSettings } from './server';
-import './style.css';
+import { ChatView, SnapshotMessage } from '../view/chatview';
+import { pageServerSettings } from '../view/server';
+import '../view/style.css';
 
 interface Model {
   get(name: string): any;
@@ -54,7 +54,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
 export default { render };
 
 // For other hosts of the same view (a sidebar panel, a plain page).
-export { ChatView } from './chatview';
-export { ImagePolicy } from './images';
-export { renderMarkdown, StreamingMarkdown } from './markdown';
-export { pageServerSettings, serverSettings } from './server';
+export { ChatView } from '../view/chatview';
+export { ImagePolicy } from '../view/images';
+export { renderMarkdown, StreamingMarkdown } from '../view/markdown';
+export { pageServerSettings, serverSettings } from '../view/server';
