@@ -11,6 +11,12 @@ def _jupyter_server_extension_points():
     return [{"module": "jupyter_streamchat", "app": StreamChatApp}]
 
 
+def _jupyter_labextension_paths():
+    # The prebuilt JupyterLab extension (installed as shared data; this entry lets
+    # `jupyter labextension develop . --overwrite` link a checkout's build instead).
+    return [{"src": "labextension", "dest": "jupyter-streamchat"}]
+
+
 def __getattr__(name):
     # The widget pulls in anywidget and ipywidgets: import it only when a notebook asks for it,
     # not when the server loads the extension.

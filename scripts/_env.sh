@@ -24,7 +24,7 @@ import hashlib, os, sys
 from pathlib import Path
 
 h = hashlib.sha256(f"{sys.version}\n{Path.cwd()}\n".encode())
-files = [Path("pyproject.toml")]
+files = [Path("pyproject.toml"), Path("install.json")]
 js = Path("js")
 files += [js / name for name in ("package.json", "package-lock.json", "build.mjs", "tsconfig.json")]
 for folder in (js / "src", Path("jupyter-config")):
@@ -108,7 +108,8 @@ streamchat_install() {
     fi
     if [[ "$hash" == "$stamped_hash" ]]; then installed="$stamped_extras"; fi
     if [[ "$hash" == "$stamped_hash" && ( -z "$extras" || " $installed " == *" $extras "* ) &&
-          -f jupyter_streamchat/widget/static/widget.js && -f jupyter_streamchat/widget/static/widget.css ]]; then
+          -f jupyter_streamchat/widget/static/widget.js && -f jupyter_streamchat/widget/static/widget.css &&
+          -f jupyter_streamchat/labextension/package.json ]]; then
         echo "Nothing changed since the last install into .venv/: skipping pip install."
     else
         _streamchat_check_npm

@@ -19,6 +19,11 @@ from ..kernel.follower import ChatReply, Conversation, connect
 
 _STATIC = pathlib.Path(__file__).parent / "static"  # built by the Python build from js/
 
+# The output a ChatWidget leaves in the notebook, beside the widget view: what JupyterLab's
+# extension needs to draw the chat with no kernel behind it (after a kernel restart, a server
+# restart, or in a notebook opened tomorrow). Front ends without the extension ignore it.
+OUTPUT_MIME = "application/vnd.jupyter.streamchat+json"
+
 
 class ChatWidget(anywidget.AnyWidget):
     """A chat with the server's agents, streaming in a notebook cell.
@@ -40,13 +45,15 @@ class ChatWidget(anywidget.AnyWidget):
         or "*.example.org"). Any other image shows as a placeholder naming its host until
         clicked, so a reply cannot make the browser send requests on its own.""",
     ).tag(sync=True)
+    _output_key = Unicode(help="Ties the saved output to this live widget's model.").tag(sync=True)
     messages = List(
         read_only=True,
         help="The conversation as last stored: updated per message, never per token.",
     ).tag(sync=True)
 
     def __init__(self, agent: str = "demo", conversation_id: Optional[str] = None, **kwargs):
-        super().__init__(agent=agent, conversation_id=conversation_id or uuid.uuid4().hex, **kwargs)
+        super().__init__(agent=agent, conversation_id=conversation_id or uuid.uuid4().hex,
+                         _output_key=uuid.uuid4().hex, **kwargs)
         self._conversation: Conversation = self._follow(self.conversation_id)
 
     def send(self, text: str, agent: Optional[str] = None) -> ChatReply:
@@ -63,6 +70,15 @@ class ChatWidget(anywidget.AnyWidget):
     def close(self) -> None:
         self._conversation.close()
         super().close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        data[OUTPUT_MIME] = {"conversationId": self.conversation_id, "agentId": self.agent,
+                             "outputKey": self._output_key}
+        return data, metadata
 
     @property
     def remote(self) -> bool:

@@ -1,0 +1,191 @@
+// The JupyterLab (and Notebook 7) host of the chat: a thin adapter over the shared view.
+//
+// - a "Chat" panel in the left sidebar: the stored conversations and the one opened;
+// - conversations in main-area tabs, restored with the layout;
+// - notebook outputs of `ChatWidget` drawn from the saved notebook, with or without a kernel;
+// - commands in the palette, and one shortcut that puts the keyboard in the chat input;
+// - code from a reply inserted as a new cell below the active one.
+
+import {
+  ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { pageServerSettings, ServerSettings } from '../view/server';
+import '../view/style.css';
+import { ChatPanel } from './chatpanel';
+import chatSvg from './chat.svg';
+import { outputRendererFactory } from './output';
+import { ConversationSidebar, newConversationId } from './sidebar';
+import './sidebar.css';
+
+export const chatIcon = new LabIcon({ name: 'jupyter-streamchat:chat', svgstr: chatSvg });
+
+const DEFAULT_AGENT = 'demo';
+
+export namespace CommandIDs {
+  export const openPanel = 'streamchat:open-panel';
+  export const newChat = 'streamchat:new-chat';
+  export const newChatInTab = 'streamchat:new-chat-in-tab';
+  export const openInTab = 'streamchat:open-in-tab';
+  export const focusInput = 'streamchat:focus-input';
+  export const search = 'streamchat:search';
+}
+
+/** Put `code` in a new cell below the active cell of the current notebook. */
+function insertCodeCell(notebooks: INotebookTracker | null, code: string): void {
+  const panel = notebooks?.currentWidget;
+  if (!panel) {
+    Notification.warning('Open a notebook to insert the code into it.', { autoClose: 5000 });
+    return;
+  }
+  const notebook = panel.content;
+  NotebookActions.insertBelow(notebook);
+  const cell = notebook.activeCell;
+  if (cell) {
+    if (cell.model.type !== 'code') {
+      NotebookActions.changeCellType(notebook, 'code');
+    }
+    notebook.activeCell?.model.sharedModel.setSource(code);
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-streamchat:plugin',
+  description: 'Chat with AI agents: a side panel of every conversation, chats in tabs, and notebook chats that outlive their kernel.',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    rendermime: IRenderMimeRegistry,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null,
+    notebooks: INotebookTracker | null,
+    labShell: ILabShell | null
+  ) => {
+    const insertCode = (code: string) => insertCodeCell(notebooks, code);
+    // Notebook outputs first: they need no server to show their saved chat.
+    rendermime.addFactory(outputRendererFactory(insertCode), -20);
+
+    const server: ServerSettings | null = pageServerSettings();
+    if (server === null) {
+      console.warn('jupyter-streamchat: this page names no Jupyter server; the Chat panel is off.');
+      return;
+    }
+
+    const tabs = new WidgetTracker<MainAreaWidget<ChatPanel>>({ namespace: 'streamchat' });
+    const openInTab = (conversationId: string, agentId: string, title: string) => {
+      const existing = tabs.find(tab => tab.content.conversationId === conversationId);
+      if (existing) {
+        app.shell.activateById(existing.id);
+        return existing;
+      }
+      const content = new ChatPanel({ server, conversationId, agentId, onInsertCode: insertCode });
+      const tab = new MainAreaWidget({ content });
+      tab.id = `streamchat-tab-${conversationId}`;
+      tab.title.label = title || 'Chat';
+      tab.title.caption = title || 'Chat';
+      tab.title.icon = chatIcon;
+      tab.title.closable = true;
+      tab.addClass('jp-streamchat-Tab');
+      void tabs.add(tab);
+      app.shell.add(tab, 'main');
+      app.shell.activateById(tab.id);
+      return tab;
+    };
+
+    const sidebar = new ConversationSidebar({
+      server,
+      defaultAgent: DEFAULT_AGENT,
+      onInsertCode: insertCode,
+      openInTab: (id, agent, title) => void openInTab(id, agent, title)
+    });
+    sidebar.title.icon = chatIcon;
+    sidebar.revealed = () => app.shell.activateById(sidebar.id);
+    app.shell.add(sidebar, 'left', { rank: 600 });
+    restorer?.add(sidebar, sidebar.id);
+    restorer?.restore(tabs, {
+      command: CommandIDs.openInTab,
+      args: tab => ({
+        conversationId: tab.content.conversationId,
+        title: tab.title.label
+      }),
+      name: tab => tab.content.conversationId
+    });
+
+    const { commands } = app;
+    commands.addCommand(CommandIDs.openPanel, {
+      label: 'Open the Chat Panel',
+      caption: 'Show every stored conversation',
+      icon: chatIcon,
+      execute: () => app.shell.activateById(sidebar.id)
+    });
+    commands.addCommand(CommandIDs.newChat, {
+      label: 'New Chat',
+      caption: 'Start a conversation in the Chat panel',
+      icon: chatIcon,
+      execute: () => {
+        app.shell.activateById(sidebar.id);
+        sidebar.newChat();
+      }
+    });
+    commands.addCommand(CommandIDs.newChatInTab, {
+      label: 'New Chat in a Tab',
+      caption: 'Start a conversation in the main area',
+      execute: () => openInTab(newConversationId(), DEFAULT_AGENT, 'New chat')
+    });
+    commands.addCommand(CommandIDs.openInTab, {
+      label: 'Open Chat in a Tab',
+      caption: 'Open the conversation shown in the Chat panel as a main-area tab',
+      isEnabled: args => !!args.conversationId || sidebar.openConversation !== null,
+      execute: args => {
+        const id = (args.conversationId as string) || sidebar.openConversation?.conversationId;
+        return id
+          ? openInTab(id, (args.agentId as string) || DEFAULT_AGENT, (args.title as string) || 'Chat')
+          : undefined;
+      }
+    });
+    commands.addCommand(CommandIDs.focusInput, {
+      label: 'Focus the Chat Input',
+      caption: 'Put the keyboard in the chat input (the current chat tab, else the Chat panel)',
+      execute: () => {
+        const current = tabs.currentWidget;
+        if (current && labShell?.currentWidget === current) {
+          current.content.focusInput();
+          return;
+        }
+        app.shell.activateById(sidebar.id);
+        const open = sidebar.openConversation;
+        if (open) {
+          sidebar.open(open.conversationId); // shows the chat if the list was showing
+        } else {
+          sidebar.newChat();
+        }
+      }
+    });
+    commands.addCommand(CommandIDs.search, {
+      label: 'Search Conversations',
+      caption: 'Find conversations by the text of their messages',
+      execute: () => {
+        app.shell.activateById(sidebar.id);
+        sidebar.focusSearch();
+      }
+    });
+    commands.addKeyBinding({
+      command: CommandIDs.focusInput,
+      keys: ['Accel Shift ;'],
+      selector: 'body'
+    });
+    for (const command of Object.values(CommandIDs)) {
+      if (command !== CommandIDs.openInTab) {
+        palette?.addItem({ command, category: 'Chat' });
+      }
+    }
+    palette?.addItem({ command: CommandIDs.openInTab, category: 'Chat' });
+  }
+};
+
+export default plugin;

@@ -1,0 +1,141 @@
+// A notebook's chat, drawn from the saved output rather than from the kernel's widget model.
+//
+// `ChatWidget` leaves `application/vnd.jupyter.streamchat+json` (conversation id, agent, and a
+// key naming its widget model) beside the widget view in the cell's output. This renderer is
+// preferred to the widget view, so the chat shows with no kernel at all: after a kernel restart,
+// a server restart, or in a notebook opened tomorrow; the view streams from the hub over its own
+// socket, and a reply in flight continues. While the kernel's widget model is alive (the cell
+// was run in this session) the view binds to it, so `send`, `stop`, `messages` and trait
+// changes from Python work as in the plain widget.
+
+import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { Widget } from '@lumino/widgets';
+import { ChatView } from '../view/chatview';
+import { pageServerSettings } from '../view/server';
+import {
+  agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
+} from '../view/widgetmodel';
+import { showing } from './shown';
+
+export const OUTPUT_MIME = 'application/vnd.jupyter.streamchat+json';
+
+interface OutputData {
+  conversationId: string;
+  agentId: string;
+  outputKey: string;
+}
+
+function outputData(value: unknown): OutputData | null {
+  const data = value as Partial<OutputData> | null;
+  if (typeof data !== 'object' || data === null || typeof data.conversationId !== 'string' ||
+      !data.conversationId) {
+    return null;
+  }
+  return {
+    conversationId: data.conversationId,
+    agentId: typeof data.agentId === 'string' && data.agentId ? data.agentId : 'demo',
+    outputKey: typeof data.outputKey === 'string' ? data.outputKey : ''
+  };
+}
+
+export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer {
+  private view: ChatView | null = null;
+  private model: WidgetModel | null = null;
+  private conversationId = '';
+  private unbind = (): void => undefined;
+  private unwatch = (): void => undefined;
+  private unshow = (): void => undefined;
+
+  constructor(private readonly onInsertCode?: (code: string, language: string) => void) {
+    super();
+    this.addClass('jp-streamchat-Output');
+  }
+
+  async renderModel(mimeModel: IRenderMime.IMimeModel): Promise<void> {
+    const data = outputData(mimeModel.data[OUTPUT_MIME]);
+    if (data === null) {
+      this.node.textContent = 'This chat output names no conversation.';
+      return;
+    }
+    if (this.view === null) {
+      this.view = new ChatView(this.node, {
+        server: pageServerSettings(),
+        conversationId: data.conversationId,
+        agentId: data.agentId,
+        onAgentChange: agentId => {
+          if (this.model) {
+            agentSetter(this.model)(agentId);
+          }
+        },
+        onInsertCode: this.onInsertCode
+      } as ConstructorParameters<typeof ChatView>[1]);
+      this.markShown(data.conversationId);
+      if (data.outputKey) {
+        this.unwatch = watchModel(data.outputKey, model => this.attach(model));
+      }
+    } else if (this.model === null) {
+      this.view.setConversation(data.conversationId);
+      this.view.setAgent(data.agentId);
+      this.markShown(data.conversationId);
+    }
+  }
+
+  /** The kernel's widget model came (bind to it) or went (the view carries on alone). */
+  private attach(model: WidgetModel | null): void {
+    this.unbind();
+    this.unbind = () => undefined;
+    this.model = model;
+    if (model === null || this.view === null) {
+      return;
+    }
+    const conversationId = model.get('conversation_id');
+    if (typeof conversationId === 'string' && conversationId) {
+      this.view.setConversation(conversationId);
+      this.markShown(conversationId);
+    }
+    this.view.setAgent(model.get('agent'));
+    this.view.setImageHosts(imageHosts(model));
+    this.view.setSnapshot(snapshotOf(model));
+    const unbindView = bindView(this.view, model);
+    const onConversation = () => this.markShown(model.get('conversation_id'));
+    model.on('change:conversation_id', onConversation);
+    this.unbind = () => {
+      unbindView();
+      model.off('change:conversation_id', onConversation);
+    };
+  }
+
+  private markShown(conversationId: string): void {
+    if (conversationId !== this.conversationId) {
+      this.unshow();
+      this.conversationId = conversationId;
+      this.unshow = showing(conversationId, this.node);
+    }
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this.unwatch();
+    this.unbind();
+    this.unshow();
+    this.view?.dispose();
+    super.dispose();
+  }
+}
+
+/** The renderer factory. Ranked before the widget view's (-10, set by ipywidgets' manager) so
+ * that the saved output, not the kernel, decides whether the chat shows. It is `safe`: the
+ * output holds only ids, the view renders agent text through a sanitizer, and nothing runs
+ * until the user acts, so an untrusted notebook may show it too. */
+export function outputRendererFactory(
+  onInsertCode?: (code: string, language: string) => void
+): IRenderMime.IRendererFactory {
+  return {
+    safe: true,
+    mimeTypes: [OUTPUT_MIME],
+    defaultRank: -20,
+    createRenderer: () => new NotebookChatOutput(onInsertCode)
+  };
+}
