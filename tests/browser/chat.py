@@ -94,3 +94,32 @@ def stored(lab, conversation_id: str) -> list:
     """The conversation as the server stored it (REST)."""
     return lab.api("GET", f"streamchat/api/conversations/{conversation_id}")["messages"]
 
+
+
+# The chat of a notebook output as the JupyterLab extension draws it from the saved output
+# (application/vnd.jupyter.streamchat+json), not as the widget view does.
+OUTPUT_CHAT = f".jp-streamchat-Output {ROOT}"
+
+
+def output_chat(page: Page, index: int = 0) -> Locator:
+    """The chat drawn by the extension's renderer in the output of cell ``index``."""
+    return jlab.cell(page, index).locator(OUTPUT_CHAT)
+
+
+def quick_chat(lab, conversation_id: str, text: str, agent: str = "echo") -> dict:
+    """One exchange in ``conversation_id`` from a plain Python process (no kernel, no page),
+    through the public ``connect`` API; returns the stored reply."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from jupyter_streamchat import connect\n"
+            "with connect(sys.argv[1]) as chat:\n"
+            "    reply = chat.send(sys.argv[2], sys.argv[3]).wait(30)\n"
+            "print(reply.status)\n")
+    env = {**os.environ, "STREAMCHAT_SERVER_URL": lab.url(), "STREAMCHAT_TOKEN": lab.token}
+    done = subprocess.run([sys.executable, "-c", code, conversation_id, text, agent], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "complete", (done.stdout, done.stderr)
+    return stored(lab, conversation_id)[-1]

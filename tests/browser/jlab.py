@@ -104,3 +104,84 @@ def wait_for_execution_count(page: Page, index: int, count: int,
 
     prompt = cell(page, index).locator(".jp-InputArea-prompt")
     expect(prompt).to_have_text(f"[{count}]:", timeout=timeout)
+
+
+# True once the notebook at `path` is open and its file loaded, kernel or not.
+_NOTEBOOK_LOADED_JS = """
+(path) => {
+  const app = window.jupyterapp;
+  if (!app || !app.shell) return false;
+  return Array.from(app.shell.widgets('main')).some(
+    widget => widget.context && widget.context.path === path && widget.context.isReady);
+}
+"""
+
+
+def open_lab(page: Page, lab: LabServer, timeout: float = LOAD_GUARD) -> None:
+    """Load JupyterLab with an empty workspace (no notebook open) and wait until it has
+    restored its layout, so commands can run."""
+    query = urllib.parse.urlencode({"reset": "", "token": lab.token})
+    page.goto(f"{lab.url('lab')}?{query}", timeout=timeout)
+    page.wait_for_function("() => !!window.jupyterapp", timeout=timeout, polling=100)
+    page.evaluate("async () => { await window.jupyterapp.restored; }")
+
+
+def open_without_kernel(page: Page, lab: LabServer, path: str,
+                        timeout: float = LOAD_GUARD) -> Locator:
+    """Open the notebook ``path`` the way a reader would who never runs it: JupyterLab is told
+    neither to start a kernel nor to ask for one (opening ``lab/tree/<path>`` would start the
+    notebook's kernel). Returns the notebook panel once its file is loaded."""
+    from playwright.sync_api import expect
+
+    open_lab(page, lab, timeout)
+    page.evaluate(
+        """async (path) => {
+             await window.jupyterapp.commands.execute('docmanager:open', {
+               path, factory: 'Notebook',
+               kernelPreference: { shouldStart: false, canStart: false }
+             });
+           }""",
+        path,
+    )
+    page.wait_for_function(_NOTEBOOK_LOADED_JS, arg=path, timeout=timeout, polling=100)
+    panel = notebook_panel(page)
+    expect(panel).to_be_visible(timeout=timeout)
+    return panel
+
+
+def open_in_notebook7(page: Page, server: LabServer, path: str,
+                      timeout: float = LOAD_GUARD) -> Locator:
+    """Load Jupyter Notebook 7's page of the notebook ``path`` (``/notebooks/<path>``) and wait
+    until its kernel is connected and idle; returns the notebook panel."""
+    from playwright.sync_api import expect
+
+    query = urllib.parse.urlencode({"token": server.token})
+    page.goto(f"{server.url(f'notebooks/{urllib.parse.quote(path)}')}?{query}", timeout=timeout)
+    wait_notebook_ready(page, path, timeout)
+    panel = notebook_panel(page)
+    expect(panel).to_be_visible(timeout=timeout)
+    return panel
+
+
+def save(page: Page) -> None:
+    """Save the current notebook (returns once the server has it)."""
+    execute_command(page, "docmanager:save")
+
+
+def run_cell(page: Page, index: int) -> None:
+    """Make cell ``index`` the active one and run it (returns once it is queued, not done)."""
+    page.evaluate(
+        """async (index) => {
+             const app = window.jupyterapp;
+             app.shell.currentWidget.content.activeCellIndex = index;
+             await app.commands.execute('notebook:run-cell');
+           }""",
+        index,
+    )
+
+
+def cell_sources(page: Page) -> list:
+    """``[(cell type, source), ...]`` of the notebook shown, as the page holds it now."""
+    return page.evaluate(
+        """() => window.jupyterapp.shell.currentWidget.content.widgets.map(
+             cell => [cell.model.type, cell.model.sharedModel.getSource()])""")

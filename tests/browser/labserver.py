@@ -38,18 +38,36 @@ USER_SETTINGS = {
 }
 
 
+# The flags that differ between the two front ends this class can run.
+APP_FLAGS = {
+    "lab": [
+        # window.jupyterapp, through which the tests run JupyterLab commands.
+        "--LabApp.expose_app_in_browser=True",
+        # Nothing may try to reach the internet: there is only loopback here.
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ],
+    # Notebook 7 has neither a news feed nor an update check of its own to turn off.
+    "notebook": ["--JupyterNotebookApp.expose_app_in_browser=True"],
+}
+
+
 class LabServer:
     """``jupyter lab`` on 127.0.0.1, started by :meth:`start` (or ``with LabServer(...)``).
 
     ``args`` are extra command-line arguments, e.g. ``["--EchoAgent.delay=0.05"]``; ``env``
     sets environment variables of the server on top of the isolated ones (None removes one).
     ``base_dir`` holds the root dir, the Jupyter state and the log; without one a temp dir is
-    made and removed again by :meth:`stop`.
+    made and removed again by :meth:`stop`. ``app="notebook"`` runs Jupyter Notebook 7
+    (``jupyter notebook``) instead of JupyterLab, with the same extensions and isolation.
     """
 
     def __init__(self, args: Sequence[str] = (), *, base_dir: Optional[Path] = None,
                  port: Optional[int] = None, base_url: str = "/",
-                 env: Optional[dict] = None, token: Optional[str] = None):
+                 env: Optional[dict] = None, token: Optional[str] = None, app: str = "lab"):
+        if app not in APP_FLAGS:
+            raise ValueError(f"app must be one of {sorted(APP_FLAGS)}, not {app!r}")
+        self.app = app
         self._own_base = base_dir is None
         self.base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="lab-"))
         self.root = self.base / "root"
@@ -65,15 +83,11 @@ class LabServer:
             **(env or {}),
         )
         self.args = [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser",
+            sys.executable, "-m", "jupyter", app, "--no-browser",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
-            # window.jupyterapp, through which the tests run JupyterLab commands.
-            "--LabApp.expose_app_in_browser=True",
-            # Nothing may try to reach the internet: there is only loopback here.
-            "--LabApp.news_url=None",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            *APP_FLAGS[app],
             *([f"--ServerApp.base_url={self.base_url}"] if self.base_url != "/" else []),
             *(["--allow-root"] if os.geteuid() == 0 else []),
             *args,
@@ -106,7 +120,7 @@ class LabServer:
         deadline = time.monotonic() + guard
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n"
+                raise RuntimeError(f"jupyter {self.app} exited with {self.proc.returncode}:\n"
                                    f"{self.log_tail()}")
             try:
                 self.api("GET", "api/status", timeout=2)
@@ -213,3 +227,14 @@ class LabServer:
 
     def restart_kernel(self, kernel_id: str) -> dict:
         return self.api("POST", f"api/kernels/{kernel_id}/restart", timeout=60)
+
+    def put_notebook(self, path: str, nb: Any) -> str:
+        """Save a notebook built by the caller (an ``nbformat`` node, outputs and all) through
+        the contents API, as if a user had saved it; returns ``path``."""
+        self.api("PUT", f"api/contents/{urllib.parse.quote(path)}",
+                 {"type": "notebook", "format": "json", "content": nb})
+        return path
+
+    def read_notebook(self, path: str) -> dict:
+        """The notebook at ``path`` as saved on the server (its JSON, outputs included)."""
+        return self.api("GET", f"api/contents/{urllib.parse.quote(path)}?content=1")["content"]
