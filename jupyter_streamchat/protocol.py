@@ -89,7 +89,18 @@ class LoadHistory:
     before_message_id: str
 
 
-Request = SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
+@dataclass(frozen=True)
+class WatchConversations:
+    """From now on, tell this socket of every change to the user's conversation list."""
+
+
+@dataclass(frozen=True)
+class UnwatchConversations:
+    pass
+
+
+Request = (SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
+           | WatchConversations | UnwatchConversations)
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
@@ -102,6 +113,8 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "UNSUBSCRIBE": (Unsubscribe, [("conversationId", "id")]),
     "RESUME": (Resume, [("messageId", "id"), ("afterSeq", "seq")]),
     "LOAD_HISTORY": (LoadHistory, [("conversationId", "id"), ("beforeMessageId", "id")]),
+    "WATCH_CONVERSATIONS": (WatchConversations, []),
+    "UNWATCH_CONVERSATIONS": (UnwatchConversations, []),
 }
 
 # The id fields echoed back in an ERROR so a client can tell which request failed.
@@ -300,6 +313,8 @@ LIST_PAGE = 50
 LIST_PAGE_MAX = 500
 # Longest title PATCH api/conversations/{id} takes.
 TITLE_MAX = 200
+# Longest text GET api/conversations?q= searches for.
+SEARCH_MAX = 200
 
 
 def list_cursor(updated_at: float, conversation_id: str) -> str:
@@ -320,8 +335,9 @@ def parse_list_cursor(cursor: str) -> tuple:
 
 
 def conversation_wire(conversation) -> dict:
-    """A ``store.ConversationRecord`` as ``GET api/conversations`` lists it."""
-    return {
+    """A ``store.ConversationRecord`` as ``GET api/conversations`` lists it (and
+    CONVERSATION_UPDATED carries it); ``snippet`` only in search results."""
+    wire = {
         "conversationId": conversation.conversation_id,
         "title": conversation.title,
         "createdAt": conversation.created_at,
@@ -330,6 +346,22 @@ def conversation_wire(conversation) -> dict:
         "agentId": conversation.agent_id,
         "streaming": conversation.streaming,
     }
+    if conversation.snippet is not None:
+        wire["snippet"] = conversation.snippet
+    return wire
+
+
+def conversation_updated_frame(conversation) -> dict:
+    """CONVERSATION_UPDATED: a conversation's list entry as it is now."""
+    return {
+        "type": "CONVERSATION_UPDATED",
+        "conversationId": conversation.conversation_id,
+        "conversation": conversation_wire(conversation),
+    }
+
+
+def conversation_deleted_frame(conversation_id: str) -> dict:
+    return {"type": "CONVERSATION_DELETED", "conversationId": conversation_id}
 
 
 # A reply's usage: Python names (as agents report them and the store keeps them) -> wire names.
@@ -394,14 +426,29 @@ def _seq(value: Any, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and least <= value <= MAX_SEQ
 
 
+def _seconds(value: Any) -> bool:
+    """A duration, or a time in seconds since the epoch: a finite number from 0."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
 def _usage(value: Any) -> bool:
     if not isinstance(value, dict):
         return False
     counts = all(_seq(value[k], 0) for k in ("inputTokens", "outputTokens") if k in value)
-    times = all(isinstance(value[k], (int, float)) and not isinstance(value[k], bool)
-                and math.isfinite(value[k]) and value[k] >= 0
-                for k in ("firstTokenSeconds", "durationSeconds") if k in value)
+    times = all(_seconds(value[k]) for k in ("firstTokenSeconds", "durationSeconds")
+                if k in value)
     return counts and times and isinstance(value.get("model", ""), str)
+
+
+def _conversation_entry(c: Any) -> bool:
+    """A conversation as the list API and CONVERSATION_UPDATED show it."""
+    return (
+        isinstance(c, dict) and _id(c.get("conversationId")) and isinstance(c.get("title"), str)
+        and _seconds(c.get("createdAt")) and _seconds(c.get("updatedAt"))
+        and _seq(c.get("messageCount"), 0) and isinstance(c.get("agentId"), str)
+        and isinstance(c.get("streaming"), bool) and isinstance(c.get("snippet", ""), str)
+    )
 
 
 def _stored_message(m: Any) -> bool:
@@ -450,6 +497,12 @@ def is_server_frame(frame: Any) -> bool:
             and isinstance(frame.get("hasMore", None if page else False), bool)
             and (not page or _id(frame.get("beforeMessageId")))
         )
+    if kind == "CONVERSATION_UPDATED":
+        entry = frame.get("conversation")
+        return (_id(frame.get("conversationId")) and _conversation_entry(entry)
+                and entry["conversationId"] == frame["conversationId"])
+    if kind == "CONVERSATION_DELETED":
+        return _id(frame.get("conversationId"))
     if kind == "ERROR":
         return isinstance(frame.get("code"), str) and bool(frame["code"]) and isinstance(
             frame.get("message"), str)

@@ -67,7 +67,8 @@ async def test_delete_stops_a_streaming_reply(chat, jp_fetch):
     assert frames[-1]["status"] == "stopped"
 
 
-@pytest.mark.parametrize("path", [("agents",), ("conversations",), ("conversations", "x")])
+@pytest.mark.parametrize("path", [("agents",), ("conversations",), ("conversations", "x"),
+                                  ("conversations", "x", "export")])
 async def test_rest_without_token_is_403(jp_fetch, path):
     with pytest.raises(HTTPClientError) as e:
         await jp_fetch("streamchat", "api", *path, headers={"Authorization": ""})

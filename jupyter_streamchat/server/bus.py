@@ -18,6 +18,8 @@ class Published:
 
     ``message_id`` and ``seq`` are set for MESSAGE_CHUNK frames (``final`` on the last one);
     a MESSAGE_ACCEPTED has neither and skips ``origin``, the client that already has it.
+    ``listing`` marks a CONVERSATION_UPDATED or CONVERSATION_DELETED: it goes to the clients
+    watching the conversation list instead.
     """
 
     conversation_id: str
@@ -26,6 +28,7 @@ class Published:
     seq: int = 0
     final: bool = False
     origin: Any = None
+    listing: bool = False
 
 
 Listener = Callable[[Published], None]

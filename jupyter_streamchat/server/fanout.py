@@ -4,6 +4,9 @@ A client follows a conversation after SUBSCRIBE and a reply after sending its me
 RESUME; UNSUBSCRIBE ends both for that conversation (a view switched to another one). Every frame published on the bus goes to the followers of its conversation and of its
 reply, each through its own :class:`~.delivery.Subscriber`, which drops what that client
 already holds and catches it up from the store when it fell behind.
+
+A client watches the conversation list after WATCH_CONVERSATIONS, until UNWATCH_CONVERSATIONS
+or its socket closes; the list's frames (``Published.listing``) go to the watchers alone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class Fanout:
         self.clients: set = set()
         self._conversations: dict = defaultdict(set)  # conversation id -> subscribers
         self._replies: dict = defaultdict(set)  # reply id -> subscribers
+        self._list_watchers: set = set()  # subscribers watching the conversation list
 
     def add(self, subscriber: Subscriber) -> None:
         self.clients.add(subscriber)
@@ -26,6 +30,7 @@ class Fanout:
     def remove(self, subscriber: Subscriber) -> None:
         subscriber.closed = True
         self.clients.discard(subscriber)
+        self._list_watchers.discard(subscriber)
         for keys, index in ((subscriber.conversations, self._conversations),
                             (subscriber.replies, self._replies)):
             for key in keys:
@@ -50,6 +55,26 @@ class Fanout:
                 del subscriber.replies[message_id]
                 subscriber.lagging.discard(message_id)
 
+    def watch_list(self, subscriber: Subscriber) -> None:
+        self._list_watchers.add(subscriber)
+
+    def unwatch_list(self, subscriber: Subscriber) -> None:
+        self._list_watchers.discard(subscriber)
+
+    @property
+    def list_watched(self) -> bool:
+        """Whether any client watches the conversation list (else its changes are not read)."""
+        return bool(self._list_watchers)
+
+    def _list_audience(self, conversation_id: str) -> set:
+        """Who is told of a change to this conversation: its owner's watching clients.
+
+        Every conversation belongs to the one user this server runs for, and every client was
+        authenticated as that user, so that is every watcher. Where one server serves several
+        users, this is the place that must pick the owner's clients only.
+        """
+        return self._list_watchers
+
     @staticmethod
     def _unfollow(index: dict, key: str, subscriber: Subscriber) -> None:
         followers = index.get(key)
@@ -60,6 +85,10 @@ class Fanout:
 
     def deliver(self, event: Published) -> None:
         """The bus's listener."""
+        if event.listing:
+            for subscriber in list(self._list_audience(event.conversation_id)):
+                subscriber.send(event.text)
+            return
         followers = self._conversations.get(event.conversation_id, ())
         if event.message_id is None:
             for subscriber in followers:

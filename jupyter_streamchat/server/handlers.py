@@ -20,6 +20,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import protocol as p
 from ..store import StoreError
 from .delivery import Subscriber
+from .export import content_disposition, conversation_markdown
 from .wsframes import encode_text_frames
 
 AUTH_RESOURCE = "streamchat"
@@ -115,11 +116,15 @@ class ConversationsHandler(_RestHandler):
     @authorized
     async def get(self):
         """A page of the list, most recent first; ``next`` (or null at the end) is the
-        ``after`` of the next page."""
+        ``after`` of the next page. With ``q``, only the conversations holding that text."""
         limit = self._limit()
         after = self._after()
+        query = self._query()
         await self.hub.ensure_open()
-        page = await self.hub.store.list_conversations(limit + 1, after)
+        if query:
+            page = await self.hub.store.search_conversations(query, limit + 1, after)
+        else:
+            page = await self.hub.store.list_conversations(limit + 1, after)
         more, page = len(page) > limit, page[:limit]
         last = page[-1] if more else None
         self.finish(json.dumps({
@@ -141,6 +146,14 @@ class ConversationsHandler(_RestHandler):
             return p.parse_list_cursor(cursor)
         except ValueError:
             raise web.HTTPError(400, "after is not a cursor this server gave out (use `next`)")
+
+    def _query(self) -> str:
+        """The text searched for ("" to list everything). Tornado has taken the spaces around
+        it off, and made control characters (NUL among them) spaces."""
+        query = self.get_query_argument("q", "", strip=True)
+        if len(query) > p.SEARCH_MAX:
+            raise web.HTTPError(400, f"q is at most {p.SEARCH_MAX} characters")
+        return query
 
 
 class ConversationHandler(_RestHandler):
@@ -166,8 +179,7 @@ class ConversationHandler(_RestHandler):
         if not isinstance(title, str) or len(title) > p.TITLE_MAX:
             raise web.HTTPError(400, f'send {{"title": "..."}}, at most {p.TITLE_MAX} characters')
         title = " ".join(title.split())
-        await self.hub.ensure_open()
-        if not await self.hub.store.rename_conversation(conversation_id, title):
+        if not await self.hub.rename_conversation(conversation_id, title):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         self.finish(json.dumps({"conversationId": conversation_id, "title": title}))
 
@@ -180,9 +192,26 @@ class ConversationHandler(_RestHandler):
         self.finish()
 
 
+class ConversationExportHandler(_RestHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, conversation_id):
+        """The conversation as a Markdown file to download."""
+        await self.hub.ensure_open()
+        conversation = await self.hub.store.get_conversation_record(conversation_id)
+        messages = await self.hub.get_conversation(conversation_id)
+        if conversation is None or messages is None:
+            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        self.set_header("Content-Disposition", content_disposition(conversation.title))
+        self.finish(conversation_markdown(conversation, messages).encode("utf-8"),
+                    set_content_type="text/markdown; charset=utf-8")
+
+
 handlers = [
     (r"/streamchat/ws", ChatWebSocketHandler),
     (r"/streamchat/api/agents", AgentsHandler),
     (r"/streamchat/api/conversations", ConversationsHandler),
     (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)", ConversationHandler),
+    (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)/export",
+     ConversationExportHandler),
 ]

@@ -4,6 +4,8 @@ It knows nothing of Tornado: handlers (or an in-process caller) wrap each client
 :class:`~.delivery.Subscriber` and hand it frames as received. The store is the source of truth;
 the hub adds only what is live in this process: the replies it is generating, who follows
 what (``fanout.py``, fed by the bus), and the ends of replies that could not be stored yet.
+Changes to conversations made through it are announced to the clients watching the list
+(``listing.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .bus import InProcessBus, Published
 from .delivery import Subscriber
 from .fanout import Fanout
 from .gate import ConversationGate
+from .listing import ListUpdates
 from .pacing import FlushClock
 from .reply import Reply
 
@@ -59,6 +62,8 @@ class Hub:
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
+        self.listing = ListUpdates(store, self.bus.publish, lambda: self.fanout.list_watched,
+                                   self._track, self.log)
         store.on_lease_lost = self._lease_lost
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -139,6 +144,10 @@ class Hub:
             elif isinstance(request, p.LoadHistory):
                 await self.load_history(subscriber, request.conversation_id,
                                         request.before_message_id)
+            elif isinstance(request, p.WatchConversations):
+                self.fanout.watch_list(subscriber)
+            elif isinstance(request, p.UnwatchConversations):
+                self.fanout.unwatch_list(subscriber)
         except StoreError as e:
             raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **p.request_ids(request)) from e
 
@@ -192,6 +201,8 @@ class Hub:
             subscriber.send(accepted)
             self.bus.publish(Published(exchange.conversation_id, accepted, origin=subscriber))
             reply.start()
+            # Created, or one message more, and a reply streaming in it.
+            self.listing.changed(exchange.conversation_id)
 
     async def stop_generating(self, message_id: str) -> None:
         reply = self.replies.get(message_id)
@@ -298,6 +309,7 @@ class Hub:
 
     def _reply_ended(self, reply: Reply, unstored: Optional[tuple]) -> None:
         self.replies.pop(reply.message_id, None)
+        self.listing.changed(reply.conversation_id)  # no longer streaming, unless another is
         if unstored is not None:
             self.unstored[reply.message_id] = unstored
             self._track(asyncio.ensure_future(self._store_end_later(reply.message_id)))
@@ -336,6 +348,13 @@ class Hub:
             self._answer_for_unstored(messages)
         return messages
 
+    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+        await self.ensure_open()
+        if not await self.store.rename_conversation(conversation_id, title):
+            return False
+        self.listing.changed(conversation_id)
+        return True
+
     async def delete_conversation(self, conversation_id: str) -> bool:
         await self.ensure_open()
         async with self._gate.deleting(conversation_id):
@@ -344,7 +363,10 @@ class Hub:
                 reply.end(p.STOPPED)
             for reply in live:
                 await reply.wait()
-            return await self.store.delete_conversation(conversation_id)
+            deleted = await self.store.delete_conversation(conversation_id)
+        if deleted:
+            self.listing.deleted(conversation_id)
+        return deleted
 
 
 def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:

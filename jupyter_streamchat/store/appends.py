@@ -2,7 +2,8 @@
 
 Every frame of a streaming reply is an append: its chunks go into ``chunks`` and the reply's
 row in ``messages`` moves on (``last_seq``, lengths), guarded so that only the owner of the
-reply, under a live lease, extends it, and only right after its last stored frame.
+reply, under a live lease, extends it, and only right after its last stored frame. The final
+append also puts the reply's whole text into the search index (``search.py``).
 
 When many replies stream, their frames come due on the same ticks (``server/pacing.py``) and
 would cost the writer thread four statements each. Each statement is a trip through the GIL,
@@ -24,6 +25,7 @@ import time
 from typing import Callable
 
 from ..protocol import STREAMING
+from . import search
 from .base import LeaseLost
 from .writer import as_store_error
 
@@ -68,6 +70,8 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> None:
         raise _lease_lost(append.message_id)
     conn.executemany(
         "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows)
+    if append.status is not None:
+        search.add_reply(conn, append.message_id)  # its text is whole now
 
 
 def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:

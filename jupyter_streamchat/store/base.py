@@ -93,6 +93,29 @@ class Store(LoggingConfigurable):
         the page before."""
         raise NotImplementedError
 
+    async def get_conversation_record(self, conversation_id: str) -> Optional[ConversationRecord]:
+        """The conversation as ``list_conversations`` lists it, or None if there is none."""
+        raise NotImplementedError
+
+    async def search_conversations(self, query: str, limit: int = 0,
+                                   after: Optional[tuple] = None) -> list:
+        """The conversations in which ``query`` occurs, ordered and paged as by
+        ``list_conversations``.
+
+        ``query`` is a plain piece of text (no operators or wildcards: ``%``, ``_``, ``*`` and
+        quotes stand for themselves), found anywhere, inside words too, ignoring case, in the
+        conversation's own title or in the text of any of its messages: user messages, and
+        replies once they have ended (their answer text; thinking is not searched). A reply
+        still streaming is found once it ends.
+
+        Each record's ``snippet`` is a short, one-line piece of the first message (in order)
+        that holds the text, around the match; None when only the title holds it.
+
+        Expected to stay fast on large stores: an index kept current as messages are stored
+        and replies end, never per streamed frame.
+        """
+        raise NotImplementedError
+
     async def delete_conversation(self, conversation_id: str) -> bool:
         raise NotImplementedError
 

@@ -18,6 +18,7 @@ import uuid
 from typing import Optional
 
 from ..protocol import INTERRUPTED, STREAMING
+from . import search
 
 
 def _boot_id() -> str:
@@ -92,7 +93,7 @@ def recover(conn: sqlite3.Connection) -> int:
     """End as interrupted every streaming reply whose owner is gone; returns how many.
 
     Runs inside the caller's write transaction. A reply keeps the text its chunks hold and
-    gets an empty final frame: every reply ends in exactly one.
+    gets an empty final frame: every reply ends in exactly one. Its text is then searchable.
     """
     now, here = time.time(), _machine()
     alive: set = set()
@@ -118,5 +119,6 @@ def recover(conn: sqlite3.Connection) -> int:
             "WHERE id = ?",
             (INTERRUPTED, last_seq + 1, now, message_id),
         )
+        search.add_reply(conn, message_id)
         ended += 1
     return ended

@@ -70,3 +70,4 @@ class ConversationRecord:
     message_count: int
     agent_id: str = ""  # of the latest message
     streaming: bool = False  # a reply in it is being generated
+    snippet: Optional[str] = None  # in search results: a message's text around the match

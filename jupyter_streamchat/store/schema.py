@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from . import search
+
+# Each migration is SQL, or a function for what SQL alone cannot say; either runs inside the
+# migration's transaction.
 MIGRATIONS = [
     # 1: conversations, messages, and the chunks that make a reply's text.
     """
@@ -95,6 +99,8 @@ MIGRATIONS = [
     """
     CREATE INDEX conversations_by_update ON conversations (updated_at DESC, id DESC);
     """,
+    # 5: search over titles and message texts (search.py), built from what the file holds.
+    search.create_index,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -124,8 +130,12 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                 if conn.execute("PRAGMA user_version").fetchone()[0] != number:
                     conn.execute("ROLLBACK")
                     continue
-                for statement in _statements(MIGRATIONS[number]):
-                    conn.execute(statement)
+                step = MIGRATIONS[number]
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in _statements(step):
+                        conn.execute(statement)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise sqlite3.IntegrityError(f"migration {number + 1} broke references: {broken[:3]}")

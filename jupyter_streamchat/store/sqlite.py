@@ -25,7 +25,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, Unicode, default
 
 from ..protocol import COMPLETE, STREAMING
-from . import appends, leases
+from . import appends, leases, search
 from .base import Store, StoreError
 from .checkpoints import Checkpointer
 from .fileguard import FileGuard
@@ -41,6 +41,30 @@ _MESSAGE_COLUMNS = (
 
 # A conversation with no title of its own is listed under its first words.
 TITLE_CHARS = 80
+
+# A conversation as the list shows it (``ConversationRecord``, from ``_conversation``): its
+# title, times, message count, the agent of its latest message, and whether a reply in it is
+# streaming. The subqueries run per row read, each on the messages_by_conversation index.
+_CONVERSATION_COLUMNS = (
+    "c.id, coalesce(nullif(c.title, ''), (SELECT substr(m.text, 1, %d) FROM messages m "
+    "WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.pos LIMIT 1), ''), "
+    "c.created_at, c.updated_at, "
+    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), "
+    "(SELECT m.agent_id FROM messages m WHERE m.conversation_id = c.id "
+    "ORDER BY m.pos DESC LIMIT 1), "
+    "EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = '%s')"
+    % (TITLE_CHARS, STREAMING)
+)
+
+# Where a page of the list starts: after the (updated_at, id) of the last row of the page before.
+_AFTER = "(c.updated_at, c.id) < (?, ?)"
+
+
+def _conversation(row: tuple) -> ConversationRecord:
+    """A ConversationRecord from a row of ``_CONVERSATION_COLUMNS``."""
+    cid, title, created, updated, count, agent, streaming = row
+    return ConversationRecord(cid, " ".join(title.split()), created, updated, count,
+                              agent or "", bool(streaming))
 
 
 def _new_id() -> str:
@@ -116,6 +140,7 @@ class SQLiteStore(Store):
         self._reader_conn: Optional[sqlite3.Connection] = None
         self._checkpointer: Optional[Checkpointer] = None
         self._lease_task: Optional[asyncio.Task] = None
+        self._full_text = False  # the search index is FTS5 (else an ordinary table)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,6 +194,7 @@ class SQLiteStore(Store):
     def _prepare(self, conn: sqlite3.Connection) -> int:
         """Migrate the schema, then take this process's lease and end what dead ones left."""
         migrate(conn, self.path)
+        self._full_text = search.is_full_text(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._owner.register(conn, self.lease_seconds)
@@ -297,6 +323,7 @@ class SQLiteStore(Store):
                      STREAMING, "", 0, owner.id, now, now),
                 ],
             )
+            search.add_user_message(conn, user_id)  # the reply is added when it ends
             return Exchange(client_message_id, conversation_id, user_id, reply_id, agent_id, text, True)
 
         return await self._write(job)
@@ -310,6 +337,7 @@ class SQLiteStore(Store):
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
+            search.forget_conversation(conn, conversation_id)
             return conn.execute(
                 "DELETE FROM conversations WHERE id = ?", (conversation_id,)
             ).rowcount > 0
@@ -318,9 +346,12 @@ class SQLiteStore(Store):
 
     async def rename_conversation(self, conversation_id: str, title: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
+            if not conn.execute(
                 "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
-            ).rowcount > 0
+            ).rowcount:
+                return False
+            search.set_title(conn, conversation_id, title)
+            return True
 
         return await self._write(job)
 
@@ -462,25 +493,58 @@ class SQLiteStore(Store):
                                  after: Optional[tuple] = None) -> list:
         def job(conn: sqlite3.Connection):
             # Keyset paging on the (updated_at, id) index: a page costs the same in a store of
-            # ten conversations or of a hundred thousand. The per-row subqueries run for the
-            # page's rows only, each on the messages_by_conversation index.
-            where, args = "", []
-            if after is not None:
-                where, args = "WHERE (c.updated_at, c.id) < (?, ?)", list(after)
+            # ten conversations or of a hundred thousand.
+            where = f"WHERE {_AFTER}" if after is not None else ""
             rows = conn.execute(
-                "SELECT c.id, coalesce(nullif(c.title, ''), (SELECT substr(m.text, 1, ?) FROM "
-                "messages m WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.pos "
-                "LIMIT 1), ''), c.created_at, c.updated_at, "
-                "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), "
-                "(SELECT m.agent_id FROM messages m WHERE m.conversation_id = c.id "
-                "ORDER BY m.pos DESC LIMIT 1), "
-                "EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id "
-                "AND m.status = ?) "
-                f"FROM conversations c {where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
-                [TITLE_CHARS, STREAMING, *args, limit or -1],
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c {where} "
+                "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+                [*(after or ()), limit or -1],
             ).fetchall()
-            return [ConversationRecord(cid, " ".join(title.split()), created, updated, count,
-                                       agent or "", bool(streaming))
-                    for cid, title, created, updated, count, agent, streaming in rows]
+            return [_conversation(row) for row in rows]
+
+        return await self._read(job)
+
+    async def get_conversation_record(self, conversation_id: str) -> Optional[ConversationRecord]:
+        def job(conn: sqlite3.Connection):
+            row = conn.execute(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?",
+                (conversation_id,),
+            ).fetchone()
+            return _conversation(row) if row else None
+
+        return await self._read(job)
+
+    async def search_conversations(self, query: str, limit: int = 0,
+                                   after: Optional[tuple] = None) -> list:
+        full_text = self._full_text
+
+        def job(conn: sqlite3.Connection):
+            # The index names the conversations that hold the text, and the first message
+            # holding it in each (the lowest positive rowid: titles have negative ones). Those
+            # conversations are ordered and paged as the list is, and only then are the
+            # columns of the page's rows worked out (each costs a few subqueries).
+            matches, args = search.condition(query, full_text)
+            where = f"AND {_AFTER}" if after is not None else ""
+            with self._snapshot(conn):
+                rows = conn.execute(
+                    "WITH hits AS (SELECT conversation_id, "
+                    "min(CASE WHEN search.rowid > 0 THEN search.rowid END) AS first "
+                    f"FROM search WHERE {matches} GROUP BY conversation_id), "
+                    "page AS (SELECT c.id, hits.first FROM conversations c JOIN hits "
+                    f"ON hits.conversation_id = c.id {where} "
+                    "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?) "
+                    f"SELECT {_CONVERSATION_COLUMNS}, page.first FROM page "
+                    "JOIN conversations c ON c.id = page.id "
+                    "ORDER BY c.updated_at DESC, c.id DESC",
+                    [*args, *(after or ()), limit or -1],
+                ).fetchall()
+                found = []
+                for row in rows:
+                    record = _conversation(row[:-1])
+                    text = search.first_message_text(conn, row[-1])
+                    if text is not None:
+                        record.snippet = search.snippet(text, query)
+                    found.append(record)
+                return found
 
         return await self._read(job)

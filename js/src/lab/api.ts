@@ -1,19 +1,8 @@
 // The conversation list's REST calls (`{base_url}streamchat/api/conversations`, see
 // docs/protocol.md): a page of the list or of a search, rename, delete, and the export's URL.
 
+import { ConversationEntry } from '../view/protocol';
 import { authHeaders, ServerSettings } from '../view/server';
-
-/** One entry of the list, as the server sends it. */
-export interface ConversationEntry {
-  conversationId: string;
-  title: string;
-  createdAt: number; // seconds since the epoch
-  updatedAt: number;
-  messageCount: number;
-  agentId: string | null;
-  streaming: boolean;
-  snippet?: string; // search results: the text around the first match
-}
 
 export interface ConversationPage {
   conversations: ConversationEntry[];

@@ -12,8 +12,9 @@ import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apput
 import { Time } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 import { HubConnection } from '../view/connection';
+import { ConversationEntry, ServerFrame } from '../view/protocol';
 import { ServerSettings } from '../view/server';
-import { ApiError, ConversationEntry, ConversationsApi } from './api';
+import { ApiError, ConversationsApi } from './api';
 import { ChatPanel } from './chatpanel';
 import { isShown } from './shown';
 import { Unread } from './unread';
@@ -146,10 +147,10 @@ export class ConversationSidebar extends Widget {
 
     this.connection = new HubConnection(options.server, {
       onOpen: () => {
-        this.connection.send({ type: 'WATCH_CONVERSATIONS' } as never);
+        this.connection.send({ type: 'WATCH_CONVERSATIONS' });
         void this.reload(); // catch up on what changed while the socket was down
       },
-      onFrame: frame => this.onFrame(frame as unknown as { type: string } & Record<string, any>),
+      onFrame: frame => this.onFrame(frame),
       onState: () => undefined
     });
   }
@@ -376,11 +377,11 @@ export class ConversationSidebar extends Widget {
 
   // -- live updates from the hub -----------------------------------------------------------
 
-  private onFrame(frame: { type: string } & Record<string, any>): void {
+  private onFrame(frame: ServerFrame): void {
     if (frame.type === 'CONVERSATION_UPDATED') {
-      this.onUpdated(frame.conversation as ConversationEntry);
+      this.onUpdated(frame.conversation);
     } else if (frame.type === 'CONVERSATION_DELETED') {
-      this.onDeleted(frame.conversationId as string);
+      this.onDeleted(frame.conversationId);
     }
   }
 

@@ -48,13 +48,23 @@ export interface LoadHistory {
   conversationId: string;
   beforeMessageId: string;
 }
+/** From now on, this socket is told of every change to the user's conversation list
+ * (CONVERSATION_UPDATED, CONVERSATION_DELETED), until UNWATCH_CONVERSATIONS or it closes. */
+export interface WatchConversations {
+  type: 'WATCH_CONVERSATIONS';
+}
+export interface UnwatchConversations {
+  type: 'UNWATCH_CONVERSATIONS';
+}
 export type ClientFrame =
   | SendMessage
   | StopGenerating
   | Subscribe
   | Unsubscribe
   | Resume
-  | LoadHistory;
+  | LoadHistory
+  | WatchConversations
+  | UnwatchConversations;
 
 // -- server to client ------------------------------------------------------------------------
 
@@ -110,6 +120,10 @@ export interface StoredMessage {
   usage?: Usage;
   /** `text` is only the start of the message: RESUME from `lastSeq` brings the rest. */
   truncated?: boolean;
+  /** When the message was made, in seconds since the epoch (as a conversation's `createdAt`).
+   * Servers of this version do not send it; readers use it when it is a number and otherwise
+   * leave it alone, so it is not among the checked fields. */
+  createdAt?: unknown;
 }
 /** The latest messages of a conversation, oldest first, answering SUBSCRIBE. */
 export interface History {
@@ -126,6 +140,33 @@ export interface HistoryPage {
   beforeMessageId: string;
   messages: StoredMessage[];
   hasMore: boolean;
+}
+/** A conversation as `GET streamchat/api/conversations` lists it. */
+export interface ConversationEntry {
+  conversationId: string;
+  /** The title given, else the start of the first user message. */
+  title: string;
+  /** Seconds since the epoch. */
+  createdAt: number;
+  updatedAt: number;
+  messageCount: number;
+  /** The agent of the latest message. */
+  agentId: string;
+  /** A reply in it is being generated. */
+  streaming: boolean;
+  /** In search results: the text around the first match in a message. */
+  snippet?: string;
+}
+/** A conversation was created or changed (a message, a reply started or ended, a rename):
+ * its list entry as it is now. */
+export interface ConversationUpdated {
+  type: 'CONVERSATION_UPDATED';
+  conversationId: string;
+  conversation: ConversationEntry;
+}
+export interface ConversationDeleted {
+  type: 'CONVERSATION_DELETED';
+  conversationId: string;
 }
 export type ErrorCode =
   | 'bad_json'
@@ -147,7 +188,14 @@ export interface ErrorFrame {
   messageId?: string;
   conversationId?: string;
 }
-export type ServerFrame = MessageAccepted | MessageChunk | History | HistoryPage | ErrorFrame;
+export type ServerFrame =
+  | MessageAccepted
+  | MessageChunk
+  | History
+  | HistoryPage
+  | ConversationUpdated
+  | ConversationDeleted
+  | ErrorFrame;
 
 // -- run-time checks -------------------------------------------------------------------------
 
@@ -194,6 +242,18 @@ function isStoredMessage(m: unknown): m is StoredMessage {
 const isMessages = (v: unknown): v is StoredMessage[] =>
   Array.isArray(v) && v.every(isStoredMessage);
 
+function isConversationEntry(c: unknown): c is ConversationEntry {
+  return isObject(c) &&
+    isId(c.conversationId) &&
+    isString(c.title) &&
+    isSeconds(c.createdAt) &&
+    isSeconds(c.updatedAt) &&
+    isCount(c.messageCount) &&
+    isString(c.agentId) &&
+    isBoolean(c.streaming) &&
+    optional(c.snippet, isString);
+}
+
 /** Field checks per server frame type; a frame must pass its type's check to be used. */
 const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
   MESSAGE_ACCEPTED: f =>
@@ -213,6 +273,10 @@ const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
   HISTORY_PAGE: f =>
     isId(f.conversationId) && isId(f.beforeMessageId) && isMessages(f.messages) &&
     isBoolean(f.hasMore),
+  CONVERSATION_UPDATED: f =>
+    isId(f.conversationId) && isConversationEntry(f.conversation) &&
+    f.conversation.conversationId === f.conversationId,
+  CONVERSATION_DELETED: f => isId(f.conversationId),
   ERROR: f =>
     isString(f.code) && f.code.length > 0 && isString(f.message) &&
     optional(f.clientMessageId, isId) && optional(f.messageId, isId) &&
