@@ -177,16 +177,16 @@ def test_other_tab_sees_new_rename_and_delete(page, lab, browser):
 
 def test_delete_asks_first_and_cancel_keeps_it(page, lab):
     panel = open_panel(page, lab)
-    item = entry(panel, "seed-050")
+    item = entry(panel, "seed-100")
     item.scroll_into_view_if_needed()
     item.hover()
     item.locator('[data-testid="streamchat-delete"]').click()
     dialog = page.locator(".jp-Dialog")
-    expect(dialog).to_contain_text("seeded question 050")
+    expect(dialog).to_contain_text("seeded question 100")
     dialog.locator(".jp-mod-reject").click()
     expect(dialog).to_have_count(0)
     expect(item).to_be_visible()
-    assert stored(lab, "seed-050")[0]["text"] == "seeded question 050"
+    assert stored(lab, "seed-100")[0]["text"] == "seeded question 100"
 
 
 def test_search_finds_by_message_text_on_the_server(page, lab):

@@ -9,15 +9,16 @@
 // `data-conversation-id` on each entry.
 
 import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
-import { Time } from '@jupyterlab/coreutils';
 import { Widget } from '@lumino/widgets';
 import { HubConnection } from '../view/connection';
+import { el, randomId } from '../view/dom';
 import { ConversationEntry, ServerFrame } from '../view/protocol';
 import { ServerSettings } from '../view/server';
 import { ApiError, ConversationsApi } from './api';
 import { ChatPanel } from './chatpanel';
 import { isShown } from './shown';
 import { Unread } from './unread';
+import { fullDate, howLongAgo } from './when';
 
 const PAGE = 50;
 const SEARCH_DELAY_MS = 200;
@@ -31,17 +32,6 @@ export interface SidebarOptions {
   openInTab: (conversationId: string, agentId: string, title: string) => void;
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K, className: string, testid?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (testid) {
-    node.dataset.testid = testid;
-  }
-  return node;
-}
-
 function button(label: string, className: string, testid: string, text = label): HTMLButtonElement {
   const node = el('button', `jp-streamchat-button ${className}`, testid);
   node.type = 'button';
@@ -51,10 +41,8 @@ function button(label: string, className: string, testid: string, text = label):
   return node;
 }
 
-export function newConversationId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
-}
+/** A conversation not stored yet gets its id here; the hub stores it with its first message. */
+export const newConversationId = randomId;
 
 export class ConversationSidebar extends Widget {
   readonly api: ConversationsApi;
@@ -295,7 +283,7 @@ export class ConversationSidebar extends Widget {
     item.classList.toggle('jp-mod-active', this.chat?.conversationId === id);
     const when = new Date(entry.updatedAt * 1000);
     const label = [title, entry.agentId ? `with ${entry.agentId}` : '',
-      Time.formatHuman(when), entry.streaming ? 'reply streaming' : '', unread ? 'unread' : '']
+      howLongAgo(when), entry.streaming ? 'reply streaming' : '', unread ? 'unread' : '']
       .filter(Boolean).join(', ');
     item.setAttribute('aria-label', label);
 
@@ -307,8 +295,8 @@ export class ConversationSidebar extends Widget {
     agent.textContent = entry.agentId ?? '';
     const time = el('time', 'jp-streamchat-ConversationTime', 'streamchat-conversation-time');
     time.dateTime = when.toISOString();
-    time.textContent = Time.formatHuman(when);
-    time.title = Time.format(when);
+    time.textContent = howLongAgo(when);
+    time.title = fullDate(when);
     meta.append(agent, time);
     const marks = el('span', 'jp-streamchat-ConversationMarks');
     if (entry.streaming) {
@@ -572,10 +560,12 @@ export class ConversationSidebar extends Widget {
   }
 
   protected onAfterShow(): void {
-    for (const item of this.items()) {
-      const entry = this.entries.get(item.dataset.conversationId!);
-      if (entry) {
-        this.fillEntry(item, entry); // relative times move on while the panel is closed
+    // Relative times moved on while the panel was closed; only their text is redone.
+    const now = Date.now();
+    for (const time of this.list.querySelectorAll<HTMLTimeElement>('time')) {
+      const text = howLongAgo(new Date(time.dateTime), now);
+      if (time.textContent !== text) {
+        time.textContent = text;
       }
     }
   }
