@@ -6,7 +6,6 @@ text word by word, stands in for an agent whose output we choose."""
 from __future__ import annotations
 
 import base64
-import functools
 import http.server
 import re
 import threading

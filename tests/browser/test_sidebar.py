@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import jlab
-from chat import (AGENT, GUARD_MS, INPUT, MESSAGE, ROOT, body_text, last_reply, stored,
-                  wait_status, words)
+from chat import (AGENT, GUARD_MS, INPUT, MESSAGE, ROOT, body_text, last_reply, open_chat,
+                  send, stored, wait_status, words)
 from server_process import isolated_env
 
 pytestmark = pytest.mark.browser
@@ -230,37 +229,43 @@ def test_opening_a_conversation_shows_its_history(page, lab):
     expect(root.locator(INPUT)).to_be_focused()
 
 
-def test_panel_and_tab_stream_one_conversation_together(page, lab):
-    """The same conversation open in the panel and in a main-area tab streams in both, frame
-    for frame."""
-    panel = open_panel(page, lab)
-    _, conversation_id = new_chat(panel, "warm up")
-    wait_status(last_reply(panel.locator(ROOT)), "complete")
+def test_notebook_panel_and_tab_stream_one_conversation_together(page, lab):
+    """The same conversation open in a notebook widget, in the panel and in a main-area tab
+    streams in all three at once."""
+    open_chat(page, lab, "together.ipynb", conversation_id="c-together")
+    notebook_chat = page.locator(f".jp-NotebookPanel {ROOT}")
+    send(notebook_chat, "warm up")
+    wait_status(last_reply(notebook_chat), "complete")
+    page.locator(SIDEBAR_TAB).click()
+    panel = page.locator(SIDEBAR)
+    entry(panel, "c-together").click()
+    expect(panel.locator(ROOT)).to_have_attribute("data-connection", "connected", timeout=GUARD_MS)
     panel.locator('[data-testid="streamchat-chat-open-tab"]').click()
     tab = page.locator(".jp-streamchat-Tab:visible")
     expect(tab.locator(ROOT)).to_have_attribute("data-connection", "connected", timeout=GUARD_MS)
-    # Record every reply text each view shows while the next reply streams.
+    # Record the length of the reply each view shows, at every change, while the next streams.
     page.evaluate("""() => {
-      window.__seen = {panel: [], tab: []};
+      window.__seen = {notebook: [], panel: [], tab: []};
       const watch = (name, root) => new MutationObserver(() => {
         const replies = root.querySelectorAll('[data-testid="streamchat-message"][data-role="assistant"]');
         const last = replies[replies.length - 1];
         if (last) window.__seen[name].push(last.querySelector('.streamchat-body').textContent.length);
       }).observe(root, {subtree: true, childList: true, characterData: true});
+      watch('notebook', document.querySelector('.jp-NotebookPanel [data-testid="streamchat"]'));
       watch('panel', document.querySelector('#streamchat-sidebar [data-testid="streamchat"]'));
       watch('tab', document.querySelector('.jp-streamchat-Tab [data-testid="streamchat"]'));
     }""")
-    text = words(80, "both")
-    box = tab.locator(INPUT)
-    box.fill(text)
-    box.press("Enter")
-    for root in (panel.locator(ROOT), tab.locator(ROOT)):
+    text = words(80, "all")
+    send(panel.locator(ROOT), text)
+    for root in (notebook_chat, panel.locator(ROOT), tab.locator(ROOT)):
         reply = last_reply(root)
+        expect(reply.locator(".streamchat-body")).to_contain_text("all0000", timeout=GUARD_MS)
         wait_status(reply, "complete")
         assert body_text(reply) == text
+    assert stored(lab, "c-together")[-1]["text"] == text
     seen = page.evaluate("() => window.__seen")
-    # Both grew step by step while it streamed, not all at once at the end.
-    assert len(set(seen["panel"])) > 3 and len(set(seen["tab"])) > 3, seen
+    # Each grew step by step while it streamed, not all at once at the end.
+    assert all(len(set(lengths)) > 3 for lengths in seen.values()), seen
 
 
 def test_unread_mark_and_notification_when_reply_ends_unseen(page, lab):
@@ -316,12 +321,47 @@ def test_list_and_chat_work_from_the_keyboard(page, lab):
             assert button.get_attribute("aria-label") or button.inner_text().strip()
 
 
-def test_screenshots_light_and_dark(page, lab):
+# WCAG contrast of an element's text against the first opaque background behind it.
+_CONTRAST_JS = """
+(el) => {
+  const rgb = c => c.match(/[\\d.]+/g).map(Number);
+  const lum = c => {
+    const [r, g, b] = rgb(c).slice(0, 3).map(v => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  let bg = null;
+  for (let node = el; node && !bg; node = node.parentElement) {
+    const c = getComputedStyle(node).backgroundColor;
+    if (rgb(c).length < 4 || rgb(c)[3] > 0) bg = c;
+  }
+  const [a, b] = [lum(getComputedStyle(el).color), lum(bg || 'rgb(255, 255, 255)')];
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}
+"""
+
+
+def test_reads_well_in_light_and_dark_themes(page, lab):
+    """Titles and times contrast with the panel in both themes (screenshots saved)."""
     panel = open_panel(page, lab)
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "sidebar-light.png"))
-    jlab.execute_command(page, "apputils:change-theme", {"theme": "JupyterLab Dark"})
-    expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1, timeout=GUARD_MS)
-    page.screenshot(path=str(ARTIFACTS / "sidebar-dark.png"))
-    jlab.execute_command(page, "apputils:change-theme", {"theme": "JupyterLab Light"})
-    expect(page.locator("body[data-jp-theme-light='true']")).to_have_count(1, timeout=GUARD_MS)
+    first = panel.locator(ENTRY).first
+    for theme, light in (("JupyterLab Dark", "false"), ("JupyterLab Light", "true")):
+        jlab.execute_command(page, "apputils:change-theme", {"theme": theme})
+        expect(page.locator(f"body[data-jp-theme-light='{light}']")).to_have_count(
+            1, timeout=GUARD_MS)
+        # The theme's stylesheet applies after the attribute changes: wait for the panel.
+        page.wait_for_function(
+            """(light) => {
+                 const c = getComputedStyle(document.getElementById('streamchat-sidebar'))
+                   .backgroundColor.match(/[\\d.]+/g).map(Number);
+                 return (c[0] + c[1] + c[2] > 382) === light;
+               }""", arg=light == "true", timeout=GUARD_MS)
+        for part, least in (("streamchat-conversation-title", 4.5),
+                            ("streamchat-conversation-time", 3.0)):
+            ratio = first.locator(f'[data-testid="{part}"]').evaluate(_CONTRAST_JS)
+            assert ratio >= least, (theme, part, ratio)
+        name = "dark" if light == "false" else "light"
+        page.screenshot(path=str(ARTIFACTS / f"sidebar-{name}.png"))
