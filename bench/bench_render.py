@@ -90,7 +90,7 @@ from server_process import JupyterServer, isolated_env  # noqa: E402  (the tests
 
 PLUGINS = HERE / "plugins"  # the ``recite`` agent, as an installed distribution
 AGENT = "recite"
-STATIC = REPO / "jupyter_streamchat" / "static"
+STATIC = REPO / "jupyter_streamchat" / "widget" / "static"
 RESULTS = HERE / "results" / "render.md"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -5,8 +5,16 @@
 // notes: `data-testid="streamchat"` on the root (with `data-connection`), `streamchat-input`,
 // `-send`, `-stop`, `-typing`, and `streamchat-message` with `data-role`, `data-status` and
 // `data-message-id` on every message.
+//
+// Keyboard: the input takes Enter (send), Shift+Enter (a new line) and, while a reply is being
+// generated, Escape (stop it). Every other key goes on to the page, so the host's shortcuts
+// (JupyterLab's Save, command palette, tab switching, ...) work while the input has focus.
+// Screen readers: the message list is a polite `log`; a reply is `aria-busy` while it streams,
+// and how it ended is said once through a visually hidden status region.
 
 import { ConnectionState, HubConnection } from './connection';
+import { el, randomId } from './dom';
+import type { CodeBlockOptions } from './decorate';
 import { ImagePolicy, loadAllowed } from './images';
 import { BodyRenderer, StreamingMarkdown } from './markdown';
 import { MessageView } from './message';
@@ -62,29 +70,32 @@ export interface ChatViewOptions {
   /** Hosts whose images in agent output load without a click: exact names ("example.org")
    * or suffix patterns ("*.example.org"). Other images wait for a click (see images.ts). */
   imageHosts?: string[];
+  /** Offered on each code block of a reply as an Insert button, when given (a JupyterLab host
+   * inserts the code in a new cell below the active one). */
+  onInsertCode?: CodeBlockOptions['onInsertCode'];
+}
+
+/** What the status region says when a reply the user watched stream ends. */
+const ENDED: Record<Status, string> = {
+  streaming: '',
+  complete: 'Reply complete',
+  stopped: 'Reply stopped',
+  interrupted: 'Reply interrupted',
+  error: 'Reply failed'
+};
+
+/** A stored message's time, when the server sent one (see `StoredMessage.createdAt`). */
+function createdAt(message: StoredMessage): Date | null {
+  const seconds = message.createdAt;
+  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds > 0
+    ? new Date(seconds * 1000)
+    : null;
 }
 
 interface AgentInfo {
   id: string;
   name: string;
   description: string;
-}
-
-function newClientId(): string {
-  // crypto.randomUUID exists only in secure contexts; getRandomValues everywhere.
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
-}
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K, className: string, testid?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  node.className = className;
-  if (testid) {
-    node.dataset.testid = testid;
-  }
-  return node;
 }
 
 export class ChatView {
@@ -94,6 +105,7 @@ export class ChatView {
   private readonly createRenderer: (el: HTMLElement) => BodyRenderer;
   private readonly list: HTMLElement;
   private readonly typing: HTMLElement;
+  private readonly announcer: HTMLElement;
   private readonly notice: HTMLElement;
   private readonly status: HTMLElement;
   private readonly picker: HTMLSelectElement;
@@ -111,18 +123,27 @@ export class ChatView {
   private stick = true; // follow new text unless the user scrolled up
   private lastScrollTop = 0;
   private scrollQueued = false;
+  // Messages grow as text streams in, and after they are put in (markdown renders over several
+  // frames, images load): while the view follows the bottom, each growth scrolls it down again.
+  private readonly growth: ResizeObserver;
+  private announceTimer = 0;
 
   constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
     this.conversationId = options.conversationId;
     this.agentId = options.agentId;
     this.images = new ImagePolicy(options.imageHosts ?? []);
-    this.createRenderer = options.createRenderer ?? (body => new StreamingMarkdown(body, this.images));
+    const code: CodeBlockOptions = { onInsertCode: options.onInsertCode };
+    this.createRenderer = options.createRenderer ??
+      (body => new StreamingMarkdown(body, this.images, code));
 
     this.root = el('div', 'streamchat', 'streamchat');
     const header = el('div', 'streamchat-header');
     this.picker = el('select', 'streamchat-agent', 'streamchat-agent');
+    this.picker.setAttribute('aria-label', 'Agent');
     const label = el('label', 'streamchat-agent-label');
-    label.append('Agent ', this.picker);
+    const pickerBox = el('span', 'streamchat-agent-box'); // draws the picker's arrow
+    pickerBox.append(this.picker);
+    label.append('Agent', pickerBox);
     this.status = el('span', 'streamchat-status', 'streamchat-status');
     header.append(label, this.status);
     this.notice = el('div', 'streamchat-notice', 'streamchat-notice');
@@ -131,31 +152,47 @@ export class ChatView {
     this.list = el('div', 'streamchat-messages', 'streamchat-messages');
     this.list.setAttribute('role', 'log');
     this.list.setAttribute('aria-live', 'polite');
+    this.list.setAttribute('aria-label', 'Chat messages');
     this.earlier = new EarlierMessages(this.list, () => this.oldestShown(), beforeMessageId =>
       this.connection?.send({
         type: 'LOAD_HISTORY', conversationId: this.conversationId, beforeMessageId
       }) ?? false);
     this.list.append(this.earlier.marker);
     this.typing = el('div', 'streamchat-typing', 'streamchat-typing');
+    this.typing.setAttribute('role', 'img');
     this.typing.setAttribute('aria-label', 'The agent is typing');
     this.typing.append(el('span', ''), el('span', ''), el('span', ''));
     this.typing.hidden = true;
+    // Outside the log: a live region inside another is read twice, or not at all.
+    this.announcer = el('div', 'streamchat-visually-hidden', 'streamchat-announcer');
+    this.announcer.setAttribute('role', 'status');
     const footer = el('div', 'streamchat-footer');
     this.input = el('textarea', 'streamchat-input', 'streamchat-input');
     this.input.rows = 2;
     this.input.placeholder = 'Message the agent (Enter sends, Shift+Enter adds a line)';
+    this.input.setAttribute('aria-label', 'Message');
     this.sendButton = el('button', 'streamchat-send', 'streamchat-send');
+    this.sendButton.type = 'button';
     this.sendButton.textContent = 'Send';
     this.stopButton = el('button', 'streamchat-stop', 'streamchat-stop');
+    this.stopButton.type = 'button';
     this.stopButton.textContent = 'Stop Generating';
+    this.stopButton.title = 'Stop generating (Escape)';
     this.stopButton.hidden = true;
     footer.append(this.input, this.sendButton, this.stopButton);
-    this.root.append(header, this.notice, this.list, this.typing, footer);
+    this.root.append(header, this.notice, this.list, this.typing, this.announcer, footer);
     host.appendChild(this.root);
+    this.growth = new ResizeObserver(this.onGrowth);
 
     this.input.addEventListener('keydown', this.onKeyDown);
-    this.sendButton.addEventListener('click', () => this.sendInput());
-    this.stopButton.addEventListener('click', () => this.stop());
+    this.sendButton.addEventListener('click', () => {
+      this.sendInput();
+      this.input.focus(); // ready for the next message
+    });
+    this.stopButton.addEventListener('click', () => {
+      this.stop();
+      this.input.focus(); // the button hides: the keyboard must not be left nowhere
+    });
     this.picker.addEventListener('change', () => {
       this.agentId = this.picker.value;
       this.options.onAgentChange?.(this.agentId);
@@ -182,6 +219,8 @@ export class ChatView {
   dispose(): void {
     this.connection?.close();
     this.earlier.forget();
+    this.growth.disconnect();
+    clearTimeout(this.announceTimer);
     this.root.remove();
   }
 
@@ -199,7 +238,9 @@ export class ChatView {
     this.stopWanted.clear();
     this.earlier.reset(false);
     this.earlier.forget();
+    this.growth.disconnect();
     this.list.replaceChildren(this.earlier.marker);
+    this.stick = true; // another conversation opens at its latest messages
     this.updateBusy();
     this.connection?.send({ type: 'SUBSCRIBE', conversationId });
   }
@@ -219,6 +260,7 @@ export class ChatView {
   /** The snapshot shows only while no server answers. */
   setSnapshot(snapshot: SnapshotMessage[]): void {
     if (this.options.server === null) {
+      this.growth.disconnect();
       this.list.replaceChildren(this.earlier.marker);
       this.messages.clear();
       this.showSnapshot(snapshot);
@@ -228,12 +270,28 @@ export class ChatView {
   // -- user actions ------------------------------------------------------------------------
 
   private onKeyDown = (event: KeyboardEvent): void => {
-    // Keys typed here belong to the chat, not to the notebook's shortcuts around it.
-    event.stopPropagation();
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      this.sendInput();
+    if (event.isComposing) {
+      return; // the key belongs to the input method (choosing a character), not to us
     }
+    const modified = event.ctrlKey || event.altKey || event.metaKey;
+    if (event.key === 'Shift') {
+      // Shift alone is no shortcut, but JupyterLab, seeing it, would refuse the next line break
+      // typed inside a notebook cell (it keeps Shift+Enter for running the cell), and
+      // Shift+Enter here would add no line.
+      event.stopPropagation();
+    } else if (event.key === 'Enter' && !modified) {
+      // Ours alone: in a notebook, Shift+Enter would also run the cell around the chat.
+      event.stopPropagation();
+      if (!event.shiftKey) {
+        event.preventDefault();
+        this.sendInput();
+      } // with Shift, the textarea adds the new line itself
+    } else if (event.key === 'Escape' && !modified && !event.shiftKey && this.streaming.size > 0) {
+      event.stopPropagation();
+      event.preventDefault();
+      this.stop();
+    }
+    // Any other key goes on to the page and its shortcuts.
   };
 
   private sendInput(): void {
@@ -251,10 +309,11 @@ export class ChatView {
       conversationId: this.conversationId,
       agentId: this.agentId,
       text,
-      clientMessageId: newClientId()
+      clientMessageId: randomId()
     };
     const view = new MessageView('user', '', 'pending', this.createRenderer);
     view.setText(text);
+    this.observe(view);
     this.pending.set(frame.clientMessageId, { frame, view });
     this.insert(view);
     this.stick = true; // your own message always scrolls into view
@@ -334,18 +393,19 @@ export class ChatView {
       const view = new MessageView('user', frame.userMessageId, 'complete', this.createRenderer);
       view.setText(frame.text ?? '');
       this.messages.set(frame.userMessageId, view);
+      this.observe(view);
       this.insert(view);
     }
     if (!this.messages.has(frame.messageId)) {
-      this.addReply(frame.messageId, 'streaming');
+      this.addReply(frame.messageId, frame.agentId);
     }
     this.updateBusy();
   }
 
   private onChunk(frame: MessageChunk): void {
-    const view = this.messages.get(frame.messageId) ?? this.addReply(frame.messageId, 'streaming');
-    this.applyReply(view, applyChunk(view.reply, frame));
-    this.followBottom();
+    const view = this.messages.get(frame.messageId) ??
+      this.addReply(frame.messageId, frame.agentId);
+    this.applyReply(view, applyChunk(view.reply, frame)); // it grows: see `onGrowth`
   }
 
   /** The latest messages: merged into what is shown (after a reconnect, most are known). */
@@ -417,7 +477,9 @@ export class ChatView {
     }
     const reply = frame.messageId ? this.messages.get(frame.messageId) : undefined;
     if (reply && reply.role === 'assistant' && frame.code === 'unknown_message') {
-      this.streaming.delete(reply.messageId);
+      if (this.streaming.delete(reply.messageId)) {
+        this.announce(ENDED.error);
+      }
       reply.fail('This reply is no longer stored on the server.');
       this.updateBusy();
       return;
@@ -431,7 +493,9 @@ export class ChatView {
   private storedView(message: StoredMessage): MessageView {
     const view = new MessageView(message.role, message.messageId,
       message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+    view.showOrigin(message.agentId, createdAt(message));
     this.messages.set(message.messageId, view);
+    this.observe(view);
     return view;
   }
 
@@ -453,7 +517,10 @@ export class ChatView {
       this.connection?.send({ type: 'RESUME', messageId: view.messageId, afterSeq: step.resumeFrom });
     }
     if (isEnded(view.reply)) {
-      this.streaming.delete(view.messageId);
+      // Only a reply seen streaming is announced, not each one a reload brings in ended.
+      if (this.streaming.delete(view.messageId) && step.ended) {
+        this.announce(ENDED[view.reply.status]);
+      }
     } else {
       this.streaming.add(view.messageId);
     }
@@ -466,6 +533,7 @@ export class ChatView {
   private clearShown(): void {
     this.earlier.forget();
     for (const view of this.messages.values()) {
+      this.growth.unobserve(view.el);
       view.el.remove();
     }
     this.messages.clear();
@@ -485,12 +553,33 @@ export class ChatView {
 
   // -- DOM upkeep ----------------------------------------------------------------------------
 
-  private addReply(messageId: string, status: string): MessageView {
-    const view = new MessageView('assistant', messageId, status, this.createRenderer);
+  /** A reply that starts now, live: its time is now. */
+  private addReply(messageId: string, agentId: string): MessageView {
+    const view = new MessageView('assistant', messageId, 'streaming', this.createRenderer);
+    view.showOrigin(agentId, new Date());
     this.messages.set(messageId, view);
     this.streaming.add(messageId);
+    this.observe(view);
     this.insert(view);
     return view;
+  }
+
+  /** Follow the growth of a message (see `growth`). */
+  private observe(view: MessageView): void {
+    this.growth.observe(view.el);
+  }
+
+  /** Say `text` once through the status region. Emptied first, and filled a moment later, so
+   * the same words said twice in a row are read twice. */
+  private announce(text: string): void {
+    if (!text) {
+      return;
+    }
+    clearTimeout(this.announceTimer);
+    this.announcer.textContent = '';
+    this.announceTimer = window.setTimeout(() => {
+      this.announcer.textContent = text;
+    }, 100);
   }
 
   /** New messages go after the known ones and before our own messages still being sent. */
@@ -511,6 +600,7 @@ export class ChatView {
   private showSnapshot(snapshot: SnapshotMessage[]): void {
     for (const message of snapshot) {
       const view = new MessageView(message.role, message.messageId, 'streaming', this.createRenderer);
+      view.showOrigin(message.agentId ?? '', null);
       view.setText(message.text);
       if (message.role === 'assistant' && typeof message.reasoning === 'string' &&
           message.reasoning) {
@@ -521,8 +611,10 @@ export class ChatView {
       } else {
         view.setStatus(message.status);
       }
+      this.observe(view);
       this.list.append(view.el);
     }
+    this.followBottom();
   }
 
   private updateBusy(): void {
@@ -595,6 +687,15 @@ export class ChatView {
     }
     this.lastScrollTop = top;
     this.earlier.onScroll();
+  };
+
+  /** A message grew. Called after layout and before paint: the list's height is known without
+   * laying it out again, and the new bottom shows in the same frame. */
+  private onGrowth = (): void => {
+    if (this.stick) {
+      this.list.scrollTop = this.list.scrollHeight;
+      this.lastScrollTop = this.list.scrollTop;
+    }
   };
 
   /** Keep to the bottom, once per animation frame, unless the user has scrolled up. */

@@ -7,15 +7,21 @@
 //
 // `StreamingMarkdown` renders a reply while it streams without ever touching what it has
 // already rendered: finished blocks are rendered once and appended, a few at a time between
-// paints; the text not rendered yet is plain text at the end that grows in place
-// (`Text.appendData`). Work per chunk is therefore bounded by the chunk and the open block,
-// never by the size of the reply, and no task renders more than a few kilobytes. The one
-// exception is reference links (`[text][label]`): a block that used a label before its
-// definition arrived is rendered again when it does (see `LinkDefinitions`).
+// paints, with their code highlighted and given Copy buttons (decorate.ts). The block still
+// open at the end is shown as a preview, rendered again at most once per animation frame with
+// the inline markup its last line leaves open closed (inline.ts), so bold, code and links show
+// as they grow; an open code fence grows in place as plain code. Work per chunk is therefore
+// bounded by the chunk and the open block, never by the size of the reply, and no task renders
+// more than a few kilobytes. The one exception is reference links (`[text][label]`): a block
+// that used a label before its definition arrived is rendered again when it does (see
+// `LinkDefinitions`).
 
 import DOMPurify from 'dompurify';
 import { Lexer, Marked } from 'marked';
+import { boxTables, CodeBlockOptions, codePreview, decorateCodeBlocks } from './decorate';
+import { prepareCommonLanguages, prepareLanguage } from './highlight';
 import { ImagePolicy, insertPlaceholders, vetElement } from './images';
+import { closeInline } from './inline';
 
 const escapeHtml = (s: string): string =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -55,31 +61,47 @@ purifier.addHook('afterSanitizeAttributes', node => {
   }
 });
 
+/** How a render's output is finished: as a block for good (its code highlighted and given
+ * buttons, its images as the policy says), or as the passing preview of an open block. */
+type Finish = { code: CodeBlockOptions } | 'preview';
+
 /**
  * Markdown text to a sanitized fragment, ready to append, with `links` known as if their
  * definitions were part of the text. Returns also every definition known after it (those given
  * and those the text adds; the first definition of a label wins, as in CommonMark).
  */
 function render(
-  text: string, links: Links, images: ImagePolicy
+  text: string, links: Links, images: ImagePolicy, finish: Finish
 ): { fragment: DocumentFragment; links: Links } {
   const lexer = new Lexer({ ...marked.defaults });
   Object.assign(lexer.tokens.links, links);
   const html = marked.parser(lexer.lex(text)) as string;
-  activeImages = images;
+  // A preview is replaced at the next frame: its images would only flicker (and fetch URLs
+  // still being written), so none may load, and each shows as its alt text.
+  activeImages = finish === 'preview' ? NO_IMAGES : images;
   let fragment: DocumentFragment;
   try {
     fragment = purifier.sanitize(html) as unknown as DocumentFragment;
   } finally {
     activeImages = NO_IMAGES;
   }
-  insertPlaceholders(fragment);
+  boxTables(fragment);
+  if (finish === 'preview') {
+    for (const img of Array.from(fragment.querySelectorAll('img'))) {
+      img.replaceWith(img.getAttribute('alt') ?? '');
+    }
+  } else {
+    insertPlaceholders(fragment);
+    decorateCodeBlocks(fragment, finish.code);
+  }
   return { fragment, links: lexer.tokens.links as Links };
 }
 
 /** Markdown text to a sanitized fragment, ready to append. */
-export function renderMarkdown(text: string, images: ImagePolicy = NO_IMAGES): DocumentFragment {
-  return render(text, {}, images).fragment;
+export function renderMarkdown(
+  text: string, images: ImagePolicy = NO_IMAGES, code: CodeBlockOptions = {}
+): DocumentFragment {
+  return render(text, {}, images, { code }).fragment;
 }
 
 // -- reference links while streaming ---------------------------------------------------------
@@ -186,13 +208,35 @@ const schedule: (step: () => void) => void =
       }
     : step => setTimeout(step, 0);
 
+/** Longest open block previewed as formatted markdown: rendering it takes up to a few
+ * milliseconds. Past it (a long list or table), the preview stops at what it showed, and the
+ * text that comes after it grows beneath it as plain text until the block ends. */
+const PREVIEW_MAX_CHARS = 4096;
+/** A preview that took t ms waits t * PREVIEW_BACKOFF ms before the next, so previews of a
+ * growing block never take more than a fifth or so of the main thread. */
+const PREVIEW_BACKOFF = 4;
+
+/** A line that may be (the start of) the fence closing a code block, by its marker's kind. */
+const FENCE_CLOSING = /^ {0,3}(`+|~+)[ \t]*$/;
+/** An open block that is so far only the first line of a code fence, still being written. */
+const FENCE_OPENING = /^(?:[ \t]*\n)*[ ]{0,3}(?:`{3,}|~{3,})[^\n]*$/;
+
+/** What the tail shows of the open block. */
+type Tail =
+  | { kind: 'nothing' }
+  // its formatted preview, of its first `chars` characters, replaced whole at each refresh
+  // while the block is short; then `rest`, the text after those, grows in place beneath it
+  | { kind: 'preview'; chars: number; rest: Text | null }
+  | { kind: 'plain'; text: Text } // its text, growing in place
+  | { kind: 'code'; lines: Text; partial: Text }; // an open fence's code, growing in place
+
 /**
  * Renders markdown as it streams. A block ends at a blank line followed by a line that does
  * not continue it (a list continues with indented lines and further items), or at the close
  * of a fenced code block, or where a fence interrupts a paragraph. Ended blocks are rendered
  * once each, a few at a time between paints, and never touched again; until then each shows
- * as plain text, and the open block shows as plain text at the end (the tail), which grows
- * in place.
+ * as plain text. The open block shows at the end (the tail) as a preview refreshed at most once
+ * per animation frame (see the top of this file).
  */
 export class StreamingMarkdown implements BodyRenderer {
   private open = ''; // the open block's text (blocks that ended were cut off the front)
@@ -202,28 +246,34 @@ export class StreamingMarkdown implements BodyRenderer {
   private blockIsList = false;
   private fence: string | null = null; // the marker of the open fenced code block
   private fenceInList = false;
+  private fenceBodyStart = 0; // where, in `open`, the code of the open fence begins
+  private fenceLanguage = ''; // what the open fence names
   // Ended blocks not rendered yet, each shown meanwhile as plain text in an element of its
   // own (so rendering one re-lays out only that element, not all the text still waiting).
   private queued: { text: string; raw: HTMLElement }[] = [];
   private stepping = false; // a step is scheduled
   private whenIdle: (() => void)[] = []; // finish() promises waiting for the queue to empty
   private readonly tail: HTMLElement;
-  private readonly tailText: Text;
+  private shown: Tail = { kind: 'nothing' };
+  private previewQueued = false; // a refresh of the tail is scheduled
+  private previewNotBefore = 0; // performance.now() before which no refresh starts
   private readonly definitions = new LinkDefinitions();
 
-  constructor(readonly el: HTMLElement, private readonly images: ImagePolicy = NO_IMAGES) {
+  constructor(
+    readonly el: HTMLElement,
+    private readonly images: ImagePolicy = NO_IMAGES,
+    private readonly code: CodeBlockOptions = {}
+  ) {
     this.tail = document.createElement('div');
     this.tail.className = 'streamchat-tail';
-    this.tailText = document.createTextNode('');
-    this.tail.appendChild(this.tailText);
     el.appendChild(this.tail);
+    prepareCommonLanguages();
   }
 
   append(chunk: string): void {
     if (!chunk) {
       return;
     }
-    this.tailText.appendData(chunk);
     // Only the new text is searched for line ends: the open block is bounded, the reply not.
     let from = this.open.length;
     this.open += chunk;
@@ -240,6 +290,7 @@ export class StreamingMarkdown implements BodyRenderer {
     if (this.queued.length && !this.stepping) {
       this.step(); // some now, the rest between paints
     }
+    this.schedulePreview();
   }
 
   finish(): Promise<void> {
@@ -248,6 +299,7 @@ export class StreamingMarkdown implements BodyRenderer {
     }
     this.open = '';
     this.scanPos = 0;
+    this.fence = null;
     // Even the end is rendered a few kilobytes per task: a reply that streamed faster than it
     // rendered would otherwise be laid out in one long task.
     const done = new Promise<void>(resolve => this.whenIdle.push(resolve));
@@ -283,28 +335,128 @@ export class StreamingMarkdown implements BodyRenderer {
     if (text) {
       const block = document.createElement('div');
       block.className = 'streamchat-block';
-      const out = render(text, this.definitions.links, this.images);
+      const finish = { code: this.code };
+      const out = render(text, this.definitions.links, this.images, finish);
       block.appendChild(out.fragment);
       this.el.insertBefore(block, done[0].raw);
       const rendered: RenderedBlock = { el: block, text, awaiting: new Set() };
       for (const earlier of this.definitions.learn(rendered, out.links)) {
-        earlier.el.replaceChildren(render(earlier.text, this.definitions.links, this.images).fragment);
+        earlier.el.replaceChildren(
+          render(earlier.text, this.definitions.links, this.images, finish).fragment);
         this.definitions.track(earlier);
       }
     }
     done.forEach(item => item.raw.remove());
   }
 
-  /** Move the first `shown` characters of the tail into a plain-text stand-in of their own,
-   * until `text` (those characters, or '' when they are blank) is rendered. */
+  /** Move the first `shown` characters of the open text into a plain-text stand-in of their
+   * own, until `text` (those characters, or '' when they are blank) is rendered. */
   private queue(text: string, shown: number): void {
     const raw = document.createElement('div');
     raw.className = 'streamchat-raw';
-    raw.textContent = this.tailText.data.slice(0, shown);
-    this.tailText.deleteData(0, shown); // the tail holds only the open block: it stays short
+    raw.textContent = this.open.slice(0, shown);
     this.el.insertBefore(raw, this.tail);
     this.queued.push({ text, raw });
+    // The tail previewed text that has just left it: it shows the rest from the next frame on.
+    this.showNothing();
+    this.schedulePreview();
   }
+
+  // -- the open block's preview ------------------------------------------------------------
+
+  private schedulePreview(): void {
+    if (this.previewQueued) {
+      return;
+    }
+    this.previewQueued = true;
+    const wait = this.previewNotBefore - performance.now();
+    if (wait > 0) {
+      setTimeout(() => schedule(this.refreshPreview), wait);
+    } else {
+      schedule(this.refreshPreview);
+    }
+  }
+
+  /** Show the open block as it is now. Between two refreshes `open` only grows, unless a block
+   * ended, and then `queue` emptied the tail: so what the tail shows is always a start of it. */
+  private refreshPreview = (): void => {
+    this.previewQueued = false;
+    const text = this.open;
+    if (!/\S/.test(text)) {
+      this.showNothing();
+    } else if (this.fence !== null && !this.fenceInList) {
+      this.showCode();
+    } else if (FENCE_OPENING.test(text)) {
+      this.showNothing(); // the code's box shows once its fence line is whole
+    } else if (text.length <= PREVIEW_MAX_CHARS) {
+      const started = performance.now();
+      const links = this.definitions.links;
+      const { fragment } = render(closeInline(text), links, this.images, 'preview');
+      this.tail.replaceChildren(fragment);
+      this.tail.classList.remove('streamchat-plain');
+      this.shown = { kind: 'preview', chars: text.length, rest: null };
+      const took = performance.now() - started;
+      this.previewNotBefore = performance.now() + took * PREVIEW_BACKOFF;
+    } else if (this.shown.kind === 'preview') {
+      this.showRest(this.shown);
+    } else {
+      this.showPlain();
+    }
+  };
+
+  /** The open block outgrew its preview: what follows the part previewed grows beneath it. */
+  private showRest(shown: { chars: number; rest: Text | null }): void {
+    if (shown.rest === null) {
+      const box = document.createElement('div');
+      box.className = 'streamchat-plain';
+      shown.rest = document.createTextNode('');
+      box.append(shown.rest);
+      this.tail.append(box);
+    }
+    shown.rest.appendData(this.open.slice(shown.chars + shown.rest.length));
+  }
+
+  private showNothing(): void {
+    if (this.shown.kind !== 'nothing') {
+      this.tail.replaceChildren();
+      this.tail.classList.remove('streamchat-plain');
+      this.shown = { kind: 'nothing' };
+    }
+  }
+
+  private showPlain(): void {
+    if (this.shown.kind !== 'plain') {
+      const text = document.createTextNode('');
+      this.tail.replaceChildren(text);
+      this.tail.classList.add('streamchat-plain');
+      this.shown = { kind: 'plain', text };
+    }
+    const { text } = this.shown;
+    text.appendData(this.open.slice(text.length));
+  }
+
+  /** The open fence's code: complete lines are appended as they come; the line still being
+   * written shows too, unless it may be the closing fence (which would flash as code). */
+  private showCode(): void {
+    if (this.shown.kind !== 'code') {
+      const { box, code } = codePreview(document, this.fenceLanguage);
+      const lines = document.createTextNode('');
+      const partial = document.createTextNode('');
+      code.append(lines, partial);
+      this.tail.replaceChildren(box);
+      this.tail.classList.remove('streamchat-plain');
+      this.shown = { kind: 'code', lines, partial };
+    }
+    const { lines, partial } = this.shown;
+    const body = this.open.slice(this.fenceBodyStart);
+    const complete = body.lastIndexOf('\n') + 1;
+    lines.appendData(body.slice(lines.length, complete));
+    const rest = body.slice(complete);
+    const closing = FENCE_CLOSING.exec(rest);
+    partial.data = closing && closing[1][0] === this.fence![0] ? '' : rest;
+  }
+
+  // -- block ends ---------------------------------------------------------------------------
 
   /** Classify one complete line (`start`..`end` in `open`); returns how many characters were
    * cut off the front of `open` because a block ended (0 if none). */
@@ -344,6 +496,9 @@ export class StreamingMarkdown implements BodyRenderer {
       }
       this.fence = fence[1];
       this.fenceInList = inList;
+      this.fenceBodyStart = end - cut;
+      this.fenceLanguage = line.slice(fence[0].length).trim().split(/\s+/)[0];
+      prepareLanguage(this.fenceLanguage);
     }
     if (!this.blockHasContent) {
       this.blockIsList = listItem;

@@ -8,7 +8,13 @@
 // the model think, and folded by itself once the answer starts, unless the user has opened or
 // closed it by hand. Once the reply has ended, its usage shows as one quiet line under it
 // (`data-testid="streamchat-usage"`).
+//
+// An assistant message opens with a small header: the agent that wrote it and when
+// (`data-testid="streamchat-message-meta"`). Every message has a "Copy as Markdown" button
+// (`streamchat-copy-message`) that copies its text as written. A reply still streaming is
+// `aria-busy`, so screen readers wait for its end rather than read every token.
 
+import { actionButton, copyWithFeedback } from './actions';
 import type { BodyRenderer } from './markdown';
 import type { Status, Usage } from './protocol';
 import { isEnded, NEW_REPLY, ReplyState, ReplyStep } from './reply';
@@ -79,11 +85,40 @@ const ENDINGS: Partial<Record<Status, string>> = {
   interrupted: '(Interrupted: the server stopped before the reply was complete.)'
 };
 
+// Date formats in the user's locale, made once. The first one a page makes costs tens of
+// milliseconds (the browser loads its locale data), so it is made when the page is idle, never
+// in the task that shows a reply's first words; later ones cost microseconds.
+let formats: { time: Intl.DateTimeFormat; day: Intl.DateTimeFormat; full: Intl.DateTimeFormat };
+function dateFormats(): typeof formats {
+  formats ??= {
+    time: new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' }),
+    day: new Intl.DateTimeFormat(undefined,
+      { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }),
+    full: new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' })
+  };
+  return formats;
+}
+
+const whenIdle = (task: () => void): void => {
+  if (typeof requestIdleCallback === 'function') {
+    requestIdleCallback(task, { timeout: 1000 });
+  } else {
+    setTimeout(task, 200);
+  }
+};
+
+/** A time as the header shows it: the hour alone today, with the day otherwise. */
+function shortTime(when: Date, now: Date = new Date()): string {
+  const today = when.toDateString() === now.toDateString();
+  return (today ? dateFormats().time : dateFormats().day).format(when);
+}
+
 export class MessageView {
   readonly el: HTMLElement;
   /** An assistant message's reply as held; a user message keeps only `text`. */
   reply: ReplyState = NEW_REPLY;
   private userText = '';
+  private readonly meta: HTMLElement | null = null; // an assistant message's header
   private readonly body: HTMLElement;
   private readonly note: HTMLElement;
   private readonly renderer: BodyRenderer | null;
@@ -101,15 +136,59 @@ export class MessageView {
     this.el.className = `streamchat-message streamchat-${role}`;
     this.el.dataset.testid = 'streamchat-message';
     this.el.dataset.role = role;
+    const actions = document.createElement('div');
+    actions.className = 'streamchat-actions';
+    actions.append(actionButton({
+      testid: 'streamchat-copy-message',
+      label: 'Copy',
+      name: 'Copy as Markdown',
+      icon: 'copy',
+      onClick: button => void copyWithFeedback(button, this.text)
+    }));
     this.body = document.createElement('div');
     this.body.className = 'streamchat-body';
     this.note = document.createElement('div');
     this.note.className = 'streamchat-note';
     this.note.hidden = true;
-    this.el.append(this.body, this.note);
+    if (role === 'assistant') {
+      this.meta = document.createElement('div');
+      this.meta.className = 'streamchat-meta';
+      this.meta.dataset.testid = 'streamchat-message-meta';
+      this.meta.hidden = true; // until the agent is known
+      this.el.append(this.meta);
+    }
+    this.el.append(actions, this.body, this.note);
     this.renderer = role === 'assistant' ? createRenderer(this.body) : null;
     this.setId(messageId);
     this.setStatus(status);
+  }
+
+  /** Show which agent wrote this reply and when it began. `time` is null when not known: a
+   * stored message without its time shows none, rather than the time it was loaded. */
+  showOrigin(agentId: string, time: Date | null): void {
+    const meta = this.meta;
+    if (meta === null) {
+      return;
+    }
+    meta.replaceChildren();
+    if (agentId) {
+      const agent = document.createElement('span');
+      agent.className = 'streamchat-meta-agent';
+      agent.textContent = agentId;
+      meta.append(agent);
+    }
+    meta.hidden = !agentId;
+    if (time) {
+      const stamp = document.createElement('time');
+      stamp.className = 'streamchat-meta-time';
+      stamp.dateTime = time.toISOString();
+      whenIdle(() => {
+        stamp.textContent = shortTime(time);
+        stamp.title = dateFormats().full.format(time);
+        meta.append(...(meta.childNodes.length ? [' · '] : []), stamp);
+        meta.hidden = false;
+      });
+    }
   }
 
   get text(): string {
@@ -124,6 +203,11 @@ export class MessageView {
   setStatus(status: string): void {
     this.status = status;
     this.el.dataset.status = status;
+    if (this.role === 'assistant' && status === 'streaming') {
+      this.el.setAttribute('aria-busy', 'true');
+    } else {
+      this.el.removeAttribute('aria-busy');
+    }
   }
 
   /** Show a user message's text, or (without a server) a snapshot's text. */

@@ -121,8 +121,8 @@ export interface StoredMessage {
   /** `text` is only the start of the message: RESUME from `lastSeq` brings the rest. */
   truncated?: boolean;
   /** When the message was made, in seconds since the epoch (as a conversation's `createdAt`).
-   * Servers of this version do not send it; readers use it when it is a number and otherwise
-   * leave it alone, so it is not among the checked fields. */
+   * Older servers do not send it; readers use it when it is a number and otherwise leave it
+   * alone, so it is not among the checked fields. */
   createdAt?: unknown;
 }
 /** The latest messages of a conversation, oldest first, answering SUBSCRIBE. */
