@@ -276,6 +276,7 @@ def message_wire(message) -> dict:
         "text": message.text,
         "status": message.status,
         "lastSeq": message.last_seq,
+        "createdAt": message.created_at,
     }
     if message.error is not None:
         wire["error"] = message.error

@@ -1,6 +1,7 @@
 """REST API under {base_url}streamchat/api/, and its auth (pytest-jupyter's base_url is not /)."""
 
 import json
+import time
 
 import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -29,7 +30,9 @@ async def test_conversations_list_get_delete(chat, rest, jp_fetch):
 
     body = await rest("conversations", conversation)
     assert body["conversationId"] == conversation
-    user, reply = body["messages"]
+    user, reply = (dict(m) for m in body["messages"])
+    # When each was made, in seconds since the epoch, in the order they were made.
+    assert time.time() - 60 < user.pop("createdAt") <= reply.pop("createdAt") <= time.time()
     assert user == {"messageId": accepted["userMessageId"], "role": "user", "agentId": "echo",
                     "text": "first words", "status": "complete", "lastSeq": 0}
     usage = reply.pop("usage")  # the hub's timings; echo reports no model or tokens

@@ -60,11 +60,14 @@ class LabServer:
     ``base_dir`` holds the root dir, the Jupyter state and the log; without one a temp dir is
     made and removed again by :meth:`stop`. ``app="notebook"`` runs Jupyter Notebook 7
     (``jupyter notebook``) instead of JupyterLab, with the same extensions and isolation.
+    ``disabled_plugins`` names front-end plugins the page leaves out (e.g.
+    ``"jupyter-streamchat:sidebar"``).
     """
 
     def __init__(self, args: Sequence[str] = (), *, base_dir: Optional[Path] = None,
                  port: Optional[int] = None, base_url: str = "/",
-                 env: Optional[dict] = None, token: Optional[str] = None, app: str = "lab"):
+                 env: Optional[dict] = None, token: Optional[str] = None, app: str = "lab",
+                 disabled_plugins: Sequence[str] = ()):
         if app not in APP_FLAGS:
             raise ValueError(f"app must be one of {sorted(APP_FLAGS)}, not {app!r}")
         self.app = app
@@ -92,6 +95,7 @@ class LabServer:
             *(["--allow-root"] if os.geteuid() == 0 else []),
             *args,
         ]
+        self.disabled_plugins = list(disabled_plugins)
         self.proc: Optional[subprocess.Popen] = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -101,6 +105,11 @@ class LabServer:
             path = Path(self.env["JUPYTERLAB_SETTINGS_DIR"]) / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(settings))
+        if self.disabled_plugins:  # JupyterLab's page config: plugins it does not activate
+            page_config = Path(self.env["JUPYTER_CONFIG_DIR"]) / "labconfig" / "page_config.json"
+            page_config.parent.mkdir(parents=True, exist_ok=True)
+            page_config.write_text(json.dumps(
+                {"disabledExtensions": {name: True for name in self.disabled_plugins}}))
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 self.args, env=self.env, cwd=self.root, stdin=subprocess.DEVNULL,

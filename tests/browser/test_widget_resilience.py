@@ -17,6 +17,15 @@ from tcpproxy import TcpProxy
 WS = "/streamchat/ws"
 
 
+@pytest.fixture(scope="module")
+def lab(lab_args, lab_env, tmp_path_factory):
+    """Without the Chat panel, whose own socket (it watches the conversation list) would mix
+    with the notebook chat's in the connection counts and retry timings measured here."""
+    with LabServer(lab_args, env=lab_env, base_dir=tmp_path_factory.mktemp("lab"),
+                   disabled_plugins=["jupyter-streamchat:sidebar"]) as server:
+        yield server
+
+
 def _record_connection_states(page) -> None:
     page.evaluate(
         """() => {

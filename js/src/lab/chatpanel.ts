@@ -27,7 +27,7 @@ export class ChatPanel extends Widget {
       conversationId: options.conversationId,
       agentId: options.agentId,
       onInsertCode: options.onInsertCode
-    } as ConstructorParameters<typeof ChatView>[1]);
+    });
     this.unshow = showing(this.conversation, this.node);
   }
 

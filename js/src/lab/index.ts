@@ -52,24 +52,33 @@ function insertCodeCell(notebooks: INotebookTracker | null, code: string): void 
   }
 }
 
-const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'jupyter-streamchat:plugin',
-  description: 'Chat with AI agents: a side panel of every conversation, chats in tabs, and notebook chats that outlive their kernel.',
+/** Notebook outputs of `ChatWidget`, drawn from the saved notebook: they need no server and
+ * no kernel to show their chat. */
+const notebookOutput: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-streamchat:notebook-output',
+  description: 'Draws a notebook\'s chat from its saved output, so it outlives the kernel.',
   autoStart: true,
   requires: [IRenderMimeRegistry],
+  optional: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, notebooks: INotebookTracker | null) => {
+    rendermime.addFactory(outputRendererFactory(code => insertCodeCell(notebooks, code)), -20);
+  }
+};
+
+/** The Chat panel, chat tabs, and their commands. */
+const sidebarPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-streamchat:sidebar',
+  description: 'A Chat panel of every stored conversation, chats in main-area tabs, and their commands.',
+  autoStart: true,
   optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ILabShell],
   activate: (
     app: JupyterFrontEnd,
-    rendermime: IRenderMimeRegistry,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     notebooks: INotebookTracker | null,
     labShell: ILabShell | null
   ) => {
     const insertCode = (code: string) => insertCodeCell(notebooks, code);
-    // Notebook outputs first: they need no server to show their saved chat.
-    rendermime.addFactory(outputRendererFactory(insertCode), -20);
-
     const server: ServerSettings | null = pageServerSettings();
     if (server === null) {
       console.warn('jupyter-streamchat: this page names no Jupyter server; the Chat panel is off.');
@@ -188,4 +197,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [notebookOutput, sidebarPlugin];

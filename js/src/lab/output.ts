@@ -68,7 +68,7 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
           }
         },
         onInsertCode: this.onInsertCode
-      } as ConstructorParameters<typeof ChatView>[1]);
+      });
       this.markShown(data.conversationId);
       if (data.outputKey) {
         this.unwatch = watchModel(data.outputKey, model => this.attach(model));

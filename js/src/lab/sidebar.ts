@@ -9,6 +9,7 @@
 // `data-conversation-id` on each entry.
 
 import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { deleteIcon, downloadIcon, editIcon, LabIcon, launchIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 import { HubConnection } from '../view/connection';
 import { el, randomId } from '../view/dom';
@@ -32,10 +33,17 @@ export interface SidebarOptions {
   openInTab: (conversationId: string, agentId: string, title: string) => void;
 }
 
-function button(label: string, className: string, testid: string, text = label): HTMLButtonElement {
+/** A button named `label` (for screen readers and the tooltip), showing `face`: its text, or
+ * one of JupyterLab's icons. */
+function button(label: string, className: string, testid: string,
+  face: string | LabIcon = label): HTMLButtonElement {
   const node = el('button', `jp-streamchat-button ${className}`, testid);
   node.type = 'button';
-  node.textContent = text;
+  if (typeof face === 'string') {
+    node.textContent = face;
+  } else {
+    node.append(face.element({ tag: 'span', className: 'jp-streamchat-Icon' }));
+  }
   node.setAttribute('aria-label', label);
   node.title = label;
   return node;
@@ -119,7 +127,7 @@ export class ConversationSidebar extends Widget {
     const back = button('Back to all conversations', 'jp-streamchat-Back', 'streamchat-back', '← Chats');
     back.addEventListener('click', () => this.showList());
     this.chatTitle = el('span', 'jp-streamchat-ChatTitle', 'streamchat-chat-title');
-    const inTab = button('Open in a tab', 'jp-streamchat-InTab', 'streamchat-chat-open-tab', '⧉');
+    const inTab = button('Open in a tab', 'jp-streamchat-InTab', 'streamchat-chat-open-tab', launchIcon);
     inTab.addEventListener('click', () => {
       if (this.chat) {
         this.options.openInTab(this.chat.conversationId, this.agent, this.chatTitle.textContent ?? '');
@@ -312,15 +320,15 @@ export class ConversationSidebar extends Widget {
       marks.append(dot);
     }
     const actions = el('span', 'jp-streamchat-Actions');
-    const rename = button(`Rename “${title}”`, 'jp-streamchat-Action', 'streamchat-rename', '✎');
+    const rename = button(`Rename “${title}”`, 'jp-streamchat-Action', 'streamchat-rename', editIcon);
     rename.addEventListener('click', () => void this.rename(id));
     const exportButton = button(`Export “${title}” as Markdown`, 'jp-streamchat-Action',
-      'streamchat-export', '⤓');
+      'streamchat-export', downloadIcon);
     exportButton.addEventListener('click', () => void this.exportMarkdown(id));
-    const tab = button(`Open “${title}” in a tab`, 'jp-streamchat-Action', 'streamchat-open-tab', '⧉');
+    const tab = button(`Open “${title}” in a tab`, 'jp-streamchat-Action', 'streamchat-open-tab', launchIcon);
     tab.addEventListener('click', () =>
       this.options.openInTab(id, entry.agentId ?? this.agent, title));
-    const remove = button(`Delete “${title}”`, 'jp-streamchat-Action', 'streamchat-delete', '🗑');
+    const remove = button(`Delete “${title}”`, 'jp-streamchat-Action', 'streamchat-delete', deleteIcon);
     remove.addEventListener('click', () => void this.remove(id));
     actions.append(rename, exportButton, tab, remove);
     const snippet = el('span', 'jp-streamchat-Snippet', 'streamchat-snippet');
