@@ -360,9 +360,9 @@ def test_view_opens_at_the_bottom_after_a_reload_and_follows(page, lab):
     gap = "el => el.scrollHeight - el.scrollTop - el.clientHeight"
     assert listing.evaluate("el => el.scrollHeight > 3 * el.clientHeight")
     page.wait_for_function(f"el => ({gap})(el) < 30", arg=listing.element_handle(),
-                           timeout=5_000)
-    # Replies stored before the page loaded name their agent; their time is not sent.
-    expect(last_reply(root).locator(META)).to_have_text("echo")
+                           timeout=GUARD_MS)
+    # Replies stored before the page loaded name their agent and the time they were made.
+    expect(last_reply(root).locator(META)).to_have_text(re.compile(r"^echo · \d{1,2}:\d{2}"))
 
     # A new reply streams in view, and says when it began.
     send(root, tall)
@@ -375,7 +375,7 @@ def test_view_opens_at_the_bottom_after_a_reload_and_follows(page, lab):
     wait_status(reply, "complete")
     wait_rendered(root)
     page.wait_for_function(f"el => ({gap})(el) < 30", arg=listing.element_handle(),
-                           timeout=5_000)
+                           timeout=GUARD_MS)
 
 
 def test_every_control_has_a_name_and_the_list_is_a_log(page, lab):
