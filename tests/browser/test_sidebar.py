@@ -104,9 +104,6 @@ def test_extension_is_prebuilt_and_enabled(lab):
     text = listing.stdout + listing.stderr
     line = next((l for l in text.splitlines() if "jupyter-streamchat" in l), "")
     assert "enabled" in line and "OK" in line, text
-    status = subprocess.run([sys.executable, "-m", "jupyter", "lab", "build", "--help"],
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0  # (the CLI exists; nothing above needed it)
 
 
 def test_panel_lists_conversations_most_recent_first_and_pages(page, lab):
