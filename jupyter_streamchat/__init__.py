@@ -6,7 +6,11 @@ __version__ = "0.1.0"
 
 
 def _jupyter_server_extension_points():
+    from .redact import protect_server_log
     from .server.app import StreamChatApp
+
+    # Before the server links its extensions, which logs their config (API keys in it) at DEBUG.
+    protect_server_log()
 
     return [{"module": "jupyter_streamchat", "app": StreamChatApp}]
 

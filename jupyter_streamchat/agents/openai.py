@@ -6,7 +6,11 @@ Configure it like any Jupyter class (``c.OpenAIAgent.model = "llama3.2"``) or as
 
 What a user sees when the server misbehaves is written here, in :meth:`OpenAIAgent._explain`:
 every failure becomes an :class:`AgentError` whose message says what happened and what to check,
-and never carries the API key.
+and never carries the API key (``redact.py``). A model server is a remote party: what it sends
+is bounded (``bounded.py``: one event, an error body, the time an event takes; here: the text
+of a reply), and whatever it sends that is not what the API promises (bad JSON, fields of the
+wrong type, bytes that are not UTF-8) ends the reply with a sentence naming the server, with
+the text that came before it kept.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import os
 import random
 import time
 
+import json
+
 import anyio
 import openai
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Dict, Float, Int, Unicode, default, observe
 
+from .. import redact
 from .base import Agent, AgentError, AgentRequest, Reasoning, Usage
+from .bounded import ServerMisbehaved, bounded_http_client
 
 # Shown at the end of a reply the server cut at its token limit (finish_reason "length").
 LENGTH_NOTE = "\n\n*[cut at the token limit]*"
@@ -37,8 +45,21 @@ _RETRY_AFTER_MAX = 20.0
 _NO_KEY = "no-key"
 
 
+# The server's own words about an error are cut to this many characters in the user's message.
+DETAIL_CHARS = 300
+
+
 class _BrokeOff(Exception):
     """The stream ended with neither a finish reason nor [DONE]."""
+
+
+class _Malformed(Exception):
+    """The stream holds something the chat-completions API does not send; says what."""
+
+
+# Failures of the server's stream that are not the client's own errors: what the client raises
+# when it cannot read what was sent.
+_UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, _Malformed, ServerMisbehaved)
 
 
 class OpenAIAgent(Agent):
@@ -67,6 +88,15 @@ class OpenAIAgent(Agent):
     max_retries = Int(2, help="""Times a request is tried again (with backoff) when it fails
         before the first token: connection refused, rate limited, server error. Once text has
         streamed, a failure ends the reply with what arrived.""").tag(config=True)
+    max_event_bytes = Int(1024 * 1024, help="""Largest server-sent event accepted from the
+        model server, in bytes; a larger one ends the reply with an error (a real server's
+        events are a few hundred bytes). Bounds the memory one reply can take.""",
+                          ).tag(config=True)
+    max_error_bytes = Int(256 * 1024, help="""Largest error body (or other non-streamed
+        answer) read from the model server, in bytes.""").tag(config=True)
+    max_reply_chars = Int(4_000_000, help="""Most characters (answer and thinking) one reply
+        may stream; past it the reply ends with an error and keeps what came. Bounds what a
+        runaway or hostile server can write to the store.""").tag(config=True)
 
     @default("base_url")
     def _default_base_url(self):
@@ -82,11 +112,26 @@ class OpenAIAgent(Agent):
 
     @default("description")
     def _default_description(self):
-        return f"{self.model} at {self.base_url}"
+        return f"{self.model} at {redact.without_password(self.base_url)}"
 
     def __init__(self, agent_id: str, **kwargs):
         super().__init__(agent_id, **kwargs)
         self._client_for = None  # (settings, AsyncOpenAI): one connection pool per settings
+        redact.register(self.api_key)
+        redact.register_url(self.base_url)
+
+    @observe("api_key")
+    def _api_key_changed(self, change):
+        redact.register(change["new"])
+
+    @observe("base_url")
+    def _base_url_changed(self, change):
+        redact.register_url(change["new"])
+
+    @property
+    def server(self) -> str:
+        """The base URL as it may be shown: without a password in it."""
+        return redact.without_password(self.base_url)
 
     # -- the request ----------------------------------------------------------------------
 
@@ -112,13 +157,15 @@ class OpenAIAgent(Agent):
         return params
 
     def _client(self) -> openai.AsyncOpenAI:
-        settings = (self.base_url, self.api_key, self.timeout)
+        settings = (self.base_url, self.api_key, self.timeout, self.max_event_bytes,
+                    self.max_error_bytes)
         if self._client_for is None or self._client_for[0] != settings:
             # max_retries=0: retries are ours, so that the first-token deadline and the backoff
             # are too. The client's timeout bounds each read, so a stream that stalls later on
-            # ends as well.
+            # ends as well; an event that trickles in must still end within it.
+            http = bounded_http_client(self.max_event_bytes, self.max_error_bytes, self.timeout)
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or _NO_KEY,
-                                        timeout=self.timeout, max_retries=0)
+                                        timeout=self.timeout, max_retries=0, http_client=http)
             self._client_for = (settings, client)
         return self._client_for[1]
 
@@ -135,6 +182,8 @@ class OpenAIAgent(Agent):
                         first = await pieces.__anext__()
                 except StopAsyncIteration:
                     return
+                except _UNREADABLE as error:
+                    raise AgentError(self._explain(error, attempt + 1, started=False)) from None
                 except (openai.APIError, _BrokeOff, TimeoutError) as error:
                     # Nothing has been shown yet, so trying again cannot repeat any text.
                     wait = self._retry_wait(error, attempt)
@@ -150,7 +199,7 @@ class OpenAIAgent(Agent):
                 try:
                     async for piece in pieces:
                         yield piece
-                except (openai.APIError, _BrokeOff) as error:
+                except (openai.APIError, _BrokeOff, *_UNREADABLE) as error:
                     raise AgentError(self._explain(error, attempt + 1, started=True)) from None
                 return
             finally:
@@ -159,28 +208,39 @@ class OpenAIAgent(Agent):
                 await pieces.aclose()
 
     async def _pieces(self, client: openai.AsyncOpenAI, params: dict):
-        """One request: answer text, :class:`Reasoning` and, at the end, :class:`Usage`."""
+        """One request: answer text, :class:`Reasoning` and, at the end, :class:`Usage`.
+
+        The client builds each chunk without checking it against the API's types, so every
+        field is read for what it is (:func:`_field`): a wrong type is a malformed stream."""
         stream = await client.chat.completions.create(**params)
         model = input_tokens = output_tokens = finish = None
         think = ThinkSplitter()
+        left = self.max_reply_chars
         async with stream:
             async for chunk in stream:
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    input_tokens = chunk.usage.prompt_tokens
-                    output_tokens = chunk.usage.completion_tokens
-                for choice in chunk.choices:
-                    if choice.index != 0:
+                model = _field(chunk, "model", str) or model
+                usage = _field(chunk, "usage", object)
+                if usage is not None:
+                    input_tokens = _count(usage, "prompt_tokens")
+                    output_tokens = _count(usage, "completion_tokens")
+                choices = _field(chunk, "choices", list) or []
+                for choice in choices:
+                    if _field(choice, "index", int) not in (0, None):
                         continue
-                    delta = choice.delta
+                    delta = _field(choice, "delta", object)
                     if delta is not None:
                         reasoning = _reasoning_of(delta)
+                        content = _field(delta, "content", str)
+                        left -= len(reasoning) + len(content or "")
+                        if left < 0:
+                            raise _Malformed(f"sent more than {self.max_reply_chars:,} "
+                                             "characters in one reply (max_reply_chars)")
                         if reasoning:
                             yield Reasoning(reasoning)
-                        if delta.content:
-                            for piece in think.feed(delta.content):
+                        if content:
+                            for piece in think.feed(content):
                                 yield piece
-                    finish = choice.finish_reason or finish
+                    finish = _field(choice, "finish_reason", str) or finish
         for piece in think.flush():
             yield piece
         if finish is None:
@@ -213,9 +273,20 @@ class OpenAIAgent(Agent):
         return None
 
     def _explain(self, error: Exception, attempts: int, started: bool) -> str:
-        """A message for the user: what happened, and what to check."""
-        where = f"The model server at {self.base_url}"
+        """A message for the user: what happened, and what to check; never a secret."""
+        return redact.redact(self._say(error, attempts, started))
+
+    def _say(self, error: Exception, attempts: int, started: bool) -> str:
+        where = f"The model server at {self.server}"
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        cut = " The reply was cut off there." if started else ""
+        if isinstance(error, (ServerMisbehaved, _Malformed)):
+            return f"{where} {error}.{cut}"
+        if isinstance(error, json.JSONDecodeError):
+            return (f"{where} sent an event that is not valid JSON ({error.msg} at character "
+                    f"{error.pos}).{cut}")
+        if isinstance(error, UnicodeDecodeError):
+            return f"{where} sent bytes that are not UTF-8 text.{cut}"
         if isinstance(error, _BrokeOff):
             return f"{where} ended the reply early: the stream broke off{tries}."
         if isinstance(error, (TimeoutError, openai.APITimeoutError)):
@@ -225,14 +296,14 @@ class OpenAIAgent(Agent):
         if isinstance(error, openai.APIConnectionError):
             if started:
                 return f"{where} dropped the connection: the stream broke off."
-            return f"Cannot reach {self.base_url}: is the server running?"
+            return f"Cannot reach {self.server}: is the server running?"
         if isinstance(error, openai.APIStatusError):
             return self._explain_status(error, tries)
         # An error event inside a stream that had begun well (HTTP 200).
         return f"{where} reported an error mid-reply: {self._detail(error) or 'no details'}."
 
     def _explain_status(self, error: openai.APIStatusError, tries: str) -> str:
-        where = f"The model server at {self.base_url}"
+        where = f"The model server at {self.server}"
         status, detail = error.status_code, self._detail(error)
         said = f": {detail}" if detail else ""
         if status == 401:
@@ -256,26 +327,60 @@ class OpenAIAgent(Agent):
         return f"{where} refused the request ({status}){said}."
 
     def _detail(self, error: openai.APIError) -> str:
-        """The server's own words about an error, short, with the key blanked out."""
+        """The server's own words about an error, short, with any secret blanked out first
+        (a cut made before would leave the part of a key in front of it)."""
         body = error.body
         message = body.get("message") if isinstance(body, dict) else None
         if not isinstance(message, str):
             message = body if isinstance(body, str) else ""
-        message = " ".join(message.split())[:300].rstrip(".!")  # our sentence ends it
-        if self.api_key and len(self.api_key) >= 4:
-            message = message.replace(self.api_key, "***")
-        return message
+        message = redact.cut(message, 4 * DETAIL_CHARS, end="")
+        return redact.cut(" ".join(message.split()), DETAIL_CHARS).rstrip(".!")
+
+
+def _raw(obj, name: str):
+    """``obj.name`` of a chunk's object, or None. Read from the model's fields and its extras
+    directly: getattr of a name a pydantic model lacks raises inside, and that cost a few
+    microseconds on every token."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if fields is None:
+        raise _Malformed(f"sent a chunk with a {type(obj).__name__} where an object belongs")
+    value = fields.get(name)
+    if value is None:
+        value = (getattr(obj, "__pydantic_extra__", None) or {}).get(name)
+    return value
+
+
+def _field(obj, name: str, kind: type):
+    """``obj.name`` when it is of ``kind`` (``object``: any JSON object), or None when absent.
+    The client builds chunks without checking them against the API's types, so a value of
+    another type is a malformed stream."""
+    value = _raw(obj, name)
+    if value is None:
+        return None
+    if kind is object:
+        ok = not isinstance(value, (str, int, float, list))
+    else:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        wanted = "an object" if kind is object else f"a {kind.__name__}"
+        raise _Malformed(f"sent a chunk whose {name!r} is a {type(value).__name__}, not {wanted}")
+    return value
+
+
+def _count(obj, name: str):
+    """A token count of the usage, or None: usage is informational, so a wrong type is no
+    reason to fail a reply."""
+    value = _raw(obj, name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _reasoning_of(delta) -> str:
     """Thinking text of a delta: ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning`` (Ollama,
     OpenRouter). Some servers send both with the same text, so the first one counts."""
-    # Read from the model's fields and its extras directly: getattr of a name a pydantic model
-    # lacks raises inside, and that cost a few microseconds on every token.
-    fields = getattr(delta, "__dict__", None) or {}
-    extra = getattr(delta, "__pydantic_extra__", None) or {}
-    for field in ("reasoning_content", "reasoning"):
-        value = fields.get(field) or extra.get(field)
+    for name in ("reasoning_content", "reasoning"):
+        value = _raw(delta, name)
         if isinstance(value, str) and value:
             return value
     return ""

@@ -8,6 +8,7 @@ import os
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Float, Int, TraitError, Type, Unicode, default, validate
 
+from .. import redact
 from ..agents import load_agents
 from .handlers import handlers
 from .hub import Hub
@@ -111,6 +112,13 @@ class StreamChatApp(ExtensionApp):
         return self.store_class(parent=self)
 
     def initialize_settings(self):
+        # Secrets in the config (model API keys, a store URL's password) and in the
+        # environment are kept out of every log line from now on, whatever logs it.
+        redact.install_log_redaction()
+        redact.register_environment()
+        redact.register_config(self.config)
+        redact.register_config(self.serverapp.config if self.serverapp else {})
+        redact.register_url(self.store_url)
         self.store = self._make_store()
         self.agent_instances = load_agents(self, self.log, self.agents)
         self.hub = Hub(

@@ -29,6 +29,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Callable, Optional
 
+from .. import redact
 from ..agents import AgentError, Reasoning, Usage
 from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
     from ..agents import Agent, AgentRequest
     from ..store import Exchange, Store
 
-# Tokens merged into one frame stop at this many characters, so a fast agent's burst
-# becomes several frames of a sane size rather than one huge one.
+# No frame's chunk (or thinking text) is longer than this many characters: tokens merged into
+# one frame stop here, and a longer piece from an agent is split across frames. So a fast
+# agent's burst, or one huge delta from a model server, becomes frames of a sane size.
 MAX_CHUNK_CHARS = 16 * 1024
 
 # Longest an agent may keep the event loop to itself while it has tokens ready.
@@ -53,20 +55,25 @@ MAX_COMMIT_LAG_SECONDS = 0.1
 
 # Text produced but not yet committed stops the agent at this many characters until the
 # store has caught up: nothing can be shown faster than it is stored anyway, and a reply's
-# memory then stays near this much instead of near the size of the reply.
-MAX_PENDING_CHARS = 1024 * 1024
+# memory then stays near this much (at most 4 bytes a character) instead of near the size of
+# the reply.
+MAX_PENDING_CHARS = 256 * 1024
 
 
 def _merge(pieces: list) -> list:
-    """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS (a bigger piece stays whole)."""
+    """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS; a longer piece is cut."""
     chunks, current, size = [], [], 0
     for piece in pieces:
-        if current and size + len(piece) > MAX_CHUNK_CHARS:
+        while size + len(piece) > MAX_CHUNK_CHARS:
+            room = MAX_CHUNK_CHARS - size
+            current.append(piece[:room])
             chunks.append(_valid("".join(current)))
-            current, size = [], 0
-        current.append(piece)
-        size += len(piece)
-    chunks.append(_valid("".join(current)))
+            current, size, piece = [], 0, piece[room:]
+        if piece:
+            current.append(piece)
+            size += len(piece)
+    if current or not chunks:
+        chunks.append(_valid("".join(current)))
     return chunks
 
 
@@ -79,6 +86,15 @@ def _frames(answer: list, reasoning: list) -> tuple:
     chunks += [""] * (count - len(chunks))
     thoughts += [""] * (count - len(thoughts))
     return chunks, thoughts
+
+
+# Longest error message a reply ends with (an agent's exception may carry a whole document).
+MAX_ERROR_CHARS = 2000
+
+
+def _said(error: str) -> str:
+    """An agent's error as the user may see it: no secret in it, at most MAX_ERROR_CHARS."""
+    return _valid(redact.cut(error, MAX_ERROR_CHARS))
 
 
 def _valid(text: str) -> str:
@@ -198,11 +214,11 @@ class Reply:
         except AgentError as e:
             self.log.info("streamchat: agent %r ended reply %s with an error: %s",
                           self.agent.agent_id, self.message_id, e)
-            self._finish(ERROR, str(e) or type(e).__name__)
+            self._finish(ERROR, _said(str(e) or type(e).__name__))
         except Exception as e:
             self.log.warning("streamchat: agent %r failed on reply %s: %s",
                              self.agent.agent_id, self.message_id, e, exc_info=True)
-            self._finish(ERROR, f"{type(e).__name__}: {e}")
+            self._finish(ERROR, _said(f"{type(e).__name__}: {e}"))
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:  # run the agent's own cleanup now, not at garbage collection

@@ -1,0 +1,327 @@
+"""Secrets (model API keys, store passwords) kept out of every text that leaves the server.
+
+This is the one place that knows what a secret looks like once it has travelled. Whatever holds
+a secret registers it (:func:`register`); every text that leaves the process goes through
+:func:`redact` first: an agent's error for the user, a REST answer, an export, and every log
+record (:func:`install_log_redaction` wraps the process's log record factory, whichever logger
+and handler a record goes to; :func:`protect_server_log` does it as soon as jupyter_server
+looks for the extension, before the extensions are linked and their config is dumped at DEBUG).
+
+What counts as the secret showing, beside the secret itself:
+
+- an escaped copy of it: JSON (``\\/``, ``\\u00e9``), URL (``%40``, ``+``), HTML;
+- a copy split over lines or by spaces, raw or as ``\\n`` escapes inside JSON text;
+- any run of :data:`PART_CHARS` or more of its characters (a server that quotes part of a key);
+- a shorter beginning of it (at least :data:`EDGE_CHARS`) where a text was cut: at the end of
+  the text or before an ellipsis, and a shorter ending of it at the start of a text.
+
+Redact *before* cutting a text to a length (:func:`cut` does both in that order): a key blanked
+after the cut may have lost its end to the cut, and then it is no longer found whole.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from typing import Iterable, Optional
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+MASK = "***"
+
+# A run of this many characters of a secret is taken as part of it.
+PART_CHARS = 6
+# A beginning (or an ending) this long of a secret, where a text was cut, is taken as part of it.
+EDGE_CHARS = 4
+# Shorter secrets are not registered: every ordinary word would match a part of them.
+MIN_SECRET_CHARS = 4
+
+# What may stand between a secret's characters when a text splits it: white space, and the
+# escapes of line breaks and tabs inside JSON or Python text.
+_GAP = re.compile(r"\s+|(?:\\[nrt])+")
+# What may follow a cut: closing quotes and brackets, punctuation, an ellipsis.
+_AFTER_CUT = ".…\"'`)]}>,;:!? \t\r\n"
+_ELLIPSIS = re.compile(r"\.\.\.|…")
+
+# Config keys whose values are secrets, wherever they sit in a config (agents' settings too).
+_SECRET_KEYS = re.compile(r"(?:^|_)(?:api_?key|password|passwd|secret)$", re.IGNORECASE)
+# Environment variables read for secrets by this package and the clients it uses.
+SECRET_ENV = ("OPENAI_API_KEY", "STREAMCHAT_STORE_URL")
+
+
+class _Secret:
+    """One registered secret: the forms it may take in a text, and their runs of characters."""
+
+    def __init__(self, value: str):
+        self.forms = _forms(value)
+        self.parts = {form[i:i + PART_CHARS] for form in self.forms
+                      for i in range(len(form) - PART_CHARS + 1)}
+        self.parts |= {form for form in self.forms if len(form) < PART_CHARS}
+
+
+def _forms(value: str) -> list:
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        json.dumps(value)[1:-1].replace("/", "\\/"),
+        quote(value, safe=""),
+        quote(value, safe="").lower(),
+        quote_plus(value, safe=""),
+        quote(value),
+        html.escape(value),
+    }
+    # A form is looked for with white space taken out of the text, so it goes out here too.
+    return sorted({_GAP.sub("", form) for form in forms} - {""}, key=len, reverse=True)
+
+
+_lock = threading.Lock()
+_secrets: dict = {}  # value -> _Secret
+
+
+def register(value: Optional[str]) -> None:
+    """Treat ``value`` as a secret from now on (a no-op for empty or very short values)."""
+    if not isinstance(value, str) or len(value.strip()) < MIN_SECRET_CHARS:
+        return
+    with _lock:
+        if value not in _secrets:
+            _secrets[value] = _Secret(value)
+
+
+def register_url(url: Optional[str]) -> None:
+    """Register the password of a URL such as ``postgresql://user:pass@host/db``."""
+    password = url_password(url)
+    if password:
+        register(password)
+        register(unquote(password))  # as written in the URL, and as the database gets it
+
+
+def url_password(url: Optional[str]) -> str:
+    if not isinstance(url, str) or "@" not in url:
+        return ""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
+
+
+def without_password(url: str) -> str:
+    """A URL as it may be shown: ``postgresql://user:***@host/db``."""
+    password = url_password(url)
+    if not password:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:{MASK}@{netloc[1]}").geturl()
+
+
+def register_config(config) -> None:
+    """Register the secrets a traitlets config holds: values of keys named like ``api_key``
+    or ``password`` at any depth, and the passwords of URLs anywhere in it."""
+    stack = [config]
+    seen = 0
+    while stack and seen < 100_000:  # a config is small; bound the walk all the same
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(value, str):
+                    if isinstance(key, str) and _SECRET_KEYS.search(key):
+                        register(value)
+                    register_url(value)
+                else:
+                    stack.append(value)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, str):
+            register_url(item)
+
+
+def register_environment(environ=os.environ) -> None:
+    register(environ.get("OPENAI_API_KEY"))
+    register_url(environ.get("STREAMCHAT_STORE_URL"))
+
+
+def forget_all() -> None:
+    """For tests: no secrets registered."""
+    with _lock:
+        _secrets.clear()
+
+
+def registered() -> bool:
+    return bool(_secrets)
+
+
+# -- redacting ----------------------------------------------------------------------------
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret, whole or in part, replaced by :data:`MASK`."""
+    if not _secrets or not text:
+        return text
+    if not isinstance(text, str):
+        text = str(text)
+    spans: list = []
+    # The text with the gaps that may split a secret taken out; positions found in it are
+    # mapped back to the text's own.
+    squeezed = _Squeezed(text)
+    for secret in list(_secrets.values()):
+        spans += _parts_found(squeezed, secret)
+        spans += _cut_edges(squeezed, secret)
+    if not spans:
+        return text
+    return _mask(text, spans)
+
+
+def cut(text: str, limit: int, end: str = "…") -> str:
+    """``text`` redacted, then cut to at most ``limit`` characters (ending in ``end``)."""
+    text = redact(text)
+    if len(text) <= limit:
+        return text
+    return text[:max(0, limit - len(end))] + end
+
+
+class _Squeezed:
+    """A text without the gaps that may split a secret (``.text``), and the way back from a
+    span of it to the span of the original text that it came from (``.span``)."""
+
+    def __init__(self, text: str):
+        self.original = text
+        self.text = _GAP.sub("", text)
+        self._where = None  # index in original of each kept character, made when first needed
+
+    def span(self, start: int, end: int) -> tuple:
+        if len(self.text) == len(self.original):
+            return start, end
+        if self._where is None:
+            where, at = [], 0
+            for gap in _GAP.finditer(self.original):
+                where.extend(range(at, gap.start()))
+                at = gap.end()
+            where.extend(range(at, len(self.original)))
+            self._where = where
+        return self._where[start], self._where[end - 1] + 1
+
+
+def _parts_found(squeezed: _Squeezed, secret: _Secret) -> list:
+    # Cheap first: a run of a secret's characters must contain one of its parts, and a
+    # substring test is done in C. Only a text that holds one is scanned position by position.
+    text = squeezed.text
+    if not any(part in text for part in secret.parts):
+        return []
+    spans, i, n = [], 0, len(text)
+    while i < n:
+        if text[i:i + PART_CHARS] in secret.parts or any(
+                text.startswith(form, i) for form in secret.forms if len(form) < PART_CHARS):
+            j = i + PART_CHARS
+            while j < n and any(text[i:j + 1] in form for form in secret.forms):
+                j += 1
+            j = min(j, n)
+            spans.append(squeezed.span(i, j))
+            i = j
+        else:
+            i += 1
+    return spans
+
+
+def _cut_edges(squeezed: _Squeezed, secret: _Secret) -> list:
+    """A beginning of the secret where the text was cut (its end, or before an ellipsis), and
+    an ending of it at the text's start."""
+    text, spans = squeezed.text, []
+    ends = [len(text.rstrip(_AFTER_CUT))]
+    ends += [m.start() for m in _ELLIPSIS.finditer(text)]
+    start = len(text) - len(text.lstrip(_AFTER_CUT))
+    for form in secret.forms:
+        longest = len(form) - 1
+        for end in ends:
+            for size in range(min(longest, end), EDGE_CHARS - 1, -1):
+                if text.startswith(form[:size], end - size):
+                    spans.append(squeezed.span(end - size, end))
+                    break
+        for size in range(min(longest, len(text) - start), EDGE_CHARS - 1, -1):
+            if text.startswith(form[-size:], start):
+                spans.append(squeezed.span(start, start + size))
+                break
+    return spans
+
+
+def _mask(text: str, spans: Iterable) -> str:
+    merged: list = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, at = [], 0
+    for start, end in merged:
+        out.append(text[at:start])
+        out.append(MASK)
+        at = end
+    out.append(text[at:])
+    return "".join(out)
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Redact a log record in place: its message with its arguments, and its traceback."""
+    if getattr(record, "_streamchat_redacted", False):
+        return record
+    for arg in _args_of(record):
+        if isinstance(arg, dict):  # a config dump ("Config changed: %r")
+            register_config(arg)
+    if not _secrets:
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format: leave it to the handler to report
+        return record
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact(text)
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    record._streamchat_redacted = True
+    return record
+
+
+def _args_of(record: logging.LogRecord) -> tuple:
+    args = record.args
+    if isinstance(args, dict):
+        return (args,)
+    return tuple(args or ())
+
+
+def install_log_redaction() -> None:
+    """Redact every log record this process makes, whichever logger and handler it goes to."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_streamchat", False):
+        return
+
+    def factory(*args, **kwargs):
+        return redact_record(previous(*args, **kwargs))
+
+    factory._streamchat = True
+    logging.setLogRecordFactory(factory)
+
+
+def protect_server_log() -> None:
+    """Redact the log of the Jupyter server this process runs, from now on: called when
+    jupyter_server first looks for the extension, before any extension is linked (linking
+    logs the whole config at DEBUG, API keys included)."""
+    install_log_redaction()
+    register_environment()
+    serverapp = sys.modules.get("jupyter_server.serverapp")
+    if serverapp is not None and serverapp.ServerApp.initialized():
+        register_config(serverapp.ServerApp.instance().config)
