@@ -116,6 +116,10 @@ class HostileModel:
             self._loop.run_forever()
         finally:
             server.close()
+            tasks = asyncio.all_tasks(self._loop)
+            for task in tasks:  # answers still being sent
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -177,3 +181,104 @@ def leaks(text: str, secret: str) -> list:
         if re.search(re.escape(secret[:n]) + r"(\.\.\.|…|$)", squeezed):
             found.append(secret[:n])
     return found
+
+
+# -- scripts by name, for benches and trying the agent by hand --------------------------------
+
+
+def stamped(rate: float, count: int):
+    """``count`` deltas at ``rate`` a second, each the time it was sent ("1765000000.123456 "),
+    so a client can tell how long each token took to reach it."""
+    def pieces():
+        start = time.monotonic()
+        for i in range(count):
+            wait = start + i / rate - time.monotonic()
+            if wait > 0:
+                yield wait
+            yield delta(f"{time.time():.6f} ")
+        yield finish()
+        yield DONE
+    return pieces
+
+
+def huge_delta(size: int):
+    """One event holding a delta of ``size`` characters, made as it is sent, 64 KiB a time."""
+    def pieces():
+        yield delta("before ")
+        yield b'data: {"choices": [{"index": 0, "delta": {"content": "'
+        for _ in range(size // 65536):
+            yield b"a" * 65536
+        yield b'"}}]}\n\n'
+        yield finish()
+        yield DONE
+    return pieces
+
+
+def endless_event(limit_bytes: int = 1 << 40):
+    """An event that never ends: ``data: xxxx...`` with no line end, for as long as read."""
+    def pieces():
+        yield delta("before ")
+        yield b"data: "
+        for _ in range(limit_bytes // 65536):
+            yield b"x" * 65536
+    return pieces
+
+
+def flood(rate: float, count: int):
+    """``count`` one-character deltas at ``rate`` a second (sent in bursts of a millisecond)."""
+    def pieces():
+        start, burst = time.monotonic(), max(1, int(rate / 1000))
+        for i in range(0, count, burst):
+            wait = start + i / rate - time.monotonic()
+            if wait > 0:
+                yield wait
+            yield b"".join(delta("t") for _ in range(min(burst, count - i)))
+        yield finish()
+        yield DONE
+    return pieces
+
+
+def builtin(name: str) -> Optional[Script]:
+    """``stamped-RATE-COUNT``, ``huge-MIB``, ``endless``, ``flood-RATE-COUNT``."""
+    kind, *numbers = name.split("-")
+    try:
+        values = [float(n) for n in numbers]
+    except ValueError:
+        return None
+    if kind == "stamped" and len(values) == 2:
+        return Script(stamped(values[0], int(values[1])))
+    if kind == "huge" and len(values) == 1:
+        return Script(huge_delta(int(values[0] * 1024 * 1024)))
+    if kind == "endless" and not values:
+        return Script(endless_event())
+    if kind == "flood" and len(values) == 2:
+        return Script(flood(values[0], int(values[1])))
+    return None
+
+
+class _Builtins(dict):
+    def get(self, key, default=None):
+        found = super().get(key)
+        if found is None and isinstance(key, str):
+            found = builtin(key)
+        return found if found is not None else default
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8766)
+    args = parser.parse_args()
+    server = HostileModel()
+    server.scripts = _Builtins()
+    server.port = args.port
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(asyncio.start_server(server._serve, server.host, args.port,
+                                                 limit=1 << 20))
+    print(f"hostile model server at {server.url}", flush=True)
+    loop.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from faultfs import WireClient
 from helpers import assert_contiguous, text_of
 from hostile_model import (DONE, HostileModel, Script, answer, chunk, delta, event, finish,
-                           leaks)
+                           huge_delta, leaks)
 from server_process import JupyterServer, isolated_env
 
 from jupyter_streamchat.server.reply import MAX_CHUNK_CHARS
@@ -162,19 +162,6 @@ def test_a_delta_longer_than_a_frame_is_cut_into_frames_that_respect_the_limit(s
     assert len(frames) >= len(text) // MAX_CHUNK_CHARS
 
 
-def huge_delta(size: int):
-    """One event of a delta of ``size`` characters, sent 64 KiB at a time, made as it goes."""
-    def pieces():
-        yield delta("before ")
-        yield b'data: {"choices": [{"index": 0, "delta": {"content": "'
-        for _ in range(size // 65536):
-            yield b"a" * 65536
-        yield b'"}}]}\n\n'
-        yield finish()
-        yield DONE
-    return pieces
-
-
 def peak_rss(pid: int) -> int:
     """The process's peak resident memory (VmHWM), in bytes."""
     with open(f"/proc/{pid}/status") as status:
@@ -231,14 +218,14 @@ def test_a_huge_error_body_is_not_read_whole(server, model):
 MALFORMED = {
     "bad JSON first": ([b"data: {not json\n\n"], "", "not valid JSON"),
     "bad JSON later": ([delta("hello "), b'data: {"choices": [\n\n'], "hello ", "not valid JSON"),
-    "choices a string": ([delta("a "), event({"choices": "many"})], "a ", "'choices' is a str"),
-    "content a number": ([event(chunk({"content": 5}))], "", "'content' is a int"),
+    "choices a string": ([delta("a "), event({"choices": "many"})], "a ", "'choices' is a string, not a list"),
+    "content a number": ([event(chunk({"content": 5}))], "", "'content' is a number, not a string"),
     "delta a list": ([event({"choices": [{"index": 0, "delta": [1, 2]}]})], "",
-                     "'delta' is a list"),
-    "chunk a number": ([delta("b "), b"data: 5\n\n"], "b ", "int where an object belongs"),
-    "chunk a string": ([b'data: "text"\n\n'], "", "str where an object belongs"),
+                     "'delta' is a list, not an object"),
+    "chunk a number": ([delta("b "), b"data: 5\n\n"], "b ", "a chunk that is a number, not an object"),
+    "chunk a string": ([b'data: "text"\n\n'], "", "a chunk that is a string, not an object"),
     "index a string": ([event({"choices": [{"index": "0", "delta": {}}]})], "",
-                       "'index' is a str"),
+                       "'index' is a string, not a whole number"),
     "not UTF-8 first": ([b"data: \xff\xfe\x00\n\n"], "", "not UTF-8"),
     "not UTF-8 later": ([delta("ok "), b'data: {"choices": [{"index": 0, "delta": '
                          b'{"content": "\xc3\x28"}}]}\n\n'], "ok ", "not UTF-8"),

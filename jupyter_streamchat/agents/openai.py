@@ -30,6 +30,7 @@ from traitlets import Dict, Float, Int, Unicode, default, observe
 from .. import redact
 from .base import Agent, AgentError, AgentRequest, Reasoning, Usage
 from .bounded import ServerMisbehaved, bounded_http_client
+from .sse import DONE, EventReader
 
 # Shown at the end of a reply the server cut at its token limit (finish_reason "length").
 LENGTH_NOTE = "\n\n*[cut at the token limit]*"
@@ -57,9 +58,19 @@ class _Malformed(Exception):
     """The stream holds something the chat-completions API does not send; says what."""
 
 
+class _StreamError(Exception):
+    """An ``{"error": ...}`` event in a stream that had begun well (HTTP 200)."""
+
+    def __init__(self, body):
+        super().__init__("error event")
+        self.body = body
+
+
 # Failures of the server's stream that are not the client's own errors: what the client raises
 # when it cannot read what was sent.
 _UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, _Malformed, ServerMisbehaved)
+# What ends a stream that has begun: the server's own errors, and the unreadable.
+_STREAM_FAILURES = (openai.APIError, _BrokeOff, _StreamError, *_UNREADABLE)
 
 
 class OpenAIAgent(Agent):
@@ -182,7 +193,7 @@ class OpenAIAgent(Agent):
                         first = await pieces.__anext__()
                 except StopAsyncIteration:
                     return
-                except _UNREADABLE as error:
+                except (_StreamError, *_UNREADABLE) as error:
                     raise AgentError(self._explain(error, attempt + 1, started=False)) from None
                 except (openai.APIError, _BrokeOff, TimeoutError) as error:
                     # Nothing has been shown yet, so trying again cannot repeat any text.
@@ -199,7 +210,7 @@ class OpenAIAgent(Agent):
                 try:
                     async for piece in pieces:
                         yield piece
-                except (openai.APIError, _BrokeOff, *_UNREADABLE) as error:
+                except _STREAM_FAILURES as error:
                     raise AgentError(self._explain(error, attempt + 1, started=True)) from None
                 return
             finally:
@@ -210,37 +221,54 @@ class OpenAIAgent(Agent):
     async def _pieces(self, client: openai.AsyncOpenAI, params: dict):
         """One request: answer text, :class:`Reasoning` and, at the end, :class:`Usage`.
 
-        The client builds each chunk without checking it against the API's types, so every
-        field is read for what it is (:func:`_field`): a wrong type is a malformed stream."""
-        stream = await client.chat.completions.create(**params)
+        The client sends the request (and raises for an error status); the events are read
+        here (``sse.py``), each chunk as the JSON it is: every field is read for what it is
+        (:func:`_field`), and a wrong type is a malformed stream."""
         model = input_tokens = output_tokens = finish = None
         think = ThinkSplitter()
         left = self.max_reply_chars
-        async with stream:
-            async for chunk in stream:
-                model = _field(chunk, "model", str) or model
-                usage = _field(chunk, "usage", object)
-                if usage is not None:
-                    input_tokens = _count(usage, "prompt_tokens")
-                    output_tokens = _count(usage, "completion_tokens")
-                choices = _field(chunk, "choices", list) or []
-                for choice in choices:
-                    if _field(choice, "index", int) not in (0, None):
-                        continue
-                    delta = _field(choice, "delta", object)
-                    if delta is not None:
-                        reasoning = _reasoning_of(delta)
-                        content = _field(delta, "content", str)
-                        left -= len(reasoning) + len(content or "")
-                        if left < 0:
-                            raise _Malformed(f"sent more than {self.max_reply_chars:,} "
-                                             "characters in one reply (max_reply_chars)")
-                        if reasoning:
-                            yield Reasoning(reasoning)
-                        if content:
-                            for piece in think.feed(content):
-                                yield piece
-                    finish = _field(choice, "finish_reason", str) or finish
+        events = EventReader()
+        async with client.chat.completions.with_streaming_response.create(**params) as response:
+            received = response.iter_bytes()
+            async for data in received:
+                for event in events.feed(data):
+                    if event.startswith(DONE):
+                        await _drain(received)
+                        break
+                    chunk = json.loads(event.decode("utf-8"))
+                    if not isinstance(chunk, dict):
+                        raise _Malformed(f"sent a chunk that is {_json_kind(chunk)}, not an "
+                                         "object")
+                    if chunk.get("error"):
+                        raise _StreamError(chunk["error"])
+                    model = _field(chunk, "model", str) or model
+                    usage = _field(chunk, "usage", dict)
+                    if usage is not None:
+                        input_tokens = _count(usage, "prompt_tokens")
+                        output_tokens = _count(usage, "completion_tokens")
+                    for choice in _field(chunk, "choices", list) or ():
+                        if not isinstance(choice, dict):
+                            raise _Malformed(f"sent a choice that is {_json_kind(choice)}, "
+                                             "not an object")
+                        if _field(choice, "index", int) not in (0, None):
+                            continue
+                        delta = _field(choice, "delta", dict)
+                        if delta is not None:
+                            reasoning = _reasoning_of(delta)
+                            content = _field(delta, "content", str)
+                            left -= len(reasoning) + len(content or "")
+                            if left < 0:
+                                raise _Malformed(f"sent more than {self.max_reply_chars:,} "
+                                                 "characters in one reply (max_reply_chars)")
+                            if reasoning:
+                                yield Reasoning(reasoning)
+                            if content:
+                                for piece in think.feed(content):
+                                    yield piece
+                        finish = _field(choice, "finish_reason", str) or finish
+                else:
+                    continue
+                break  # [DONE]
         for piece in think.flush():
             yield piece
         if finish is None:
@@ -300,11 +328,13 @@ class OpenAIAgent(Agent):
         if isinstance(error, openai.APIStatusError):
             return self._explain_status(error, tries)
         # An error event inside a stream that had begun well (HTTP 200).
-        return f"{where} reported an error mid-reply: {self._detail(error) or 'no details'}."
+        detail = _detail(error.body) if isinstance(error, _StreamError) else _detail(
+            getattr(error, "body", None))
+        return f"{where} reported an error mid-reply: {detail or 'no details'}."
 
     def _explain_status(self, error: openai.APIStatusError, tries: str) -> str:
         where = f"The model server at {self.server}"
-        status, detail = error.status_code, self._detail(error)
+        status, detail = error.status_code, _detail(error.body)
         said = f": {detail}" if detail else ""
         if status == 401:
             # Never the server's text: servers quote the key they were given in it.
@@ -326,61 +356,59 @@ class OpenAIAgent(Agent):
             return f"{where} failed ({status}){said}{tries}."
         return f"{where} refused the request ({status}){said}."
 
-    def _detail(self, error: openai.APIError) -> str:
-        """The server's own words about an error, short, with any secret blanked out first
-        (a cut made before would leave the part of a key in front of it)."""
-        body = error.body
-        message = body.get("message") if isinstance(body, dict) else None
-        if not isinstance(message, str):
-            message = body if isinstance(body, str) else ""
-        message = redact.cut(message, 4 * DETAIL_CHARS, end="")
-        return redact.cut(" ".join(message.split()), DETAIL_CHARS).rstrip(".!")
 
 
-def _raw(obj, name: str):
-    """``obj.name`` of a chunk's object, or None. Read from the model's fields and its extras
-    directly: getattr of a name a pydantic model lacks raises inside, and that cost a few
-    microseconds on every token."""
-    if isinstance(obj, dict):
-        return obj.get(name)
-    fields = getattr(obj, "__dict__", None)
-    if fields is None:
-        raise _Malformed(f"sent a chunk with a {type(obj).__name__} where an object belongs")
-    value = fields.get(name)
-    if value is None:
-        value = (getattr(obj, "__pydantic_extra__", None) or {}).get(name)
-    return value
+
+def _detail(body) -> str:
+    """The server's own words about an error (an error body, or its ``error`` member), short,
+    with any secret blanked out first (a cut made before would leave the part of a key in
+    front of it)."""
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str):
+        message = body if isinstance(body, str) else ""
+    message = redact.cut(message, 4 * DETAIL_CHARS, end="")
+    return redact.cut(" ".join(message.split()), DETAIL_CHARS).rstrip(".!")
 
 
-def _field(obj, name: str, kind: type):
-    """``obj.name`` when it is of ``kind`` (``object``: any JSON object), or None when absent.
-    The client builds chunks without checking them against the API's types, so a value of
-    another type is a malformed stream."""
-    value = _raw(obj, name)
-    if value is None:
-        return None
-    if kind is object:
-        ok = not isinstance(value, (str, int, float, list))
-    else:
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        wanted = "an object" if kind is object else f"a {kind.__name__}"
-        raise _Malformed(f"sent a chunk whose {name!r} is a {type(value).__name__}, not {wanted}")
-    return value
+def _field(obj: dict, name: str, kind: type):
+    """``obj[name]`` when it is of ``kind``, or None when absent or null: a value of another
+    type is a malformed stream."""
+    value = obj.get(name)
+    if value is None or (isinstance(value, kind) and not (
+            kind is int and isinstance(value, bool))):
+        return value
+    wanted = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}[kind]
+    raise _Malformed(f"sent a chunk whose {name!r} is {_json_kind(value)}, not {wanted}")
 
 
-def _count(obj, name: str):
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _count(obj: dict, name: str):
     """A token count of the usage, or None: usage is informational, so a wrong type is no
     reason to fail a reply."""
-    value = _raw(obj, name)
+    value = obj.get(name)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _reasoning_of(delta) -> str:
+async def _drain(received, most: int = 64 * 1024) -> None:
+    """Read what follows [DONE] (usually nothing), so the connection goes back to the pool
+    for the next request (a new TLS handshake costs a remote server's first token dearly);
+    a server that goes on sending has its connection closed instead."""
+    left = most
+    async for data in received:
+        left -= len(data)
+        if left < 0:
+            return
+
+
+def _reasoning_of(delta: dict) -> str:
     """Thinking text of a delta: ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning`` (Ollama,
     OpenRouter). Some servers send both with the same text, so the first one counts."""
     for name in ("reasoning_content", "reasoning"):
-        value = _raw(delta, name)
+        value = delta.get(name)
         if isinstance(value, str) and value:
             return value
     return ""
