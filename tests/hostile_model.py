@@ -108,6 +108,7 @@ class HostileModel:
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
             asyncio.start_server(self._serve, self.host, 0, limit=1 << 20))
         self.port = server.sockets[0].getsockname()[1]

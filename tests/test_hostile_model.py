@@ -14,6 +14,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -29,6 +30,8 @@ from server_process import JupyterServer, isolated_env
 from jupyter_streamchat.server.reply import MAX_CHUNK_CHARS
 
 pytestmark = pytest.mark.subprocess
+
+PLUGINS = Path(__file__).parent / "plugins"
 
 # Random-looking, with no English word in it: any run of its characters in a text is a leak.
 KEY = "sk-Q7f3Zp9LmX2vB8nR4tW6yK1cH5jD0gSx"
@@ -47,7 +50,7 @@ def model():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model):
     base = tmp_path_factory.mktemp("hostile")
-    env = isolated_env(base, OPENAI_API_KEY=ENV_KEY)
+    env = isolated_env(base, OPENAI_API_KEY=ENV_KEY, PYTHONPATH=str(PLUGINS))
     # With the other extensions, as `jupyter lab --debug` runs: linking them logs the whole
     # config at DEBUG, with the key given in the config file and on the command line.
     jupyter = JupyterServer(base, "--debug", f"--OpenAIAgent.api_key={KEY}",
@@ -56,7 +59,8 @@ def server(tmp_path_factory, model):
     config = {"OpenAIAgent": {"api_key": KEY}}
     config["StreamChatApp"] = {"agents": {"hostile": {
         "class": "openai", "base_url": model.url, "model": "hostile", "api_key": KEY,
-        "max_retries": 0, "timeout": AGENT_TIMEOUT}}}
+        "max_retries": 0, "timeout": AGENT_TIMEOUT},
+        "leaky": {"class": "streamchat_test_agents:LeakyAgent", "api_key": KEY}}}
     config_file.write_text(json.dumps(config))
     with jupyter:
         yield jupyter
@@ -132,8 +136,17 @@ def test_a_midstream_error_quoting_the_key_never_shows_it(server, model):
         assert not leaks(json.dumps(frames), KEY), (name, frames[-1]["error"])
 
 
+def test_a_plugin_whose_exception_quotes_its_key(server):
+    frames = ask(server, "hello", agent="leaky")
+    assert text_of(frames) == "some text "
+    assert frames[-1]["status"] == "error" and "RuntimeError: auth failed for" in frames[-1]["error"]
+    assert not leaks(json.dumps(frames), KEY), frames[-1]["error"]
+
+
 def test_the_key_is_in_no_rest_answer_export_or_log_line(server, model):
-    """After replies that failed with the key in the server's words (and in its content)."""
+    """After replies that failed with the key in the server's words (and in its content), and
+    a plug-in's traceback quoting it."""
+    ask(server, "hello", agent="leaky")
     run(server, model, Script([json.dumps({"error": {"message": KEY}}).encode()], status=400,
                               content_type="application/json"))
     frames = run(server, model, Script([delta("a"), b"data: {" + KEY.encode() + b"\n\n"]))
@@ -146,6 +159,7 @@ def test_the_key_is_in_no_rest_answer_export_or_log_line(server, model):
         assert not leaks(body.decode(), KEY), path
     log = server.log()
     assert "Config changed" in log  # the DEBUG dump of the config was made, and read here
+    assert "Traceback" in log and "RuntimeError: auth failed for" in log
     assert not leaks(log, KEY), [line for line in log.splitlines() if leaks(line, KEY)][:3]
     assert not leaks(log, ENV_KEY)
 

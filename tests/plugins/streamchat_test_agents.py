@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from traitlets import Float, Int
+from traitlets import Float, Int, Unicode
 
 from jupyter_streamchat import Agent
 from jupyter_streamchat.agents import Reasoning, Usage
@@ -72,3 +72,16 @@ class ThinkAgent(Agent):
 
 class NotAnAgent:
     """Registered as an agent, but is not one: must be skipped."""
+
+
+class LeakyAgent(Agent):
+    """A careless plug-in: fails with an exception that quotes its API key (whole, cut short,
+    and split over lines), after a little text."""
+
+    api_key = Unicode().tag(config=True)
+
+    async def stream(self, request):
+        yield "some text "
+        key = self.api_key
+        raise RuntimeError(f"auth failed for {key}; retried with {key[:12]}...; "
+                           f"header was:\n{key[:9]}\n{key[9:]}")
