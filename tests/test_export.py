@@ -99,3 +99,147 @@ async def test_export_of_an_unknown_conversation_is_404(jp_fetch):
     with pytest.raises(HTTPClientError) as failed:
         await export(jp_fetch, "no-such-conversation")
     assert failed.value.code == 404
+
+
+# -- hostile titles and huge conversations (issue 13, point 5) ------------------------------
+
+import email.policy  # noqa: E402
+import email.utils  # noqa: E402
+import re  # noqa: E402
+import unicodedata  # noqa: E402
+from email.message import EmailMessage  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from urllib.parse import unquote  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from jupyter_streamchat.server import export as ex  # noqa: E402
+
+# RFC 6266 over RFC 7230 and RFC 8187, strictly: nothing the grammar does not allow.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_EXT_VALUE = r"(?i:UTF-8)'[A-Za-z0-9-]*'(?:[!#$&+.^_`|~0-9A-Za-z-]|%[0-9A-Fa-f]{2})*"
+_PARAM = re.compile(rf"\s*;\s*({_TOKEN})\s*=\s*({_QUOTED}|{_EXT_VALUE}|{_TOKEN})")
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9 _.()+=@&!~#$'\[\]{}^-]+\.md")
+
+
+def parse_content_disposition(header: str) -> tuple:
+    """``(type, {name: value})`` of a Content-Disposition, or an AssertionError where the
+    header is not RFC 6266 or repeats a parameter."""
+    assert header.isascii() and not re.search(r"[\x00-\x1f\x7f]", header), header
+    kind = re.match(_TOKEN, header)
+    assert kind, header
+    params, at = {}, kind.end()
+    while at < len(header):
+        param = _PARAM.match(header, at)
+        assert param, f"not a parameter at {at}: {header!r}"
+        name, value = param.group(1).lower(), param.group(2)
+        assert name not in params, f"{name} twice: {header!r}"
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[name] = value
+        at = param.end()
+    return kind.group(0).lower(), params
+
+
+HOSTILE = ['"', "\\", ";", "/", "＂", "／", "＼", "；", "\r", "\n", "\r\n", "\x00", "\t",
+           "\u202e", "\u202d", "\u2066", "\u200b", "\u2028", "\ufeff", "%", "%22", "'", "=",
+           "*", "filename=", "filename*=UTF-8''x", " ", ".", "..", "../", "..\\", "：", "｜",
+           "＊", "？", "＜", "＞", "ﬁ", "™", "ß", "é", "e\u0301", "ℌ", "①", "⁄", "∕", "\u2215",
+           "\uff0e\uff0e\uff0f", "CON", "nul", "a" * 50, "日本語", "🙂", "\U0001f1fa\U0001f1f8"]
+titles = st.lists(st.one_of(st.sampled_from(HOSTILE),
+                            st.text(st.characters(exclude_categories=("Cs",)), max_size=8)),
+                  max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(titles)
+def test_no_title_breaks_out_of_content_disposition(title):
+    header = ex.content_disposition(title)
+    kind, params = parse_content_disposition(header)
+    assert kind == "attachment"
+    assert set(params) <= {"filename", "filename*"} and "filename" in params
+    ascii_name = params["filename"]
+    assert _SAFE_FILENAME.fullmatch(ascii_name), header
+    assert not set(unicodedata.normalize("NFKC", ascii_name)) & set('/\\";:%'), header
+    name = ex._file_name(title) or "conversation"
+    real = unquote(params["filename*"].split("'", 2)[2], errors="strict") \
+        if "filename*" in params else ascii_name
+    assert real == (name if "filename*" in params else ascii_name[:-3]) + ".md"
+    assert params["filename*"].lower().startswith("utf-8''") if "filename*" in params else True
+    for form in ("NFC", "NFD", "NFKC", "NFKD"):  # whatever a client normalises it to
+        shown = unicodedata.normalize(form, real)
+        assert not set(shown) & set('/\\":;*?<>|'), (title, real)
+        assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in shown), (title, real)
+    assert real.strip(" .") == real[:-3].strip(" .") + ".md" or real == ".md"
+    # Python's own parser of MIME headers finds no defect, and its RFC 2231 decoder (the
+    # encoding of RFC 8187) reads filename* as the name.
+    message = EmailMessage(policy=email.policy.default)
+    message["Content-Disposition"] = header
+    parsed = message["Content-Disposition"]
+    assert parsed.content_disposition == "attachment"
+    # (To RFC 2231, filename and filename* are one parameter said twice: its one complaint.)
+    assert all("duplicate parameter" in str(d) and "filename*" in params
+               for d in parsed.defects), parsed.defects
+    if "filename*" in params:
+        charset, _language, encoded = email.utils.decode_rfc2231(params["filename*"])
+        assert unquote(encoded, encoding=charset, errors="strict") == real
+
+
+async def test_a_hostile_title_through_the_server(chat, jp_fetch):
+    client = await chat()
+    conversation = new_id("c-")
+    await client.send_message("hi", conversation=conversation)
+    await client.chunks_until_complete((await client.expect("MESSAGE_ACCEPTED"))["messageId"])
+    title = '＂; filename=／etc／passwd；x\u202egpj.md ..\\..\\ naïve'
+    await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
+                   body=json.dumps({"title": title}))
+    header = (await export(jp_fetch, conversation)).headers["Content-Disposition"]
+    kind, params = parse_content_disposition(header)
+    assert params == {
+        "filename": "__ filename=_etc_passwd_xgpj.md .._.._ naive.md",
+        "filename*": "UTF-8''" + quote("__ filename=_etc_passwd_xgpj.md .._.._ naïve.md", safe=""),
+    }
+
+
+def reference_closed_fences(text: str) -> str:
+    """The export's code-fence closing as it was before it worked in pieces."""
+    opened = None
+    for line in text.splitlines():
+        fence = ex._FENCE.match(line)
+        if fence is None:
+            continue
+        marks, rest = fence.groups()
+        if opened is None:
+            if not (marks[0] == "`" and "`" in rest):
+                opened = marks
+        elif marks[0] == opened[0] and len(marks) >= len(opened) and not rest.strip():
+            opened = None
+    text = text if text.endswith("\n") else text + "\n"
+    return text + f"{opened}\n" if opened else text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["```", "~~~", "````", "   ", "    ", "`", "~", "a", " b",
+                                 "python", "\n", "\r\n"]), max_size=40).map("".join))
+def test_fences_are_closed_as_before_in_pieces(text):
+    assert ex._closed_fences(text) == reference_closed_fences(text)
+
+
+def test_a_huge_conversation_is_made_in_small_pieces():
+    lines = "\n".join(f"line {i} " + "x" * (i % 300) for i in range(40_000))
+    one_line = "y" * 3_000_000  # a reply of one line of 3 MB
+    messages = [SimpleNamespace(role="user", agent_id="echo", created_at=0, text="go",
+                                status="complete", error=None),
+                SimpleNamespace(role="assistant", agent_id="echo", created_at=0,
+                                text=f"```\n{lines}", status="stopped", error=None),
+                SimpleNamespace(role="assistant", agent_id="echo", created_at=0,
+                                text=one_line, status="complete", error=None)]
+    conversation = SimpleNamespace(title="Big")
+    pieces = list(ex.markdown_pieces(conversation, messages))
+    assert max(map(len, pieces)) <= ex.PIECE_CHARS
+    document = "".join(pieces)
+    assert document == ex.conversation_markdown(conversation, messages)
+    assert f"```\n{lines}\n```\n\n*Stopped before the end.*\n" in document
+    assert document.endswith(f"\n{one_line}\n")

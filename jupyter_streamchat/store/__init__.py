@@ -1,6 +1,6 @@
 """Message stores: where every message, partial replies included, is kept."""
 
-from .base import LeaseLost, Store, StoreError
+from .base import LeaseLost, SearchTooCostly, Store, StoreError
 from .records import Append, ConversationRecord, Exchange, HistoryPage, MessageRecord
 from .sqlite import SQLiteStore
 
@@ -19,5 +19,5 @@ def store_from_url(url: str, **kwargs) -> Store:
 
 __all__ = [
     "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
-    "SQLiteStore", "Store", "StoreError", "store_from_url",
+    "SQLiteStore", "SearchTooCostly", "Store", "StoreError", "store_from_url",
 ]

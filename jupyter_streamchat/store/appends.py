@@ -46,8 +46,9 @@ def _measure(append) -> tuple:
             sum(map(len, reasoning)), rows)
 
 
-def write_one(conn: sqlite3.Connection, append, owner_id: str) -> None:
-    """One append (a final one included), or :class:`LeaseLost`."""
+def write_one(conn: sqlite3.Connection, append, owner_id: str) -> bool:
+    """One append (a final one included), or :class:`LeaseLost`. True when the reply ended
+    and slices of its text wait to be indexed (``search.index_next_slice``)."""
     last, added, thought, rows = _measure(append)
     now = time.time()
     guard = f"WHERE id = ? AND status = ? AND owner = ? AND last_seq = ? AND {_LEASE}"
@@ -71,7 +72,8 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> None:
     conn.executemany(
         "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows)
     if append.status is not None:
-        search.add_reply(conn, append.message_id)  # its text is whole now
+        return search.add_reply(conn, append.message_id)  # its text is whole now
+    return False
 
 
 def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:

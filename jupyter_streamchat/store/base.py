@@ -19,6 +19,12 @@ class LeaseLost(StoreError):
     process ended the reply. The write was refused."""
 
 
+class SearchTooCostly(Exception):
+    """A search would cost more than a store allows one query (its text is too repetitive,
+    or too short, for the size of the store): the client's request, not a store outage. The
+    message says so in words for the user; nothing was changed."""
+
+
 class Store(LoggingConfigurable):
     """A message store. Every method is a coroutine that never blocks the event loop.
 
@@ -112,7 +118,9 @@ class Store(LoggingConfigurable):
         that holds the text, around the match; None when only the title holds it.
 
         Expected to stay fast on large stores: an index kept current as messages are stored
-        and replies end, never per streamed frame.
+        and replies end, never per streamed frame. A query that would take longer than the
+        store allows one raises :class:`SearchTooCostly`; cancelling the awaiting task stops
+        the query at once.
         """
         raise NotImplementedError
 
@@ -127,5 +135,5 @@ class Store(LoggingConfigurable):
 
 __all__ = [
     "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
-    "Store", "StoreError",
+    "SearchTooCostly", "Store", "StoreError",
 ]

@@ -101,6 +101,16 @@ MIGRATIONS = [
     """,
     # 5: search over titles and message texts (search.py), built from what the file holds.
     search.create_index,
+    # 6: the slices of long replies still to be indexed (search.py), one write job each.
+    """
+    CREATE TABLE search_backlog (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+        next_seq INTEGER NOT NULL,          -- where the next slice starts: this frame...
+        next_offset INTEGER NOT NULL,       -- ...at this character of it
+        slice INTEGER NOT NULL,             -- slices indexed so far, minus one
+        carry TEXT NOT NULL                 -- the end of the last slice, to start the next
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,6 +14,23 @@ box. A query shorter than three characters has no sequence to look up and is ans
 reading the texts with LIKE, as every query is where the library lacks the tokenizer and the
 table is an ordinary one. LIKE ignores the case of ASCII letters only.
 
+A reply's text is indexed in slices of ``SLICE_CHARS`` characters, each its own row, every
+slice starting with the last ``SEARCH_MAX - 1`` characters of the one before, so any text a
+query can ask for lies whole in one slice. The first slice is indexed when the reply ends, in
+the write that ends it; the rest wait in ``search_backlog`` and are indexed one slice per
+write job (``index_next_slice``), so indexing a reply of many megabytes never holds the
+writer, and with it every other reply's frames, for more than a few milliseconds at a time.
+A slice past the first has rowid ``SLICE_BASE + pos * SLICES + k``; at most ``SLICES``
+slices of a message are indexed (over 250 million characters: the rest is not searched).
+
+A query is a phrase of trigrams, one per character of it but two. A repetitive query (a run
+of one character, a word said over and over) would make FTS5 check the same trigram's
+positions for each of them; such a query is looked up by the shortest start of it that holds
+all its distinct trigrams, and the rows found are then checked for the whole text with
+``instr(lower(...))`` where the query's letters are ASCII (SQLite's ``lower`` folds those as
+the index does), else by ``streamchat_contains``, Python's ``lower`` on each row found. Snippets are cut out of the text by SQL, so a long message is never read whole
+into Python for its 160 characters.
+
 Every function here runs inside the caller's transaction, on the writer's (or the reader's)
 connection.
 """
@@ -26,6 +43,8 @@ import re
 import sqlite3
 from typing import Optional
 
+from ..protocol import SEARCH_MAX
+
 # The trigram tokenizer cannot find anything shorter.
 MIN_INDEXED_CHARS = 3
 
@@ -34,6 +53,20 @@ MIN_INDEXED_CHARS = 3
 SNIPPET_BEFORE = 40
 SNIPPET_CHARS = 160
 _SPACE = re.compile(r"\s")
+
+# A reply is indexed in slices of this many characters (each a few milliseconds of the
+# writer's time), each starting with the last OVERLAP characters of the slice before.
+SLICE_CHARS = 64 * 1024
+OVERLAP = SEARCH_MAX - 1
+# Rowids of the slices past a message's first: SLICE_BASE + pos * SLICES + k, 0 < k < SLICES.
+SLICES = 4096
+SLICE_BASE = 1 << 60
+
+# The message (pos) and slice of a search row, as one number that sorts in text order.
+_ORDER_KEY = (f"CASE WHEN search.rowid >= {SLICE_BASE} THEN search.rowid - {SLICE_BASE} "
+              f"ELSE search.rowid * {SLICES} END")
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def trigram_available() -> bool:
@@ -97,16 +130,87 @@ def add_user_message(conn: sqlite3.Connection, message_id: str) -> None:
                  (message_id,))
 
 
-def add_reply(conn: sqlite3.Connection, message_id: str) -> None:
-    """Index a reply that has just ended (its final frame is stored)."""
+def add_reply(conn: sqlite3.Connection, message_id: str) -> bool:
+    """Index a reply that has just ended (its final frame is stored): its first slice now,
+    the others queued in ``search_backlog``. True if some are queued."""
     row = conn.execute("SELECT pos, conversation_id, last_seq FROM messages WHERE id = ?",
                        (message_id,)).fetchone()
     if row is None:
-        return
+        return False
     pos, conversation_id, last_seq = row
-    chunks = conn.execute("SELECT chunk FROM chunks WHERE message_id = ? AND seq <= ? "
-                          "ORDER BY seq", (message_id, last_seq))
-    _put(conn, pos, conversation_id, "".join(chunk for (chunk,) in chunks))
+    conn.execute("DELETE FROM search WHERE rowid BETWEEN ? AND ?", _slice_range(pos))
+    conn.execute("DELETE FROM search_backlog WHERE message_id = ?", (message_id,))
+    text, seq, offset, done = _read_span(conn, message_id, last_seq, 1, 0, SLICE_CHARS)
+    _put(conn, pos, conversation_id, text)
+    if not done:
+        conn.execute("INSERT INTO search_backlog (message_id, next_seq, next_offset, slice, "
+                     "carry) VALUES (?, ?, ?, 0, ?)", (message_id, seq, offset, text[-OVERLAP:]))
+    return not done
+
+
+def index_next_slice(conn: sqlite3.Connection) -> bool:
+    """Index one more slice of the oldest reply waiting in ``search_backlog`` (a write job of
+    its own); True while slices still wait."""
+    row = conn.execute(
+        "SELECT b.message_id, b.next_seq, b.next_offset, b.slice, b.carry, m.pos, "
+        "m.conversation_id, m.last_seq FROM search_backlog b JOIN messages m "
+        "ON m.id = b.message_id ORDER BY b.rowid LIMIT 1").fetchone()
+    if row is None:
+        return False
+    message_id, seq, offset, done_slices, carry, pos, conversation_id, last_seq = row
+    number = done_slices + 1
+    text, seq, offset, done = _read_span(conn, message_id, last_seq, seq, offset, SLICE_CHARS)
+    if number < SLICES and text:
+        _put(conn, slice_rowid(pos, number), conversation_id, carry + text)
+    if done or number + 1 >= SLICES:
+        conn.execute("DELETE FROM search_backlog WHERE message_id = ?", (message_id,))
+    else:
+        conn.execute("UPDATE search_backlog SET next_seq = ?, next_offset = ?, slice = ?, "
+                     "carry = ? WHERE message_id = ?",
+                     (seq, offset, number, (carry + text)[-OVERLAP:], message_id))
+    return conn.execute("SELECT 1 FROM search_backlog LIMIT 1").fetchone() is not None
+
+
+def backlog(conn: sqlite3.Connection) -> bool:
+    """Whether slices of some reply wait to be indexed."""
+    return conn.execute("SELECT 1 FROM search_backlog LIMIT 1").fetchone() is not None
+
+
+def slice_rowid(pos: int, number: int) -> int:
+    return pos if number == 0 else SLICE_BASE + pos * SLICES + number
+
+
+def _slice_range(pos: int) -> tuple:
+    """The rowids of a message's slices past its first."""
+    return SLICE_BASE + pos * SLICES + 1, SLICE_BASE + pos * SLICES + SLICES - 1
+
+
+def _read_span(conn: sqlite3.Connection, message_id: str, last_seq: int, seq: int,
+               offset: int, need: int) -> tuple:
+    """Up to ``need`` characters of a reply's text from character ``offset`` of frame ``seq``
+    on, without reading more of any frame than is taken: ``(text, seq, offset, done)`` where
+    the next span starts at ``offset`` of frame ``seq``, and ``done`` when none is left."""
+    frames = conn.execute(
+        "SELECT seq, length(chunk), substr(chunk, CASE WHEN seq = ? THEN ? ELSE 1 END, ?) "
+        "FROM chunks WHERE message_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+        (seq, offset + 1, need, message_id, seq, last_seq))
+    parts, got = [], 0
+    for frame_seq, length, piece in frames:
+        start = offset if frame_seq == seq else 0
+        piece = piece[:need - got]
+        parts.append(piece)
+        got += len(piece)
+        if got >= need:
+            frames.close()
+            end = start + len(piece)
+            if end >= length:
+                frame_seq, end = frame_seq + 1, 0
+            rest = conn.execute(
+                "SELECT 1 FROM chunks WHERE message_id = ? AND seq >= ? AND seq <= ? "
+                "AND (seq > ? OR length(chunk) > ?) LIMIT 1",
+                (message_id, frame_seq, last_seq, frame_seq, end)).fetchone()
+            return "".join(parts), frame_seq, end, rest is None
+    return "".join(parts), last_seq + 1, 0, True
 
 
 def set_title(conn: sqlite3.Connection, conversation_id: str, title: str) -> None:
@@ -119,11 +223,13 @@ def set_title(conn: sqlite3.Connection, conversation_id: str, title: str) -> Non
 
 def forget_conversation(conn: sqlite3.Connection, conversation_id: str) -> None:
     """Drop a conversation's rows; call before its messages are deleted (they hold the keys)."""
-    positions = [pos for (pos,) in conn.execute(
-        "SELECT pos FROM messages WHERE conversation_id = ? ORDER BY pos", (conversation_id,))]
-    if positions:
-        keys = [(pos,) for pos in positions] + [(-positions[0],)]
+    rows = conn.execute("SELECT pos, role FROM messages WHERE conversation_id = ? ORDER BY pos",
+                        (conversation_id,)).fetchall()
+    if rows:
+        keys = [(pos,) for pos, _ in rows] + [(-rows[0][0],)]
         conn.executemany("DELETE FROM search WHERE rowid = ?", keys)
+        conn.executemany("DELETE FROM search WHERE rowid BETWEEN ? AND ?",
+                         [_slice_range(pos) for pos, role in rows if role == "assistant"])
 
 
 def _put(conn: sqlite3.Connection, rowid: int, conversation_id: str, text: str) -> None:
@@ -139,16 +245,75 @@ def _put(conn: sqlite3.Connection, rowid: int, conversation_id: str, text: str) 
 def condition(query: str, full_text: bool) -> tuple:
     """``(SQL, arguments)``: the condition on ``search`` rows that hold ``query``."""
     if full_text and len(query) >= MIN_INDEXED_CHARS:
-        # One phrase, taken literally: inside double quotes only a double quote is special.
-        return "search MATCH ?", ['"' + query.replace('"', '""') + '"']
+        cover = _cover(query)
+        if cover is None:
+            return "search MATCH ?", [_phrase(query)]
+        # Rows holding all the query's trigrams in the order of its start, then the text.
+        if _ascii_cased(query):
+            return ("search MATCH ? AND instr(lower(search.text), ?) > 0",
+                    [_phrase(cover), query.translate(_ASCII_LOWER)])
+        return ("search MATCH ? AND streamchat_contains(search.text, ?)",
+                [_phrase(cover), query.lower()])
     # LIKE's own wildcards, and the escape character, stand for themselves.
     escaped = re.sub(r"([\\%_])", r"\\\1", query)
     return "search.text LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
 
 
-def snippet(text: str, query: str) -> str:
+def _phrase(text: str) -> str:
+    """One FTS5 phrase, taken literally: inside double quotes only a double quote is special."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions queries use (on every connection that reads the index)."""
+    conn.create_function("streamchat_contains", 2, _contains, deterministic=True)
+
+
+def _contains(text: Optional[str], folded: str) -> int:
+    """Whether ``text`` holds ``folded`` (lower case), ignoring case: for the rows a
+    repetitive query with letters beyond ASCII found (a slice each: a short while of Python)."""
+    return int(text is not None and folded in text.lower())
+
+
+def _ascii_cased(query: str) -> bool:
+    """Whether every letter of ``query`` that has a case is ASCII (SQLite's ``lower`` folds
+    those alone)."""
+    return not any(c != c.lower() or c != c.upper() for c in query if not c.isascii())
+
+
+def _cover(query: str) -> Optional[str]:
+    """For a query whose trigrams repeat, the shortest start of it that holds each of them;
+    else None."""
+    folded = query.lower()
+    grams = [folded[i:i + 3] for i in range(len(folded) - 2)]
+    distinct = set(grams)
+    if len(distinct) == len(grams):
+        return None
+    seen: set = set()
+    for i, gram in enumerate(grams):
+        seen.add(gram)
+        if len(seen) == len(distinct):
+            return query[:i + 3]
+    return query
+
+
+def order_key() -> str:
+    """SQL: a number for a search row that orders messages, and slices within one, as their
+    text; 0 or less for a title's row. ``split_key`` turns it back into the row's rowid."""
+    return _ORDER_KEY
+
+
+def split_key(key: Optional[int]) -> Optional[int]:
+    if key is None or key <= 0:
+        return None
+    pos, number = divmod(key, SLICES)
+    return slice_rowid(pos, number)
+
+
+def snippet(text: str, query: str, cut_before: bool = False, cut_after: bool = False) -> str:
     """About SNIPPET_CHARS characters of ``text`` around the first occurrence of ``query``
-    (ignoring case), on one line, with "…" where the text was cut."""
+    (ignoring case), on one line, with "…" where the text was cut (or, by the flags, where
+    ``text`` is itself a piece cut out of a longer one)."""
     found = re.search(re.escape(query), text, re.IGNORECASE)
     start, end = (found.start(), found.end()) if found else (0, 0)
     begin = max(0, start - SNIPPET_BEFORE)
@@ -160,11 +325,38 @@ def snippet(text: str, query: str) -> str:
         spaces = list(_SPACE.finditer(text, end, stop))
         stop = spaces[-1].start() if spaces else stop
     shown = " ".join(text[begin:stop].split())
-    return ("…" if begin > 0 else "") + shown + ("…" if stop < len(text) else "")
+    return (("…" if begin > 0 or cut_before else "") + shown
+            + ("…" if stop < len(text) or cut_after else ""))
+
+
+# How much of a message is read to find a match that ``instr(lower(...))`` cannot (a letter
+# whose case is outside ASCII): the match is looked for in this start of it.
+_UNICODE_WINDOW = 64 * 1024
+
+
+def snippet_of(conn: sqlite3.Connection, rowid: Optional[int], query: str) -> Optional[str]:
+    """The snippet of the search row ``rowid`` around ``query``, reading only the piece of its
+    text around the match; None if there is no such row."""
+    if rowid is None:
+        return None
+    row = conn.execute("SELECT length(text), instr(lower(text), ?) FROM search WHERE rowid = ?",
+                       (query.translate(_ASCII_LOWER), rowid)).fetchone()
+    if row is None:
+        return None
+    length, at = row
+    if at:
+        first = max(1, at - 2 * SNIPPET_BEFORE)
+        size = 4 * SNIPPET_BEFORE + len(query) + SNIPPET_CHARS
+    else:
+        first, size = 1, _UNICODE_WINDOW
+    (piece,) = conn.execute("SELECT substr(text, ?, ?) FROM search WHERE rowid = ?",
+                            (first, size, rowid)).fetchone()
+    return snippet(piece, query, cut_before=first > 1, cut_after=first - 1 + len(piece) < length)
 
 
 def first_message_text(conn: sqlite3.Connection, rowid: Optional[int]) -> Optional[str]:
-    """The indexed text of a message (by its ``pos``), or None."""
+    """The indexed text of a search row (a message's, or one slice of it), or None. Reads it
+    whole: ``snippet_of`` is what search results use."""
     if rowid is None:
         return None
     row = conn.execute("SELECT text FROM search WHERE rowid = ?", (rowid,)).fetchone()

@@ -1,8 +1,11 @@
 """SQLite message store: the default, one file in the Jupyter data dir.
 
-Writes go through one writer thread (``writer.py``), reads through a second thread with a
-connection of its own (WAL lets them run beside writes); the event loop never waits on the
-disk. The schema and its migrations are in ``schema.py``, the leases of the processes sharing
+Writes go through one writer thread (``writer.py``), reads through a few threads with a
+connection each (``readers.py``: WAL lets them run beside writes and beside one another, so a
+slow read never holds the others); the event loop never waits on the disk. A search has a
+deadline (``search_seconds``), and at most all readers but one run the reads that may be long
+(searches, whole conversations), so a HISTORY always finds a reader free. A long reply is
+indexed for search a slice per write job, after the write that ends it (``search.py``). The schema and its migrations are in ``schema.py``, the leases of the processes sharing
 the file and the recovery of replies whose producer is gone in ``leases.py``, and the check that
 the file is still the one opened in ``fileguard.py``.
 """
@@ -16,19 +19,19 @@ import os
 import secrets
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import unquote, urlparse
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Enum, Float, Unicode, default
+from traitlets import Enum, Float, Int, Unicode, default
 
 from ..protocol import COMPLETE, STREAMING
 from . import appends, leases, search
-from .base import Store, StoreError
+from .base import SearchTooCostly, Store, StoreError
 from .checkpoints import Checkpointer
 from .fileguard import FileGuard
+from .readers import Overtime, Readers
 from .records import ConversationRecord, Exchange, HistoryPage, MessageRecord
 from .schema import SchemaTooNew, migrate
 from .writer import Writer
@@ -119,6 +122,19 @@ class SQLiteStore(Store):
         process is known to have died on this machine.""",
     ).tag(config=True)
 
+    readers = Int(
+        4,
+        help="""Reader threads, each with a connection of its own: reads run beside one another
+        (in WAL mode; one reader otherwise makes no difference to what waits). All of them but
+        one may run long reads (searches, whole conversations) at once.""",
+    ).tag(config=True)
+
+    search_seconds = Float(
+        2.0,
+        help="""Longest time one search may take; a search that would take longer is stopped
+        and answered as too costly (say, a very short or repetitive text over a large store).""",
+    ).tag(config=True)
+
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "SQLiteStore":
         """``sqlite:////abs/path.db`` (absolute) or ``sqlite:///rel/path.db`` (relative)."""
@@ -136,8 +152,9 @@ class SQLiteStore(Store):
         self._owner = leases.Owner()
         self._writer: Optional[Writer] = None
         self._appends: Optional[appends.AppendBatcher] = None
-        self._reader: Optional[ThreadPoolExecutor] = None
-        self._reader_conn: Optional[sqlite3.Connection] = None
+        self._readers: Optional[Readers] = None
+        self._long_reads: Optional[asyncio.Semaphore] = None
+        self._indexer: Optional[asyncio.Task] = None
         self._checkpointer: Optional[Checkpointer] = None
         self._lease_task: Optional[asyncio.Task] = None
         self._full_text = False  # the search index is FTS5 (else an ordinary table)
@@ -152,6 +169,7 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
+            search.register_functions(conn)
         except BaseException:
             conn.close()
             raise
@@ -167,7 +185,7 @@ class SQLiteStore(Store):
                 read_only = self._guard.read_only()
                 if read_only:
                     raise StoreError(f"{read_only}: chats can neither be stored nor read")
-            for _ in range(2):
+            for _ in range(max(1, self.readers) + 1):
                 conns.append(await loop.run_in_executor(None, self._connect))
             self._guard.pin()
             interrupted = await loop.run_in_executor(None, self._prepare, conns[0])
@@ -177,18 +195,20 @@ class SQLiteStore(Store):
             if isinstance(e, StoreError):
                 raise
             raise StoreError(f"cannot open the chat database {self.path}: {e}") from e
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="streamchat-sqlite-reader")
-        self._reader_conn = conns[0]
+        *reader_conns, writer_conn = conns
+        self._readers = Readers(reader_conns, loop)
+        self._long_reads = asyncio.Semaphore(max(1, len(reader_conns) - 1))
         after_commit = None
         if self.checkpoint_seconds > 0 and self.journal_mode == "WAL":
-            conns[1].execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job now
+            writer_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job now
             self._checkpointer = Checkpointer(self._connect, self.checkpoint_seconds)
             self._checkpointer.start()
             after_commit = self._checkpointer.wrote
-        self._writer = Writer(conns[1], self._guard, loop, after_commit)
+        self._writer = Writer(writer_conn, self._guard, loop, after_commit)
         self._writer.start()
         self._appends = appends.AppendBatcher(self._writer.submit, lambda: self._owner.id)
         self._lease_task = asyncio.ensure_future(self._keep_lease())
+        self._index_backlog()  # slices a process before this one left unindexed
         return interrupted
 
     def _prepare(self, conn: sqlite3.Connection) -> int:
@@ -222,6 +242,7 @@ class SQLiteStore(Store):
                 self.log.warning("streamchat: could not renew this server's lease: %s", e)
                 continue
             if recovered:
+                self._index_backlog()
                 self.log.warning("streamchat: %d reply(ies) of a stopped process were marked "
                                  "interrupted", recovered)
             if not renewed:
@@ -240,14 +261,43 @@ class SQLiteStore(Store):
         self._owner = owner
 
     async def recover(self) -> int:
-        return await self._write(leases.recover)
+        recovered = await self._write(leases.recover)
+        if recovered:
+            self._index_backlog()
+        return recovered
+
+    def _index_backlog(self) -> None:
+        """Index the slices of long replies that wait for it, one write job each, unless a
+        task does so already."""
+        if self._indexer is None or self._indexer.done():
+            self._indexer = asyncio.ensure_future(self._run_indexer())
+
+    async def _run_indexer(self) -> None:
+        while self._writer is not None:
+            try:
+                if not await self._writer.submit(search.index_next_slice):
+                    return
+            except StoreError as e:  # the next reply that ends tries again
+                self.log.warning("streamchat: a long reply is not all searchable yet: %s", e)
+                return
+
+    async def search_index_idle(self) -> None:
+        """Wait until every reply that ended is searchable in full (tests, benchmarks)."""
+        while True:
+            if self._indexer is not None and not self._indexer.done():
+                await asyncio.shield(self._indexer)
+            elif not await self._write(search.backlog):
+                return
+            else:
+                self._index_backlog()
 
     async def close(self) -> None:
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-            self._lease_task = None
+        for task in (self._lease_task, self._indexer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await task
+        self._lease_task = self._indexer = None
         self._appends = None
         if self._writer is not None:
             owner = self._owner
@@ -260,10 +310,9 @@ class SQLiteStore(Store):
             self._checkpointer.stop()
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
             self._checkpointer = None
-        if self._reader is not None:
-            self._reader.submit(self._reader_conn.close)
-            self._reader.shutdown(wait=True)
-            self._reader = None
+        if self._readers is not None:
+            readers, self._readers = self._readers, None
+            await asyncio.get_running_loop().run_in_executor(None, readers.close)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -272,8 +321,13 @@ class SQLiteStore(Store):
             raise StoreError("the chat database is closed")
         return self._writer.submit(job)
 
-    async def _read(self, job: Callable[[sqlite3.Connection], object]):
-        if self._reader is None:
+    async def _read(self, job: Callable[[sqlite3.Connection], object], long: bool = False,
+                    seconds: Optional[float] = None):
+        """``job(conn)`` on a reader thread. ``long``: a read that may take long, run only
+        while another reader stays free for the short ones. ``seconds``: a deadline, past
+        which the job is interrupted and :class:`Overtime` raised. Cancelling the awaiting
+        task interrupts the job at once."""
+        if self._readers is None:
             raise StoreError("the chat database is closed")
 
         def guarded(conn: sqlite3.Connection):
@@ -282,9 +336,14 @@ class SQLiteStore(Store):
                 raise StoreError(problem)
             return job(conn)
 
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._reader, guarded, self._reader_conn)
+            if not long:
+                return await self._readers.run(guarded)
+            async with self._long_reads:
+                if self._readers is None:
+                    raise StoreError("the chat database is closed")
+                deadline = time.monotonic() + seconds if seconds is not None else None
+                return await self._readers.run(guarded, deadline)
         except sqlite3.Error as e:
             raise StoreError(f"the chat database refused a read: {e}") from e
 
@@ -333,7 +392,8 @@ class SQLiteStore(Store):
             await self._appends.add(append)  # with the other replies' frames of this round
             return
         owner_id = self._owner.id
-        await self._write(lambda conn: appends.write_one(conn, append, owner_id))
+        if await self._write(lambda conn: appends.write_one(conn, append, owner_id)):
+            self._index_backlog()  # the slices of a long reply past its first
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -487,7 +547,7 @@ class SQLiteStore(Store):
                 ).fetchall()
                 return [self._record(conn, row) for row in rows]
 
-        return await self._read(job)
+        return await self._read(job, long=True)
 
     async def list_conversations(self, limit: int = 0,
                                  after: Optional[tuple] = None) -> list:
@@ -520,7 +580,7 @@ class SQLiteStore(Store):
 
         def job(conn: sqlite3.Connection):
             # The index names the conversations that hold the text, and the first message
-            # holding it in each (the lowest positive rowid: titles have negative ones). Those
+            # holding it in each (the lowest order key, message then slice: titles have none). Those
             # conversations are ordered and paged as the list is, and only then are the
             # columns of the page's rows worked out (each costs a few subqueries).
             matches, args = search.condition(query, full_text)
@@ -528,7 +588,7 @@ class SQLiteStore(Store):
             with self._snapshot(conn):
                 rows = conn.execute(
                     "WITH hits AS (SELECT conversation_id, "
-                    "min(CASE WHEN search.rowid > 0 THEN search.rowid END) AS first "
+                    f"min(CASE WHEN search.rowid > 0 THEN {search.order_key()} END) AS first "
                     f"FROM search WHERE {matches} GROUP BY conversation_id), "
                     "page AS (SELECT c.id, hits.first FROM conversations c JOIN hits "
                     f"ON hits.conversation_id = c.id {where} "
@@ -541,10 +601,13 @@ class SQLiteStore(Store):
                 found = []
                 for row in rows:
                     record = _conversation(row[:-1])
-                    text = search.first_message_text(conn, row[-1])
-                    if text is not None:
-                        record.snippet = search.snippet(text, query)
+                    record.snippet = search.snippet_of(conn, search.split_key(row[-1]), query)
                     found.append(record)
                 return found
 
-        return await self._read(job)
+        try:
+            return await self._read(job, long=True, seconds=self.search_seconds)
+        except Overtime:
+            raise SearchTooCostly(
+                f"searching for this text would take longer than this server allows one search "
+                f"({self.search_seconds:g} s); try a longer or more distinctive text") from None
