@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
 from typing import Any
+
+from .redact import redact
 
 PROTOCOL_VERSION = 1
 
@@ -46,6 +49,7 @@ UNKNOWN_AGENT = "unknown_agent"
 NOT_A_REPLY = "not_a_reply"
 STORE_UNAVAILABLE = "store_unavailable"
 CONVERSATION_DELETED = "conversation_deleted"
+TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 INTERNAL = "internal_error"
 
 # Numbers a JSON reader in any language holds exactly (JavaScript's safe integers).
@@ -251,7 +255,7 @@ def dumps(frame: dict) -> str:
 
 
 def error_frame(code: str, message: str, **ids: Any) -> dict:
-    return {"type": "ERROR", "code": code, "message": message, **ids}
+    return {"type": "ERROR", "code": code, "message": redact(message), **ids}
 
 
 def accepted_frame(accepted: Any) -> dict:
@@ -279,7 +283,7 @@ def message_wire(message) -> dict:
         "createdAt": message.created_at,
     }
     if message.error is not None:
-        wire["error"] = message.error
+        wire["error"] = redact(message.error)  # as stored, perhaps before it was redacted
     if message.reasoning:
         wire["reasoning"] = message.reasoning
     if message.usage:
@@ -324,15 +328,44 @@ def list_cursor(updated_at: float, conversation_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# Longest ``after`` a client may send back: a cursor of the longest id, all of it escaped, fits.
+CURSOR_MAX = 4096
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def parse_list_cursor(cursor: str) -> tuple:
+    """The ``(updated_at, conversation_id)`` of a cursor made by :func:`list_cursor`; raises
+    ValueError for anything else (forged, cut, nested, out of range, not valid Unicode), so no
+    client's text reaches the store as a cursor."""
+    if len(cursor) > CURSOR_MAX or not _CURSOR.fullmatch(cursor):
+        raise ValueError("not a cursor")
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError) as e:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, TypeError, RecursionError) as e:
         raise ValueError("not a cursor") from e
     if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (int, float))
-            and not isinstance(value[0], bool) and isinstance(value[1], str)):
+            and not isinstance(value[0], bool) and math.isfinite(value[0])
+            and abs(value[0]) <= MAX_SEQ and isinstance(value[1], str)
+            and value[1] and _is_unicode(value[1])):
         raise ValueError("not a cursor")
     return value[0], value[1]
+
+
+def id_problem(value: str) -> str | None:
+    """What is wrong with an id a client sent outside a frame (a REST path), or None."""
+    if not value or len(value) > MAX_ID_LENGTH:
+        return f"must be 1 to {MAX_ID_LENGTH} characters"
+    if not _is_unicode(value):
+        return "is not valid Unicode (it holds a lone surrogate)"
+    return None
+
+
+def text_problem(value: str) -> str | None:
+    """What is wrong with a text a client sent outside a frame (a title), or None."""
+    if not _is_unicode(value):
+        return "is not valid Unicode (it holds a lone surrogate)"
+    return None
 
 
 def conversation_wire(conversation) -> dict:
@@ -403,7 +436,8 @@ class ChunkFrames:
 
     def final(self, seq: int, chunk: str, status: str, error: str | None = None,
               reasoning: str = "", usage: dict | None = None) -> str:
-        tail = f',"error":{_json_str(error)}' if status == ERROR and error is not None else ""
+        tail = (f',"error":{_json_str(redact(error))}' if status == ERROR and error is not None
+                else "")
         if reasoning:
             tail += f',"reasoning":{_json_str(reasoning)}'
         if usage:

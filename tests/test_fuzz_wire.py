@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from faultfs import Closed, WireClient
 from helpers import assert_contiguous, text_of
+from jupyter_streamchat import protocol as p
 from server_process import JupyterServer
 
 pytestmark = pytest.mark.subprocess
@@ -33,12 +34,13 @@ READ_LIMIT = 20000  # frames read after one generated frame; a bound, far above 
 
 # Codes a request may get, per the contract; internal_error is only for bugs.
 CODES = {"bad_json", "unknown_type", "bad_field", "too_large", "unknown_message", "not_a_reply",
-         "unknown_agent", "conversation_deleted", "store_unavailable"}
+         "unknown_agent", "conversation_deleted", "store_unavailable", "too_many_subscriptions"}
 # Codes a well-formed request must never get: they mean the server misread a valid frame.
 MALFORMED_CODES = {"bad_json", "unknown_type", "bad_field", "too_large"}
 
 EXAMPLES = settings(max_examples=200, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+EVERY_TYPE = settings(EXAMPLES, max_examples=300)
 
 
 # -- the server, the bystander ----------------------------------------------------------------------
@@ -179,13 +181,16 @@ json_values = st.recursive(
     max_leaves=12,
 )
 lone_surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
-REQUEST_FIELDS = {
-    "SEND_MESSAGE": ["conversationId", "agentId", "text", "clientMessageId"],
-    "STOP_GENERATING": ["messageId"],
-    "SUBSCRIBE": ["conversationId"],
-    "RESUME": ["messageId", "afterSeq"],
-    "LOAD_HISTORY": ["conversationId", "beforeMessageId"],
-}
+# Every request type of the contract, with its fields and their kinds ("id", "text", "seq").
+REQUEST_KINDS = {kind: dict(fields) for kind, (_, fields) in p._REQUESTS.items()}
+REQUEST_FIELDS = {kind: list(fields) for kind, fields in REQUEST_KINDS.items()}
+# Ids of the right form that name nothing stored (any Unicode but lone surrogates).
+made_up_ids = st.text(min_size=1, max_size=p.MAX_ID_LENGTH).map(lambda s: "zz-" + s[:197])
+# Extra fields a reader must ignore: any name but the request's own, any JSON value.
+extra_fields = st.dictionaries(
+    st.text(max_size=12).filter(lambda k: k != "type" and k not in p._ID_FIELDS
+                                and k not in {f for fs in REQUEST_FIELDS.values() for f in fs}),
+    json_values, max_size=3)
 
 
 def valid_send(data) -> dict:
@@ -206,13 +211,81 @@ def valid_request(data, fuzzer: Fuzzer) -> dict:
         return valid_send(data)
     if kind == "STOP_GENERATING":
         return {"type": kind, "messageId": data.draw(known)}
-    if kind == "SUBSCRIBE":
+    if kind in ("SUBSCRIBE", "UNSUBSCRIBE"):
         return {"type": kind, "conversationId": data.draw(conversation_ids)}
     if kind == "RESUME":
         return {"type": kind, "messageId": data.draw(known),
                 "afterSeq": data.draw(st.integers(0, 2**53 - 1) | st.integers(0, 5))}
-    return {"type": kind, "conversationId": data.draw(conversation_ids),
-            "beforeMessageId": data.draw(known)}
+    if kind == "LOAD_HISTORY":
+        return {"type": kind, "conversationId": data.draw(conversation_ids),
+                "beforeMessageId": data.draw(known)}
+    assert not REQUEST_FIELDS[kind], kind  # WATCH_CONVERSATIONS, UNWATCH_CONVERSATIONS
+    return {"type": kind}
+
+
+def hostile_request(data, fuzzer: Fuzzer) -> dict:
+    """A well-formed request of any type about ids that may exist or not (made-up ones of any
+    Unicode and length), with extra fields of any JSON: refused, if at all, only for what it
+    names (unknown_message, unknown_agent, ...), never as malformed."""
+    request = valid_request(data, fuzzer)
+    for name, check in REQUEST_KINDS[request["type"]].items():
+        if check == "id" and data.draw(st.booleans()):
+            if name == "conversationId" and request["type"] == "SEND_MESSAGE":
+                continue  # a new conversation would be stored: that is not a refusal
+            request[name] = data.draw(made_up_ids)
+    if request["type"] == "SEND_MESSAGE" and data.draw(st.booleans()):
+        request["agentId"] = data.draw(made_up_ids)  # unknown_agent
+    request.update(data.draw(extra_fields))
+    return request
+
+
+def mutated(data, fuzzer: Fuzzer) -> tuple:
+    """A valid request of any type with one field made wrong -> (the frame, the code the
+    contract names for it)."""
+    request = valid_request(data, fuzzer)
+    kind = request["type"]
+    fields = REQUEST_KINDS[kind]
+    if not fields:  # nothing to break but the type itself
+        request["type"] = data.draw(st.sampled_from(
+            [kind.lower(), kind + " ", " " + kind, kind.replace("_", "-"), kind[:-1]]))
+        return request, "unknown_type"
+    name = data.draw(st.sampled_from(sorted(fields)))
+    check = fields[name]
+    how = data.draw(st.sampled_from(
+        ["missing", "wrong type", "lone surrogate"]
+        + (["empty", "too long"] if check == "id" else [])
+        + (["empty", "oversize"] if check == "text" else [])
+        + (["out of range", "not whole"] if check == "seq" else [])))
+    if how == "missing":
+        del request[name]
+        return request, "bad_field"
+    if how == "wrong type":
+        wrong = (lambda v: not isinstance(v, int) or isinstance(v, bool)) if check == "seq" \
+            else (lambda v: not isinstance(v, str))
+        request[name] = data.draw(json_values.filter(wrong))
+        return request, "bad_field"
+    if how == "lone surrogate":
+        if check == "seq":
+            request[name] = data.draw(lone_surrogates)  # a string, and not even valid Unicode
+        else:
+            prefix, suffix = data.draw(st.text(max_size=5)), data.draw(st.text(max_size=5))
+            request[name] = prefix + data.draw(lone_surrogates) + suffix
+        return request, "bad_field"
+    if how == "empty":
+        request[name] = ""
+        return request, "bad_field"
+    if how == "too long":
+        request[name] = "i" * data.draw(st.integers(p.MAX_ID_LENGTH + 1, 5000))
+        return request, "bad_field"
+    if how == "oversize":
+        request[name] = "é" * data.draw(st.integers(MAX_MESSAGE_BYTES // 2 + 1, MAX_MESSAGE_BYTES))
+        return request, "too_large"
+    if how == "out of range":
+        request[name] = data.draw(st.integers(max_value=-1) | st.integers(min_value=p.MAX_SEQ + 1))
+        return request, "bad_field"
+    request[name] = data.draw(st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f != int(f)) | st.sampled_from([1.0, 0.0, 1e300]))  # not whole: not an int
+    return request, "bad_field"
 
 
 def malformed(data) -> tuple:
@@ -326,4 +399,36 @@ def test_valid_requests_are_answered_and_replies_end_exactly(fuzzer, bystander, 
         assert_contiguous(chunks, chunks[0]["seq"])
         after = request["afterSeq"]
         assert chunks[0]["seq"] == after + 1 or (len(chunks) == 1 and after >= chunks[0]["seq"])
+    assert not bystander.failures, bystander.failures
+
+
+@EVERY_TYPE
+@given(data=st.data())
+def test_every_request_type_mutated_gets_its_error(fuzzer, bystander, data):
+    request, code = mutated(data, fuzzer)
+    before = fuzzer.snapshot()
+    frames = fuzzer.exchange(_text(json.dumps(request)))  # ensure_ascii: surrogates as escapes
+    errors = check_frames(frames)
+    assert [e["code"] for e in errors] == [code], (request, frames[:5])
+    assert not [f for f in frames if f["type"] in ("MESSAGE_ACCEPTED", "MESSAGE_CHUNK")], frames
+    check_refusal_changed_nothing(fuzzer, before, frames, errors)
+    assert not bystander.failures, bystander.failures
+
+
+@EVERY_TYPE
+@given(data=st.data())
+def test_every_request_type_about_made_up_ids_is_refused_harmlessly(fuzzer, bystander, data):
+    request = hostile_request(data, fuzzer)
+    before = fuzzer.snapshot()
+    frames = fuzzer.exchange(_text(json.dumps(request)))
+    errors = check_frames(frames)
+    assert not {e["code"] for e in errors} & MALFORMED_CODES, (request, errors)
+    check_refusal_changed_nothing(fuzzer, before, frames, errors)
+    if request["type"] in ("SUBSCRIBE", "LOAD_HISTORY") and request["conversationId"] not in \
+            CONVERSATIONS:
+        if request["type"] == "SUBSCRIBE" and not errors:  # not created yet: empty HISTORY
+            answer = [f for f in frames if f["type"] == "HISTORY"]
+            assert answer and answer[-1]["messages"] == [], frames[:3]
+        elif request["type"] == "LOAD_HISTORY":
+            assert [e["code"] for e in errors] == ["unknown_message"], frames[:3]
     assert not bystander.failures, bystander.failures

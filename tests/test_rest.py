@@ -1,5 +1,6 @@
 """REST API under {base_url}streamchat/api/, and its auth (pytest-jupyter's base_url is not /)."""
 
+import asyncio
 import json
 import time
 
@@ -8,6 +9,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from helpers import new_id, text_of
+from jupyter_streamchat.store import SearchTooCostly
 
 
 async def test_agents_lists_id_name_description(rest):
@@ -188,3 +190,62 @@ async def test_rename_a_conversation(chat, rest, jp_fetch):
     with pytest.raises(HTTPClientError) as failed:
         await patch("no-such-conversation", {"title": "x"})
     assert failed.value.code == 404
+
+
+async def test_a_search_whose_client_goes_away_is_cancelled(
+        chat, jp_fetch, streamchat_app, jp_serverapp, jp_http_port, jp_base_url, monkeypatch):
+    client = await chat()
+    await client.send_message("something to find later")
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    await client.chunks_until_complete(accepted["messageId"])
+    store = streamchat_app.hub.store
+    real_search = store.search_conversations
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def long_search(*args, **kwargs):
+        """The real search, after a wait that stands for a query running long."""
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return await real_search(*args, **kwargs)
+
+    monkeypatch.setattr(store, "search_conversations", long_search)
+    token = jp_serverapp.identity_provider.token
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    writer.write(f"GET {jp_base_url}streamchat/api/conversations?q=find HTTP/1.1\r\n"
+                 f"Host: 127.0.0.1:{jp_http_port}\r\nAuthorization: token {token}\r\n\r\n"
+                 .encode())
+    await writer.drain()
+    await asyncio.wait_for(started.wait(), 15)
+    writer.close()  # the client goes away mid-search
+    await asyncio.wait_for(cancelled.wait(), 15)  # hang guard only: it is at once
+
+    monkeypatch.setattr(store, "search_conversations", real_search)
+    response = await jp_fetch("streamchat", "api", "conversations", params={"q": "find later"})
+    found = json.loads(response.body)["conversations"]
+    assert [c["conversationId"] for c in found] == [accepted["conversationId"]]
+
+
+async def test_a_search_over_its_cost_budget_is_a_400(streamchat_app, jp_fetch, monkeypatch):
+    # (When the store refuses a search as too costly is the store's tests' business; here,
+    # that the refusal reaches the client as its own mistake, in words, and not as an outage.)
+    store = streamchat_app.hub.store
+    real_search = store.search_conversations
+
+    async def refusing_search(query, *args, **kwargs):
+        if query == "aaa":
+            raise SearchTooCostly("searching for this text would take longer than this server "
+                                  "allows one search; try a longer or more distinctive text")
+        return await real_search(query, *args, **kwargs)
+
+    monkeypatch.setattr(store, "search_conversations", refusing_search)
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("streamchat", "api", "conversations", params={"q": "aaa"})
+    assert e.value.code == 400
+    body = json.loads(e.value.response.body)
+    assert body["reason"] == "search_too_costly" and "distinctive" in body["message"]
+    response = await jp_fetch("streamchat", "api", "conversations", params={"q": "aab"})
+    assert response.code == 200

@@ -95,6 +95,12 @@ class StreamChatApp(ExtensionApp):
         than this comes cut short and the client resumes it from the store.""",
     ).tag(config=True)
 
+    max_subscriptions = Int(
+        1000,
+        help="""Most conversations one connection may follow (SUBSCRIBE) at once; past it a
+        SUBSCRIBE gets an ERROR (too_many_subscriptions). Bounds what one socket holds.""",
+    ).tag(config=True)
+
     store_retry_seconds = Float(
         5.0,
         help="""How long a reply keeps retrying a write the store refuses (locked, disk full)
@@ -125,7 +131,7 @@ class StreamChatApp(ExtensionApp):
             self.store, self.agent_instances, batch_window=self.batch_window,
             max_batch_window=self.max_batch_window, log=self.log,
             history_messages=self.history_page_messages, history_chars=self.history_page_chars,
-            retry_seconds=self.store_retry_seconds,
+            retry_seconds=self.store_retry_seconds, max_subscriptions=self.max_subscriptions,
         )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())
         self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agent_instances)) or "none")

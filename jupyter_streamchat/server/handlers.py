@@ -6,7 +6,9 @@ Every handler authorizes against resource ``streamchat``: the WebSocket asks for
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -18,9 +20,10 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .. import protocol as p
-from ..store import StoreError
+from ..redact import redact
+from ..store import SearchTooCostly, StoreError
 from .delivery import Subscriber
-from .export import content_disposition, conversation_markdown
+from .export import content_disposition, markdown_pieces
 from .wsframes import encode_text_frames
 
 AUTH_RESOURCE = "streamchat"
@@ -94,13 +97,62 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
 
 
 class _RestHandler(_HubAccess, APIHandler):
+    """A client's bad input is a 400 whose JSON ``message`` says what is wrong, decided before
+    the store is asked (so it is never answered as a store outage); Tornado itself answers 400
+    for bytes in the path or query that are not UTF-8 (a lone surrogate among them)."""
+
+    async def prepare(self):
+        await super().prepare()
+        # The conversation id in the path, for every method of every handler. A request
+        # without credentials is left to the method's own check, which answers 403.
+        conversation_id = self.path_kwargs.get("conversation_id")
+        if conversation_id is not None and self.current_user is not None:
+            problem = p.id_problem(conversation_id)
+            if problem:
+                raise web.HTTPError(400, f"the conversation id in the path {problem}")
+
+    def _argument(self, name: str, default: str, strip: bool = False) -> str:
+        """A query parameter given at most once (twice is ambiguous: which one was meant?)."""
+        values = self.get_query_arguments(name, strip=strip)
+        if len(values) > 1:
+            raise web.HTTPError(400, f"{name} is given {len(values)} times; give it at most once")
+        return values[0] if values else default
+
+    def _json_body(self):
+        """The request's body as JSON (``None`` when empty); 400 for anything else."""
+        try:
+            return json.loads(self.request.body or b"null", parse_constant=_not_json)
+        except RecursionError:
+            raise web.HTTPError(400, "the body is nested too deeply") from None
+        except ValueError:
+            raise web.HTTPError(400, "the body is not JSON (UTF-8)") from None
+
+    def log_exception(self, typ, value, tb):
+        if isinstance(value, SearchTooCostly):  # a 400 (below), not a bug: no traceback
+            self.log.info("streamchat: a search was refused: %s", value)
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, StoreError):
+        if isinstance(exc, SearchTooCostly):  # the client's query, not the store, is at fault
+            self.set_status(400)
+            self.finish(json.dumps({"message": redact(str(exc)), "reason": "search_too_costly"}))
+            return
+        if isinstance(exc, StoreError):  # its words may name the store's URL
             self.set_status(503)
-            self.finish(json.dumps({"message": str(exc), "reason": "store_unavailable"}))
+            self.finish(json.dumps({"message": redact(str(exc)), "reason": "store_unavailable"}))
             return
         super().write_error(status_code, **kwargs)
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# Whole numbers in a query, ASCII digits only: str.isdigit() takes "١٢" and "²", and int()
+# reads the first as 12 and fails on the second.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 class AgentsHandler(_RestHandler):
@@ -122,7 +174,10 @@ class ConversationsHandler(_RestHandler):
         query = self._query()
         await self.hub.ensure_open()
         if query:
-            page = await self.hub.store.search_conversations(query, limit + 1, after)
+            page = await self._unless_gone(
+                self.hub.store.search_conversations(query, limit + 1, after))
+            if page is None:
+                return  # the client went away; its search was cancelled
         else:
             page = await self.hub.store.list_conversations(limit + 1, after)
         more, page = len(page) > limit, page[:limit]
@@ -132,14 +187,41 @@ class ConversationsHandler(_RestHandler):
             "next": p.list_cursor(last.updated_at, last.conversation_id) if last else None,
         }))
 
+    _gone = False
+    _pending = None  # the store read under way, for on_connection_close
+
+    async def _unless_gone(self, work):
+        """Await a store read as a task that :meth:`on_connection_close` cancels, so a client
+        that goes away mid-search frees the reader at once (the store interrupts the query
+        whose task is cancelled). None if it was cancelled so."""
+        if self._gone:
+            work.close()
+            return None
+        task = self._pending = asyncio.ensure_future(work)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self._gone and task.cancelled():
+                return None
+            raise
+        finally:
+            self._pending = None
+
+    def on_connection_close(self):
+        super().on_connection_close()
+        self._gone = True
+        if self._pending is not None:
+            self._pending.cancel()
+
     def _limit(self) -> int:
-        text = self.get_query_argument("limit", str(p.LIST_PAGE))
-        if not text.isdigit() or not 1 <= int(text) <= p.LIST_PAGE_MAX:
-            raise web.HTTPError(400, f"limit must be a whole number from 1 to {p.LIST_PAGE_MAX}")
+        text = self._argument("limit", str(p.LIST_PAGE))
+        if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= p.LIST_PAGE_MAX:
+            raise web.HTTPError(400, f"limit must be a whole number from 1 to {p.LIST_PAGE_MAX} "
+                                "in ASCII digits")
         return int(text)
 
     def _after(self):
-        cursor = self.get_query_argument("after", "")
+        cursor = self._argument("after", "")
         if not cursor:
             return None
         try:
@@ -148,12 +230,13 @@ class ConversationsHandler(_RestHandler):
             raise web.HTTPError(400, "after is not a cursor this server gave out (use `next`)")
 
     def _query(self) -> str:
-        """The text searched for ("" to list everything). Tornado has taken the spaces around
-        it off, and made control characters (NUL among them) spaces."""
-        query = self.get_query_argument("q", "", strip=True)
+        """The text searched for ("" to list everything), without the spaces around it.
+        Tornado has made control characters (NUL among them) spaces. The limit holds for the
+        text as sent, so that what is refused does not depend on its spaces."""
+        query = self._argument("q", "")
         if len(query) > p.SEARCH_MAX:
             raise web.HTTPError(400, f"q is at most {p.SEARCH_MAX} characters")
-        return query
+        return query.strip()
 
 
 class ConversationHandler(_RestHandler):
@@ -171,13 +254,13 @@ class ConversationHandler(_RestHandler):
     async def patch(self, conversation_id):
         """Rename: ``{"title": "..."}`` (at most TITLE_MAX characters; "" for the first words
         of the conversation again)."""
-        try:
-            body = json.loads(self.request.body or b"null")
-        except ValueError:
-            raise web.HTTPError(400, "the body is not JSON")
+        body = self._json_body()
         title = body.get("title") if isinstance(body, dict) else None
         if not isinstance(title, str) or len(title) > p.TITLE_MAX:
             raise web.HTTPError(400, f'send {{"title": "..."}}, at most {p.TITLE_MAX} characters')
+        problem = p.text_problem(title)
+        if problem:
+            raise web.HTTPError(400, f"the title {problem}")
         title = " ".join(title.split())
         if not await self.hub.rename_conversation(conversation_id, title):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
@@ -196,15 +279,33 @@ class ConversationExportHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self, conversation_id):
-        """The conversation as a Markdown file to download."""
+        """The conversation as a Markdown file to download, made and sent in pieces: the
+        export of a huge conversation holds the event loop for a piece at a time, and no more
+        than EXPORT_BUFFER_BYTES of it wait in memory for a slow client."""
         await self.hub.ensure_open()
         conversation = await self.hub.store.get_conversation_record(conversation_id)
         messages = await self.hub.get_conversation(conversation_id)
         if conversation is None or messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        content_type = "text/markdown; charset=utf-8"
         self.set_header("Content-Disposition", content_disposition(conversation.title))
-        self.finish(conversation_markdown(conversation, messages).encode("utf-8"),
-                    set_content_type="text/markdown; charset=utf-8")
+        self.set_header("Content-Type", content_type)
+        waiting = 0
+        try:
+            for piece in markdown_pieces(conversation, messages):
+                data = piece.encode("utf-8")
+                self.write(data)
+                waiting += len(data)
+                if waiting >= self.EXPORT_BUFFER_BYTES:
+                    waiting = 0
+                    await self.flush()
+                else:
+                    await asyncio.sleep(0)  # the other clients' turn
+        except StreamClosedError:
+            return  # the client went away
+        self.finish(set_content_type=content_type)
+
+    EXPORT_BUFFER_BYTES = 1024 * 1024
 
 
 handlers = [

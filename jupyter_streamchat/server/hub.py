@@ -31,6 +31,10 @@ STORE_END_RETRY = 5.0
 # Most earlier messages an agent is given (its max_history_chars usually binds first).
 MAX_CONTEXT_MESSAGES = 10_000
 
+# Most conversations one connection may follow at once (SUBSCRIBE of a conversation not yet
+# created is allowed, so this bound, not the store, keeps a socket's subscriptions finite).
+MAX_SUBSCRIPTIONS = 1000
+
 
 class Hub:
     def __init__(
@@ -44,8 +48,10 @@ class Hub:
         history_messages: int = 100,
         history_chars: int = 512 * 1024,
         retry_seconds: float = 5.0,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
     ):
         self.store = store
+        self.max_subscriptions = max_subscriptions
         self.agents = agents
         self.clock = FlushClock(batch_window, max_batch_window, lambda: len(self.replies))
         self.log = log or logging.getLogger("jupyter_streamchat")
@@ -215,6 +221,13 @@ class Hub:
         # Already ended: its final frame says how; nothing to do.
 
     async def subscribe(self, subscriber: Subscriber, conversation_id: str) -> None:
+        followed = subscriber.conversations
+        if conversation_id not in followed and len(followed) >= self.max_subscriptions:
+            raise p.ProtocolError(
+                p.TOO_MANY_SUBSCRIPTIONS,
+                f"this connection already follows {len(followed)} conversations, the most it "
+                "may; UNSUBSCRIBE from one first", conversationId=conversation_id,
+            )
         await self.ensure_open()
         async with subscriber.snapshot():  # live frames wait until the HISTORY is out
             self.fanout.follow_conversation(subscriber, conversation_id)
@@ -250,8 +263,18 @@ class Hub:
             if message_id in self.replies:
                 self.fanout.follow_reply(subscriber, message_id,
                                          self.replies[message_id].conversation_id)
+            # Held live frames are filtered by this number once the replay is out. It is kept
+            # only for a reply that exists: made-up ids leave nothing behind on the socket.
+            held = subscriber.sent.get(message_id)
             subscriber.sent[message_id] = after_seq
-            await self._replay(subscriber, message_id, after_seq, asked=True)
+            try:
+                await self._replay(subscriber, message_id, after_seq, asked=True)
+            except BaseException:
+                if held is None:
+                    subscriber.sent.pop(message_id, None)
+                else:
+                    subscriber.sent[message_id] = held
+                raise
 
     def _catch_up(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
         """Fill a lagging client's gap from the store (it holds frames up to after_seq)."""
