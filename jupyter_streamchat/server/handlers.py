@@ -24,6 +24,7 @@ from ..redact import redact
 from ..store import SearchTooCostly, StoreError
 from .delivery import Subscriber
 from .export import content_disposition, markdown_pieces
+from .jsonpieces import json_pieces
 from .wsframes import encode_text_frames
 
 AUTH_RESOURCE = "streamchat"
@@ -97,6 +98,29 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
 
 
 class _RestHandler(_HubAccess, APIHandler):
+    # Most of a large answer that waits in memory for a slow client before it is flushed.
+    SEND_BUFFER_BYTES = 1024 * 1024
+
+    async def send_pieces(self, pieces, content_type: str) -> None:
+        """Answer with the text of ``pieces``, made and sent one at a time: a huge answer
+        holds the event loop for a piece at a time, and no more than SEND_BUFFER_BYTES of it
+        wait in memory for a slow client."""
+        self.set_header("Content-Type", content_type)
+        waiting = 0
+        try:
+            for piece in pieces:
+                data = piece.encode("utf-8")
+                self.write(data)
+                waiting += len(data)
+                if waiting >= self.SEND_BUFFER_BYTES:
+                    waiting = 0
+                    await self.flush()
+                else:
+                    await asyncio.sleep(0)  # the other clients' turn
+        except StreamClosedError:
+            return  # the client went away
+        self.finish(set_content_type=content_type)
+
     """A client's bad input is a 400 whose JSON ``message`` says what is wrong, decided before
     the store is asked (so it is never answered as a store outage); Tornado itself answers 400
     for bytes in the path or query that are not UTF-8 (a lone surrogate among them)."""
@@ -247,7 +271,8 @@ class ConversationHandler(_RestHandler):
         if messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         body = {"conversationId": conversation_id, "messages": [p.message_wire(m) for m in messages]}
-        self.finish(json.dumps(body))
+        # A conversation may hold tens of MB: its JSON is made and sent a piece at a time.
+        await self.send_pieces(json_pieces(body), "application/json")
 
     @web.authenticated
     @authorized
@@ -287,25 +312,9 @@ class ConversationExportHandler(_RestHandler):
         messages = await self.hub.get_conversation(conversation_id)
         if conversation is None or messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        content_type = "text/markdown; charset=utf-8"
         self.set_header("Content-Disposition", content_disposition(conversation.title))
-        self.set_header("Content-Type", content_type)
-        waiting = 0
-        try:
-            for piece in markdown_pieces(conversation, messages):
-                data = piece.encode("utf-8")
-                self.write(data)
-                waiting += len(data)
-                if waiting >= self.EXPORT_BUFFER_BYTES:
-                    waiting = 0
-                    await self.flush()
-                else:
-                    await asyncio.sleep(0)  # the other clients' turn
-        except StreamClosedError:
-            return  # the client went away
-        self.finish(set_content_type=content_type)
-
-    EXPORT_BUFFER_BYTES = 1024 * 1024
+        await self.send_pieces(markdown_pieces(conversation, messages),
+                               "text/markdown; charset=utf-8")
 
 
 handlers = [
