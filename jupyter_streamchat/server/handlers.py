@@ -184,7 +184,9 @@ class AgentsHandler(_RestHandler):
     @authorized
     async def get(self):
         agents = [agent.info() for _, agent in sorted(self.hub.agents.items())]
-        self.finish(json.dumps({"agents": agents}))
+        # The largest message text it accepts, so a client refuses a larger one itself.
+        limit = self.extensionapp.max_message_bytes
+        self.finish(json.dumps({"agents": agents, "maxMessageBytes": limit}))
 
 
 class ConversationsHandler(_RestHandler):

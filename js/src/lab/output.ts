@@ -7,10 +7,16 @@
 // socket, and a reply in flight continues. While the kernel's widget model is alive (the cell
 // was run in this session) the view binds to it, so `send`, `stop`, `messages` and trait
 // changes from Python work as in the plain widget.
+//
+// A notebook may come from anyone, so the saved output is checked before anything is sent:
+// a field of the wrong kind, or an id the server would refuse (over 200 characters, not valid
+// Unicode), shows a sentence in place of the chat, and no socket is opened for it.
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 import { ChatView } from '../view/chatview';
+import { el } from '../view/dom';
+import { parseChatOutput } from '../view/protocol';
 import { pageServerSettings } from '../view/server';
 import {
   agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
@@ -19,24 +25,8 @@ import { showing } from './shown';
 
 export const OUTPUT_MIME = 'application/vnd.jupyter.streamchat+json';
 
-interface OutputData {
-  conversationId: string;
-  agentId: string;
-  outputKey: string;
-}
-
-function outputData(value: unknown): OutputData | null {
-  const data = value as Partial<OutputData> | null;
-  if (typeof data !== 'object' || data === null || typeof data.conversationId !== 'string' ||
-      !data.conversationId) {
-    return null;
-  }
-  return {
-    conversationId: data.conversationId,
-    agentId: typeof data.agentId === 'string' && data.agentId ? data.agentId : 'demo',
-    outputKey: typeof data.outputKey === 'string' ? data.outputKey : ''
-  };
-}
+/** The agent of an output that names none: `ChatWidget`'s default. */
+const DEFAULT_AGENT = 'demo';
 
 export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer {
   private view: ChatView | null = null;
@@ -52,12 +42,14 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
   }
 
   async renderModel(mimeModel: IRenderMime.IMimeModel): Promise<void> {
-    const data = outputData(mimeModel.data[OUTPUT_MIME]);
-    if (data === null) {
-      this.node.textContent = 'This chat output names no conversation.';
+    const parsed = parseChatOutput(mimeModel.data[OUTPUT_MIME]);
+    if ('problem' in parsed) {
+      this.refuse(parsed.problem);
       return;
     }
+    const data = { ...parsed.output, agentId: parsed.output.agentId || DEFAULT_AGENT };
     if (this.view === null) {
+      this.node.replaceChildren();
       this.view = new ChatView(this.node, {
         server: pageServerSettings(),
         conversationId: data.conversationId,
@@ -78,6 +70,22 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
       this.view.setAgent(data.agentId);
       this.markShown(data.conversationId);
     }
+  }
+
+  /** Show why the output cannot be a chat, in its place (the chat, if any, goes). */
+  private refuse(problem: string): void {
+    this.unwatch();
+    this.unbind();
+    this.unshow();
+    this.unwatch = this.unbind = this.unshow = () => undefined;
+    this.view?.dispose();
+    this.view = null;
+    this.model = null;
+    this.conversationId = '';
+    const note = el('div', 'streamchat-refused', 'streamchat-refused');
+    note.setAttribute('role', 'alert');
+    note.textContent = problem;
+    this.node.replaceChildren(note);
   }
 
   /** The kernel's widget model came (bind to it) or went (the view carries on alone). */

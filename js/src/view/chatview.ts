@@ -20,8 +20,8 @@ import { BodyRenderer, StreamingMarkdown } from './markdown';
 import { MessageView } from './message';
 import { EarlierMessages } from './paging';
 import {
-  ErrorFrame, FINAL, History, HistoryPage, MessageAccepted, MessageChunk, SendMessage,
-  ServerFrame, Status, StoredMessage, Usage
+  clientFrameProblem, ErrorFrame, FINAL, History, HistoryPage, idProblem, MessageAccepted,
+  MessageChunk, SendMessage, ServerFrame, Status, StoredMessage, Usage
 } from './protocol';
 import { applyChunk, applyStored, isEnded, ReplyStep, resumed } from './reply';
 import { authHeaders, ServerSettings } from './server';
@@ -112,7 +112,9 @@ export class ChatView {
   private readonly input: HTMLTextAreaElement;
   private readonly sendButton: HTMLButtonElement;
   private readonly stopButton: HTMLButtonElement;
-  private readonly connection: HubConnection | null = null;
+  private connection: HubConnection | null = null;
+  /** Why the server would refuse this conversation's id, or null when it would not. */
+  private conversationProblem: string | null = null;
   private readonly images: ImagePolicy;
   private readonly earlier: EarlierMessages;
   private messages = new Map<string, MessageView>(); // by message id
@@ -207,13 +209,32 @@ export class ChatView {
       this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
       return;
     }
+    this.conversationProblem = idProblem(this.conversationId);
+    if (this.conversationProblem !== null) {
+      this.refuseConversation();
+    } else {
+      this.connect(options.server);
+    }
+  }
+
+  private connect(server: ServerSettings): void {
     this.setConnection('reconnecting', 'Connecting…');
-    void this.loadAgents(options.server);
-    this.connection = new HubConnection(options.server, {
+    this.connection = new HubConnection(server, {
       onFrame: frame => this.onFrame(frame),
       onOpen: () => this.onOpen(),
       onState: (state, problem) => this.setConnection(state, problem)
     });
+    void this.loadAgents(server);
+  }
+
+  /** The conversation's id is one the server would refuse (too long, not a string, not valid
+   * Unicode: a notebook may come from anyone): say so, and open no socket to send it. */
+  private refuseConversation(): void {
+    this.connection?.close();
+    this.connection = null;
+    this.setConnection('offline',
+      `This chat cannot be shown: its conversation id ${this.conversationProblem}.`);
+    this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
   }
 
   dispose(): void {
@@ -231,7 +252,9 @@ export class ChatView {
       return;
     }
     this.connection?.send({ type: 'UNSUBSCRIBE', conversationId: this.conversationId });
+    const wasRefused = this.conversationProblem !== null;
     this.conversationId = conversationId;
+    this.conversationProblem = idProblem(conversationId);
     this.messages.clear();
     this.pending.clear();
     this.streaming.clear();
@@ -242,7 +265,14 @@ export class ChatView {
     this.list.replaceChildren(this.earlier.marker);
     this.stick = true; // another conversation opens at its latest messages
     this.updateBusy();
-    this.connection?.send({ type: 'SUBSCRIBE', conversationId });
+    if (this.conversationProblem !== null) {
+      this.refuseConversation();
+    } else if (wasRefused && this.options.server !== null) {
+      this.input.disabled = this.sendButton.disabled = this.picker.disabled = false;
+      this.connect(this.options.server); // subscribes once open
+    } else {
+      this.connection?.send({ type: 'SUBSCRIBE', conversationId });
+    }
   }
 
   setAgent(agentId: string): void {
@@ -303,7 +333,6 @@ export class ChatView {
       this.showNotice('Pick an agent first.');
       return;
     }
-    this.input.value = '';
     const frame: SendMessage = {
       type: 'SEND_MESSAGE',
       conversationId: this.conversationId,
@@ -311,6 +340,13 @@ export class ChatView {
       text,
       clientMessageId: randomId()
     };
+    // What the server is certain to refuse is refused here, the text left in the input.
+    const problem = clientFrameProblem(frame, this.connection.maxMessageBytes);
+    if (problem !== null) {
+      this.showNotice(`Not sent: ${problem}`);
+      return;
+    }
+    this.input.value = '';
     const view = new MessageView('user', '', 'pending', this.createRenderer);
     view.setText(text);
     this.observe(view);
@@ -642,7 +678,13 @@ export class ChatView {
         credentials: 'same-origin'
       });
       if (response.ok) {
-        agents = (await response.json()).agents;
+        const body = await response.json();
+        agents = Array.isArray(body.agents) ? body.agents : [];
+        // The server's limit on a message, where it says it (otherwise the documented default).
+        const limit = body.maxMessageBytes;
+        if (this.connection !== null && Number.isSafeInteger(limit) && limit > 0) {
+          this.connection.maxMessageBytes = limit;
+        }
       }
     } catch {
       // The connection reports unreachable servers; the picker keeps the configured agent.

@@ -3,8 +3,18 @@
 // When it drops, it retries with exponential backoff and jitter; when a try fails, a REST call
 // finds out why, so the user reads "login expired" rather than a spinner that never ends.
 // Whoever owns the connection re-subscribes in `onOpen`: the hub answers from the store.
+//
+// The backoff starts again from its first step only after a connection proved healthy (it
+// stayed open HEALTHY_AFTER_MS), not when a socket merely opens, nor when a frame comes: a
+// server or proxy that accepts each socket and closes it at once (after an ERROR, say) then
+// sees attempts spaced ever wider, up to MAX_DELAY_MS, rather than several a second. (A frame
+// is no proof: the hub answers a refused request with an ERROR, and a socket that only
+// watches the conversation list may hear nothing for hours.)
+// A frame the server would certainly refuse is never sent (see `clientFrameProblem`).
 
-import { ClientFrame, parseServerFrame, ServerFrame } from './protocol';
+import {
+  ClientFrame, clientFrameProblem, DEFAULT_MAX_MESSAGE_BYTES, parseServerFrame, ServerFrame
+} from './protocol';
 import { authHeaders, ServerSettings } from './server';
 
 export type ConnectionState = 'connected' | 'reconnecting' | 'offline'; // as data-connection shows it
@@ -22,8 +32,11 @@ interface Diagnosis {
 }
 const OK: Diagnosis = { userMustAct: false, problem: '' };
 
-const FIRST_DELAY_MS = 250;
-const MAX_DELAY_MS = 10_000;
+export const FIRST_DELAY_MS = 250;
+export const MAX_DELAY_MS = 10_000;
+/** A connection that stayed open this long was healthy: the next drop retries from the
+ * first, shortest delay. */
+export const HEALTHY_AFTER_MS = 2_000;
 
 /** Delay before retry number `attempt` (0-based): doubling, capped, with jitter so that many
  * views cut off together do not come back in one burst. */
@@ -37,6 +50,9 @@ export class HubConnection {
   private attempt = 0;
   private timer: number | null = null;
   private closed = false;
+  /** The largest message text the server accepts, in UTF-8 bytes (its owner sets it when the
+   * server says; otherwise the documented default). */
+  maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
 
   constructor(
     private readonly server: ServerSettings,
@@ -45,9 +61,15 @@ export class HubConnection {
     this.open();
   }
 
-  /** Send a frame now; false when not connected (the caller re-sends after `onOpen`). */
+  /** Send a frame now; false when not connected (the caller re-sends after `onOpen`) or when
+   * the server would certainly refuse it (the caller should have checked: it is dropped). */
   send(frame: ClientFrame): boolean {
     if (this.ws === null || this.ws.readyState !== WebSocket.OPEN) {
+      return false;
+    }
+    const problem = clientFrameProblem(frame, this.maxMessageBytes);
+    if (problem !== null) {
+      console.warn(`streamchat: not sending ${frame.type}: ${problem}`);
       return false;
     }
     this.ws.send(JSON.stringify(frame));
@@ -77,9 +99,10 @@ export class HubConnection {
     }
     this.ws = ws;
     let opened = false;
+    let openedAt = 0;
     ws.onopen = () => {
       opened = true;
-      this.attempt = 0;
+      openedAt = Date.now();
       this.setState('connected', '');
       this.handlers.onOpen();
     };
@@ -96,11 +119,15 @@ export class HubConnection {
         return;
       }
       this.ws = null;
-      void this.retry(opened);
+      const healthy = opened && Date.now() - openedAt >= HEALTHY_AFTER_MS;
+      if (healthy) {
+        this.attempt = 0;
+      }
+      void this.retry(opened, healthy);
     };
   }
 
-  private async retry(wasOpen: boolean): Promise<void> {
+  private async retry(wasOpen: boolean, wasHealthy: boolean): Promise<void> {
     const delay = backoffDelay(this.attempt++);
     // A drop of a working socket is usually transient; a refused connection needs a reason.
     const diagnosis = wasOpen ? OK : await this.diagnose();
@@ -110,7 +137,9 @@ export class HubConnection {
     const seconds = Math.max(1, Math.round(delay / 1000));
     this.setState(
       diagnosis.userMustAct ? 'offline' : 'reconnecting',
-      diagnosis.problem || `Connection lost; reconnecting in ${seconds} s…`
+      diagnosis.problem || (wasOpen && !wasHealthy
+        ? `The chat server closed the connection; reconnecting in ${seconds} s…`
+        : `Connection lost; reconnecting in ${seconds} s…`)
     );
     this.timer = window.setTimeout(() => {
       this.timer = null;

@@ -177,6 +177,7 @@ export type ErrorCode =
   | 'unknown_agent'
   | 'not_a_reply'
   | 'conversation_deleted'
+  | 'too_many_subscriptions'
   | 'store_unavailable'
   | 'internal_error';
 export interface ErrorFrame {
@@ -301,4 +302,173 @@ export function parseServerFrame(text: string): ServerFrame | null {
   }
   const check = SERVER_FRAMES[data.type as ServerFrame['type']];
   return check(data) ? (data as unknown as ServerFrame) : null;
+}
+
+// -- what the server is certain to refuse ----------------------------------------------------
+//
+// The view checks what it is about to send by the rules the server applies (docs/protocol.md,
+// "Client to server"), so a request the server would answer with `bad_field` or `too_large`
+// is refused here with words for the user, and never costs an upload. Values that reach the
+// view from outside the wire (a saved notebook output, a widget model) pass the same checks.
+
+/** `StreamChatApp.max_message_bytes`' default: the largest `text`, in UTF-8 bytes, that a
+ * server accepts unless it says otherwise. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** False for a string holding a lone surrogate: JSON can spell one (`"\ud800"`), but neither
+ * UTF-8 nor the server's store can hold it. */
+export function isWellFormed(text: string): boolean {
+  return !LONE_SURROGATE.test(text);
+}
+
+/** How many bytes `text` takes in UTF-8 (a lone surrogate counted as its replacement's 3). */
+export function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) {
+      bytes += 1;
+    } else if (unit < 0x800) {
+      bytes += 2;
+    } else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length &&
+               (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4; // a surrogate pair: one character outside the BMP
+      i++;
+    } else {
+      bytes += 3;
+    }
+  }
+  return bytes;
+}
+
+/** What is wrong with `value` as a JSON value's kind, in a few words ("a number"). */
+function kindOf(value: unknown): string {
+  if (value === null) {
+    return 'null';
+  }
+  if (Array.isArray(value)) {
+    return 'a list';
+  }
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** Why `value` is not an id the server accepts (a string of 1 to MAX_ID_LENGTH characters,
+ * valid Unicode), as a phrase to follow the field's name; null when it is one. */
+export function idProblem(value: unknown): string | null {
+  if (value === undefined) {
+    return 'is missing';
+  }
+  if (typeof value !== 'string') {
+    return `is ${kindOf(value)}, not a string`;
+  }
+  if (value.length === 0) {
+    return 'is empty';
+  }
+  if (value.length > MAX_ID_LENGTH) {
+    return `is ${value.length.toLocaleString('en-US')} characters long; ids are at most ` +
+      `${MAX_ID_LENGTH}`;
+  }
+  if (!isWellFormed(value)) {
+    return 'is not valid Unicode (it holds a lone surrogate)';
+  }
+  return null;
+}
+
+/** Why `value` is not a message text the server accepts (not empty, valid Unicode, at most
+ * `maxBytes` in UTF-8); null when it is one. */
+export function textProblem(value: unknown, maxBytes: number): string | null {
+  if (typeof value !== 'string') {
+    return value === undefined ? 'is missing' : `is ${kindOf(value)}, not a string`;
+  }
+  if (value.length === 0) {
+    return 'is empty';
+  }
+  // Every UTF-16 unit takes 1 to 3 bytes: the exact count is needed only near the limit.
+  const size = value.length * 3 > maxBytes ? utf8Length(value) : value.length;
+  if (size > maxBytes) {
+    return `is ${size.toLocaleString('en-US')} bytes; the server accepts at most ` +
+      `${maxBytes.toLocaleString('en-US')}`;
+  }
+  if (!isWellFormed(value)) {
+    return 'is not valid Unicode (it holds a lone surrogate)';
+  }
+  return null;
+}
+
+const isAfterSeq = (v: unknown): boolean =>
+  typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Each request's fields and their kinds, as the server checks them. */
+const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq'][]> = {
+  SEND_MESSAGE: [['conversationId', 'id'], ['agentId', 'id'], ['text', 'text'],
+    ['clientMessageId', 'id']],
+  STOP_GENERATING: [['messageId', 'id']],
+  SUBSCRIBE: [['conversationId', 'id']],
+  UNSUBSCRIBE: [['conversationId', 'id']],
+  RESUME: [['messageId', 'id'], ['afterSeq', 'seq']],
+  LOAD_HISTORY: [['conversationId', 'id'], ['beforeMessageId', 'id']],
+  WATCH_CONVERSATIONS: [],
+  UNWATCH_CONVERSATIONS: []
+};
+
+/**
+ * Why the server would certainly refuse `frame` (a field missing, of the wrong kind, an id too
+ * long or not valid Unicode, a text over `maxBytes`), as a sentence; null when it would not.
+ */
+export function clientFrameProblem(
+  frame: ClientFrame, maxBytes: number = DEFAULT_MAX_MESSAGE_BYTES
+): string | null {
+  const fields = (CLIENT_FIELDS as Record<string, [string, string][]>)[frame.type];
+  if (fields === undefined) {
+    return `${String(frame.type).slice(0, 40)} is not a request the server knows`;
+  }
+  const data = frame as unknown as Record<string, unknown>;
+  for (const [name, kind] of fields) {
+    const value = data[name];
+    const problem = kind === 'id' ? idProblem(value)
+      : kind === 'text' ? textProblem(value, maxBytes)
+        : isAfterSeq(value) ? null : 'is not an integer from 0 to 2^53 - 1';
+    if (problem !== null) {
+      return name === 'text' ? `the message ${problem}.` : `its ${name} ${problem}.`;
+    }
+  }
+  return null;
+}
+
+/** What a notebook's saved chat output (`application/vnd.jupyter.streamchat+json`) holds. */
+export interface ChatOutput {
+  conversationId: string;
+  /** '' when the output names none (the host picks its default). */
+  agentId: string;
+  /** '' when the output names no widget model. */
+  outputKey: string;
+}
+
+/**
+ * A saved chat output's fields, checked: a notebook may come from anyone, so a field of the
+ * wrong kind, an id the server would refuse, or a value that is not an object gives `problem`,
+ * a sentence for the reader, rather than a chat that uploads it. `agentId` and `outputKey` may
+ * be absent (or empty); `conversationId` may not.
+ */
+export function parseChatOutput(value: unknown): { output: ChatOutput } | { problem: string } {
+  if (!isObject(value)) {
+    return { problem: `This chat output cannot be shown: it is ${kindOf(value)}, not an object.` };
+  }
+  const fields: [keyof ChatOutput, boolean][] =
+    [['conversationId', true], ['agentId', false], ['outputKey', false]];
+  const output: ChatOutput = { conversationId: '', agentId: '', outputKey: '' };
+  for (const [name, required] of fields) {
+    const field = value[name];
+    if (!required && (field === undefined || field === '')) {
+      continue;
+    }
+    const problem = idProblem(field);
+    if (problem !== null) {
+      return { problem: `This chat output cannot be shown: its ${name} ${problem}.` };
+    }
+    output[name] = field as string;
+  }
+  return { output };
 }
