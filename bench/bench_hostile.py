@@ -1,19 +1,27 @@
-"""What one hostile model server costs the Jupyter server and everybody else on it.
+"""What one hostile party (a model server, or a client asking for costly store work) costs
+the Jupyter server and everybody else on it.
 
-A real ``jupyter server`` (the checkout's extension), a model server in a process of its own
-(tests/hostile_model.py) and, in this process, clients on real WebSockets. In every round, ten
-"bystander" replies stream stamped tokens (each token is the time the model server sent it) at
-50 tokens/s for 4 s through the ``openai`` agent, and the clients record each token's delay
-from the model server to them. Beside them, one of:
+A real ``jupyter server`` (the checkout's extension) over a store of 1,000,000 messages (100,000
+with ``--quick``; built by bench_search.py and copied), a model server in a process of its own
+(tests/hostile_model.py) and, in this process, clients on real WebSockets and HTTP. In every
+round, ten "bystander" replies stream stamped tokens (each token is the time the model server
+sent it) at 50 tokens/s through the ``openai`` agent, and the clients record each token's delay
+from the model server to them; and another client asks for the HISTORY of a small
+conversation every 20 ms (SUBSCRIBE, then UNSUBSCRIBE) and records how long it waited. Beside
+them, one of:
 
 - nothing: the floor, measured in the same run;
 - a 50 MB delta: the reply asks again as soon as one ends, so the server always has one coming;
 - a never-ending event (``data: xxxx...`` with no line end), asked again likewise;
-- 10,000 tiny deltas a second for the whole round.
+- 10,000 tiny deltas a second for the whole round;
+- two clients searching, over and over, the costliest queries (2 characters, read with LIKE;
+  a run of 200 ``a``) over the whole store;
+- a client exporting a conversation of 30 MiB over and over, and one reading it whole (REST).
 
-Printed: the bystanders' token-to-client p50 / p99 and the ratio of the p99 to the floor's, and
-the server's peak memory growth over the round (VmHWM), and what the hostile replies sent.
-Rounds are interleaved and repeated (``--repeat``, default 3), and medians are reported.
+Printed: the bystanders' token-to-client p50 / p99 / max, the ratio of the p99 to the floor's,
+the HISTORY wait p99 / max, the server's peak memory growth over the round (VmHWM), and what
+the hostile party got. Rounds are interleaved and repeated (``--repeat``, default 3), and
+medians are reported.
 
     python bench/bench_hostile.py [--repeat 3] [--quick]
 """
@@ -31,12 +39,16 @@ import time
 import uuid
 from pathlib import Path
 
-from tornado.httpclient import HTTPRequest
+import shutil
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_search import build  # noqa: E402
 from server_process import JupyterServer, free_port  # noqa: E402
 
 BYSTANDERS = 10
@@ -47,7 +59,11 @@ CASES = {
     "a 50 MB delta (asked again and again)": "huge-50",
     "a never-ending event (again and again)": "endless",
     "10,000 tiny deltas/s": "flood-10000-{count}",
+    "searches: 2 characters and 200 x 'a', 2 clients": "search",
+    "export and REST read of a 30 MiB conversation": "export",
 }
+LONG_MIB = 30
+PROBE_EVERY = 0.02  # seconds between HISTORY requests
 
 
 def peak_rss(pid: int) -> int:
@@ -76,7 +92,11 @@ def percentile(values: list, pct: float) -> float:
 
 async def connect(server: JupyterServer):
     request = HTTPRequest(server.ws_url(), headers=server.auth_headers(), connect_timeout=10)
-    return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+    ws = await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+    # Small frames at once: with Nagle's algorithm, a request written while the one before is
+    # unacknowledged waits for the server's delayed ACK (some 40 ms).
+    ws.stream.set_nodelay(True)
+    return ws
 
 
 async def reply(server: JupyterServer, text: str, delays: list | None = None,
@@ -117,26 +137,84 @@ async def hostile_loop(server: JupyterServer, script: str, until: float, results
         results.append(await reply(server, script))
 
 
-async def one_round(server: JupyterServer, script: str | None, seconds: float) -> dict:
+async def http_loop(server: JupyterServer, path: str, until: float, results: list) -> None:
+    """GET ``path`` over and over until the round ends; record what each answer was."""
+    client = AsyncHTTPClient(force_instance=True, max_body_size=1 << 30)
+    try:
+        for _ in range(10_000):  # bounded
+            if time.monotonic() >= until:
+                return
+            started = time.monotonic()
+            try:
+                answer = await client.fetch(server.http_url(path), headers=server.auth_headers(),
+                                            request_timeout=120)
+                code, size = answer.code, len(answer.body)
+            except HTTPClientError as e:
+                code, size = e.code, 0
+            results.append({"status": f"HTTP {code}", "chars": size, "error": "",
+                            "seconds": time.monotonic() - started})
+    finally:
+        client.close()
+
+
+async def history_probe(server: JupyterServer, conversation: str, until: float,
+                        waits: list) -> None:
+    """SUBSCRIBE to a small conversation every PROBE_EVERY seconds; record the wait for its
+    HISTORY."""
+    ws = await connect(server)
+    try:
+        for _ in range(100_000):  # bounded
+            if time.monotonic() >= until:
+                return
+            started = time.monotonic()
+            ws.write_message(json.dumps({"type": "SUBSCRIBE", "conversationId": conversation}))
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.read_message(), 60))
+                if frame.get("type") == "HISTORY":
+                    break
+            waits.append(time.monotonic() - started)
+            ws.write_message(json.dumps({"type": "UNSUBSCRIBE", "conversationId": conversation}))
+            await asyncio.sleep(max(0.0, started + PROBE_EVERY - time.monotonic()))
+    finally:
+        ws.close()
+
+
+def store_work(server: JupyterServer, kind: str, long_conversation: str, until: float,
+               results: list) -> list:
+    if kind == "search":
+        return [http_loop(server, "streamchat/api/conversations?q=zq", until, results),
+                http_loop(server, "streamchat/api/conversations?q=" + "a" * 200, until, results)]
+    return [http_loop(server, f"streamchat/api/conversations/{long_conversation}/export",
+                      until, results),
+            http_loop(server, f"streamchat/api/conversations/{long_conversation}", until,
+                      results)]
+
+
+async def one_round(server: JupyterServer, script: str | None, seconds: float,
+                    conversations: dict) -> dict:
     count = int(RATE * seconds)
     delays: list = []
+    waits: list = []
     hostile: list = []
     reset_peak(server.pid)
     await asyncio.sleep(0.2)
     base = peak_rss(server.pid)
     until = time.monotonic() + seconds
     tasks = [reply(server, f"stamped-{RATE}-{count}", delays) for _ in range(BYSTANDERS)]
-    if script is not None:
-        if script.startswith("flood"):
-            tasks.append(reply(server, script.format(count=int(10_000 * seconds))))
-        else:
-            tasks.append(hostile_loop(server, script, until, hostile))
+    tasks.append(history_probe(server, conversations["small"], until, waits))
+    if script in ("search", "export"):
+        tasks += store_work(server, script, conversations["long"], until, hostile)
+    elif script is not None and script.startswith("flood"):
+        tasks.append(reply(server, script.format(count=int(10_000 * seconds))))
+    elif script is not None:
+        tasks.append(hostile_loop(server, script, until, hostile))
     results = await asyncio.gather(*tasks)
     bystanders = results[:BYSTANDERS]
     if script is not None and script.startswith("flood"):
         hostile.append(results[-1])
     return {
-        "p50": percentile(delays, 50), "p99": percentile(delays, 99),
+        "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
+        "history p99": percentile(waits, 99), "history max": max(waits),
         "tokens": len(delays), "expected": BYSTANDERS * count,
         "complete": sum(r["status"] == "complete" for r in bystanders),
         "grown": peak_rss(server.pid) - base,
@@ -157,13 +235,13 @@ def start_model(base: Path) -> tuple:
     raise RuntimeError("the hostile model server did not start")
 
 
-def start_server(base: Path, model_url: str) -> JupyterServer:
-    server = JupyterServer(base)
+def start_server(base: Path, model_url: str, store: Path) -> JupyterServer:
+    server = JupyterServer(base, f"--SQLiteStore.path={store}")
     config_file = base / "config" / "jupyter_server_config.json"
     config = json.loads(config_file.read_text())
     config["StreamChatApp"] = {"agents": {"hostile": {
         "class": "openai", "base_url": model_url, "model": "hostile", "api_key": "sk-bench",
-        "max_retries": 0, "timeout": 10.0}}}
+        "max_retries": 0, "timeout": 10.0, "max_reply_chars": 100_000_000}}}
     config_file.write_text(json.dumps(config))
     return server.start().wait_ready()
 
@@ -180,42 +258,71 @@ async def run(args) -> None:
     seconds = 2.0 if args.quick else ROUND_SECONDS
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         base = Path(tmp)
+        size = 100_000 if args.quick else 1_000_000
+        store = base / "store.db"
+        shutil.copyfile(build(size), store)
         model, url = start_model(base)
         server = None
         try:
-            server = start_server(base / "server", url)
-            await one_round(server, None, 1.0)  # warm up: imports, first connections
+            server = start_server(base / "server", url, store)
+            conversations = {"small": "c1", "long": await long_conversation(server)}
+            await one_round(server, None, 1.0, conversations)  # warm up
             rounds: dict = {name: [] for name in CASES}
             for _ in range(args.repeat):
                 for name, script in CASES.items():  # interleaved: drift hits every case
-                    rounds[name].append(await one_round(server, script, seconds))
+                    rounds[name].append(await one_round(server, script, seconds,
+                                                        conversations))
         finally:
             if server is not None:
                 server.stop()
             model.kill()
-    report(rounds, seconds, args.repeat)
+    report(rounds, seconds, args.repeat, size)
 
 
-def report(rounds: dict, seconds: float, repeat: int) -> None:
+async def long_conversation(server: JupyterServer) -> str:
+    """A conversation holding a reply of LONG_MIB MiB, made through the hub."""
+    ws = await connect(server)
+    conversation = f"c-long-{uuid.uuid4().hex}"
+    try:
+        ws.write_message(json.dumps({
+            "type": "SEND_MESSAGE", "conversationId": conversation, "agentId": "hostile",
+            "text": f"long-{LONG_MIB}", "clientMessageId": uuid.uuid4().hex}))
+        for _ in range(1_000_000):  # bounded
+            frame = json.loads(await asyncio.wait_for(ws.read_message(), 120))
+            if frame.get("type") == "MESSAGE_CHUNK" and frame["isComplete"]:
+                if frame["status"] != "complete":
+                    raise RuntimeError(f"the long reply ended {frame['status']}: "
+                                       f"{frame.get('error')}")
+                return conversation
+    finally:
+        ws.close()
+    raise RuntimeError("the long reply did not end")
+
+
+def report(rounds: dict, seconds: float, repeat: int, size: int) -> None:
     med = lambda name, key: statistics.median(r[key] for r in rounds[name])  # noqa: E731
     floor = med(next(iter(CASES)), "p99")
-    print(f"\n{BYSTANDERS} bystander replies at {RATE} tokens/s for {seconds:g} s beside one "
-          f"hostile model server; medians of {repeat} interleaved rounds (2 shared cores)\n")
-    print("| beside the bystanders | token-to-client p50 | p99 | p99 / floor | tokens seen |"
-          " server memory growth | the hostile replies |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print(f"\n{BYSTANDERS} bystander replies at {RATE} tokens/s for {seconds:g} s and a HISTORY "
+          f"every {PROBE_EVERY * 1000:.0f} ms, beside one hostile party, on a store of "
+          f"{size:,} messages; medians of {repeat} interleaved rounds (2 shared cores)\n")
+    print("| beside the bystanders | token-to-client p50 | p99 | max | p99 / floor | tokens seen |"
+          " HISTORY p99 | max | server memory growth | the hostile party got |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in CASES:
         seen = f"{med(name, 'tokens'):.0f} / {rounds[name][0]['expected']}"
         hostile = [h for r in rounds[name] for h in r["hostile"]]
         if hostile:
             ends = sorted({(h["error"] or h["status"]).split(" sent ")[-1].split(" left ")[-1]
-                           [:48] for h in hostile})
-            what = f"{len(hostile) / repeat:.0f} per round; ended: {'; '.join(ends)}"
+                           [:40] for h in hostile})
+            what = f"{len(hostile) / repeat:.0f} answers per round: {'; '.join(ends)}"
         else:
             what = ""
         print(f"| {name} | {ms(med(name, 'p50'))} | {ms(med(name, 'p99'))} | "
-              f"{med(name, 'p99') / floor:.2f} | {seen} | {mib(med(name, 'grown'))} | {what} |")
-    print("\nGoals: memory growth a few MiB whatever the model sends; bystanders' p99 < 100 ms.")
+              f"{ms(med(name, 'max'))} | {med(name, 'p99') / floor:.2f} | {seen} | "
+              f"{ms(med(name, 'history p99'))} | {ms(med(name, 'history max'))} | "
+              f"{mib(med(name, 'grown'))} | {what} |")
+    print("\nGoals: memory growth a few MiB whatever a model server sends; bystanders' p99 under "
+          "100 ms; no HISTORY held more than 50 ms by another client's store work.")
 
 
 def main() -> None:

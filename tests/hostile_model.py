@@ -239,8 +239,19 @@ def flood(rate: float, count: int):
     return pieces
 
 
+def long_reply(size: int):
+    """A well-formed reply of ``size`` characters, in deltas of 16 KiB: a long conversation."""
+    def pieces():
+        line = "".join(f"{i:05d} " for i in range(2730)) + "\n"  # 16,381 characters
+        for _ in range(size // len(line)):
+            yield delta(line)
+        yield finish()
+        yield DONE
+    return pieces
+
+
 def builtin(name: str) -> Optional[Script]:
-    """``stamped-RATE-COUNT``, ``huge-MIB``, ``endless``, ``flood-RATE-COUNT``."""
+    """``stamped-RATE-COUNT``, ``huge-MIB``, ``endless``, ``flood-RATE-COUNT``, ``long-MIB``."""
     kind, *numbers = name.split("-")
     try:
         values = [float(n) for n in numbers]
@@ -252,6 +263,8 @@ def builtin(name: str) -> Optional[Script]:
         return Script(huge_delta(int(values[0] * 1024 * 1024)))
     if kind == "endless" and not values:
         return Script(endless_event())
+    if kind == "long" and len(values) == 1:
+        return Script(long_reply(int(values[0] * 1024 * 1024)))
     if kind == "flood" and len(values) == 2:
         return Script(flood(values[0], int(values[1])))
     return None
