@@ -162,20 +162,83 @@ def registered() -> bool:
 
 def redact(text: str) -> str:
     """``text`` with every registered secret, whole or in part, replaced by :data:`MASK`."""
+    return _redact(text, edges=True)
+
+
+def _redact(text: str, edges: bool) -> str:
     if not _secrets or not text:
         return text
     if not isinstance(text, str):
         text = str(text)
+    spans = _spans(text, edges)
+    return _mask(text, spans) if spans else text
+
+
+def _spans(text: str, edges: bool) -> list:
+    """Where the secrets are in ``text``: sorted, merged ``[start, end)`` spans."""
     spans: list = []
     # The text with the gaps that may split a secret taken out; positions found in it are
     # mapped back to the text's own.
     squeezed = _Squeezed(text)
     for secret in list(_secrets.values()):
         spans += _parts_found(squeezed, secret)
-        spans += _cut_edges(squeezed, secret)
-    if not spans:
+        if edges:
+            spans += _cut_edges(squeezed, secret)
+    merged: list = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+class StreamRedactor:
+    """Redacts a text that arrives in pieces (a model's reply): a secret may be split across
+    two pieces, so what ends a piece and may go on in the next is held back until the next
+    piece shows how far it goes: a run of a secret's characters reaching the end (at most as
+    long as the secret's longest form), or else up to PART_CHARS - 1 characters that occur in a
+    secret. :meth:`flush` gives what is held at the end.
+    """
+
+    def __init__(self):
+        self.held = ""
+        self._masked = False  # what was given last ended with MASK
+
+    def feed(self, text: str) -> str:
+        if not _secrets:
+            text, self.held = self.held + text, ""
+            return text
+        text = self.held + text
+        spans = _spans(text, edges=False)
+        if spans and spans[-1][1] >= len(text):  # a secret's run may go on in the next piece
+            cut = spans.pop()[0]
+        else:
+            cut = len(text) - _tail_of_a_secret(text)
+        self.held = text[cut:]
+        return self._given(_mask(text[:cut], spans) if spans else text[:cut])
+
+    def flush(self) -> str:
+        text, self.held = self.held, ""
+        return self._given(redact(text))
+
+    def _given(self, text: str) -> str:
+        # A secret found across two pieces is masked in both: one MASK shows for it.
+        while self._masked and text.startswith(MASK):
+            text = text[len(MASK):]
+        if text:
+            self._masked = text.endswith(MASK)
         return text
-    return _mask(text, spans)
+
+
+def _tail_of_a_secret(text: str) -> int:
+    """Length of the longest end of ``text``, shorter than PART_CHARS, that is inside a form
+    of a registered secret."""
+    for size in range(min(PART_CHARS - 1, len(text)), 0, -1):
+        tail = text[-size:]
+        if any(tail in form for secret in list(_secrets.values()) for form in secret.forms):
+            return size
+    return 0
 
 
 def cut(text: str, limit: int, end: str = "…") -> str:
@@ -251,14 +314,9 @@ def _cut_edges(squeezed: _Squeezed, secret: _Secret) -> list:
 
 
 def _mask(text: str, spans: Iterable) -> str:
-    merged: list = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
+    """``text`` with each of ``spans`` (sorted, merged) replaced by MASK."""
     out, at = [], 0
-    for start, end in merged:
+    for start, end in spans:
         out.append(text[at:start])
         out.append(MASK)
         at = end

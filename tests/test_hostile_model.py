@@ -143,6 +143,25 @@ def test_a_plugin_whose_exception_quotes_its_key(server):
     assert not leaks(json.dumps(frames), KEY), frames[-1]["error"]
 
 
+def test_a_model_that_sends_the_key_back_in_its_reply(server, model):
+    """A model server is sent the key; what it streams back never shows it, however the
+    deltas cut it (whole, in part, escaped, split over lines), in the answer or the thinking."""
+    said = f"Your key is {KEY}, or {KEY[3:20]}, or {quote(KEY)}, or {KEY[:15]}\n{KEY[15:]}."
+    for size in (1, 2, 3, 5, 7, 13, 40):
+        pieces = [said[i:i + size] for i in range(0, len(said), size)]
+        thoughts = [event(chunk({"reasoning_content": p})) for p in pieces]
+        frames = run(server, model, Script(thoughts + answer(pieces)))
+        assert frames[-1]["status"] == "complete"
+        shown = text_of(frames)
+        assert shown.startswith("Your key is ***, or ***") and shown.endswith(".")
+        thinking = "".join(f.get("reasoning", "") for f in frames)
+        assert thinking == shown
+        assert not leaks(json.dumps(frames), KEY), (size, shown)
+    status, _, body = server.request(
+        "GET", f"streamchat/api/conversations/{frames[-1]['conversationId']}")
+    assert status == 200 and not leaks(body.decode(), KEY)
+
+
 def test_the_key_is_in_no_rest_answer_export_or_log_line(server, model):
     """After replies that failed with the key in the server's words (and in its content), and
     a plug-in's traceback quoting it."""

@@ -120,3 +120,26 @@ def test_every_log_record_is_redacted(caplog):
     text = caplog.text
     assert "failed with" in text and "RuntimeError" in text
     assert not leaks(text, KEY), text
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(before=st.text(max_size=40), after=st.text(max_size=40),
+       encoding=st.sampled_from(["raw", "json", "url", "spaces"]),
+       cuts=st.lists(st.integers(1, 200), max_size=30))
+def test_a_stream_cut_anywhere_shows_nothing_of_the_secret(before, after, encoding, cuts):
+    text = before + encodings(KEY)[encoding] + after
+    points = sorted({c for c in cuts if c < len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    stream = redact.StreamRedactor()
+    shown = "".join(stream.feed(piece) for piece in pieces) + stream.flush()
+    assert not leaks(shown, KEY), (pieces, shown)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(text=st.text(alphabet="abcdefghij \n.,", max_size=200),
+       cuts=st.lists(st.integers(1, 200), max_size=30))
+def test_a_stream_without_secrets_comes_out_as_it_went_in(text, cuts):
+    points = sorted({c for c in cuts if c < len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    stream = redact.StreamRedactor()
+    assert "".join(stream.feed(piece) for piece in pieces) + stream.flush() == text

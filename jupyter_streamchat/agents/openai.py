@@ -226,6 +226,8 @@ class OpenAIAgent(Agent):
         (:func:`_field`), and a wrong type is a malformed stream."""
         model = input_tokens = output_tokens = finish = None
         think = ThinkSplitter()
+        # A model server is sent the key, and may send it back in a reply: blanked there too.
+        answer, thinking = redact.StreamRedactor(), redact.StreamRedactor()
         left = self.max_reply_chars
         events = EventReader()
         async with client.chat.completions.with_streaming_response.create(**params) as response:
@@ -260,8 +262,10 @@ class OpenAIAgent(Agent):
                             if left < 0:
                                 raise _Malformed(f"sent more than {self.max_reply_chars:,} "
                                                  "characters in one reply (max_reply_chars)")
+                            reasoning = thinking.feed(reasoning) if reasoning else ""
                             if reasoning:
                                 yield Reasoning(reasoning)
+                            content = answer.feed(content) if content else ""
                             if content:
                                 for piece in think.feed(content):
                                     yield piece
@@ -269,7 +273,10 @@ class OpenAIAgent(Agent):
                 else:
                     continue
                 break  # [DONE]
-        for piece in think.flush():
+        reasoning = thinking.flush()
+        if reasoning:
+            yield Reasoning(reasoning)
+        for piece in think.feed(answer.flush()) + think.flush():
             yield piece
         if finish is None:
             raise _BrokeOff()
