@@ -265,6 +265,9 @@ MALFORMED = {
     "a line cut off": ([delta("partial "), b'data: {"choices": [{"ind'], "partial ",
                        "stream broke off"),
     "no finish": ([delta("all "), delta("of it")], "all of it", "stream broke off"),
+    # The redactor holds back an end that may begin a part of the key ("Q7f" is in it).
+    "an error after text held back": ([delta("ends in Q7f"), b"data: {bad\n\n"],
+                                      "ends in Q7f", "not valid JSON"),
 }
 
 

@@ -230,53 +230,57 @@ class OpenAIAgent(Agent):
         answer, thinking = redact.StreamRedactor(), redact.StreamRedactor()
         left = self.max_reply_chars
         events = EventReader()
-        async with client.chat.completions.with_streaming_response.create(**params) as response:
-            received = response.iter_bytes()
-            async for data in received:
-                for event in events.feed(data):
-                    if event.startswith(DONE):
-                        await _drain(received)
-                        break
-                    chunk = json.loads(event.decode("utf-8"))
-                    if not isinstance(chunk, dict):
-                        raise _Malformed(f"sent a chunk that is {_json_kind(chunk)}, not an "
-                                         "object")
-                    if chunk.get("error"):
-                        raise _StreamError(chunk["error"])
-                    model = _field(chunk, "model", str) or model
-                    usage = _field(chunk, "usage", dict)
-                    if usage is not None:
-                        input_tokens = _count(usage, "prompt_tokens")
-                        output_tokens = _count(usage, "completion_tokens")
-                    for choice in _field(chunk, "choices", list) or ():
-                        if not isinstance(choice, dict):
-                            raise _Malformed(f"sent a choice that is {_json_kind(choice)}, "
-                                             "not an object")
-                        if _field(choice, "index", int) not in (0, None):
-                            continue
-                        delta = _field(choice, "delta", dict)
-                        if delta is not None:
-                            reasoning = _reasoning_of(delta)
-                            content = _field(delta, "content", str)
-                            left -= len(reasoning) + len(content or "")
-                            if left < 0:
-                                raise _Malformed(f"sent more than {self.max_reply_chars:,} "
-                                                 "characters in one reply (max_reply_chars)")
-                            reasoning = thinking.feed(reasoning) if reasoning else ""
-                            if reasoning:
-                                yield Reasoning(reasoning)
-                            content = answer.feed(content) if content else ""
-                            if content:
-                                for piece in think.feed(content):
-                                    yield piece
-                        finish = _field(choice, "finish_reason", str) or finish
-                else:
-                    continue
-                break  # [DONE]
-        reasoning = thinking.flush()
-        if reasoning:
-            yield Reasoning(reasoning)
-        for piece in think.feed(answer.flush()) + think.flush():
+        try:
+            request = client.chat.completions.with_streaming_response.create(**params)
+            async with request as response:
+                received = response.iter_bytes()
+                async for data in received:
+                    for event in events.feed(data):
+                        if event.startswith(DONE):
+                            await _drain(received)
+                            break
+                        chunk = json.loads(event.decode("utf-8"))
+                        if not isinstance(chunk, dict):
+                            raise _Malformed(f"sent a chunk that is {_json_kind(chunk)}, not an "
+                                             "object")
+                        if chunk.get("error"):
+                            raise _StreamError(chunk["error"])
+                        model = _field(chunk, "model", str) or model
+                        usage = _field(chunk, "usage", dict)
+                        if usage is not None:
+                            input_tokens = _count(usage, "prompt_tokens")
+                            output_tokens = _count(usage, "completion_tokens")
+                        for choice in _field(chunk, "choices", list) or ():
+                            if not isinstance(choice, dict):
+                                raise _Malformed(f"sent a choice that is {_json_kind(choice)}, "
+                                                 "not an object")
+                            if _field(choice, "index", int) not in (0, None):
+                                continue
+                            delta = _field(choice, "delta", dict)
+                            if delta is not None:
+                                reasoning = _reasoning_of(delta)
+                                content = _field(delta, "content", str)
+                                left -= len(reasoning) + len(content or "")
+                                if left < 0:
+                                    raise _Malformed(f"sent more than {self.max_reply_chars:,} "
+                                                     "characters in one reply (max_reply_chars)")
+                                reasoning = thinking.feed(reasoning) if reasoning else ""
+                                if reasoning:
+                                    yield Reasoning(reasoning)
+                                content = answer.feed(content) if content else ""
+                                if content:
+                                    for piece in think.feed(content):
+                                        yield piece
+                            finish = _field(choice, "finish_reason", str) or finish
+                    else:
+                        continue
+                    break  # [DONE]
+        except Exception:
+            # What the redactors and the splitter still hold came before the failure: kept.
+            for piece in _held(thinking, answer, think):
+                yield piece
+            raise
+        for piece in _held(thinking, answer, think):
             yield piece
         if finish is None:
             raise _BrokeOff()
@@ -364,6 +368,16 @@ class OpenAIAgent(Agent):
         return f"{where} refused the request ({status}){said}."
 
 
+
+
+def _held(thinking, answer, think) -> list:
+    """The text held back at the end of a stream (by the redactors, and by the splitter while
+    a tag may be coming), as pieces."""
+    pieces = []
+    reasoning = thinking.flush()
+    if reasoning:
+        pieces.append(Reasoning(reasoning))
+    return pieces + think.feed(answer.flush()) + think.flush()
 
 
 def _detail(body) -> str:
