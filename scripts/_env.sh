@@ -84,6 +84,9 @@ streamchat_install() {
     if _streamchat_in_env; then
         PY=python3
         _streamchat_check_npm
+        echo "Installing this checkout into your environment (pip install -e \"$spec\"): the Python"
+        echo "packages, and the front end, built with npm the first time (a minute or more; later runs"
+        echo "reuse the built front end while it exists)."
         "$PY" -m pip install -q -e "$spec"
         return 0
     fi
@@ -114,7 +117,9 @@ streamchat_install() {
     else
         _streamchat_check_npm
         rm -f "$STREAMCHAT_STAMP"
-        echo "Installing this checkout into .venv/ (pip install -e \"$spec\")..."
+        echo "Installing this checkout into .venv/ (pip install -e \"$spec\"): the Python packages,"
+        echo "and the front end, built with npm. This takes a minute or more, and only happens once:"
+        echo "later starts skip it while pyproject.toml and js/ stay as they are."
         "$PY" -m pip install -q -e "$spec"
         if [[ -n "$extras" && " $installed " != *" $extras "* ]]; then
             installed="${installed:+$installed }$extras"
@@ -123,4 +128,16 @@ streamchat_install() {
         printf '%s\n%s\n' "$hash" "$installed" >"$STREAMCHAT_STAMP"
     fi
     exec 9>&-
+}
+
+# The notebook start.sh opens: the user's own copy of the quickstart, notebooks/my-quickstart.ipynb
+# (git-ignored), made from notebooks/quickstart.ipynb the first time and kept as the user left it
+# after that, so that using it (autosave, inserted code) never changes the tracked example that
+# the tests run. Sets STREAMCHAT_NOTEBOOK to its path.
+streamchat_quickstart() {
+    STREAMCHAT_NOTEBOOK=notebooks/my-quickstart.ipynb
+    if [[ ! -e "$STREAMCHAT_NOTEBOOK" ]]; then
+        cp notebooks/quickstart.ipynb "$STREAMCHAT_NOTEBOOK"
+        echo "Made $STREAMCHAT_NOTEBOOK, your own copy of the quickstart (git-ignored; delete it to start afresh)."
+    fi
 }

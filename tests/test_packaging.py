@@ -49,3 +49,41 @@ def test_wheel_has_the_widget_bundle(wheel):
     names = set(wheel.namelist())
     assert {"jupyter_streamchat/widget/static/widget.js",
             "jupyter_streamchat/widget/static/widget.css"} <= names
+
+
+# -- Notebook 7 comes with the main install (issue 14, point 2) -----------------------------
+
+import re  # noqa: E402
+import tomllib  # noqa: E402  (Python 3.11+; the tests' Python)
+from importlib.metadata import requires  # noqa: E402
+
+from server_process import JupyterServer, isolated_env  # noqa: E402
+
+
+def _main_requirements(requirements) -> set:
+    """Names of the requirements that hold without an extra."""
+    return {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in requirements if "extra ==" not in r.replace('"', "'")}
+
+
+def test_notebook_is_a_main_dependency():
+    """`pip install -e .`, as ./scripts/start.sh runs it, brings Jupyter Notebook 7 along."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "notebook" in _main_requirements(project["dependencies"])
+    # And the installed distribution says so (stale until the checkout is installed again).
+    assert "notebook" in _main_requirements(requires("jupyter-streamchat"))
+
+
+def test_server_as_start_sh_starts_it_serves_notebook_7(tmp_path):
+    """A server with the environment's extensions, as `./scripts/start.sh` starts it, answers
+    Notebook 7's file browser (/tree) and its notebook page, beside JupyterLab."""
+    env = isolated_env(tmp_path)
+    with JupyterServer(tmp_path, env=env, other_extensions=True) as server:
+        (server.root / "notes.ipynb").write_text(json.dumps(
+            {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        for path in ("tree", "notebooks/notes.ipynb", "lab"):
+            status, _, body = server.request("GET", path)
+            assert status == 200, (path, status, server.log()[-3000:])
+            assert b"<html" in body.lower()
+        _, _, tree = server.request("GET", "tree")
+        assert b"notebook" in tree.lower()

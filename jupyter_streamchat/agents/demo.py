@@ -27,14 +27,16 @@ What this chat does for you:
 | `echo` | no | tests, repeats your words |
 | `demo` | no | trying the chat out |
 
-A small analysis, as an agent might suggest it:
+A small analysis, as an agent might suggest it (standard library only: *Insert* puts it in a
+cell, and it runs as it is):
 
 ```python
-import pandas as pd
+import statistics
 
-df = pd.DataFrame({{"tokens": [120, 340, 95], "seconds": [1.2, 3.1, 0.9]}})
-df["tokens_per_second"] = df.tokens / df.seconds
-print(df.describe())
+runs = {{"tokens": [120, 340, 95], "seconds": [1.2, 3.1, 0.9]}}
+tokens_per_second = [t / s for t, s in zip(runs["tokens"], runs["seconds"])]
+print(f"mean {{statistics.mean(tokens_per_second):.1f}} tokens/s, "
+      f"best {{max(tokens_per_second):.1f}} tokens/s")
 ```
 
 > Tip: pick another agent above to talk to a real model.

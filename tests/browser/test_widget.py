@@ -124,7 +124,7 @@ def test_chat_streams_demo_reply_as_markdown(page, lab):
     expect(reply.locator("h2")).to_have_text("Streaming chat in Jupyter")
     expect(reply.locator("ol > li")).to_have_count(4)
     expect(reply.locator("table td").first).to_have_text("echo")
-    expect(reply.locator("pre code")).to_contain_text("import pandas as pd")
+    expect(reply.locator("pre code")).to_contain_text("import statistics")
     expect(reply.locator("strong").first).to_have_text("demo agent")
     root.screenshot(path=str(ARTIFACTS / "finished.png"))
     # The view kept to the bottom as the reply grew.
