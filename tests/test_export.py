@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 import pytest
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from helpers import new_id
 
@@ -22,8 +22,18 @@ def times(streamchat_app, conversation) -> list:
     with sqlite3.connect(streamchat_app.store.path) as db:
         rows = db.execute("SELECT created_at FROM messages WHERE conversation_id = ? "
                           "ORDER BY pos", (conversation,)).fetchall()
-    return [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for (t,) in rows]
+    return [local(t) for (t,) in rows]
+
+
+def local(timestamp: float) -> str:
+    """``2026-12-07 10:22 +01:00``: the server's (this process's) local time and its offset."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc).astimezone()
+    offset = moment.strftime("%z")
+    return moment.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
+
+
+HEADER = ("*Each message with its author and time (the server's local time, with its offset from "
+          "UTC). Thinking is not included. Token usage is not included.*\n")
 
 
 async def stopped_reply(client, text, conversation):
@@ -57,6 +67,8 @@ async def test_export_is_the_conversation_in_markdown(chat, rest, jp_fetch, stre
         "filename*=UTF-8''" + quote("Code review_ naïve ✓.md", safe=""))
     assert response.body.decode("utf-8") == (
         "# Code review: naïve ✓\n"
+        "\n"
+        + HEADER +
         "\n"
         f"## You ({asked})\n"
         "\n"
@@ -93,6 +105,106 @@ async def test_a_code_block_cut_short_is_closed(chat, rest, jp_fetch):
                    body=json.dumps({"title": "Plain/simple"}))
     response = await export(jp_fetch, conversation)  # an ASCII title needs no filename*
     assert response.headers["Content-Disposition"] == 'attachment; filename="Plain_simple.md"'
+
+
+# -- headings nested, local times, thinking on request (issue 14, point 5) -------------------
+
+import time  # noqa: E402
+
+
+async def test_a_messages_own_headings_sit_below_the_message_headings(chat, jp_fetch):
+    client = await chat()
+    conversation = new_id("c-")
+    text = ("# Plan\n## Steps\nSetext title\n===\n\n- item\n---\n"
+            "```markdown\n# not a heading: code\n```\n##### five\n###### six\n#hashtag\n")
+    await client.send_message(text, conversation=conversation)  # echo: the reply is the same
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    await client.chunks_until_complete(accepted["messageId"])
+    body = (await export(jp_fetch, conversation)).body.decode("utf-8")
+    nested = ("### Plan\n#### Steps\n### Setext title\n\n- item\n---\n"
+              "```markdown\n# not a heading: code\n```\n###### five\n###### six\n#hashtag\n")
+    assert body.count(nested) == 2  # the user's message and the echo
+    headings = [line for line in body.splitlines() if re.match(r"#{1,2} ", line)
+                and line != "# not a heading: code"]  # (in a code block, twice)
+    assert len(headings) == 3  # the title and the two messages' headings, nothing else
+    assert headings[0].startswith("# ")
+    assert all(re.fullmatch(r"## (You|echo) \(\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d\)", h)
+               for h in headings[1:]), headings
+
+
+@pytest.fixture
+def india_time(monkeypatch):
+    """The server's local time zone: UTC+05:30 all year (POSIX TZ, no tz database needed)."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is not available")
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_times_are_the_servers_local_time_with_its_offset(chat, jp_fetch, india_time):
+    client = await chat()
+    conversation = new_id("c-")
+    before = time.time()
+    await client.send_message("what time is it?", conversation=conversation)
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    await client.chunks_until_complete(accepted["messageId"])
+    body = (await export(jp_fetch, conversation)).body.decode("utf-8")
+    headings = re.findall(r"^## (?:You|echo) \((.*)\)$", body, re.M)
+    assert len(headings) == 2
+    shown = datetime.strptime(headings[0], "%Y-%m-%d %H:%M %z")
+    assert headings[0].endswith(" +05:30")
+    assert abs(shown.timestamp() - before) < 120  # that moment, not UTC read as local
+    assert ex.local_time(0) == "1970-01-01 05:30 +05:30"
+    assert "their offset from UTC" in body or "its offset from UTC" in body
+
+
+async def test_thinking_is_included_on_request_and_said_either_way(chat, rest, jp_fetch,
+                                                                   streamchat_app):
+    think = streamchat_app.agent_instances["think"]
+    think.delay, think.thoughts = 0, 5
+    client = await chat()
+    conversation = new_id("c-")
+    await client.send_message("Why?", agent="think", conversation=conversation)
+    accepted = await client.expect("MESSAGE_ACCEPTED")
+    await client.chunks_until_complete(accepted["messageId"])
+    thoughts = "thought000 thought001 thought002 thought003 thought004 "
+
+    without = (await export(jp_fetch, conversation)).body.decode("utf-8")
+    assert "Thinking is not included." in without.splitlines()[2]
+    assert "thought000" not in without and "<details>" not in without
+    assert "Answer: Why?" in without
+
+    response = await jp_fetch("streamchat", "api", "conversations", conversation, "export",
+                              params={"thinking": "1"})
+    with_thinking = response.body.decode("utf-8")
+    assert "Each reply's thinking comes before its text" in with_thinking.splitlines()[2]
+    assert "Thinking is not included" not in with_thinking
+    assert (f"\n<details>\n<summary>Thinking</summary>\n\n{thoughts}\n\n</details>\n\n"
+            "Answer: Why?\n") in with_thinking
+    assert with_thinking.count("<details>") == 1  # the user's message has no thinking
+    explicit = await jp_fetch("streamchat", "api", "conversations", conversation, "export",
+                              params={"thinking": "0"})
+    assert explicit.body.decode("utf-8") == without
+
+
+@pytest.mark.parametrize("query", ["thinking=2", "thinking=yes", "thinking=", "thinking=true",
+                                   "thinking=1&thinking=1"])
+async def test_a_thinking_other_than_0_or_1_is_a_400(chat, jp_serverapp, http_server_client,
+                                                     jp_http_port, jp_base_url, query):
+    client = await chat()
+    conversation = new_id("c-")
+    await client.send_message("hi", conversation=conversation)
+    await client.expect("MESSAGE_ACCEPTED")
+    url = (f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api/conversations/"
+           f"{conversation}/export?{query}")
+    token = jp_serverapp.identity_provider.token
+    response = await AsyncHTTPClient().fetch(
+        HTTPRequest(url, headers={"Authorization": f"token {token}"}), raise_error=False)
+    assert response.code == 400
+    assert "thinking" in json.loads(response.body)["message"]
 
 
 async def test_export_of_an_unknown_conversation_is_404(jp_fetch):
@@ -243,3 +355,20 @@ def test_a_huge_conversation_is_made_in_small_pieces():
     assert document == ex.conversation_markdown(conversation, messages)
     assert f"```\n{lines}\n```\n\n*Stopped before the end.*\n" in document
     assert document.endswith(f"\n{one_line}\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["# ", "## ", "###### ", "#", "   # ", "    # ", "```", "~~~",
+                                 "a", " b", "\n", "\n\n", "x" * 9]), max_size=40).map("".join))
+def test_headings_are_moved_the_same_in_small_pieces(text):
+    """A piece may end anywhere, even inside a heading's marks: the document is the same."""
+    whole = ex._closed_fences(text)
+    saved = ex.PIECE_CHARS
+    try:
+        for size in (1, 2, 3, 7):
+            ex.PIECE_CHARS = size
+            assert ex._closed_fences(text) == whole, size
+    finally:
+        ex.PIECE_CHARS = saved
+    shown = [line for line in whole.splitlines() if re.match(r" {0,3}#{1,2}(\s|$)", line)]
+    assert not shown or "```" in text or "~~~" in text  # outside code, none at level 1 or 2

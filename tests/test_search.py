@@ -59,7 +59,8 @@ async def test_search_finds_user_messages_replies_and_titles(chat, rest, find, j
     in_reply = (await find("TOKENS_PER_sec"))["conversations"]  # only the reply holds it
     assert [c["conversationId"] for c in in_reply] == [demo]
     assert in_reply[0]["snippet"].startswith("…")
-    assert 'df["tokens_per_second"] = df.tokens / df.seconds' in in_reply[0]["snippet"]
+    assert "tokens_per_second" in in_reply[0]["snippet"]  # its code, as plain text
+    assert "```" not in in_reply[0]["snippet"]
 
     in_title = (await find("RENOVATION"))["conversations"]
     assert [c["conversationId"] for c in in_title] == [kitchen]
@@ -254,3 +255,47 @@ async def test_search_of_10000_conversations_reads_the_index(tmp_path):
             "EXPLAIN QUERY PLAN SELECT conversation_id FROM search WHERE search MATCH ?",
             ('"rare word"',)))
     assert "VIRTUAL TABLE INDEX 0:M" in plan, plan
+
+
+# -- snippets as plain text ---------------------------------------------------------------
+
+
+async def test_snippets_are_plain_text_not_markdown(tmp_path):
+    """A snippet shows what the reader of the message sees: no code fences, backticks,
+    emphasis marks, heading #s, link or image syntax, table pipes; the code inside stays."""
+    store = SQLiteStore(path=str(tmp_path / "md.db"))
+    await store.open()
+    try:
+        exchange = await store.create_exchange("c1", "echo", "how do I load a CSV?", "k1")
+        await end_reply(store, exchange, [
+            "## Loading *data*\n\nUse **pandas** (see [the docs](https://pandas.pydata.org) "
+            "and ![a chart](chart.png)):\n\n```python\nimport pandas as pd\n",
+            "df = pd.read_csv(`data.csv`)\n```\n\n| Step | Call |\n|---|:---:|\n"
+            "| read | `pd.read_csv` |\n| tokens_per_second | _fast_ |\n"])
+
+        async def snippet_of(query):
+            (hit,) = await store.search_conversations(query)
+            return hit.snippet
+
+        shown = await snippet_of("import pa")
+        assert "import pandas as pd df = pd.read_csv(`data.csv`)" in shown, shown
+        assert "the docs and a chart): import pandas" in shown, shown
+        for syntax in ("```", "##", "**", "*data*", "](", "![", "|", "---"):
+            assert syntax not in shown, (syntax, shown)
+        table = await snippet_of("tokens_per")
+        assert "Step Call read pd.read_csv tokens_per_second fast" in table, table
+        assert "`" not in table.replace("`data.csv`", "")  # a code span inside code stays
+    finally:
+        await store.close()
+
+
+def test_plain_text_keeps_what_only_looks_like_markdown():
+    """Underscores inside words, lone stars and escaped marks are text, not emphasis."""
+    assert search.plain_text("a snake_case_name, 2 * 3 * 4 and a\\*b") == \
+        "a snake_case_name, 2 * 3 * 4 and a*b"
+    assert search.plain_text("> quoted ~~struck~~ text\n- item\n1. first\n***") == \
+        "quoted struck text\nitem\n1. first\n"
+    assert search.plain_text("<https://jupyter.org> and [ref link][1]") == \
+        "https://jupyter.org and ref link"
+    assert search.snippet("## Title\n\n```python\nimport pandas\n```", "IMPORT") == \
+        "Title import pandas"

@@ -135,6 +135,12 @@ class StreamChatApp(ExtensionApp):
         )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())
         self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agent_instances)) or "none")
+        for name, agent in sorted(self.agent_instances.items()):
+            # Where each model agent points (never its key; a password in the URL is masked).
+            if agent.has_trait("base_url") and agent.has_trait("model"):
+                self.log.info("streamchat: agent %s: model %s at %s", name,
+                              agent.model or "(none)", redact.without_password(agent.base_url or "")
+                              or "(no base URL)")
 
     def initialize_handlers(self):
         self.handlers.extend(handlers)

@@ -1,8 +1,12 @@
 """A conversation as a Markdown document, for ``GET api/conversations/{id}/export``.
 
-The document is meant to be read (and kept) by people: the title as its heading, then each
-message under a heading saying who wrote it and when, its text as it was written. Thinking
-text and usage are left out; a reply that did not end normally says so after its text.
+The document is meant to be read (and kept) by people: the title as its heading, a line saying
+what the document holds, then each message under a heading saying who wrote it and when (the
+server's local time, with its offset from UTC), its text as it was written but for its own
+headings, which are moved two levels down (``#`` becomes ``###``, at most ``######``) so that
+they sit below the headings that separate the messages. Each reply's thinking comes before its
+text in a collapsed ``<details>`` block when asked for (``thinking=True``); usage is left out;
+a reply that did not end normally says so after its text.
 
 The document is made in pieces (``markdown_pieces``) of about ``PIECE_CHARS`` characters, each
 a short piece of work, so a server answering the export of a conversation of many megabytes
@@ -47,18 +51,38 @@ FILENAME_CHARS = 100
 PIECE_CHARS = 64 * 1024
 
 
-def conversation_markdown(conversation, messages: list) -> str:
-    """``conversation``: a ``store.ConversationRecord``; ``messages``: its MessageRecords."""
-    return "".join(markdown_pieces(conversation, messages))
+# What the line under the title says the document holds.
+_CONTENTS = ("*Each message with its author and time (the server's local time, with its offset "
+             "from UTC).{thinking} Token usage is not included.*")
+_WITH_THINKING = " Each reply's thinking comes before its text, in a folded section, Thinking."
+_WITHOUT_THINKING = " Thinking is not included."
+
+# How many levels a message's own headings move down: below the messages' `##`.
+HEADING_SHIFT = 2
 
 
-def markdown_pieces(conversation, messages: list) -> Iterator[str]:
+def conversation_markdown(conversation, messages: list, thinking: bool = False) -> str:
+    """``conversation``: a ``store.ConversationRecord``; ``messages``: its MessageRecords;
+    ``thinking``: whether each reply's thinking (``MessageRecord.reasoning``) is included."""
+    return "".join(markdown_pieces(conversation, messages, thinking))
+
+
+def markdown_pieces(conversation, messages: list, thinking: bool = False) -> Iterator[str]:
     """The document of ``conversation_markdown``, in pieces of at most about PIECE_CHARS
     characters, each made in a short while."""
     yield f"# {conversation.title or 'Conversation'}\n"
+    yield "\n" + _CONTENTS.format(thinking=_WITH_THINKING if thinking else _WITHOUT_THINKING)
+    yield "\n"
     for message in messages:
         author = "You" if message.role == "user" else message.agent_id
-        yield f"\n## {author} ({_utc(message.created_at)})\n"
+        yield f"\n## {author} ({local_time(message.created_at)})\n"
+        reasoning = getattr(message, "reasoning", "") or ""
+        if thinking and reasoning.strip():
+            # An HTML block, then Markdown between blank lines: renderers that know <details>
+            # (GitHub, JupyterLab) fold it; the others show it as it is.
+            yield "\n<details>\n<summary>Thinking</summary>\n\n"
+            yield from _closed_fence_pieces(reasoning)
+            yield "\n</details>\n"
         if message.text:
             yield "\n"
             yield from _closed_fence_pieces(message.text)
@@ -67,8 +91,14 @@ def markdown_pieces(conversation, messages: list) -> Iterator[str]:
             yield f"\n*{_escape_emphasis(ending)}*\n"
 
 
-def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def local_time(timestamp: float) -> str:
+    """``2026-12-07 10:22 +01:00``: the server's local time, to the minute, and its offset from
+    UTC at that moment (it changes with daylight saving time)."""
+    moment = datetime.fromtimestamp(timestamp, timezone.utc).astimezone()
+    offset = int(moment.utcoffset().total_seconds()) // 60
+    sign = "-" if offset < 0 else "+"
+    hours, minutes = divmod(abs(offset), 60)
+    return f"{moment.strftime('%Y-%m-%d %H:%M')} {sign}{hours:02d}:{minutes:02d}"
 
 
 def _ending(message) -> str:
@@ -86,28 +116,89 @@ def _escape_emphasis(text: str) -> str:
 
 
 def _closed_fences(text: str) -> str:
-    """The text, ending with a line break, and with a closing fence added if it leaves a code
-    block open (a reply stopped mid-block): else every heading after it would show as code."""
+    """The text, ending with a line break, with its headings moved HEADING_SHIFT levels down
+    (code blocks left as they are), and with a closing fence added if it leaves a code block
+    open (a reply stopped mid-block): else every heading after it would show as code."""
     return "".join(_closed_fence_pieces(text))
 
 
 def _closed_fence_pieces(text: str) -> Iterator[str]:
-    """``_closed_fences(text)`` in pieces of PIECE_CHARS characters; only the starts of lines
-    are looked at (and the rest of a line that starts as a fence), whatever their length."""
+    """``_closed_fences(text)`` in pieces of about PIECE_CHARS characters; only the starts of
+    lines are looked at (and the rest of a line that starts as a fence), whatever their
+    length."""
     opened = None  # the fence of the block we are in
     line = 0  # where the next line to look at starts
-    for start in range(0, len(text), PIECE_CHARS):
+    paragraph = None  # where the line before starts, if it is a line of a paragraph
+    start = 0  # where the next piece starts
+    while start < len(text):
         end = min(len(text), start + PIECE_CHARS)
+        edits = []  # (start, stop, replacement) in text, in order, from `start` on
         while line < end:
             stop = text.find("\n", line)
             stop = len(text) if stop < 0 else stop
+            if opened is None:
+                paragraph = _heading_edits(text, line, stop, paragraph, start, edits)
+            else:
+                paragraph = None
             opened = _fence_after(text, line, stop, opened)
+            if opened is not None:
+                paragraph = None
             line = stop + 1
-        yield text[start:end]
+        # A piece ends after its last edit (which is near the start of the last line looked
+        # at, or is that line's deletion), never inside it.
+        end = min(len(text), max([end, *(edit[1] for edit in edits)]))
+        yield _edited(text, start, end, edits)
+        start = end
     if not text.endswith("\n"):
         yield "\n"
     if opened:
         yield f"{opened}\n"
+
+
+# An ATX heading's opening: up to three spaces, one to six #, then a space, a tab or the end.
+_ATX = re.compile(r" {0,3}(#{1,6})(?=[ \t]|$)")
+# A setext heading's underline (under a line of a paragraph): = for level 1, - for level 2.
+_SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
+# Lines that cannot be (the last line of) a paragraph that a setext underline would make a
+# heading: blank, indented code, block quotes, list items, headings, fences, tables, HTML.
+_NOT_PARAGRAPH = re.compile(r"\s*$| {4}|\t| {0,3}([>#<|]|[-+*][ \t]|[-+*]$|\d{1,9}[.)]([ \t]|$)|"
+                            r"```|~~~|([-*_][ \t]*){3,}$)")
+
+
+def _heading_edits(text: str, start: int, stop: int, paragraph, piece: int, edits: list):
+    """Adds to ``edits`` what moves a heading on the line ``text[start:stop]`` (outside code)
+    HEADING_SHIFT levels down; returns where this line starts if it may be a paragraph's."""
+    head = text[start:min(stop, start + 80)]
+    atx = _ATX.match(head)
+    if atx:
+        level = min(6, len(atx.group(1)) + HEADING_SHIFT)
+        edits.append((start + atx.start(1), start + atx.end(1), "#" * level))
+        return None
+    setext = _SETEXT.match(head) if stop - start <= 80 else None
+    if setext and paragraph is not None:
+        level = min(6, (1 if setext.group(1)[0] == "=" else 2) + HEADING_SHIFT)
+        if paragraph >= piece:  # the heading's text is in this piece: make it an ATX heading
+            edits.append((paragraph, paragraph, "#" * level + " "))
+            edits.append((start, stop + 1 if stop < len(text) else stop, ""))
+        else:  # (rare: a piece ends between the two) keep the text a paragraph, not a heading
+            edits.append((start, start, "\n"))
+        return None
+    if _NOT_PARAGRAPH.match(head):
+        return None
+    return start
+
+
+def _edited(text: str, start: int, end: int, edits: list) -> str:
+    """``text[start:end]`` with the ``edits`` made (all of them within it)."""
+    if not edits:
+        return text[start:end]
+    out, at = [], start
+    for edit_start, edit_stop, replacement in edits:
+        out.append(text[at:edit_start])
+        out.append(replacement)
+        at = max(at, edit_stop)
+    out.append(text[at:end])
+    return "".join(out)
 
 
 def _fence_after(text: str, start: int, stop: int, opened):

@@ -308,14 +308,19 @@ class ConversationExportHandler(_RestHandler):
     async def get(self, conversation_id):
         """The conversation as a Markdown file to download, made and sent in pieces: the
         export of a huge conversation holds the event loop for a piece at a time, and no more
-        than EXPORT_BUFFER_BYTES of it wait in memory for a slow client."""
+        than EXPORT_BUFFER_BYTES of it wait in memory for a slow client. ``thinking=1``
+        includes each reply's thinking; ``0`` (the default) leaves it out."""
+        thinking = self._argument("thinking", "0")
+        if thinking not in ("0", "1"):
+            raise web.HTTPError(400, "thinking is 0 (leave each reply's thinking out, the "
+                                     "default) or 1 (include it)")
         await self.hub.ensure_open()
         conversation = await self.hub.store.get_conversation_record(conversation_id)
         messages = await self.hub.get_conversation(conversation_id)
         if conversation is None or messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         self.set_header("Content-Disposition", content_disposition(conversation.title))
-        await self.send_pieces(markdown_pieces(conversation, messages),
+        await self.send_pieces(markdown_pieces(conversation, messages, thinking == "1"),
                                "text/markdown; charset=utf-8")
 
 

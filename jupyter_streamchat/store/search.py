@@ -29,7 +29,8 @@ positions for each of them; such a query is looked up by the shortest start of i
 all its distinct trigrams, and the rows found are then checked for the whole text with
 ``instr(lower(...))`` where the query's letters are ASCII (SQLite's ``lower`` folds those as
 the index does), else by ``streamchat_contains``, Python's ``lower`` on each row found. Snippets are cut out of the text by SQL, so a long message is never read whole
-into Python for its 160 characters.
+into Python for its 160 characters, and shown as plain text (``plain_text``: the Markdown's
+syntax dropped); the client marks the query in them itself.
 
 Every function here runs inside the caller's transaction, on the writer's (or the reader's)
 connection.
@@ -310,14 +311,97 @@ def split_key(key: Optional[int]) -> Optional[int]:
     return slice_rowid(pos, number)
 
 
-def snippet(text: str, query: str, cut_before: bool = False, cut_after: bool = False) -> str:
-    """About SNIPPET_CHARS characters of ``text`` around the first occurrence of ``query``
-    (ignoring case), on one line, with "…" where the text was cut (or, by the flags, where
-    ``text`` is itself a piece cut out of a longer one)."""
+# Markdown as plain text (``plain_text``): what a reader sees of it, without its syntax.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_RULE = re.compile(r"^ {0,3}([-*_])( *\1){2,} *$")  # also a table's delimiter row of one column
+_TABLE_DELIMITER = re.compile(r"^ *\|? *:?-+:? *(\| *:?-+:? *)*\|? *$")
+_HEADING = re.compile(r"^ {0,3}#{1,6}(?: +|$)")
+_HEADING_END = re.compile(r" +#+ *$")
+_QUOTE = re.compile(r"^ {0,3}(?:> ?)+")
+_BULLET = re.compile(r"^( *)[-*+] +(\[[ xX]\] +)?")
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\[[^\]]*\])")
+_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^>\s]+)>")
+_EMPHASIS = [
+    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
+    re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"),
+    re.compile(r"\*(?=[^\s*])(.+?)(?<=[^\s*])\*"),
+    re.compile(r"(?<![\w\\])_(?=[^\s_])(.+?)(?<=[^\s_])_(?!\w)"),  # not inside snake_case
+]
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def _plain_inline(text: str) -> str:
+    """One line's inline Markdown as plain text; the insides of code spans are left as written."""
+    parts = []
+    last = 0
+    for span in _CODE_SPAN.finditer(text):
+        parts.append(_plain_words(text[last:span.start()]))
+        parts.append(span.group(2).strip() if span.group(2).strip() else span.group(2))
+        last = span.end()
+    parts.append(_plain_words(text[last:]))
+    return "".join(parts)
+
+
+def _plain_words(text: str) -> str:
+    text = _IMAGE.sub(r"\1", text)
+    text = _LINK.sub(r"\1", text)
+    text = _AUTOLINK.sub(r"\1", text)
+    for pattern in _EMPHASIS:
+        text = pattern.sub(lambda m: m.group(m.lastindex), text)
+    return _ESCAPE.sub(r"\1", text)
+
+
+def _table_cells(line: str) -> Optional[str]:
+    """A table row's cells separated by spaces, or None if ``line`` is no table row."""
+    stripped = line.strip()
+    if not (stripped.startswith("|") or stripped.endswith("|")) or len(stripped) < 2:
+        return None
+    cells = re.split(r"(?<!\\)\|", stripped.strip("|"))
+    return "  ".join(cell.strip() for cell in cells)
+
+
+def plain_text(text: str, in_code: bool = False) -> str:
+    """Markdown ``text`` as a reader sees it, without the syntax: no code fences (the code
+    stays, as written), backticks, emphasis marks, heading ``#``, quote ``>`` or bullet marks,
+    links as their text, images as their description, table rows as their cells (the pipes and
+    the delimiter row gone), rules dropped. Line by line, and forgiving: ``text`` may be a piece
+    cut out of a message, starting or ending anywhere (``in_code`` when it starts inside a
+    fenced code block)."""
+    lines = []
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_code = not in_code
+            lines.append("")
+            continue
+        if in_code:
+            lines.append(line)
+            continue
+        if _RULE.match(line) or ("-" in line and "|" in line and _TABLE_DELIMITER.match(line)):
+            lines.append("")
+            continue
+        if _HEADING.match(line):
+            line = _HEADING_END.sub("", _HEADING.sub("", line))
+        line = _QUOTE.sub("", line)
+        line = _BULLET.sub(r"\1", line)
+        cells = _table_cells(line)
+        lines.append(_plain_inline(cells if cells is not None else line))
+    return "\n".join(lines)
+
+
+def snippet(text: str, query: str, cut_before: bool = False, cut_after: bool = False,
+            in_code: bool = False) -> str:
+    """About SNIPPET_CHARS characters of ``text`` (Markdown, shown as plain text: see
+    ``plain_text``) around the first occurrence of ``query`` (ignoring case), on one line, with
+    "…" where the text was cut (or, by the flags, where ``text`` is itself a piece cut out of a
+    longer one; ``in_code`` when that piece starts inside a fenced code block). Where the query
+    is only found in the Markdown's syntax, the snippet is the text's start."""
+    text = plain_text(text, in_code)
     found = re.search(re.escape(query), text, re.IGNORECASE)
     start, end = (found.start(), found.end()) if found else (0, 0)
     begin = max(0, start - SNIPPET_BEFORE)
-    if begin > 0:  # start at a word, where one starts close enough
+    if begin > 0 or cut_before:  # start at a word, where one starts close enough
         space = _SPACE.search(text, begin, start)
         begin = space.end() if space else begin
     stop = max(end, begin + SNIPPET_CHARS)
@@ -349,9 +433,18 @@ def snippet_of(conn: sqlite3.Connection, rowid: Optional[int], query: str) -> Op
         size = 4 * SNIPPET_BEFORE + len(query) + SNIPPET_CHARS
     else:
         first, size = 1, _UNICODE_WINDOW
-    (piece,) = conn.execute("SELECT substr(text, ?, ?) FROM search WHERE rowid = ?",
-                            (first, size, rowid)).fetchone()
-    return snippet(piece, query, cut_before=first > 1, cut_after=first - 1 + len(piece) < length)
+    # The piece is Markdown cut out of the text: whether it starts inside a fenced code block
+    # is the parity of the fence lines before it, counted by SQLite (a row is one slice of at
+    # most SLICE_CHARS characters; no more of it comes into Python than the piece).
+    piece, fences = conn.execute(
+        "SELECT substr(text, ?, ?), "
+        "(length(pre) - length(replace(pre, char(10) || '```', ''))) / 4 + "
+        "(length(pre) - length(replace(pre, char(10) || '~~~', ''))) / 4 + "
+        "(substr(pre, 1, 3) IN ('```', '~~~')) "
+        "FROM (SELECT text, substr(text, 1, ? - 1) AS pre FROM search WHERE rowid = ?)",
+        (first, size, first, rowid)).fetchone()
+    return snippet(piece, query, cut_before=first > 1, cut_after=first - 1 + len(piece) < length,
+                   in_code=bool(fences % 2))
 
 
 def first_message_text(conn: sqlite3.Connection, rowid: Optional[int]) -> Optional[str]:
