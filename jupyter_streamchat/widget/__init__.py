@@ -9,11 +9,12 @@ a notebook run headless), so ``send``, ``stop`` and ``messages`` work from code 
 from __future__ import annotations
 
 import pathlib
+import time
 import uuid
 from typing import Optional
 
 import anywidget
-from traitlets import List, Unicode, observe
+from traitlets import Float, List, Unicode, observe
 
 from ..kernel.follower import ChatReply, Conversation, connect
 
@@ -30,6 +31,12 @@ class ChatWidget(anywidget.AnyWidget):
 
     ``ChatWidget(agent="demo")`` starts a new conversation; ``ChatWidget(conversation_id=...)``
     re-attaches to a stored one and shows its history.
+
+    Which agent the view's next message goes to: a pick in the view; else ``agent`` if it was
+    chosen (given to the constructor, set from Python, or picked in a view) after the
+    conversation's last message; else the agent of that last message, so a conversation
+    re-opened after a reload or a server restart carries on with the agent it last used. When
+    that is not the agent the conversation last used, the view says so under its picker.
     """
 
     _esm = _STATIC / "widget.js"
@@ -46,14 +53,22 @@ class ChatWidget(anywidget.AnyWidget):
         clicked, so a reply cannot make the browser send requests on its own.""",
     ).tag(sync=True)
     _output_key = Unicode(help="Ties the saved output to this live widget's model.").tag(sync=True)
+    _agent_set_at = Float(
+        0.0,
+        help="When ``agent`` was chosen (seconds since the epoch; 0: the default, not chosen).",
+    ).tag(sync=True)
     messages = List(
         read_only=True,
         help="The conversation as last stored: updated per message, never per token.",
     ).tag(sync=True)
 
-    def __init__(self, agent: str = "demo", conversation_id: Optional[str] = None, **kwargs):
-        super().__init__(agent=agent, conversation_id=conversation_id or uuid.uuid4().hex,
-                         _output_key=uuid.uuid4().hex, **kwargs)
+    def __init__(self, agent: Optional[str] = None, conversation_id: Optional[str] = None,
+                 **kwargs):
+        # An agent named here is a choice made now; none is the default ("demo"), which a
+        # stored conversation's own last agent overrides in the view.
+        chosen = {"agent": agent, "_agent_set_at": time.time()} if agent else {}
+        super().__init__(conversation_id=conversation_id or uuid.uuid4().hex,
+                         _output_key=uuid.uuid4().hex, **chosen, **kwargs)
         self._conversation: Conversation = self._follow(self.conversation_id)
 
     def send(self, text: str, agent: Optional[str] = None) -> ChatReply:
@@ -78,6 +93,8 @@ class ChatWidget(anywidget.AnyWidget):
         data, metadata = bundle
         data[OUTPUT_MIME] = {"conversationId": self.conversation_id, "agentId": self.agent,
                              "outputKey": self._output_key}
+        if self._agent_set_at:
+            data[OUTPUT_MIME]["agentChosenAt"] = self._agent_set_at
         return data, metadata
 
     @property
@@ -87,6 +104,11 @@ class ChatWidget(anywidget.AnyWidget):
 
     def _follow(self, conversation_id: str) -> Conversation:
         return connect(conversation_id, on_change=self._snapshot)
+
+    @observe("agent")
+    def _agent_chosen(self, change) -> None:
+        # Set from Python, or picked in a view (the model tells the kernel): a choice made now.
+        self._agent_set_at = time.time()
 
     def _snapshot(self, messages: list) -> None:
         self.set_trait("messages", messages)

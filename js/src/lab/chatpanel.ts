@@ -9,7 +9,10 @@ import { showing } from './shown';
 export interface ChatPanelOptions {
   server: ServerSettings;
   conversationId: string;
+  /** A default: a stored conversation opens with the agent it last used (agentchoice.ts). */
   agentId: string;
+  /** The user picked another agent in this chat. */
+  onAgentChange?: (agentId: string) => void;
   onInsertCode?: (code: string, language: string) => void;
 }
 
@@ -26,6 +29,7 @@ export class ChatPanel extends Widget {
       server: options.server,
       conversationId: options.conversationId,
       agentId: options.agentId,
+      onAgentChange: options.onAgentChange,
       onInsertCode: options.onInsertCode
     });
     this.unshow = showing(this.conversation, this.node);
@@ -33,6 +37,11 @@ export class ChatPanel extends Widget {
 
   get conversationId(): string {
     return this.conversation;
+  }
+
+  /** The agent the next message goes to. */
+  get agentId(): string {
+    return this.view.agent;
   }
 
   /** Show another conversation in the same view. */

@@ -92,7 +92,12 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
         app.shell.activateById(existing.id);
         return existing;
       }
-      const content = new ChatPanel({ server, conversationId, agentId, onInsertCode: insertCode });
+      // The tab remembers a pick made in it (restored with the layout), for a conversation with
+      // no message yet; a stored one opens with the agent it last used anyway (agentchoice.ts).
+      const content = new ChatPanel({
+        server, conversationId, agentId, onInsertCode: insertCode,
+        onAgentChange: () => void tabs.save(tab)
+      });
       const tab = new MainAreaWidget({ content });
       tab.id = `streamchat-tab-${conversationId}`;
       tab.title.label = title || 'Chat';
@@ -120,6 +125,7 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       command: CommandIDs.openInTab,
       args: tab => ({
         conversationId: tab.content.conversationId,
+        agentId: tab.content.agentId,
         title: tab.title.label
       }),
       name: tab => tab.content.conversationId

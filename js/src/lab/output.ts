@@ -14,12 +14,13 @@
 
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
+import { chosenAt } from '../view/agentchoice';
 import { ChatView } from '../view/chatview';
 import { el } from '../view/dom';
 import { parseChatOutput } from '../view/protocol';
 import { pageServerSettings } from '../view/server';
 import {
-  agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
+  agentChosenAt, agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
 } from '../view/widgetmodel';
 import { showing } from './shown';
 
@@ -48,12 +49,17 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
       return;
     }
     const data = { ...parsed.output, agentId: parsed.output.agentId || DEFAULT_AGENT };
+    // When the kernel chose that agent (absent in outputs of older versions: then a default,
+    // and the chat opens with the agent the conversation last used; see agentchoice.ts).
+    const raw = mimeModel.data[OUTPUT_MIME] as Record<string, unknown>;
+    const agentChosen = chosenAt(raw.agentChosenAt);
     if (this.view === null) {
       this.node.replaceChildren();
       this.view = new ChatView(this.node, {
         server: pageServerSettings(),
         conversationId: data.conversationId,
         agentId: data.agentId,
+        agentChosenAt: agentChosen,
         onAgentChange: agentId => {
           if (this.model) {
             agentSetter(this.model)(agentId);
@@ -67,7 +73,7 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
       }
     } else if (this.model === null) {
       this.view.setConversation(data.conversationId);
-      this.view.setAgent(data.agentId);
+      this.view.setAgent(data.agentId, agentChosen);
       this.markShown(data.conversationId);
     }
   }
@@ -101,7 +107,7 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
       this.view.setConversation(conversationId);
       this.markShown(conversationId);
     }
-    this.view.setAgent(model.get('agent'));
+    this.view.setAgent(model.get('agent'), agentChosenAt(model));
     this.view.setImageHosts(imageHosts(model));
     this.view.setSnapshot(snapshotOf(model));
     const unbindView = bindView(this.view, model);

@@ -4,7 +4,8 @@
 // notebook widget and a sidebar panel mount the same view. DOM test hooks follow the design
 // notes: `data-testid="streamchat"` on the root (with `data-connection`), `streamchat-input`,
 // `-send`, `-stop`, `-typing`, and `streamchat-message` with `data-role`, `data-status` and
-// `data-message-id` on every message.
+// `data-message-id` on every message; `streamchat-empty-chat` is the note of a conversation
+// without messages (what to do: pick an agent, type, press Enter).
 //
 // Keyboard: the input takes Enter (send), Shift+Enter (a new line) and, while a reply is being
 // generated, Escape (stop it). Every other key goes on to the page, so the host's shortcuts
@@ -12,6 +13,7 @@
 // Screen readers: the message list is a polite `log`; a reply is `aria-busy` while it streams,
 // and how it ended is said once through a visually hidden status region.
 
+import { AgentChoice, chooseAgent, chosenAt, HostAgent, LastUsed, lastUsed } from './agentchoice';
 import { ConnectionState, HubConnection } from './connection';
 import { el, randomId } from './dom';
 import type { CodeBlockOptions } from './decorate';
@@ -60,10 +62,16 @@ export interface ChatViewOptions {
   /** The hub's server; null when the page has none (the view then says so). */
   server: ServerSettings | null;
   conversationId: string;
+  /** The host's agent: the one a new conversation starts with (see agentchoice.ts). */
   agentId: string;
+  /** When the host chose `agentId` (seconds since the epoch): a choice made after the
+   * conversation's last message wins over the agent that message used. Absent, `agentId` is a
+   * default, and a conversation opens with the agent it last used. */
+  agentChosenAt?: number | null;
   /** Messages to show when the hub cannot be reached. */
   snapshot?: SnapshotMessage[];
-  /** The user picked another agent. */
+  /** The user picked another agent (not called when the view follows the conversation's
+   * last agent by itself). */
   onAgentChange?: (agentId: string) => void;
   /** How an assistant message's body renders (the default streams markdown). */
   createRenderer?: (el: HTMLElement) => BodyRenderer;
@@ -101,10 +109,18 @@ interface AgentInfo {
 export class ChatView {
   readonly root: HTMLElement;
   private conversationId: string;
-  private agentId: string;
+  private agentId: string; // the agent the next message goes to: `chooseAgent`'s answer
+  private hostAgent: HostAgent;
+  private pickedAgent: string | null = null; // picked in this view, for this conversation
+  private lastAgent: LastUsed | null = null; // of the conversation's latest message
+  private agentOpened = false; // the conversation's first HISTORY chose its agent
+  private readonly agentNote: HTMLElement;
+  private agentsLoaded = false; // the picker lists the server's agents
   private readonly createRenderer: (el: HTMLElement) => BodyRenderer;
   private readonly list: HTMLElement;
   private readonly typing: HTMLElement;
+  private readonly emptyNote: HTMLElement; // what to do, while the conversation has no message
+  private historyOf: string | null = null; // the conversation whose HISTORY came last
   private readonly announcer: HTMLElement;
   private readonly notice: HTMLElement;
   private readonly status: HTMLElement;
@@ -133,6 +149,7 @@ export class ChatView {
   constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
     this.conversationId = options.conversationId;
     this.agentId = options.agentId;
+    this.hostAgent = { agentId: options.agentId, chosenAt: chosenAt(options.agentChosenAt) };
     this.images = new ImagePolicy(options.imageHosts ?? []);
     const code: CodeBlockOptions = { onInsertCode: options.onInsertCode };
     this.createRenderer = options.createRenderer ??
@@ -147,6 +164,13 @@ export class ChatView {
     pickerBox.append(this.picker);
     label.append('Agent', pickerBox);
     this.status = el('span', 'streamchat-status', 'streamchat-status');
+    // Which agent answers, when it is not the one the conversation last used (agentchoice.ts):
+    // a row of its own under the picker, drawn as the notices are (it fits a narrow panel).
+    this.agentNote = el('div', 'streamchat-notice streamchat-agent-note', 'streamchat-agent-note');
+    this.agentNote.id = `streamchat-agent-note-${randomId()}`;
+    this.agentNote.setAttribute('role', 'status');
+    this.agentNote.hidden = true;
+    this.picker.setAttribute('aria-describedby', this.agentNote.id);
     header.append(label, this.status);
     this.notice = el('div', 'streamchat-notice', 'streamchat-notice');
     this.notice.setAttribute('role', 'alert');
@@ -171,7 +195,9 @@ export class ChatView {
     const footer = el('div', 'streamchat-footer');
     this.input = el('textarea', 'streamchat-input', 'streamchat-input');
     this.input.rows = 2;
-    this.input.placeholder = 'Message the agent (Enter sends, Shift+Enter adds a line)';
+    // Short: it must fit one line of the input in a 250 px side panel (the keys are told by
+    // the empty conversation's note, below).
+    this.input.placeholder = 'Type a message';
     this.input.setAttribute('aria-label', 'Message');
     this.sendButton = el('button', 'streamchat-send', 'streamchat-send');
     this.sendButton.type = 'button';
@@ -182,7 +208,18 @@ export class ChatView {
     this.stopButton.title = 'Stop generating (Escape)';
     this.stopButton.hidden = true;
     footer.append(this.input, this.sendButton, this.stopButton);
-    this.root.append(header, this.notice, this.list, this.typing, this.announcer, footer);
+    // A conversation without messages says what to do (see `updateEmpty`).
+    this.emptyNote = el('div', 'streamchat-empty', 'streamchat-empty-chat');
+    const emptyTitle = el('p', 'streamchat-empty-title');
+    emptyTitle.textContent = 'Ask anything';
+    const emptyHint = el('p', 'streamchat-empty-hint');
+    emptyHint.textContent =
+      'Pick an agent above, type your message below and press Enter (Shift+Enter adds a line).';
+    this.emptyNote.append(emptyTitle, emptyHint);
+    this.emptyNote.hidden = true;
+    this.root.append(header, this.agentNote, this.notice, this.list, this.emptyNote, this.typing,
+      this.announcer, footer);
+    new MutationObserver(() => this.updateEmpty()).observe(this.list, { childList: true });
     host.appendChild(this.root);
     this.growth = new ResizeObserver(this.onGrowth);
 
@@ -196,7 +233,8 @@ export class ChatView {
       this.input.focus(); // the button hides: the keyboard must not be left nowhere
     });
     this.picker.addEventListener('change', () => {
-      this.agentId = this.picker.value;
+      this.pickedAgent = this.picker.value;
+      this.chooseAgent();
       this.options.onAgentChange?.(this.agentId);
     });
     this.list.addEventListener('scroll', this.onScroll);
@@ -264,6 +302,10 @@ export class ChatView {
     this.growth.disconnect();
     this.list.replaceChildren(this.earlier.marker);
     this.stick = true; // another conversation opens at its latest messages
+    this.pickedAgent = null; // a pick was for the conversation it was made in
+    this.lastAgent = null; // until its HISTORY comes
+    this.agentOpened = false;
+    this.chooseAgent();
     this.updateBusy();
     if (this.conversationProblem !== null) {
       this.refuseConversation();
@@ -275,9 +317,52 @@ export class ChatView {
     }
   }
 
-  setAgent(agentId: string): void {
-    this.agentId = agentId;
-    this.selectAgent();
+  /** The host's agent, chosen at `chosenAt` (seconds since the epoch; null: a default that
+   * the conversation's last agent overrides). `live`: the host chose it just now (a Python
+   * trait changed while the view shows), so it is newer than every message seen so far, and
+   * newer than a different pick made in this view. */
+  setAgent(agentId: string, chosenAt: number | null = null, live = false): void {
+    if (live) {
+      chosenAt = Math.max(chosenAt ?? Date.now() / 1000, this.lastAgent?.at ?? 0);
+      if (this.pickedAgent !== null && this.pickedAgent !== agentId) {
+        this.pickedAgent = null;
+      }
+    }
+    this.hostAgent = { agentId, chosenAt };
+    this.chooseAgent();
+  }
+
+  /** The agent the next message goes to. */
+  get agent(): string {
+    return this.agentId;
+  }
+
+  /** What `chooseAgent` decided, for the view's own picker and note. `keep`: messages came
+   * while the conversation is open (live, or a reconnect's HISTORY): the view keeps the agent
+   * it shows, as if picked, and only the note says the conversation last used another (so a
+   * one-off `chat.send(text, agent="echo")` from Python does not switch the picker). */
+  private chooseAgent(keep = false): void {
+    const picked = this.pickedAgent ?? (keep ? this.agentId : null);
+    const choice: AgentChoice = chooseAgent(this.hostAgent, this.lastAgent, picked);
+    this.agentNote.textContent = choice.note;
+    this.agentNote.hidden = !choice.note;
+    if (choice.agentId !== this.agentId || this.picker.value !== choice.agentId) {
+      this.agentId = choice.agentId;
+      if (this.agentsLoaded) {
+        this.selectAgent(); // otherwise `loadAgents` does, once the list is in
+      }
+    }
+  }
+
+  /** A message made now, seen live (sent here, elsewhere, or by the kernel's Python): the
+   * conversation last used its agent, later than any choice known so far. */
+  private agentUsed(agentId: string): void {
+    if (agentId) {
+      const at = Math.max(Date.now() / 1000, (this.hostAgent.chosenAt ?? 0) + 0.001,
+        this.lastAgent?.at ?? 0);
+      this.lastAgent = { agentId, at };
+      this.chooseAgent(this.agentOpened);
+    }
   }
 
   /** Hosts whose images load without a click (see `ChatViewOptions.imageHosts`). Images
@@ -407,6 +492,8 @@ export class ChatView {
         break;
       case 'HISTORY':
         this.onHistory(frame);
+        this.historyOf = frame.conversationId;
+        this.updateEmpty();
         break;
       case 'HISTORY_PAGE':
         this.onHistoryPage(frame);
@@ -464,6 +551,10 @@ export class ChatView {
     if (!shown || this.oldestShown() === (frame.messages[0]?.messageId ?? null)) {
       this.earlier.reset(frame.hasMore ?? false);
     }
+    // The latest messages: the last of them tells which agent the conversation last used.
+    this.lastAgent = lastUsed(frame.messages);
+    this.chooseAgent(this.agentOpened); // the first opens the conversation with its last agent
+    this.agentOpened = true;
     this.updateBusy();
     this.followBottom();
     this.earlier.onContent();
@@ -593,6 +684,7 @@ export class ChatView {
   private addReply(messageId: string, agentId: string): MessageView {
     const view = new MessageView('assistant', messageId, 'streaming', this.createRenderer);
     view.showOrigin(agentId, new Date());
+    this.agentUsed(agentId);
     this.messages.set(messageId, view);
     this.streaming.add(messageId);
     this.observe(view);
@@ -653,6 +745,15 @@ export class ChatView {
     this.followBottom();
   }
 
+  /** The note of an empty conversation shows once its HISTORY has come with no message and
+   * none is being sent (not while it loads, nor offline); the first message takes its place. */
+  private updateEmpty(): void {
+    const empty = this.historyOf === this.conversationId &&
+      this.list.querySelector(':scope > .streamchat-message') === null;
+    this.emptyNote.hidden = !empty;
+    this.root.classList.toggle('streamchat-is-empty', empty);
+  }
+
   private updateBusy(): void {
     const busy = this.streaming.size > 0 || this.pending.size > 0;
     this.typing.hidden = !busy;
@@ -697,6 +798,7 @@ export class ChatView {
       option.title = agent.description;
       this.picker.append(option);
     }
+    this.agentsLoaded = true;
     this.selectAgent();
   }
 

@@ -7,6 +7,7 @@
 // bundles, so the models they share are kept in one registry on `globalThis`, keyed by the
 // widget's `_output_key` (also written into the saved output).
 
+import { chosenAt } from './agentchoice';
 import { ChatView, SnapshotMessage } from './chatview';
 
 /** The part of an anywidget model the view uses. */
@@ -25,6 +26,14 @@ export function imageHosts(model: WidgetModel): string[] {
   return Array.isArray(hosts) ? hosts.filter((h): h is string => typeof h === 'string') : [];
 }
 
+/** When the kernel chose the model's agent (seconds since the epoch: `ChatWidget(agent=...)`,
+ * `chat.agent = ...`, or a pick in a view of it), or null: the agent is then only a default,
+ * and the view follows the conversation's last agent (see agentchoice.ts). A kernel of an
+ * older version has no such trait. */
+export function agentChosenAt(model: WidgetModel): number | null {
+  return chosenAt(model.get('_agent_set_at'));
+}
+
 export function snapshotOf(model: WidgetModel): SnapshotMessage[] {
   const messages = model.get('messages');
   return Array.isArray(messages) ? messages : [];
@@ -34,12 +43,14 @@ export function snapshotOf(model: WidgetModel): SnapshotMessage[] {
  * returned function is called. */
 export function bindView(view: ChatView, model: WidgetModel): () => void {
   const onConversation = () => view.setConversation(model.get('conversation_id'));
-  const onAgent = () => view.setAgent(model.get('agent'));
+  // A change now is the kernel's choice made now: newer than every message the view has seen.
+  const onAgent = () => view.setAgent(model.get('agent'), agentChosenAt(model), true);
   const onMessages = () => view.setSnapshot(snapshotOf(model));
   const onImageHosts = () => view.setImageHosts(imageHosts(model));
   const events: [string, () => void][] = [
     ['change:conversation_id', onConversation],
     ['change:agent', onAgent],
+    ['change:_agent_set_at', onAgent],
     ['change:messages', onMessages],
     ['change:image_hosts', onImageHosts]
   ];

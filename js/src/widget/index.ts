@@ -8,7 +8,7 @@
 import { ChatView } from '../view/chatview';
 import { pageServerSettings } from '../view/server';
 import {
-  agentSetter, bindView, imageHosts, registerModel, snapshotOf, WidgetModel
+  agentChosenAt, agentSetter, bindView, imageHosts, registerModel, snapshotOf, WidgetModel
 } from '../view/widgetmodel';
 import '../view/style.css';
 
@@ -24,6 +24,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     server: pageServerSettings(),
     conversationId: model.get('conversation_id'),
     agentId: model.get('agent'),
+    agentChosenAt: agentChosenAt(model),
     snapshot: snapshotOf(model),
     imageHosts: imageHosts(model),
     onAgentChange: agentSetter(model)
