@@ -32,7 +32,7 @@ describe('usage line', () => {
     assert.equal(describeUsage({ outputTokens: 1 }, 'en-US').line, '1 token');
     assert.equal(describeUsage({ inputTokens: 12 }, 'en-US').line, '');
     assert.equal(describeUsage({ inputTokens: 12 }, 'en-US').detail, 'Input: 12 tokens');
-    assert.equal(describeUsage({ model: 'm', durationSeconds: 2.25 }, 'en-US').line, 'm · 2.3 s');
+    assert.equal(describeUsage({ model: 'm', durationSeconds: 2.25 }, 'en-US').line, 'm · took 2.3 s');
     assert.deepEqual(describeUsage({}, 'en-US'), { line: '', detail: '' });
   });
 });

@@ -22,6 +22,8 @@ import { Unread } from './unread';
 import { fullDate, howLongAgo } from './when';
 
 const PAGE = 50;
+/** The title of a conversation that has none yet (short: the panel is 250 px wide). */
+const NEW_TITLE = 'New chat';
 const SEARCH_DELAY_MS = 200;
 
 export interface SidebarOptions {
@@ -47,6 +49,42 @@ function button(label: string, className: string, testid: string,
   node.setAttribute('aria-label', label);
   node.title = label;
   return node;
+}
+
+/**
+ * A search result's snippet (plain text from the server, see docs/protocol.md) as nodes, each
+ * occurrence of `query` wrapped in `<mark>`. The server sends no offsets: the query is found
+ * again here, ignoring case (the regular expression's Unicode case folding), with any run of
+ * spaces in it matching any run of whitespace (the server makes them one space). Only text
+ * nodes are made: the snippet is someone's message, never HTML.
+ */
+export function markMatches(text: string, query: string): Node[] {
+  const words = query.trim().split(/\s+/).filter(Boolean)
+    .map(word => word.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
+  if (!text || words.length === 0) {
+    return text ? [document.createTextNode(text)] : [];
+  }
+  const nodes: Node[] = [];
+  const pattern = new RegExp(words.join('\\s+'), 'giu');
+  let last = 0;
+  for (const found of text.matchAll(pattern)) {
+    const start = found.index ?? 0;
+    if (found[0].length === 0) {
+      continue;
+    }
+    if (start > last) {
+      nodes.push(document.createTextNode(text.slice(last, start)));
+    }
+    const mark = document.createElement('mark');
+    mark.className = 'jp-streamchat-Match';
+    mark.textContent = found[0];
+    nodes.push(mark);
+    last = start + found[0].length;
+  }
+  if (last < text.length) {
+    nodes.push(document.createTextNode(text.slice(last)));
+  }
+  return nodes;
 }
 
 /** A conversation not stored yet gets its id here; the hub stores it with its first message. */
@@ -283,7 +321,7 @@ export class ConversationSidebar extends Widget {
 
   private fillEntry(item: HTMLElement, entry: ConversationEntry): void {
     const id = entry.conversationId;
-    const title = entry.title || 'New conversation';
+    const title = entry.title || NEW_TITLE;
     const unread = this.unread.has(id);
     item.dataset.streaming = String(entry.streaming);
     item.dataset.unread = String(unread);
@@ -332,7 +370,8 @@ export class ConversationSidebar extends Widget {
     remove.addEventListener('click', () => void this.remove(id));
     actions.append(rename, exportButton, tab, remove);
     const snippet = el('span', 'jp-streamchat-Snippet', 'streamchat-snippet');
-    snippet.textContent = entry.snippet ?? '';
+    snippet.append(...markMatches(entry.snippet ?? '', this.query));
+    snippet.title = entry.snippet ?? '';
     snippet.hidden = !entry.snippet;
     item.replaceChildren(titleNode, marks, meta, snippet, actions);
   }
@@ -390,7 +429,7 @@ export class ConversationSidebar extends Widget {
       this.notifyReply(entry);
     }
     if (this.chat?.conversationId === id) {
-      this.chatTitle.textContent = entry.title || 'New conversation';
+      this.chatTitle.textContent = entry.title || NEW_TITLE;
     }
     const known = this.entries.get(id);
     if (this.query) {
@@ -473,7 +512,7 @@ export class ConversationSidebar extends Widget {
     } else {
       this.chat.setConversation(conversationId, agent);
     }
-    this.chatTitle.textContent = entry?.title || 'New conversation';
+    this.chatTitle.textContent = entry?.title || NEW_TITLE;
     this.listView.hidden = true;
     this.chatView.hidden = false;
     this.node.dataset.view = 'chat';

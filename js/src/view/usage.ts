@@ -5,8 +5,8 @@
 import type { Usage } from './protocol';
 
 export interface UsageText {
-  /** One short line, e.g. "gpt-4.1-mini · 1,234 tokens · 56.7 tokens/s"; '' when nothing is
-   * known. */
+  /** One short line, e.g. "gpt-4.1-mini · 1,234 tokens · 56.7 tokens/s", or "took 3.7 s"
+   * when only the time is known; '' when nothing is known. */
   line: string;
   /** Every known figure in words, for a tooltip. */
   detail: string;
@@ -45,7 +45,8 @@ export function describeUsage(usage: Usage, locale?: string): UsageText {
   if (rate !== null) {
     line.push(`${decimal(rate)} tokens/s`);
   } else if (usage.durationSeconds !== undefined) {
-    line.push(`${decimal(usage.durationSeconds)} s`);
+    // A bare "3.7 s" does not say what it measures.
+    line.push(`took ${decimal(usage.durationSeconds)} s`);
   }
 
   const detail: string[] = [];
