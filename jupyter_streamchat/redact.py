@@ -153,10 +153,6 @@ def forget_all() -> None:
         _secrets.clear()
 
 
-def registered() -> bool:
-    return bool(_secrets)
-
-
 # -- redacting ----------------------------------------------------------------------------
 
 

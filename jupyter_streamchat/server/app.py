@@ -122,8 +122,7 @@ class StreamChatApp(ExtensionApp):
         # environment are kept out of every log line from now on, whatever logs it.
         redact.install_log_redaction()
         redact.register_environment()
-        redact.register_config(self.config)
-        redact.register_config(self.serverapp.config if self.serverapp else {})
+        redact.register_config(self.config)  # the server's, merged into the extension's
         redact.register_url(self.store_url)
         self.store = self._make_store()
         self.agent_instances = load_agents(self, self.log, self.agents)

@@ -308,7 +308,7 @@ class ConversationExportHandler(_RestHandler):
     async def get(self, conversation_id):
         """The conversation as a Markdown file to download, made and sent in pieces: the
         export of a huge conversation holds the event loop for a piece at a time, and no more
-        than EXPORT_BUFFER_BYTES of it wait in memory for a slow client. ``thinking=1``
+        than SEND_BUFFER_BYTES of it wait in memory for a slow client. ``thinking=1``
         includes each reply's thinking; ``0`` (the default) leaves it out."""
         thinking = self._argument("thinking", "0")
         if thinking not in ("0", "1"):

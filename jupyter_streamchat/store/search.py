@@ -445,12 +445,3 @@ def snippet_of(conn: sqlite3.Connection, rowid: Optional[int], query: str) -> Op
         (first, size, first, rowid)).fetchone()
     return snippet(piece, query, cut_before=first > 1, cut_after=first - 1 + len(piece) < length,
                    in_code=bool(fences % 2))
-
-
-def first_message_text(conn: sqlite3.Connection, rowid: Optional[int]) -> Optional[str]:
-    """The indexed text of a search row (a message's, or one slice of it), or None. Reads it
-    whole: ``snippet_of`` is what search results use."""
-    if rowid is None:
-        return None
-    row = conn.execute("SELECT text FROM search WHERE rowid = ?", (rowid,)).fetchone()
-    return row[0] if row else None
