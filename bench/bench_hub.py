@@ -68,9 +68,8 @@ from jupyter_streamchat.agents import AgentRequest
 from jupyter_streamchat.agents.echo import EchoAgent
 from jupyter_streamchat.server.app import StreamChatApp
 from jupyter_streamchat.server.handlers import ChatWebSocketHandler
-from jupyter_streamchat.server.hub import Hub
+from jupyter_streamchat.core.hub import Hub
 from jupyter_streamchat.store import Append, SQLiteStore
-from jupyter_streamchat.server.delivery import Subscriber
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0  # seconds for a server subprocess to answer
@@ -403,7 +402,7 @@ class ResumeHandler(WebSocketHandler):
         return None  # as ChatWebSocketHandler (write_frames assumes no compression)
 
     def open(self):
-        self.subscriber = self.hub.connect(Subscriber(self))
+        self.subscriber = self.hub.connect(self)
 
     async def on_message(self, message):
         started = time.perf_counter()

@@ -18,13 +18,10 @@ from .redact import redact
 
 PROTOCOL_VERSION = 1
 
-# Message statuses, as stored and as sent on the last frame of a reply.
-STREAMING = "streaming"
-COMPLETE = "complete"
-STOPPED = "stopped"
-INTERRUPTED = "interrupted"
-ERROR = "error"
-FINAL_STATUSES = frozenset({COMPLETE, STOPPED, INTERRUPTED, ERROR})
+# Message statuses go on the wire as the store keeps them.
+from .store.records import (  # noqa: E402
+    COMPLETE, ERROR, FINAL_STATUSES, INTERRUPTED, STOPPED, STREAMING,
+)
 
 MAX_ID_LENGTH = 200
 
@@ -32,11 +29,15 @@ MAX_ID_LENGTH = 200
 class ProtocolError(Exception):
     """A client request the server refuses; becomes an ``ERROR`` frame, the socket stays open."""
 
-    def __init__(self, code: str, message: str, **ids: Any):
+    def __init__(self, code: str, message: str, *, client_message_id: str | None = None,
+                 message_id: str | None = None, conversation_id: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.ids = {k: v for k, v in ids.items() if v is not None}
+        # The offending request's ids, for the ERROR frame (see error_frame).
+        self.ids = {name: value for name, value in (
+            ("client_message_id", client_message_id), ("message_id", message_id),
+            ("conversation_id", conversation_id)) if value is not None}
 
 
 # Machine-readable ``code`` values of ERROR frames (documented in docs/protocol.md).
@@ -103,8 +104,14 @@ class UnwatchConversations:
     pass
 
 
+@dataclass(frozen=True)
+class ListAgents:
+    """Which agents the hub offers (answered by AGENTS): for clients without REST, such as a
+    view whose frames go through the kernel."""
+
+
 Request = (SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
-           | WatchConversations | UnwatchConversations)
+           | WatchConversations | UnwatchConversations | ListAgents)
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
@@ -119,10 +126,13 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "LOAD_HISTORY": (LoadHistory, [("conversationId", "id"), ("beforeMessageId", "id")]),
     "WATCH_CONVERSATIONS": (WatchConversations, []),
     "UNWATCH_CONVERSATIONS": (UnwatchConversations, []),
+    "LIST_AGENTS": (ListAgents, []),
 }
 
-# The id fields echoed back in an ERROR so a client can tell which request failed.
-_ID_FIELDS = ("clientMessageId", "messageId", "conversationId")
+# The id fields echoed back in an ERROR so a client can tell which request failed, by their
+# wire names and as ProtocolError and error_frame take them.
+_ID_FIELDS = {"clientMessageId": "client_message_id", "messageId": "message_id",
+              "conversationId": "conversation_id"}
 
 
 def _refuse_constant(name: str):
@@ -160,7 +170,8 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
         raise ProtocolError(BAD_JSON, "frame must be a JSON object")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise ProtocolError(BAD_JSON, f"frame is nested deeper than {MAX_DEPTH} levels")
-    ids = {k: data[k] for k in _ID_FIELDS if isinstance(data.get(k), str) and _is_id(data[k])}
+    ids = {name: data[wire] for wire, name in _ID_FIELDS.items()
+           if isinstance(data.get(wire), str) and _is_id(data[wire])}
     if "type" not in data:
         raise ProtocolError(UNKNOWN_TYPE, "frame has no 'type'", **ids)
     kind = data["type"]
@@ -238,13 +249,12 @@ def request_frame(request: Request) -> dict:
     raise TypeError(f"not a request: {request!r}")
 
 
-_WIRE_ID_NAMES = {"client_message_id": "clientMessageId", "message_id": "messageId",
-                  "conversation_id": "conversationId"}
+_WIRE_ID_NAMES = {name: wire for wire, name in _ID_FIELDS.items()}
 
 
 def request_ids(request: Request) -> dict:
-    """The ids of a request under their wire names, for the ERROR that answers it."""
-    return {_WIRE_ID_NAMES[k]: v for k, v in vars(request).items() if k in _WIRE_ID_NAMES}
+    """The ids of a request, for the ERROR that answers it (``ProtocolError(**ids)``)."""
+    return {k: v for k, v in vars(request).items() if k in _WIRE_ID_NAMES}
 
 
 # -- server frames -------------------------------------------------------------------------
@@ -255,7 +265,11 @@ def dumps(frame: dict) -> str:
 
 
 def error_frame(code: str, message: str, **ids: Any) -> dict:
-    return {"type": "ERROR", "code": code, "message": redact(message), **ids}
+    """``ids``: the offending request's ``client_message_id``, ``message_id`` and
+    ``conversation_id``, where it has them."""
+    frame = {"type": "ERROR", "code": code, "message": redact(message)}
+    frame.update((_WIRE_ID_NAMES[name], value) for name, value in ids.items())
+    return frame
 
 
 def accepted_frame(accepted: Any) -> dict:
@@ -318,8 +332,8 @@ LIST_PAGE = 50
 LIST_PAGE_MAX = 500
 # Longest title PATCH api/conversations/{id} takes.
 TITLE_MAX = 200
-# Longest text GET api/conversations?q= searches for.
-SEARCH_MAX = 200
+# Longest text GET api/conversations?q= searches for: what the search index is made for.
+from .store.search import SEARCH_MAX  # noqa: E402
 
 
 def list_cursor(updated_at: float, conversation_id: str) -> str:
@@ -385,6 +399,31 @@ def conversation_wire(conversation) -> dict:
     return wire
 
 
+def agents_body(agents: list, max_message_bytes: int) -> dict:
+    """GET api/agents: each agent's ``info()``, and the largest message text the hub takes, so
+    a client refuses a larger one itself."""
+    return {"agents": agents, "maxMessageBytes": max_message_bytes}
+
+
+def conversation_list_body(page: list, more: bool) -> dict:
+    """GET api/conversations: a page of the list; ``next`` is the ``after`` of the next one."""
+    last = page[-1] if more and page else None
+    return {
+        "conversations": [conversation_wire(c) for c in page],
+        "next": list_cursor(last.updated_at, last.conversation_id) if last else None,
+    }
+
+
+def conversation_body(conversation_id: str, messages: list) -> dict:
+    """GET api/conversations/{id}: the whole conversation."""
+    return {"conversationId": conversation_id, "messages": [message_wire(m) for m in messages]}
+
+
+def renamed_body(conversation_id: str, title: str) -> dict:
+    """PATCH api/conversations/{id}: the title as stored."""
+    return {"conversationId": conversation_id, "title": title}
+
+
 def conversation_updated_frame(conversation) -> dict:
     """CONVERSATION_UPDATED: a conversation's list entry as it is now."""
     return {
@@ -446,6 +485,28 @@ class ChunkFrames:
             f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
             f'"status":{_json_str(status)}{tail}}}'
         )
+
+    def run(self, first: int, chunks: list, thoughts: list, ending: tuple | None = None,
+            usage: dict | None = None) -> list:
+        """Frames ``first, first + 1, ...`` of ``chunks`` (and their reasoning), the last one
+        final when ``ending`` (status, error) is given: ``[(seq, frame text, final)]``."""
+        last = first + len(chunks) - 1
+        return [
+            (seq, self.final(seq, chunk, *ending, reasoning=thinking, usage=usage), True)
+            if ending is not None and seq == last else (seq, self.chunk(seq, chunk, thinking), False)
+            for seq, chunk, thinking in zip(range(first, last + 1), chunks, thoughts)
+        ]
+
+    def stored(self, chunks: list, message) -> list:
+        """The frames of stored chunks ``[(seq, chunk, reasoning)]`` (consecutive) of
+        ``message``, a store record; the last is final if it is the reply's last frame."""
+        if not chunks:
+            return []
+        ending = None
+        if message.status in FINAL_STATUSES and chunks[-1][0] == message.last_seq:
+            ending = (message.status, message.error)
+        return self.run(chunks[0][0], [c for _, c, _ in chunks], [t for _, _, t in chunks],
+                        ending, message.usage)
 
 
 # -- reading server frames (the kernel's follower) -----------------------------------------

@@ -27,7 +27,7 @@ from hostile_model import (DONE, HostileModel, Script, answer, chunk, delta, eve
                            huge_delta, leaks)
 from server_process import JupyterServer, isolated_env
 
-from jupyter_streamchat.server.reply import MAX_CHUNK_CHARS
+from jupyter_streamchat.core.reply import MAX_CHUNK_CHARS
 
 pytestmark = pytest.mark.subprocess
 

@@ -1,8 +1,8 @@
-"""When a streaming reply's tokens become a frame (server/pacing.py)."""
+"""When a streaming reply's tokens become a frame (core/pacing.py)."""
 
 import math
 
-from jupyter_streamchat.server.pacing import FlushClock
+from jupyter_streamchat.core.pacing import FlushClock
 
 
 def test_window_stretches_with_the_replies_streaming_at_once():

@@ -1,6 +1,6 @@
 """How a client in the kernel reaches a hub: over a WebSocket to the Jupyter server, or in-process.
 
-Both transports have the same small interface, used by :mod:`jupyter_streamchat.follower`:
+Both transports have the same small interface, used by :mod:`jupyter_streamchat.kernel.follower`:
 
 - ``start(on_frame, on_connect)``: begin; ``on_connect()`` is called on every (re)connection,
   ``on_frame(frame)`` for every server frame (a dict in the wire format). Both are called from
@@ -33,9 +33,9 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from .discovery import ServerInfo
 from .embedded import BackgroundHub, _InProcess
-from ..server.delivery import Subscriber
+from ..core.delivery import Subscriber
 
-log = logging.getLogger("jupyter_streamchat.transport")
+log = logging.getLogger("jupyter_streamchat.kernel.connection")
 
 OnFrame = Callable[[dict], None]
 OnConnect = Callable[[], None]
@@ -244,7 +244,7 @@ class RemoteTransport:
 
 
 class EmbeddedTransport:
-    """The hub in this process (:class:`~jupyter_streamchat.embedded.BackgroundHub`), for
+    """The hub in this process (:class:`~jupyter_streamchat.kernel.embedded.BackgroundHub`), for
     kernels without a Jupyter server. Requests are handled one at a time in the order sent,
     as the WebSocket handler does; frames are delivered on the hub's thread.
 
@@ -273,7 +273,7 @@ class EmbeddedTransport:
         hub = self._background.hub
         await hub.ensure_open()
         self._queue = asyncio.Queue()
-        self._subscriber = hub.connect(Subscriber(_InProcess(self._deliver)))
+        self._subscriber = hub.connect(_InProcess(self._deliver))
         self._worker = asyncio.ensure_future(self._serve())
         self.connected = True
         try:

@@ -2,8 +2,8 @@
 
 Same hub, same store code, same agents; frames arrive in-process instead of over a WebSocket.
 :class:`BackgroundHub` runs it on a thread of its own, so callers need no event loop: a
-widget's Python object or :func:`jupyter_streamchat.follower.connect` reach it through
-:class:`~jupyter_streamchat.transport.EmbeddedTransport`.
+widget's Python object or :func:`jupyter_streamchat.kernel.follower.connect` reach it through
+:class:`~jupyter_streamchat.kernel.connection.EmbeddedTransport`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Optional
 from traitlets.config import Config, LoggingConfigurable
 
 from ..agents import load_agents
-from ..server.hub import Hub
+from ..core.hub import Hub
 from ..store import SQLiteStore, Store, store_from_url
 
 

@@ -11,7 +11,7 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Type, Unicode, default
 from .. import redact
 from ..agents import load_agents
 from .handlers import handlers
-from .hub import Hub
+from ..core.hub import Hub
 from ..store import SQLiteStore, Store, StoreError, store_from_url
 
 

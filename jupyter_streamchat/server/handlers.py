@@ -21,8 +21,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .. import protocol as p
 from ..redact import redact
+from ..core.delivery import Subscriber
 from ..store import SearchTooCostly, StoreError
-from .delivery import Subscriber
 from .export import content_disposition, markdown_pieces
 from .jsonpieces import json_pieces
 from .wsframes import encode_text_frames
@@ -72,9 +72,7 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
         # Frames are small and latency matters: without this, Nagle's algorithm holds a
         # final frame sent right after a chunk until the client's delayed ACK (~40 ms).
         self.set_nodelay(True)
-        self.subscriber = self.hub.connect(
-            Subscriber(self, max_buffer=self.extensionapp.client_buffer_bytes)
-        )
+        self.subscriber = self.hub.connect(self, self.extensionapp.client_buffer_bytes)
 
     async def on_message(self, message):
         await self.hub.handle_text(self.subscriber, message, self.extensionapp.max_message_bytes)
@@ -183,10 +181,8 @@ class AgentsHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        agents = [agent.info() for _, agent in sorted(self.hub.agents.items())]
-        # The largest message text it accepts, so a client refuses a larger one itself.
-        limit = self.extensionapp.max_message_bytes
-        self.finish(json.dumps({"agents": agents, "maxMessageBytes": limit}))
+        body = p.agents_body(self.hub.agent_infos(), self.extensionapp.max_message_bytes)
+        self.finish(json.dumps(body))
 
 
 class ConversationsHandler(_RestHandler):
@@ -198,20 +194,11 @@ class ConversationsHandler(_RestHandler):
         limit = self._limit()
         after = self._after()
         query = self._query()
-        await self.hub.ensure_open()
-        if query:
-            page = await self._unless_gone(
-                self.hub.store.search_conversations(query, limit + 1, after))
-            if page is None:
-                return  # the client went away; its search was cancelled
-        else:
-            page = await self.hub.store.list_conversations(limit + 1, after)
+        page = await self._unless_gone(self.hub.list_conversations(limit + 1, after, query))
+        if page is None:
+            return  # the client went away; its search was cancelled
         more, page = len(page) > limit, page[:limit]
-        last = page[-1] if more else None
-        self.finish(json.dumps({
-            "conversations": [p.conversation_wire(c) for c in page],
-            "next": p.list_cursor(last.updated_at, last.conversation_id) if last else None,
-        }))
+        self.finish(json.dumps(p.conversation_list_body(page, more)))
 
     _gone = False
     _pending = None  # the store read under way, for on_connection_close
@@ -272,7 +259,7 @@ class ConversationHandler(_RestHandler):
         messages = await self.hub.get_conversation(conversation_id)
         if messages is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        body = {"conversationId": conversation_id, "messages": [p.message_wire(m) for m in messages]}
+        body = p.conversation_body(conversation_id, messages)
         # A conversation may hold tens of MB: its JSON is made and sent a piece at a time.
         await self.send_pieces(json_pieces(body), "application/json")
 
@@ -291,7 +278,7 @@ class ConversationHandler(_RestHandler):
         title = " ".join(title.split())
         if not await self.hub.rename_conversation(conversation_id, title):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        self.finish(json.dumps({"conversationId": conversation_id, "title": title}))
+        self.finish(json.dumps(p.renamed_body(conversation_id, title)))
 
     @web.authenticated
     @authorized
@@ -314,11 +301,10 @@ class ConversationExportHandler(_RestHandler):
         if thinking not in ("0", "1"):
             raise web.HTTPError(400, "thinking is 0 (leave each reply's thinking out, the "
                                      "default) or 1 (include it)")
-        await self.hub.ensure_open()
-        conversation = await self.hub.store.get_conversation_record(conversation_id)
-        messages = await self.hub.get_conversation(conversation_id)
-        if conversation is None or messages is None:
+        found = await self.hub.export_conversation(conversation_id)
+        if found is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        conversation, messages = found
         self.set_header("Content-Disposition", content_disposition(conversation.title))
         await self.send_pieces(markdown_pieces(conversation, messages, thinking == "1"),
                                "text/markdown; charset=utf-8")

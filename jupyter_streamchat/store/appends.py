@@ -5,7 +5,7 @@ row in ``messages`` moves on (``last_seq``, lengths), guarded so that only the o
 reply, under a live lease, extends it, and only right after its last stored frame. The final
 append also puts the reply's whole text into the search index (``search.py``).
 
-When many replies stream, their frames come due on the same ticks (``server/pacing.py``) and
+When many replies stream, their frames come due on the same ticks (``core/pacing.py``) and
 would cost the writer thread four statements each. Each statement is a trip through the GIL,
 which a busy event loop is slow to hand back, so a commit of a hundred frames could take
 hundreds of milliseconds. :class:`AppendBatcher` gathers the streaming frames queued since the
@@ -24,7 +24,7 @@ import sqlite3
 import time
 from typing import Callable
 
-from ..protocol import STREAMING
+from .records import STREAMING
 from . import search
 from .base import LeaseLost
 from .writer import as_store_error

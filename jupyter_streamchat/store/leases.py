@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Optional
 
-from ..protocol import INTERRUPTED, STREAMING
+from .records import INTERRUPTED, STREAMING
 from . import search
 
 

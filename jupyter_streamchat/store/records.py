@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+# A message's status, as stored (and sent as such on the last frame of a reply).
+STREAMING = "streaming"
+COMPLETE = "complete"
+STOPPED = "stopped"
+INTERRUPTED = "interrupted"  # the process producing it died: a server restart, a kernel's end
+ERROR = "error"
+FINAL_STATUSES = frozenset({COMPLETE, STOPPED, INTERRUPTED, ERROR})
+
 
 @dataclass
 class MessageRecord:

@@ -44,8 +44,6 @@ import re
 import sqlite3
 from typing import Optional
 
-from ..protocol import SEARCH_MAX
-
 # The trigram tokenizer cannot find anything shorter.
 MIN_INDEXED_CHARS = 3
 
@@ -58,6 +56,8 @@ _SPACE = re.compile(r"\s")
 # A reply is indexed in slices of this many characters (each a few milliseconds of the
 # writer's time), each starting with the last OVERLAP characters of the slice before.
 SLICE_CHARS = 64 * 1024
+# Longest text searched for (GET api/conversations?q=).
+SEARCH_MAX = 200
 OVERLAP = SEARCH_MAX - 1
 # Rowids of the slices past a message's first: SLICE_BASE + pos * SLICES + k, 0 < k < SLICES.
 SLICES = 4096

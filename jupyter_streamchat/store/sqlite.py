@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, Int, Unicode, default
 
-from ..protocol import COMPLETE, STREAMING
+from .records import COMPLETE, STREAMING
 from . import appends, leases, search
 from .base import SearchTooCostly, Store, StoreError
 from .checkpoints import Checkpointer

@@ -9,27 +9,39 @@ other servers, whose readers then fetch the frames from the store; the hub does 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Union
 
 
 @dataclass(frozen=True)
-class Published:
-    """One server frame for the followers of a conversation (and, for a chunk, of its reply).
-
-    ``message_id`` and ``seq`` are set for MESSAGE_CHUNK frames (``final`` on the last one);
-    a MESSAGE_ACCEPTED has neither and skips ``origin``, the client that already has it.
-    ``listing`` marks a CONVERSATION_UPDATED or CONVERSATION_DELETED: it goes to the clients
-    watching the conversation list instead.
-    """
+class ReplyFrame:
+    """A stored MESSAGE_CHUNK, for the followers of its conversation and of its reply."""
 
     conversation_id: str
+    message_id: str
+    seq: int
     text: str  # the frame, as JSON text
-    message_id: Optional[str] = None
-    seq: int = 0
-    final: bool = False
-    origin: Any = None
-    listing: bool = False
+    final: bool = False  # the reply's last frame: its followers by reply are let go after it
 
+
+@dataclass(frozen=True)
+class Accepted:
+    """A MESSAGE_ACCEPTED, for the followers of its conversation but ``origin``, the client
+    that sent the message and was answered already."""
+
+    conversation_id: str
+    text: str
+    origin: Any = None
+
+
+@dataclass(frozen=True)
+class ListingChange:
+    """A CONVERSATION_UPDATED or CONVERSATION_DELETED, for the clients watching the list."""
+
+    conversation_id: str
+    text: str
+
+
+Published = Union[ReplyFrame, Accepted, ListingChange]
 
 Listener = Callable[[Published], None]
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 from .. import protocol as p
 from ..store import Store, StoreError
-from .bus import Published
+from .bus import ListingChange
 
 
 class ListUpdates:
@@ -44,7 +44,7 @@ class ListUpdates:
     def deleted(self, conversation_id: str) -> None:
         self._latest.pop(conversation_id, None)  # what is being read is out of date
         frame = p.dumps(p.conversation_deleted_frame(conversation_id))
-        self.publish(Published(conversation_id, frame, listing=True))
+        self.publish(ListingChange(conversation_id, frame))
 
     async def _announce(self, conversation_id: str, number: int) -> None:
         try:
@@ -58,4 +58,4 @@ class ListUpdates:
         del self._latest[conversation_id]
         if record is not None:  # None: deleted meanwhile by another process
             frame = p.dumps(p.conversation_updated_frame(record))
-            self.publish(Published(conversation_id, frame, listing=True))
+            self.publish(ListingChange(conversation_id, frame))

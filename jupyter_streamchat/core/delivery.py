@@ -35,8 +35,15 @@ class Transport(Protocol):
         ...
 
 
+CatchUp = Callable[["Subscriber", str, int], None]
+
+
 class Subscriber:
-    def __init__(self, transport: Transport, max_buffer: int = 4 * 1024 * 1024):
+    """One client's state, written only here: what it follows (the fan-out keeps the reverse
+    index, through the methods below) and what it holds. ``catch_up(subscriber, reply id,
+    held seq)`` is the hub's way to fill a gap from the store."""
+
+    def __init__(self, transport: Transport, catch_up: CatchUp, max_buffer: int = 4 * 1024 * 1024):
         self.transport = transport
         self.max_buffer = max_buffer
         self.closed = False
@@ -44,11 +51,59 @@ class Subscriber:
         self.replies: dict = {}  # reply id -> its conversation id: followed (SEND_MESSAGE, RESUME)
         self.sent: dict = {}  # reply id -> highest seq the client holds
         self.lagging: set = set()  # reply ids whose live frames were dropped
-        self.catch_up: Callable[["Subscriber", str, int], None] = lambda sub, mid, seq: None
+        self.catch_up = catch_up
         self._buffered = 0  # characters written but not yet flushed to the network
         self._holds = 0
         self._held: list = []
         self._order: Optional[asyncio.Lock] = None
+
+    # -- what it follows and holds ------------------------------------------------------
+
+    def follow(self, conversation_id: str) -> None:
+        self.conversations.add(conversation_id)
+
+    def follow_reply(self, message_id: str, conversation_id: str) -> None:
+        self.replies[message_id] = conversation_id
+
+    def unfollow(self, conversation_id: str) -> list:
+        """Stop following a conversation and the replies of it that it followed; returns those
+        replies' ids."""
+        self.conversations.discard(conversation_id)
+        dropped = [m for m, of in self.replies.items() if of == conversation_id]
+        for message_id in dropped:
+            del self.replies[message_id]
+            self.lagging.discard(message_id)
+        return dropped
+
+    def reply_ended(self, message_id: str) -> None:
+        self.replies.pop(message_id, None)
+
+    def detach(self) -> None:
+        """Gone from the hub: nothing more is written to it."""
+        self.closed = True
+
+    def holds(self, message_id: str, seq: int) -> None:
+        """The client has the reply's frames up to ``seq`` (in a HISTORY it was sent)."""
+        self.sent[message_id] = max(self.sent.get(message_id, 0), seq)
+
+    @contextlib.contextmanager
+    def replaying(self, message_id: str, after_seq: int):
+        """The client asked for the frames after ``after_seq``: live frames are filtered by that
+        from now on. If the replay fails, what was held before is restored, so a made-up id
+        leaves nothing behind."""
+        before = self.sent.get(message_id)
+        self.sent[message_id] = after_seq
+        try:
+            yield
+        except BaseException:
+            if before is None:
+                self.sent.pop(message_id, None)
+            else:
+                self.sent[message_id] = before
+            raise
+
+    def held(self, message_id: str) -> int:
+        return self.sent.get(message_id, 0)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -6,14 +6,14 @@ reply, each through its own :class:`~.delivery.Subscriber`, which drops what tha
 already holds and catches it up from the store when it fell behind.
 
 A client watches the conversation list after WATCH_CONVERSATIONS, until UNWATCH_CONVERSATIONS
-or its socket closes; the list's frames (``Published.listing``) go to the watchers alone.
+or its socket closes; the list's frames (``ListingChange``) go to the watchers alone.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from .bus import Published
+from .bus import Accepted, ListingChange, Published, ReplyFrame
 from .delivery import Subscriber
 
 
@@ -28,7 +28,7 @@ class Fanout:
         self.clients.add(subscriber)
 
     def remove(self, subscriber: Subscriber) -> None:
-        subscriber.closed = True
+        subscriber.detach()
         self.clients.discard(subscriber)
         self._list_watchers.discard(subscriber)
         for keys, index in ((subscriber.conversations, self._conversations),
@@ -38,22 +38,18 @@ class Fanout:
 
     def follow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
         self._conversations[conversation_id].add(subscriber)
-        subscriber.conversations.add(conversation_id)
+        subscriber.follow(conversation_id)
 
     def follow_reply(self, subscriber: Subscriber, message_id: str, conversation_id: str) -> None:
         self._replies[message_id].add(subscriber)
-        subscriber.replies[message_id] = conversation_id
+        subscriber.follow_reply(message_id, conversation_id)
 
     def unfollow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
         """No more frames of the conversation: neither its own nor those of its replies that
         the client sent or resumed, nor catch-ups of them."""
         self._unfollow(self._conversations, conversation_id, subscriber)
-        subscriber.conversations.discard(conversation_id)
-        for message_id, of in list(subscriber.replies.items()):
-            if of == conversation_id:
-                self._unfollow(self._replies, message_id, subscriber)
-                del subscriber.replies[message_id]
-                subscriber.lagging.discard(message_id)
+        for message_id in subscriber.unfollow(conversation_id):
+            self._unfollow(self._replies, message_id, subscriber)
 
     def watch_list(self, subscriber: Subscriber) -> None:
         self._list_watchers.add(subscriber)
@@ -85,16 +81,17 @@ class Fanout:
 
     def deliver(self, event: Published) -> None:
         """The bus's listener."""
-        if event.listing:
+        if isinstance(event, ListingChange):
             for subscriber in list(self._list_audience(event.conversation_id)):
                 subscriber.send(event.text)
             return
         followers = self._conversations.get(event.conversation_id, ())
-        if event.message_id is None:
+        if isinstance(event, Accepted):
             for subscriber in followers:
                 if subscriber is not event.origin:
                     subscriber.send(event.text)
             return
+        assert isinstance(event, ReplyFrame)
         watchers = self._replies.pop(event.message_id, None) if event.final else \
             self._replies.get(event.message_id)
         targets = watchers.union(followers) if watchers and followers else (watchers or followers)
@@ -102,4 +99,4 @@ class Fanout:
             subscriber.deliver_chunk(event.message_id, event.seq, event.text)
         if event.final and watchers:
             for subscriber in watchers:
-                subscriber.replies.pop(event.message_id, None)
+                subscriber.reply_ended(event.message_id)

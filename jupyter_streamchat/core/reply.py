@@ -33,7 +33,7 @@ from .. import redact
 from ..agents import AgentError, Reasoning, Usage
 from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
-from .bus import Published
+from .bus import ReplyFrame
 from .pacing import FlushClock
 
 if TYPE_CHECKING:
@@ -328,13 +328,8 @@ class Reply:
     def _published(self, first: int, chunks: list, thoughts: list, ending: Optional[tuple],
                    usage: Optional[dict] = None) -> None:
         self.seq = first + len(chunks) - 1
-        for seq, chunk, thinking in zip(range(first, self.seq + 1), chunks, thoughts):
-            if ending is not None and seq == self.seq:
-                frame = self.frames.final(seq, chunk, *ending, reasoning=thinking, usage=usage)
-            else:
-                frame = self.frames.chunk(seq, chunk, thinking)
-            final = ending is not None and seq == self.seq
-            self.publish(Published(self.conversation_id, frame, self.message_id, seq, final))
+        for seq, frame, final in self.frames.run(first, chunks, thoughts, ending, usage):
+            self.publish(ReplyFrame(self.conversation_id, self.message_id, seq, frame, final))
 
     async def _store(self, append: Append) -> None:
         """Commit, retrying a store error (a locked or full database often frees up) for at
@@ -372,13 +367,6 @@ class Reply:
             return
         if message is None or not chunks:
             return
-        ended = message.status in FINAL_STATUSES
-        for seq, chunk, thinking in chunks:
-            if ended and seq == message.last_seq:
-                frame = self.frames.final(seq, chunk, message.status, message.error,
-                                          thinking, message.usage)
-            else:
-                frame = self.frames.chunk(seq, chunk, thinking)
-            self.publish(Published(self.conversation_id, frame, self.message_id, seq,
-                                   ended and seq == message.last_seq))
+        for seq, frame, final in self.frames.stored(chunks, message):
+            self.publish(ReplyFrame(self.conversation_id, self.message_id, seq, frame, final))
         self.seq = chunks[-1][0]

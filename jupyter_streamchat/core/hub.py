@@ -17,7 +17,7 @@ from typing import Optional
 from .. import protocol as p
 from ..agents import AgentRequest
 from ..store import Append, HistoryPage, LeaseLost, MessageRecord, Store, StoreError
-from .bus import InProcessBus, Published
+from .bus import Accepted, InProcessBus
 from .delivery import Subscriber
 from .fanout import Fanout
 from .gate import ConversationGate
@@ -111,8 +111,9 @@ class Hub:
 
     # -- clients ---------------------------------------------------------------------------
 
-    def connect(self, subscriber: Subscriber) -> Subscriber:
-        subscriber.catch_up = self._catch_up
+    def connect(self, transport, max_buffer: int = 4 * 1024 * 1024) -> Subscriber:
+        """A new client, writing to ``transport`` (see :class:`~.delivery.Transport`)."""
+        subscriber = Subscriber(transport, self._catch_up, max_buffer)
         self.fanout.add(subscriber)
         return subscriber
 
@@ -163,11 +164,11 @@ class Hub:
             known = ", ".join(sorted(self.agents)) or "none"
             raise p.ProtocolError(
                 p.UNKNOWN_AGENT, f"no agent {request.agent_id!r}; available: {known}",
-                clientMessageId=request.client_message_id,
+                client_message_id=request.client_message_id,
             )
         if self._closing:
             raise p.ProtocolError(p.STORE_UNAVAILABLE, "the server is shutting down",
-                                  clientMessageId=request.client_message_id)
+                                  client_message_id=request.client_message_id)
         await self.ensure_open()
         async with self._gate.sending(request.conversation_id, request.client_message_id):
             # The store checks clientMessageId inside the same serialized write, so a duplicate
@@ -205,7 +206,7 @@ class Hub:
             self.replies[reply.message_id] = reply
             self.fanout.follow_reply(subscriber, reply.message_id, reply.conversation_id)
             subscriber.send(accepted)
-            self.bus.publish(Published(exchange.conversation_id, accepted, origin=subscriber))
+            self.bus.publish(Accepted(exchange.conversation_id, accepted, origin=subscriber))
             reply.start()
             # Created, or one message more, and a reply streaming in it.
             self.listing.changed(exchange.conversation_id)
@@ -226,7 +227,7 @@ class Hub:
             raise p.ProtocolError(
                 p.TOO_MANY_SUBSCRIPTIONS,
                 f"this connection already follows {len(followed)} conversations, the most it "
-                "may; UNSUBSCRIBE from one first", conversationId=conversation_id,
+                "may; UNSUBSCRIBE from one first", conversation_id=conversation_id,
             )
         await self.ensure_open()
         async with subscriber.snapshot():  # live frames wait until the HISTORY is out
@@ -237,8 +238,7 @@ class Hub:
             self._answer_for_unstored(page.messages)
             for message in page.messages:
                 if message.role == "assistant":
-                    held = subscriber.sent.get(message.message_id, 0)
-                    subscriber.sent[message.message_id] = max(held, message.last_seq)
+                    subscriber.holds(message.message_id, message.last_seq)
             subscriber.answer(p.dumps(p.history_frame(page)))
 
     async def load_history(self, subscriber: Subscriber, conversation_id: str,
@@ -252,7 +252,7 @@ class Hub:
                 raise p.ProtocolError(
                     p.UNKNOWN_MESSAGE,
                     f"no message {before_message_id!r} in conversation {conversation_id!r}",
-                    messageId=before_message_id, conversationId=conversation_id,
+                    message_id=before_message_id, conversation_id=conversation_id,
                 )
             self._answer_for_unstored(page.messages)
             subscriber.answer(p.dumps(p.history_page_frame(page, before_message_id)))
@@ -263,18 +263,9 @@ class Hub:
             if message_id in self.replies:
                 self.fanout.follow_reply(subscriber, message_id,
                                          self.replies[message_id].conversation_id)
-            # Held live frames are filtered by this number once the replay is out. It is kept
-            # only for a reply that exists: made-up ids leave nothing behind on the socket.
-            held = subscriber.sent.get(message_id)
-            subscriber.sent[message_id] = after_seq
-            try:
+            # Held live frames are filtered by after_seq once the replay is out.
+            with subscriber.replaying(message_id, after_seq):
                 await self._replay(subscriber, message_id, after_seq, asked=True)
-            except BaseException:
-                if held is None:
-                    subscriber.sent.pop(message_id, None)
-                else:
-                    subscriber.sent[message_id] = held
-                raise
 
     def _catch_up(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
         """Fill a lagging client's gap from the store (it holds frames up to after_seq)."""
@@ -282,7 +273,7 @@ class Hub:
         async def replay():
             try:
                 async with subscriber.snapshot():
-                    await self._replay(subscriber, message_id, subscriber.sent.get(message_id, 0))
+                    await self._replay(subscriber, message_id, subscriber.held(message_id))
             except (StoreError, p.ProtocolError) as e:  # the store went away, or the reply
                 self.log.warning("streamchat: cannot catch a client up on %s: %s", message_id, e)
             except Exception:
@@ -316,16 +307,12 @@ class Hub:
             elif after_seq > message.last_seq:
                 raise p.ProtocolError(
                     p.BAD_FIELD, f"afterSeq {after_seq} is past the reply's last frame "
-                    f"({message.last_seq}); the reply is still streaming", messageId=message_id,
+                    f"({message.last_seq}); the reply is still streaming", message_id=message_id,
                 )
             if not chunks:
                 return
         frames = p.ChunkFrames(message.message_id, message.conversation_id, message.agent_id)
-        texts = [frames.chunk(seq, chunk, thinking) for seq, chunk, thinking in chunks]
-        last_seq, last_chunk, last_thinking = chunks[-1]
-        if ended and last_seq == message.last_seq:
-            texts[-1] = frames.final(last_seq, last_chunk, message.status, message.error,
-                                     last_thinking, message.usage)
+        texts = [text for _, text, _ in frames.stored(chunks, message)]
         subscriber.deliver_replay(message_id, chunks[0][0], texts)
 
     # -- replies that end -------------------------------------------------------------------
@@ -362,7 +349,28 @@ class Hub:
                 if not message.truncated:
                     message.last_seq = unstored[0]
 
-    # -- conversations (REST) ----------------------------------------------------------------
+    # -- agents and conversations (REST) -----------------------------------------------------
+
+    def agent_infos(self) -> list:
+        """What GET api/agents lists: every agent's ``info()``, by id."""
+        return [agent.info() for _, agent in sorted(self.agents.items())]
+
+    async def list_conversations(self, limit: int, after: Optional[tuple] = None,
+                                 query: str = "") -> list:
+        """A page of the list, most recent first; with ``query``, those holding that text."""
+        await self.ensure_open()
+        if query:
+            return await self.store.search_conversations(query, limit, after)
+        return await self.store.list_conversations(limit, after)
+
+    async def export_conversation(self, conversation_id: str) -> Optional[tuple]:
+        """``(conversation record, messages)`` for the export, or None if there is none."""
+        await self.ensure_open()
+        conversation = await self.store.get_conversation_record(conversation_id)
+        messages = await self.get_conversation(conversation_id)
+        if conversation is None or messages is None:
+            return None
+        return conversation, messages
 
     async def get_conversation(self, conversation_id: str) -> Optional[list]:
         await self.ensure_open()
@@ -394,10 +402,10 @@ class Hub:
 
 def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:
     if message is None:
-        raise p.ProtocolError(p.UNKNOWN_MESSAGE, f"no message {message_id!r}", messageId=message_id)
+        raise p.ProtocolError(p.UNKNOWN_MESSAGE, f"no message {message_id!r}", message_id=message_id)
     if message.role != "assistant":
         raise p.ProtocolError(
             p.NOT_A_REPLY, f"message {message_id!r} is a user message, not a reply",
-            messageId=message_id,
+            message_id=message_id,
         )
 
