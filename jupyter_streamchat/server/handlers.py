@@ -25,7 +25,7 @@ from ..core.delivery import Subscriber
 from ..store import SearchTooCostly, StoreError
 from .export import content_disposition, markdown_pieces
 from .jsonpieces import json_pieces
-from .wsframes import encode_text_frames
+from .wsframes import encode_text_frames, fast_path_fits
 
 AUTH_RESOURCE = "streamchat"
 
@@ -89,6 +89,11 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             raise WebSocketClosedError()
+        if not fast_path_fits(connection):
+            future = None
+            for frame in frames:
+                future = self.write_message(frame)
+            return future
         try:
             return connection.stream.write(encode_text_frames(frames))
         except StreamClosedError as e:
