@@ -19,7 +19,7 @@ from .redact import redact
 PROTOCOL_VERSION = 1
 
 # Message statuses go on the wire as the store keeps them.
-from .store.records import (  # noqa: E402
+from .store.records import (  # noqa: E402, F401 (re-exported)
     COMPLETE, ERROR, FINAL_STATUSES, INTERRUPTED, STOPPED, STREAMING,
 )
 
@@ -257,6 +257,15 @@ def request_ids(request: Request) -> dict:
     return {k: v for k, v in vars(request).items() if k in _WIRE_ID_NAMES}
 
 
+def frame_ids(data: Any) -> dict:
+    """The well-formed ids a client frame not parsed (yet) names, for an ERROR refusing it
+    (``error_frame(code, message, **ids)``)."""
+    if not isinstance(data, dict):
+        return {}
+    return {name: data[wire] for wire, name in _ID_FIELDS.items()
+            if isinstance(data.get(wire), str) and _is_id(data[wire])}
+
+
 # -- server frames -------------------------------------------------------------------------
 
 
@@ -333,7 +342,7 @@ LIST_PAGE_MAX = 500
 # Longest title PATCH api/conversations/{id} takes.
 TITLE_MAX = 200
 # Longest text GET api/conversations?q= searches for: what the search index is made for.
-from .store.search import SEARCH_MAX  # noqa: E402
+from .store.search import SEARCH_MAX  # noqa: E402, F401 (re-exported)
 
 
 def list_cursor(updated_at: float, conversation_id: str) -> str:
@@ -403,6 +412,15 @@ def agents_body(agents: list, max_message_bytes: int) -> dict:
     """GET api/agents: each agent's ``info()``, and the largest message text the hub takes, so
     a client refuses a larger one itself."""
     return {"agents": agents, "maxMessageBytes": max_message_bytes}
+
+
+def agents_frame(agents: list, max_message_bytes: int | None) -> dict:
+    """AGENTS, answering LIST_AGENTS: what GET api/agents answers, as a frame (without
+    ``maxMessageBytes`` when the hub was not told its limit)."""
+    frame = {"type": "AGENTS", **agents_body(agents, max_message_bytes)}
+    if max_message_bytes is None:
+        del frame["maxMessageBytes"]
+    return frame
 
 
 def conversation_list_body(page: list, more: bool) -> dict:
@@ -547,6 +565,11 @@ def _conversation_entry(c: Any) -> bool:
     )
 
 
+def _agent_info(a: Any) -> bool:
+    return (isinstance(a, dict) and _id(a.get("id")) and isinstance(a.get("name"), str)
+            and isinstance(a.get("description"), str))
+
+
 def _stored_message(m: Any) -> bool:
     return (
         isinstance(m, dict) and _id(m.get("messageId")) and m.get("role") in ("user", "assistant")
@@ -602,4 +625,8 @@ def is_server_frame(frame: Any) -> bool:
     if kind == "ERROR":
         return isinstance(frame.get("code"), str) and bool(frame["code"]) and isinstance(
             frame.get("message"), str)
+    if kind == "AGENTS":
+        agents = frame.get("agents")
+        return (isinstance(agents, list) and all(_agent_info(a) for a in agents)
+                and ("maxMessageBytes" not in frame or _seq(frame["maxMessageBytes"], 1)))
     return False

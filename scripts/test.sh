@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them all; extra arguments go to both pytest runs.
 #
+#   ./scripts/test.sh            everything (what .ci/run calls)
+#   ./scripts/test.sh --quick    everything but the browser tests and the tests that start
+#                                their own `jupyter server` processes (marker `subprocess`):
+#                                the fast loop while working
+#
 # Two pytest processes: pytest-jupyter runs the async tests on its own event loop, and the
 # browser tests use Playwright's sync API, which must not share a process with them.
 # With CI=true (or 1) a missing Chromium is an error; elsewhere the browser tests skip and say
@@ -12,7 +17,17 @@ source scripts/_env.sh
 
 in_ci() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" ]]; }
 
+quick=0
+if [[ "${1:-}" == "--quick" ]]; then
+    quick=1
+    shift
+fi
+
 streamchat_install test
+
+if [[ $quick == 1 ]]; then
+    exec "$PY" -m pytest -m "not browser and not subprocess" "$@"
+fi
 
 # Playwright's own browser download needs the internet, which CI may not have, so the
 # browser tests use Debian's Chromium; install it when we can.

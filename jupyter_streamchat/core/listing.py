@@ -20,7 +20,7 @@ from typing import Callable
 
 from .. import protocol as p
 from ..store import Store, StoreError
-from .bus import ListingChange
+from .bus import ListingChange, Published
 
 
 class ListUpdates:

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import redact
 from ..agents import AgentError, Reasoning, Usage
-from ..protocol import COMPLETE, ERROR, FINAL_STATUSES, ChunkFrames
+from ..protocol import COMPLETE, ERROR, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
-from .bus import ReplyFrame
+from .bus import Published, ReplyFrame
 from .pacing import FlushClock
 
 if TYPE_CHECKING:
