@@ -17,11 +17,13 @@ Without one, :func:`find_server` returns None and callers use the in-process hub
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 log = logging.getLogger("jupyter_streamchat.discovery")
@@ -72,17 +74,49 @@ def find_server(timeout: float = 2.0) -> Optional[ServerInfo]:
     return server
 
 
+def running_servers(runtime_dir: Optional[str] = None) -> list:
+    """The runtime info (``jpserver-<pid>.json``) of every Jupyter server running on this
+    machine for this user.
+
+    What ``jupyter_server.serverapp.list_running_servers`` reads, without importing
+    jupyter_server: that import costs seconds (its JSON schemas), which every kernel and script
+    would pay on its first chat. Files of servers that are gone are skipped, not deleted.
+    """
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    folder = Path(runtime_dir or jupyter_runtime_dir())
+    found = []
+    for path in sorted(folder.glob("jpserver-*.json")) if folder.is_dir() else ():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # being written, or gone meanwhile
+            continue
+        if isinstance(info, dict) and isinstance(info.get("pid"), int) and _alive(info["pid"]):
+            found.append(info)
+    return sorted(found, key=lambda info: info["pid"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def parent_server_info(runtime_dir: Optional[str] = None) -> Optional[dict]:
     """The runtime info (``jpserver-<pid>.json``) of the server that launched this process."""
-    from jupyter_server.serverapp import list_running_servers
-
     pids = []
     try:
         pids.append(int(os.environ["JPY_PARENT_PID"]))
     except (KeyError, ValueError):  # not launched by jupyter_client, or a Windows handle
         pass
     pids.append(os.getppid())
-    servers = {info.get("pid"): info for info in list_running_servers(runtime_dir)}
+    servers = {info["pid"]: info for info in running_servers(runtime_dir)}
     for pid in pids:
         if pid in servers:
             return servers[pid]

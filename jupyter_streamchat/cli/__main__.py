@@ -1,0 +1,5 @@
+"""``python -m jupyter_streamchat.cli``, the same as ``jupyter streamchat``."""
+
+from . import run
+
+run()
