@@ -51,11 +51,8 @@ import hashlib
 import json
 import os
 import platform
-import secrets
 import shutil
-import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,30 +63,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tornado
-import tornado.httpserver
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.web import Application
-from tornado.websocket import WebSocketHandler, websocket_connect
+from tornado.websocket import WebSocketHandler
 
 HERE = Path(__file__).resolve().parent
 PLUGINS = HERE / "plugins"  # the ``bulk`` agent, as an installed distribution
 sys.path.insert(0, str(PLUGINS))
 from streamchat_bench_agents import bulk_pieces  # noqa: E402  (the very text the agent sends)
 
-HOST = "127.0.0.1"
-MiB = 1024 * 1024
+from harness.client import connect as ws_connect, frame_of, next_frame, send, \
+    send_message  # noqa: E402
+from harness.processes import STARTUP_TIMEOUT, memory_status, reset_peak  # noqa: E402
+from harness.report import MiB, attempt, first_line, mib, ms, not_measured, verdict  # noqa: E402
+from harness.servers import HOST, Jupyter, PushHandler, extension_errors, serve_raw, \
+    start_jupyter, start_raw  # noqa: E402
+from harness.stats import median, percentile  # noqa: E402
+
 KiB = 1024
-STARTUP_TIMEOUT = 60.0  # seconds for a server subprocess to answer
 RUN_TIMEOUT = 120.0  # seconds for any one timed run; only turns a hang into an error
 ROUND_TRIP_GUARD = 10.0  # seconds for one round trip
 STALL_GUARD = 15.0  # seconds without a frame in the middle of a reply
 MAX_FRAME = 1024 * MiB  # what the clients accept in one frame (a whole HISTORY may be big)
-
-# Server extensions that are not ours, switched off in the isolated user config so that the
-# servers start faster and carry less memory; jupyter_streamchat stays enabled by its own
-# shipped config. Names of extensions that are not installed are ignored.
-OTHER_EXTENSIONS = ("jupyterlab", "notebook", "notebook_shim", "nbclassic", "jupyter_lsp",
-                    "jupyter_server_terminals", "jupyter_server_ydoc", "jupyter_collaboration")
 
 REPLY_BYTES = 50 * MiB  # part 1
 BIG_MESSAGE_BYTES = 200 * KiB  # part 2: user messages and replies of this size ...
@@ -117,15 +110,6 @@ def settings_from(args) -> Settings:
                     open_sizes=(50, 5_000))
 
 
-def median(values) -> float:
-    return statistics.median(values)
-
-
-def percentile(values, pct: int) -> float:
-    """The pct-th percentile (1..99) of the samples, interpolated."""
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
 def text_of(size: int) -> str:
     """A user message of exactly ``size`` bytes whose first word asks ``bulk`` for as much."""
     return (f"{size} " + "".join(bulk_pieces(size)))[:size]
@@ -134,22 +118,12 @@ def text_of(size: int) -> str:
 # -- the floor server: bare Tornado (runs as `--serve-raw`) -----------------------------------
 
 
-class RawPushHandler(WebSocketHandler):
+class RawPushHandler(PushHandler):
     """Answers a SEND_MESSAGE for ``bulk`` with the same pieces, one frame each, nothing stored.
 
     Each write is awaited, so at most one frame waits in the server: the least memory any
     server that streams the reply to a client can use.
     """
-
-    pushes: set = set()  # running push tasks (asyncio keeps only weak references)
-
-    def get_compression_options(self):
-        return None  # as the hub's handler
-
-    def on_message(self, message):
-        task = asyncio.ensure_future(self.push(json.loads(message)))
-        self.pushes.add(task)
-        task.add_done_callback(self.pushes.discard)
 
     async def push(self, request):
         from streamchat_bench_agents import parse_size
@@ -186,203 +160,30 @@ class RawEchoHandler(WebSocketHandler):
         self.write_message(message)
 
 
-async def serve_raw() -> None:
-    from tornado.netutil import bind_sockets
-
-    sockets = bind_sockets(0, HOST)
-    app = Application([(r"/push", RawPushHandler), (r"/echo", RawEchoHandler)])
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    print(sockets[0].getsockname()[1], flush=True)  # the parent reads the port from stdout
-    await asyncio.Event().wait()  # until the parent terminates us
-
-
 # -- server subprocesses ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def isolated_env(base: Path) -> dict:
-    """Jupyter state in ``base``, the bench agents on the path, no developer setting."""
-    env = dict(os.environ)
-    for name in ("STREAMCHAT_STORE_URL", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
-                 "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_PREFER_ENV_PATH"):
-        env.pop(name, None)
-    for name, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"),
-                      ("XDG_CONFIG_HOME", "xdg/config"), ("XDG_DATA_HOME", "xdg/data"),
-                      ("XDG_CACHE_HOME", "xdg/cache"), ("XDG_STATE_HOME", "xdg/state"),
-                      ("XDG_RUNTIME_DIR", "xdg/runtime")]:
-        path = base / sub
-        path.mkdir(parents=True, exist_ok=True)
-        env[name] = str(path)
-    os.chmod(base / "xdg/runtime", 0o700)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PLUGINS), env.get("PYTHONPATH"))))
-    return env
-
-
-class Child:
-    """A subprocess that is always terminated, however the bench ends."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path):
-        self.name, self.proc, self.log_path = name, proc, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 20)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-@dataclass
-class Jupyter:
-    child: Child
-    url: str  # the chat WebSocket
-    token: str
-    db_path: Path
-
-
-async def start_jupyter(base: Path) -> Jupyter:
+async def start_server(base: Path) -> Jupyter:
     """A ``jupyter server`` with only jupyter_streamchat, its store at ``base/chat.db``."""
-    base.mkdir(parents=True)
-    env = isolated_env(base)
-    config = Path(env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json"
-    config.write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
-    ))
-    (base / "root").mkdir()
-    port, token, db_path = free_port(), secrets.token_hex(16), base / "chat.db"
-    log_path = base / "jupyter.log"
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-            f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}",
-            f"--SQLiteStore.path={db_path}",
-            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=env, cwd=base,
-        )
-    child = Child("jupyter server", proc, log_path)
-    try:
-        await wait_for_agent(child, port, token, "bulk")
-    except BaseException:
-        await child.stop()
-        raise
-    return Jupyter(child, f"ws://{HOST}:{port}/streamchat/ws", token, db_path)
+    return await start_jupyter(base, [f"--SQLiteStore.path={base / 'chat.db'}"],
+                               python_path=[PLUGINS], agents=("bulk",))
 
 
-async def wait_for_agent(child: Child, port: int, token: str, agent: str) -> None:
-    """Poll ``GET streamchat/api/agents`` until it lists ``agent``."""
-    client = AsyncHTTPClient()
-    url = f"http://{HOST}:{port}/streamchat/api/agents"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline and child.proc.returncode is None:
-        try:
-            response = await client.fetch(
-                url, headers={"Authorization": f"token {token}"}, request_timeout=5
-            )
-        except HTTPClientError as e:
-            if e.code == 404:  # the server is up, so the extension did not load
-                raise RuntimeError("jupyter_streamchat is not loaded (404 on "
-                                   f"streamchat/api/agents): {extension_errors(child)}") from None
-            await asyncio.sleep(0.2)
-            continue
-        except OSError:  # not listening yet
-            await asyncio.sleep(0.2)
-            continue
-        agents = {a["id"] for a in json.loads(response.body)["agents"]}
-        if agent not in agents:
-            raise RuntimeError(f"the server lacks the {agent!r} bench agent (agents: "
-                               f"{sorted(agents)}):\n{child.log_tail()}")
-        return
-    state = ("exited" if child.proc.returncode is not None
-             else f"no answer in {STARTUP_TIMEOUT:.0f} s")
-    raise RuntimeError(f"{child.name} did not come up ({state}): {extension_errors(child)}")
-
-
-def extension_errors(child: Child) -> str:
-    """The server log's error lines about the extension, or its last lines."""
-    lines = child.log_tail(400).splitlines()
-    errors = [line for line in lines
-              if "streamchat" in line.lower() and line.startswith(("[E", "[W", "[C"))
-              and "GET /streamchat" not in line]
-    return " / ".join(errors[-3:]) or "\n" + "\n".join(lines[-15:])
-
-
-async def start_raw(base: Path) -> tuple[Child, int]:
-    base.mkdir(parents=True, exist_ok=True)
-    log_path = base / f"raw-{uuid.uuid4().hex[:8]}.log"
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).resolve()), "--serve-raw",
-            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-        )
-    child = Child("raw Tornado server", proc, log_path)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
-        return child, int(line)
-    except (asyncio.TimeoutError, ValueError):
-        await child.stop()
-        raise RuntimeError(f"{child.name} did not come up:\n{child.log_tail()}") from None
+async def start_floor(base: Path) -> tuple:
+    """This file as ``--serve-raw``; -> (child, port)."""
+    return await start_raw(__file__, base / f"raw-{uuid.uuid4().hex[:8]}.log",
+                           "raw Tornado server")
 
 
 # -- the client side --------------------------------------------------------------------------
 
 
-class Closed(RuntimeError):
-    pass
-
-
-async def connect(url: str, token: str | None = None):
-    headers = {"Authorization": f"token {token}"} if token else {}
-    request = HTTPRequest(url, headers=headers, connect_timeout=10, request_timeout=10)
-    return await asyncio.wait_for(websocket_connect(request, max_message_size=MAX_FRAME), 15)
-
-
-def send(ws, type: str, **fields):
-    return ws.write_message(json.dumps({"type": type, **fields}))
-
-
-async def next_frame(ws) -> tuple[dict, int]:
-    """The next frame, and its size in characters."""
-    raw = await ws.read_message()
-    if raw is None:
-        raise Closed(f"the server closed the WebSocket ({ws.close_code} {ws.close_reason})")
-    return json.loads(raw), len(raw)
-
-
-async def frame_of(ws, kinds: tuple, conversation_id: str | None = None,
-                   max_frames: int = 10_000) -> tuple[dict, int]:
-    """Skip frames until one of ``kinds`` (for ``conversation_id``, if given) or an ERROR."""
-    for _ in range(max_frames):
-        frame, size = await next_frame(ws)
-        if frame["type"] == "ERROR":
-            return frame, size
-        if frame["type"] in kinds and conversation_id in (None, frame.get("conversationId")):
-            return frame, size
-    raise RuntimeError(f"no {'/'.join(kinds)} within {max_frames} frames")
+def connect(url: str, token: str | None = None):
+    return ws_connect(url, token, max_frame=MAX_FRAME)
 
 
 def send_bulk(ws, conversation_id: str, text: str):
-    return send(ws, "SEND_MESSAGE", conversationId=conversation_id, agentId="bulk", text=text,
-                clientMessageId="m-" + uuid.uuid4().hex)
+    return send_message(ws, "bulk", text, conversation_id)
 
 
 async def fill_conversation(url: str, token: str, conversation_id: str, exchanges: int,
@@ -412,27 +213,6 @@ async def fill_conversation(url: str, token: str, conversation_id: str, exchange
 
 
 # -- 1. memory of one huge reply --------------------------------------------------------------
-
-
-def memory_status(pid: int) -> dict:
-    """VmRSS and VmHWM of a process, in bytes (Linux)."""
-    values = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def reset_peak(pid: int) -> bool:
-    """Set the process's VmHWM back to its current RSS; False where the kernel refuses."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class PeakWatch:
@@ -555,19 +335,19 @@ async def bench_memory(s: Settings, tmp: Path) -> dict:
     kept in ``errors`` so that the other side's numbers still get reported."""
     runs: dict = {"hub": [], "raw": []}
     errors: dict = {}
-    for attempt in range(s.memory_repeats):
+    for i in range(s.memory_repeats):
         for side in ("hub", "raw"):  # interleaved, each on a fresh server
             if side in errors:
                 continue
-            print(f"  memory: {side} run {attempt + 1}/{s.memory_repeats}", file=sys.stderr)
-            base = tmp / f"memory-{side}-{attempt}"
+            print(f"  memory: {side} run {i + 1}/{s.memory_repeats}", file=sys.stderr)
+            base = tmp / f"memory-{side}-{i}"
             child = None
             try:
                 if side == "hub":
-                    server = await start_jupyter(base)
-                    child, url, token = server.child, server.url, server.token
+                    server = await start_server(base)
+                    child, url, token = server.child, server.ws_url, server.token
                 else:
-                    child, port = await start_raw(base)
+                    child, port = await start_floor(base)
                     url, token = f"ws://{HOST}:{port}/push", None
                 runs[side].append(await memory_run(url, token, child.pid, REPLY_BYTES))
             except Exception as e:
@@ -663,7 +443,7 @@ async def round_trips(url: str, token: str | None, conversation_id: str,
 
 async def start_history_reader(server: Jupyter, conversation_id: str, seconds: float):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--read-history", server.url,
+        sys.executable, str(Path(__file__).resolve()), "--read-history", server.ws_url,
         server.token, conversation_id, str(seconds),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
@@ -690,25 +470,25 @@ async def finish_history_reader(proc) -> dict:
 async def bench_round_trips(s: Settings, server: Jupyter, raw_port: int) -> dict:
     big, tiny = "c-history-12MiB", "c-tiny"
     print("  filling a 12 MiB conversation...", file=sys.stderr)
-    await fill_conversation(server.url, server.token, big, BIG_EXCHANGES, BIG_MESSAGE_BYTES,
+    await fill_conversation(server.ws_url, server.token, big, BIG_EXCHANGES, BIG_MESSAGE_BYTES,
                             in_flight=8)
-    await fill_conversation(server.url, server.token, tiny, 1, 100)
+    await fill_conversation(server.ws_url, server.token, tiny, 1, 100)
     raw_url = f"ws://{HOST}:{raw_port}/echo"
     samples: dict = {"quiet": [], "loaded": [], "raw": []}
     p99s: dict = {"quiet": [], "loaded": [], "raw": []}
     readers = []
-    await round_trips(server.url, server.token, tiny, 0.5)  # warm-up, not counted
+    await round_trips(server.ws_url, server.token, tiny, 0.5)  # warm-up, not counted
     for phase in range(s.phases):
         print(f"  round trips: phase {phase + 1}/{s.phases}", file=sys.stderr)
         for condition in ("quiet", "loaded", "raw"):
             if condition == "loaded":
                 reader = await start_history_reader(server, big, s.phase_seconds + 0.5)
                 try:
-                    times = await round_trips(server.url, server.token, tiny, s.phase_seconds)
+                    times = await round_trips(server.ws_url, server.token, tiny, s.phase_seconds)
                 finally:
                     readers.append(await finish_history_reader(reader))
             elif condition == "quiet":
-                times = await round_trips(server.url, server.token, tiny, s.phase_seconds)
+                times = await round_trips(server.ws_url, server.token, tiny, s.phase_seconds)
             else:
                 times = await round_trips(raw_url, None, tiny, s.phase_seconds)
             samples[condition].extend(times)
@@ -790,21 +570,21 @@ async def bench_open(s: Settings, server: Jupyter) -> dict:
     for n, conversation_id in conversations.items():
         print(f"  filling a conversation of {n:,} messages...", file=sys.stderr)
         started = time.perf_counter()
-        await fill_conversation(server.url, server.token, conversation_id, n // 2,
+        await fill_conversation(server.ws_url, server.token, conversation_id, n // 2,
                                 SMALL_MESSAGE_BYTES, in_flight=50)
         fill_seconds[n] = time.perf_counter() - started
-    floor = SelectFloor(server.db_path)
-    ws = await connect(server.url, server.token)
+    floor = SelectFloor(server.base / "chat.db")
+    ws = await connect(server.ws_url, server.token)
     times: dict = {n: [] for n in s.open_sizes}
     floors: dict = {n: [] for n in s.open_sizes}
     shape: dict = {}
     try:
-        for attempt in range(s.open_repeats + 1):  # the first round warms up, not counted
+        for round_ in range(s.open_repeats + 1):  # the first round warms up, not counted
             for n, conversation_id in conversations.items():  # interleaved with the floor
                 elapsed, frame, size = await open_time(ws, conversation_id)
                 count = len(frame["messages"])
                 floor_time = floor.time(conversation_id, count)
-                if attempt:
+                if round_:
                     times[n].append(elapsed)
                     if floor_time is not None:
                         floors[n].append(floor_time)
@@ -846,30 +626,6 @@ def relay_row(timeout: float = 300.0) -> dict:
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def ms(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x * 1000:.1f} ms" if x >= 0.001 else f"{x * 1000:.3f} ms"
-
-
-def mib(x: float) -> str:
-    return f"{x / MiB:.1f} MiB"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
-def first_line(error: Exception) -> str:
-    """An error's message on one line, for a table cell."""
-    text = " ".join(str(error).split())
-    return text[:300] + ("…" if len(text) > 300 else "")
-
-
-def not_measured(what: str, error: str) -> None:
-    print(f"| {what} | not measured: {error} | | | | |")
 
 
 def report_memory(memory) -> None:
@@ -998,16 +754,6 @@ def print_report(s: Settings, parts: dict) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
-async def attempt(name: str, make):
-    """Run one part; a failure becomes the reason shown in the table, not a crash."""
-    print(f"{name}...", file=sys.stderr)
-    try:
-        return await make()
-    except Exception as e:  # reported in the table; the other parts still run
-        print(f"{name} failed: {e!r}", file=sys.stderr)
-        return f"{type(e).__name__}: {first_line(e)}"
-
-
 async def run(s: Settings, skip_relay: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-core-"))
     parts: dict = {}
@@ -1016,8 +762,8 @@ async def run(s: Settings, skip_relay: bool) -> None:
                                         lambda: bench_memory(s, tmp))
         server = raw = None
         try:
-            server = await start_jupyter(tmp / "shared")
-            raw, raw_port = await start_raw(tmp)
+            server = await start_server(tmp / "shared")
+            raw, raw_port = await start_floor(tmp)
             parts["round_trips"] = await attempt(
                 "round trips under history traffic",
                 lambda: bench_round_trips(s, server, raw_port))
@@ -1051,7 +797,7 @@ def main() -> None:
                         metavar=("URL", "TOKEN", "CONVERSATION", "SECONDS"))
     args = parser.parse_args()
     if args.serve_raw:
-        asyncio.run(serve_raw())
+        asyncio.run(serve_raw([(r"/push", RawPushHandler), (r"/echo", RawEchoHandler)]))
         return
     if args.read_history:
         url, token, conversation_id, seconds = args.read_history

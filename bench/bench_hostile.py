@@ -31,24 +31,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import shutil
-
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_search import build  # noqa: E402
+from harness.client import connect, frame_of, next_frame, send, send_message  # noqa: E402
+from harness.processes import memory_status, reset_peak, start_announcing  # noqa: E402
+from harness.report import mib  # noqa: E402
+from harness.stats import median, percentile  # noqa: E402
 from server_process import JupyterServer, free_port  # noqa: E402
 
 BYSTANDERS = 10
@@ -67,47 +67,21 @@ PROBE_EVERY = 0.02  # seconds between HISTORY requests
 
 
 def peak_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return memory_status(pid).get("VmHWM", 0)
 
 
-def reset_peak(pid: int) -> None:
-    """Start VmHWM again from the current size (Linux: write 5 to clear_refs)."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def percentile(values: list, pct: float) -> float:
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(round(pct / 100 * (len(values) - 1))))]
-
-
-async def connect(server: JupyterServer):
-    request = HTTPRequest(server.ws_url(), headers=server.auth_headers(), connect_timeout=10)
-    ws = await websocket_connect(request, max_message_size=64 * 1024 * 1024)
-    # Small frames at once: with Nagle's algorithm, a request written while the one before is
-    # unacknowledged waits for the server's delayed ACK (some 40 ms).
-    ws.stream.set_nodelay(True)
-    return ws
+def chat(server: JupyterServer):
+    """A WebSocket to the server's chat."""
+    return connect(server.ws_url(), server.token)
 
 
 async def reply(server: JupyterServer, text: str, delays: list | None = None,
                 guard: float = 120.0) -> dict:
     """Send ``text`` to the hostile agent and read the reply to its end; for stamped replies,
     add each token's delay to ``delays``."""
-    ws = await connect(server)
+    ws = await chat(server)
     try:
-        ws.write_message(json.dumps({
-            "type": "SEND_MESSAGE", "conversationId": f"c-{uuid.uuid4().hex}",
-            "agentId": "hostile", "text": text, "clientMessageId": uuid.uuid4().hex}))
+        send_message(ws, "hostile", text)
         chars, deadline = 0, time.monotonic() + guard
         while time.monotonic() < deadline:
             raw = await asyncio.wait_for(ws.read_message(), guard)
@@ -161,19 +135,18 @@ async def history_probe(server: JupyterServer, conversation: str, until: float,
                         waits: list) -> None:
     """SUBSCRIBE to a small conversation every PROBE_EVERY seconds; record the wait for its
     HISTORY."""
-    ws = await connect(server)
+    ws = await chat(server)
     try:
         for _ in range(100_000):  # bounded
             if time.monotonic() >= until:
                 return
             started = time.monotonic()
-            ws.write_message(json.dumps({"type": "SUBSCRIBE", "conversationId": conversation}))
-            while True:
-                frame = json.loads(await asyncio.wait_for(ws.read_message(), 60))
-                if frame.get("type") == "HISTORY":
-                    break
+            send(ws, "SUBSCRIBE", conversationId=conversation)
+            frame, _ = await asyncio.wait_for(frame_of(ws, ("HISTORY",), conversation), 60)
+            if frame["type"] == "ERROR":
+                raise RuntimeError(f"SUBSCRIBE refused: {frame}")
             waits.append(time.monotonic() - started)
-            ws.write_message(json.dumps({"type": "UNSUBSCRIBE", "conversationId": conversation}))
+            send(ws, "UNSUBSCRIBE", conversationId=conversation)
             await asyncio.sleep(max(0.0, started + PROBE_EVERY - time.monotonic()))
     finally:
         ws.close()
@@ -222,17 +195,14 @@ async def one_round(server: JupyterServer, script: str | None, seconds: float,
     }
 
 
-def start_model(base: Path) -> tuple:
+async def start_model(base: Path) -> tuple:
+    """tests/hostile_model.py in a process of its own; -> (child, its base URL)."""
     port = free_port()
-    log = open(base / "model.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hostile_model.py"),
-                             f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        if b"hostile model server at" in (base / "model.log").read_bytes():
-            return proc, f"http://127.0.0.1:{port}/v1"
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the hostile model server did not start")
+    child, _ = await start_announcing(
+        "the hostile model server",
+        [sys.executable, str(ROOT / "tests" / "hostile_model.py"), f"--port={port}"],
+        base / "model.log")
+    return child, f"http://127.0.0.1:{port}/v1"
 
 
 def start_server(base: Path, model_url: str, store: Path) -> JupyterServer:
@@ -247,11 +217,7 @@ def start_server(base: Path, model_url: str, store: Path) -> JupyterServer:
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms"
-
-
-def mib(size: float) -> str:
-    return f"{size / 2**20:.1f} MiB"
+    return f"{seconds * 1000:.0f} ms"  # whole ms: the figures here are tens of ms
 
 
 async def run(args) -> None:
@@ -261,7 +227,7 @@ async def run(args) -> None:
         size = 100_000 if args.quick else 1_000_000
         store = base / "store.db"
         shutil.copyfile(build(size), store)
-        model, url = start_model(base)
+        model, url = await start_model(base)
         server = None
         try:
             server = start_server(base / "server", url, store)
@@ -275,20 +241,18 @@ async def run(args) -> None:
         finally:
             if server is not None:
                 server.stop()
-            model.kill()
+            await model.stop()
     report(rounds, seconds, args.repeat, size)
 
 
 async def long_conversation(server: JupyterServer) -> str:
     """A conversation holding a reply of LONG_MIB MiB, made through the hub."""
-    ws = await connect(server)
+    ws = await chat(server)
     conversation = f"c-long-{uuid.uuid4().hex}"
     try:
-        ws.write_message(json.dumps({
-            "type": "SEND_MESSAGE", "conversationId": conversation, "agentId": "hostile",
-            "text": f"long-{LONG_MIB}", "clientMessageId": uuid.uuid4().hex}))
+        send_message(ws, "hostile", f"long-{LONG_MIB}", conversation)
         for _ in range(1_000_000):  # bounded
-            frame = json.loads(await asyncio.wait_for(ws.read_message(), 120))
+            frame, _ = await asyncio.wait_for(next_frame(ws), 120)
             if frame.get("type") == "MESSAGE_CHUNK" and frame["isComplete"]:
                 if frame["status"] != "complete":
                     raise RuntimeError(f"the long reply ended {frame['status']}: "
@@ -300,7 +264,7 @@ async def long_conversation(server: JupyterServer) -> str:
 
 
 def report(rounds: dict, seconds: float, repeat: int, size: int) -> None:
-    med = lambda name, key: statistics.median(r[key] for r in rounds[name])  # noqa: E731
+    med = lambda name, key: median(r[key] for r in rounds[name])  # noqa: E731
     floor = med(next(iter(CASES)), "p99")
     print(f"\n{BYSTANDERS} bystander replies at {RATE} tokens/s for {seconds:g} s and a HISTORY "
           f"every {PROBE_EVERY * 1000:.0f} ms, beside one hostile party, on a store of "

@@ -42,14 +42,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import secrets
 import shutil
-import socket
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -58,10 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tornado
-import tornado.httpserver
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.web import Application
-from tornado.websocket import WebSocketHandler, websocket_connect
+from tornado.websocket import WebSocketHandler
 
 from jupyter_streamchat import protocol as p
 from jupyter_streamchat.agents import AgentRequest
@@ -69,10 +63,15 @@ from jupyter_streamchat.agents.echo import EchoAgent
 from jupyter_streamchat.server.app import StreamChatApp
 from jupyter_streamchat.server.handlers import ChatWebSocketHandler
 from jupyter_streamchat.core.hub import Hub
-from jupyter_streamchat.store import Append, SQLiteStore
+from jupyter_streamchat.store import SQLiteStore
 
-HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 60.0  # seconds for a server subprocess to answer
+from harness.client import connect, next_frame, read_reply, send, send_message
+from harness.processes import Children, process_cpu
+from harness.report import ms, verdict
+from harness.servers import HOST, PushHandler, free_port, serve_raw, start_jupyter, start_raw
+from harness.stats import median, p90
+from harness.stores import store_reply
+
 RUN_TIMEOUT = 60.0  # seconds for any one timed run; only turns a hang into an error
 RESUME_CHUNKS = 10_000
 
@@ -94,10 +93,6 @@ def settings_from(args) -> Settings:
     return Settings(5, 20_000, 100, 2_000, 20, 20_000, args.batch_window)
 
 
-def median(values) -> float:
-    return statistics.median(values)
-
-
 def words(n: int, tag: str = "w") -> str:
     """A text that split_tokens cuts into exactly ``n`` tokens."""
     return "".join(f" {tag}{i}" for i in range(n))
@@ -106,20 +101,10 @@ def words(n: int, tag: str = "w") -> str:
 # -- the floor server: bare Tornado, one frame per token (runs as `--serve-raw`) ----------------
 
 
-class RawPushHandler(WebSocketHandler):
+class RawPushHandler(PushHandler):
     """Answers a SEND_MESSAGE by echoing its text, one write_message per token, nothing stored."""
 
     agent = EchoAgent("echo", delay=0)  # the same token source the hub's echo agent uses
-
-    def get_compression_options(self):
-        return None  # as the hub's handler
-
-    pushes: set = set()  # running push tasks (asyncio keeps only weak references)
-
-    def on_message(self, message):
-        task = asyncio.ensure_future(self.push(json.loads(message)))
-        self.pushes.add(task)
-        task.add_done_callback(self.pushes.discard)
 
     async def push(self, request):
         message_id, conversation_id = uuid.uuid4().hex, request["conversationId"]
@@ -139,182 +124,15 @@ class RawPushHandler(WebSocketHandler):
         self.write_message(frames.final(seq + 1, previous or "", p.COMPLETE))
 
 
-async def serve_raw() -> None:
-    from tornado.netutil import bind_sockets
-
-    sockets = bind_sockets(0, HOST)
-    app = Application([(r"/ws", RawPushHandler)])
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    print(sockets[0].getsockname()[1], flush=True)  # the parent reads the port from stdout
-    await asyncio.Event().wait()  # until the parent terminates us
-
-
-# -- server subprocesses ----------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far; NaN off Linux."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-class ChildServer:
-    """A server subprocess that is always terminated, however the bench ends."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path):
-        self.name, self.proc, self.log_path = name, proc, log_path
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 20)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def isolated_env(tmp: Path) -> dict:
-    """Jupyter state in the temp dir, so no developer setting leaks into the measurement."""
-    env = dict(os.environ)
-    env.pop("STREAMCHAT_STORE_URL", None)
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"),
-                     ("XDG_CONFIG_HOME", "xdg-config"), ("XDG_DATA_HOME", "xdg-data"),
-                     ("XDG_CACHE_HOME", "xdg-cache"), ("XDG_RUNTIME_DIR", "xdg-runtime")]:
-        path = tmp / sub
-        path.mkdir(parents=True, exist_ok=True)
-        env[var] = str(path)
-    return env
-
-
-async def start_jupyter(tmp: Path, token: str, batch_window: float) -> tuple[ChildServer, int]:
-    port = free_port()
-    root = tmp / "root"
-    root.mkdir()
-    log_path = tmp / "jupyter.log"
-    cmd = [
-        sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
-        f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+async def start_hub(tmp: Path, batch_window: float):
+    """The hub in a real ``jupyter server``, its SQLite store in ``tmp``."""
+    return await start_jupyter(tmp / "jupyter", [
         "--EchoAgent.delay=0", f"--StreamChatApp.batch_window={batch_window}",
         f"--SQLiteStore.path={tmp / 'hub.db'}",
-    ]
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=isolated_env(tmp)
-        )
-    child = ChildServer("jupyter server", proc, log_path)
-    await wait_for_agents(child, port, token)
-    return child, port
+    ], agents=("echo", "demo"))
 
 
-async def wait_for_agents(child: ChildServer, port: int, token: str) -> None:
-    """Poll the REST API until the extension answers with the echo agent."""
-    client = AsyncHTTPClient()
-    url = f"http://{HOST}:{port}/streamchat/api/agents"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if child.proc.returncode is not None:
-            break
-        try:
-            response = await client.fetch(
-                url, headers={"Authorization": f"token {token}"}, request_timeout=5
-            )
-            agents = {a["id"] for a in json.loads(response.body)["agents"]}
-            if {"echo", "demo"} <= agents:
-                return
-            raise RuntimeError(f"the server lacks the echo/demo agents: {sorted(agents)}")
-        except (OSError, tornado.httpclient.HTTPClientError):
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{child.name} did not come up:\n{child.log_tail()}")
-
-
-async def start_raw(tmp: Path) -> tuple[ChildServer, int]:
-    log_path = tmp / "raw.log"
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, os.path.abspath(__file__), "--serve-raw",
-            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-        )
-    child = ChildServer("raw push server", proc, log_path)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
-        return child, int(line)
-    except (asyncio.TimeoutError, ValueError):
-        await child.stop()
-        raise RuntimeError(f"{child.name} did not come up:\n{child.log_tail()}") from None
-
-
-# -- the client side ------------------------------------------------------------------------
-
-
-async def connect(url: str, token: str | None = None):
-    headers = {"Authorization": f"token {token}"} if token else {}
-    request = HTTPRequest(url, headers=headers, connect_timeout=10, request_timeout=10)
-    return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
-
-
-def send(ws, type: str, **fields):
-    return ws.write_message(json.dumps({"type": type, **fields}))
-
-
-def send_message(ws, text: str, agent: str = "echo"):
-    return send(ws, "SEND_MESSAGE", conversationId="c-" + uuid.uuid4().hex,
-                agentId=agent, text=text, clientMessageId="m-" + uuid.uuid4().hex)
-
-
-@dataclass
-class Received:
-    frames: int  # MESSAGE_CHUNK frames, the final one included
-    text: str
-    status: str
-    done_at: float  # perf_counter() when the final frame arrived
-    message_id: str = ""
-
-
-async def read_reply(ws, max_frames: int, message_id: str | None = None) -> Received:
-    """Read one reply up to its final frame, checking seq order. Bounded by ``max_frames``;
-    the caller bounds the time (one timeout per reply, not per frame: cheaper)."""
-    chunks: list = []
-    seq = 0
-    for _ in range(max_frames + 10):  # + ACCEPTED and the odd stray frame
-        raw = await ws.read_message()
-        if raw is None:
-            raise RuntimeError("the server closed the WebSocket")
-        frame = json.loads(raw)
-        kind = frame["type"]
-        if kind == "MESSAGE_ACCEPTED" and message_id is None:
-            message_id = frame["messageId"]
-        elif kind == "ERROR":
-            raise RuntimeError(f"server error: {frame}")
-        elif kind == "MESSAGE_CHUNK" and frame["messageId"] == message_id:
-            seq += 1
-            if frame["seq"] != seq:
-                raise RuntimeError(f"seq {frame['seq']} where {seq} was due")
-            chunks.append(frame["chunk"])
-            if frame["isComplete"]:
-                return Received(seq, "".join(chunks), frame["status"], time.perf_counter(),
-                                message_id)
-    raise RuntimeError(f"no final frame within {max_frames} frames")
+# -- streaming throughput ---------------------------------------------------------------------
 
 
 @dataclass
@@ -330,10 +148,13 @@ async def stream_run(url: str, token: str | None, server_pid: int, conversations
     sockets = await asyncio.gather(*(connect(url, token) for _ in range(conversations)))
     try:
         texts = [words(tokens_each, f"t{i}x") for i in range(conversations)]
-        readers = [asyncio.ensure_future(read_reply(ws, tokens_each)) for ws in sockets]
+        # Bounded by the frames due, + MESSAGE_ACCEPTED and the odd stray frame.
+        readers = [asyncio.ensure_future(read_reply(ws, max_frames=tokens_each + 10))
+                   for ws in sockets]
         cpu_before = process_cpu(server_pid)
         started = time.perf_counter()
-        await asyncio.gather(*(send_message(ws, text) for ws, text in zip(sockets, texts)))
+        await asyncio.gather(*(send_message(ws, "echo", text)
+                               for ws, text in zip(sockets, texts)))
         replies = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
         elapsed = max(r.done_at for r in replies) - started
         server_cpu = process_cpu(server_pid) - cpu_before
@@ -417,12 +238,7 @@ class ResumeHandler(WebSocketHandler):
 async def make_stored_reply(store: SQLiteStore, chunks: list) -> str:
     """A complete reply of exactly len(chunks) frames, written through the store API."""
     exchange = await store.create_exchange("c-resume", "echo", "resume me", "m-resume")
-    last = len(chunks)
-    # Appends as the hub makes them (a few hundred chunks each), then the final frame.
-    for first in range(1, last, 500):
-        part = chunks[first - 1:min(first + 499, last - 1)]
-        await store.append(Append(exchange.message_id, first, part))
-    await store.append(Append(exchange.message_id, last, [chunks[-1]], p.COMPLETE))
+    await store_reply(store, exchange.message_id, chunks)
     return exchange.message_id
 
 
@@ -463,7 +279,7 @@ async def bench_resume(s: Settings, tmp: Path) -> dict:
                 started = time.perf_counter()
                 await send(ws, "RESUME", messageId=message_id, afterSeq=0)
                 reply = await asyncio.wait_for(
-                    read_reply(ws, RESUME_CHUNKS, message_id), RUN_TIMEOUT
+                    read_reply(ws, message_id, RESUME_CHUNKS + 10), RUN_TIMEOUT
                 )
             finally:
                 ws.close()
@@ -487,10 +303,10 @@ async def stop_once(url: str, token: str, agent: str, text: str) -> float:
     """Start a reply, wait for its first chunk, stop it; seconds from STOP to final frame."""
     ws = await connect(url, token)
     try:
-        await send_message(ws, text, agent)
+        await send_message(ws, agent, text)
         message_id = None
         for _ in range(100):  # ACCEPTED, then the first chunk
-            frame = json.loads(await asyncio.wait_for(ws.read_message(), RUN_TIMEOUT))
+            frame, _ = await asyncio.wait_for(next_frame(ws), RUN_TIMEOUT)
             if frame["type"] == "MESSAGE_ACCEPTED":
                 message_id = frame["messageId"]
             elif frame["type"] == "MESSAGE_CHUNK":
@@ -508,10 +324,7 @@ async def stop_once(url: str, token: str, agent: str, text: str) -> float:
 async def read_reply_rest(ws, message_id: str, max_frames: int = 1_000_000) -> str:
     """Skip frames up to the reply's final one; return its status."""
     for _ in range(max_frames):
-        raw = await ws.read_message()
-        if raw is None:
-            raise RuntimeError("the server closed the WebSocket")
-        frame = json.loads(raw)
+        frame, _ = await next_frame(ws)
         if frame["type"] == "MESSAGE_CHUNK" and frame["messageId"] == message_id \
                 and frame["isComplete"]:
             return frame["status"]
@@ -524,8 +337,7 @@ async def bench_stop(s: Settings, url: str, token: str) -> dict:
     for label, agent, text in [("busy", "echo", busy_text), ("paced", "demo", "Stop me.")]:
         times = [await stop_once(url, token, agent, text) for _ in range(s.stop_tries)]
         # The tail matters here as much as the median: report the 90th percentile too.
-        p90 = statistics.quantiles(times, n=10, method="inclusive")[-1]
-        results[label] = dict(median=median(times), p90=p90, worst=max(times))
+        results[label] = dict(median=median(times), p90=p90(times), worst=max(times))
     return results
 
 
@@ -534,14 +346,6 @@ async def bench_stop(s: Settings, url: str, token: str) -> dict:
 
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
-
-
-def ms(x: float) -> str:
-    return f"{x * 1000:.1f} ms"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def print_report(s: Settings, stream: dict, resume: dict, stop: dict) -> None:
@@ -592,35 +396,26 @@ def print_report(s: Settings, stream: dict, resume: dict, stop: dict) -> None:
 
 async def run(s: Settings) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-"))
-    token = secrets.token_hex(16)
-    children: list = []
     try:
-        print("starting servers...", file=sys.stderr)
-        jupyter, hub_port = await start_jupyter(tmp, token, s.batch_window)
-        children.append(jupyter)
-        raw, raw_port = await start_raw(tmp)
-        children.append(raw)
-        hub = Server(f"ws://{HOST}:{hub_port}/streamchat/ws", token, jupyter.proc.pid)
-        floor = Server(f"ws://{HOST}:{raw_port}/ws", None, raw.proc.pid)
+        async with Children() as children:
+            print("starting servers...", file=sys.stderr)
+            jupyter = await start_hub(tmp, s.batch_window)
+            children.append(jupyter.child)
+            raw, raw_port = await start_raw(__file__, tmp / "raw.log", "raw push server")
+            children.append(raw)
+            hub = Server(jupyter.ws_url, jupyter.token, jupyter.child.pid)
+            floor = Server(f"ws://{HOST}:{raw_port}/ws", None, raw.pid)
 
-        print("streaming throughput...", file=sys.stderr)
-        stream = await bench_streaming(s, hub, floor)
-        print("stop latency...", file=sys.stderr)
-        stop = await bench_stop(s, hub.url, token)
-        await raw.stop()  # idle servers only from here: the RESUME runs in this process
-        await jupyter.stop()
-        print("RESUME replay...", file=sys.stderr)
-        resume = await bench_resume(s, tmp)
+            print("streaming throughput...", file=sys.stderr)
+            stream = await bench_streaming(s, hub, floor)
+            print("stop latency...", file=sys.stderr)
+            stop = await bench_stop(s, hub.url, hub.token)
+            await raw.stop()  # idle servers only from here: the RESUME runs in this process
+            await jupyter.child.stop()
+            print("RESUME replay...", file=sys.stderr)
+            resume = await bench_resume(s, tmp)
         print_report(s, stream, resume, stop)
-    except Exception:
-        for child in children:
-            tail = child.log_tail()
-            if tail:
-                print(f"--- {child.name} log (last lines) ---\n{tail}", file=sys.stderr)
-        raise
     finally:
-        for child in children:
-            await child.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -635,7 +430,7 @@ def main() -> None:
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw:
-        asyncio.run(serve_raw())
+        asyncio.run(serve_raw([(r"/ws", RawPushHandler)]))
         return
     started = time.monotonic()
     asyncio.run(run(settings_from(args)))

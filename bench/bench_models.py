@@ -90,22 +90,16 @@ import contextlib
 import json
 import os
 import platform
-import secrets
 import shutil
-import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import tornado
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import websocket_connect
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -115,17 +109,17 @@ STANDIN = REPO / "tests" / "openai_standin.py"
 sys.path.insert(0, str(PLUGINS))
 from paced_tokens import TOKEN, now_us  # noqa: E402
 
-HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 90.0  # seconds for a server subprocess to answer
+from harness.client import connect, read_reply, send_message  # noqa: E402
+from harness.processes import Children, process_cpu, start_announcing  # noqa: E402
+from harness.report import attempt, first_line, ms, not_measured, verdict  # noqa: E402
+from harness.servers import HOST, OTHER_EXTENSIONS, Jupyter, agent_ids, \
+    agent_skipped_reason, api, free_port, quiet_config, start_jupyter  # noqa: E402
+from harness.stats import median, percentile  # noqa: E402
+
 RUN_TIMEOUT = 120.0  # seconds for any one timed run; only turns a hang into an error
 PEER_TIMEOUT = 240.0  # the peer takes a minute where 4 s are due, longer on a busy machine
 PEER_PACKAGES = ("jupyterlab-chat", "jupyter-collaboration")
 PEER_INSTALL_TIMEOUT = 900.0
-
-# Server extensions that are not under test, switched off in the isolated user config so that
-# the servers start faster and carry less; names not installed are ignored.
-OTHER_EXTENSIONS = ("jupyterlab", "notebook", "notebook_shim", "nbclassic", "jupyter_lsp",
-                    "jupyter_server_terminals")
 
 A_TOKENS = 5_000
 B_CONVERSATIONS = 100
@@ -150,23 +144,7 @@ def settings_from(args) -> Settings:
     return Settings(a_repeats=15, b_rounds=3)
 
 
-def median(values) -> float:
-    return statistics.median(values)
-
-
-def percentile(values, pct: int) -> float:
-    """The pct-th percentile (1..99) of the samples, interpolated."""
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
 # -- processes --------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_write_bytes(pid: int) -> int:
@@ -244,151 +222,15 @@ class Meter:
                     closed_at=after[4])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def isolated_env(base: Path, python_path: list, own_env: bool) -> dict:
-    """Jupyter state in ``base``, no developer setting, ``python_path`` first on the path
-    (and nothing else of this environment's path when the server has an ``own_env``)."""
-    env = dict(os.environ)
-    for name in ("STREAMCHAT_STORE_URL", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
-                 "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_PREFER_ENV_PATH",
-                 "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL", "VIRTUAL_ENV"):
-        env.pop(name, None)
-    inherited = [] if own_env else [env.get("PYTHONPATH")]
-    for name, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                      ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"),
-                      ("XDG_CONFIG_HOME", "xdg/config"), ("XDG_DATA_HOME", "xdg/data"),
-                      ("XDG_CACHE_HOME", "xdg/cache"), ("XDG_STATE_HOME", "xdg/state"),
-                      ("XDG_RUNTIME_DIR", "xdg/runtime")]:
-        path = base / sub
-        path.mkdir(parents=True, exist_ok=True)
-        env[name] = str(path)
-    os.chmod(base / "xdg/runtime", 0o700)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*map(str, python_path), *inherited]))
-    return env
-
-
-class Child:
-    """A subprocess that is always terminated, however the bench ends."""
-
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path):
-        self.name, self.proc, self.log_path = name, proc, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 20)
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-@dataclass
-class Jupyter:
-    child: Child
-    base_url: str  # http://127.0.0.1:PORT/
-    token: str
-    base: Path  # its temp dir
-
-    @property
-    def ws_url(self) -> str:
-        return self.base_url.replace("http", "ws", 1) + "streamchat/ws"
-
-
-async def start_jupyter(base: Path, python: str, python_path: list, config: dict,
-                        extra_args: list, ready_path: str, name: str) -> Jupyter:
-    """A ``jupyter server`` of ``python`` with ``config`` as its user config; up once
-    ``ready_path`` answers 200."""
-    base.mkdir(parents=True)
-    env = isolated_env(base, python_path, own_env=python != sys.executable)
-    (Path(env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json").write_text(
-        json.dumps(config))
-    (base / "root").mkdir()
-    port, token = free_port(), secrets.token_hex(16)
-    log_path = base / "server.log"
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            python, "-m", "jupyter_server", "--allow-root", "--no-browser",
-            f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}",
-            *extra_args,
-            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=env, cwd=base,
-        )
-    server = Jupyter(Child(name, proc, log_path), f"http://{HOST}:{port}/", token, base)
-    try:
-        await wait_until_up(server, ready_path)
-    except BaseException:
-        await server.child.stop()
-        raise
-    return server
-
-
-async def wait_until_up(server: Jupyter, path: str) -> None:
-    client = AsyncHTTPClient()
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline and server.child.proc.returncode is None:
-        try:
-            await client.fetch(server.base_url + path, request_timeout=5,
-                               headers={"Authorization": f"token {server.token}"})
-            return
-        except HTTPClientError as e:
-            if e.code not in (599,):  # the server is up and says no
-                raise RuntimeError(f"{server.child.name}: GET {path} answered {e.code}: "
-                                   f"{server.child.log_tail(15)}") from None
-        except OSError:
-            pass
-        await asyncio.sleep(0.2)
-    state = ("exited" if server.child.proc.returncode is not None
-             else f"no answer in {STARTUP_TIMEOUT:.0f} s")
-    raise RuntimeError(f"{server.child.name} did not come up ({state}):\n"
-                       f"{server.child.log_tail(15)}")
-
-
-async def api(server: Jupyter, method: str, path: str, body=None, timeout: float = 30):
-    response = await AsyncHTTPClient().fetch(HTTPRequest(
-        server.base_url + path, method=method,
-        body=None if body is None else json.dumps(body),
-        headers={"Authorization": f"token {server.token}"}, request_timeout=timeout))
-    return json.loads(response.body) if response.body else None
-
-
 # -- the OpenAI stand-in ------------------------------------------------------------------------
 
 
 async def start_standin(base: Path) -> tuple:
     """tests/openai_standin.py as a process of its own; (child, base url ending in /v1)."""
     port = free_port()
-    base.mkdir(parents=True, exist_ok=True)
-    log_path = base / "standin.log"
-    with open(log_path, "wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(STANDIN), "--port", str(port),
-            stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
-        )
-    child = Child("OpenAI stand-in", proc, log_path)
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
-        if not line:
-            raise RuntimeError(f"the stand-in exited:\n{child.log_tail()}")
-    except BaseException:
-        await child.stop()
-        raise
+    child, _ = await start_announcing("OpenAI stand-in",
+                                      [sys.executable, str(STANDIN), "--port", str(port)],
+                                      base / "standin.log")
     return child, f"http://{HOST}:{port}/v1"
 
 
@@ -396,7 +238,7 @@ async def start_standin(base: Path) -> tuple:
 
 
 def streamchat_config(standin_url: str | None) -> dict:
-    config: dict = {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
+    config = quiet_config()
     if standin_url:
         config["OpenAIAgent"] = {
             "base_url": standin_url, "model": "standin", "api_key": "bench",
@@ -411,79 +253,25 @@ def streamchat_config(standin_url: str | None) -> dict:
 
 async def start_streamchat(base: Path, standin_url: str | None) -> Jupyter:
     return await start_jupyter(
-        base, sys.executable, [PLUGINS], streamchat_config(standin_url),
-        [f"--SQLiteStore.path={base / 'chat.db'}", "--EchoAgent.delay=0"],
-        "streamchat/api/agents", "streamchat server")
+        base, [f"--SQLiteStore.path={base / 'chat.db'}", "--EchoAgent.delay=0"],
+        config=streamchat_config(standin_url), python_path=[PLUGINS], name="streamchat server")
 
 
-async def agent_ids(server: Jupyter) -> set:
-    return {a["id"] for a in (await api(server, "GET", "streamchat/api/agents"))["agents"]}
+def chat(server: Jupyter):
+    """A WebSocket to the server's chat."""
+    return connect(server.ws_url, server.token)
 
 
-def agent_skipped_reason(server: Jupyter, agent: str) -> str:
-    """Why the server lacks ``agent``, from its log."""
-    lines = [line for line in server.child.log_tail(600).splitlines()
-             if "skipping" in line and agent in line]
-    return " ".join(lines[-1].split()[4:])[:200] if lines else "not among the server's agents"
+async def read_stamped(ws) -> tuple:
+    """A reply, and the latency (µs) of each of its stamped tokens: the clock once its frame
+    is parsed, minus the stamp."""
+    latencies: list = []
 
+    def on_text(chunk: str) -> None:
+        at = now_us()
+        latencies.extend(at - int(m.group(2)) for m in TOKEN.finditer(chunk))
 
-async def connect(server: Jupyter):
-    request = HTTPRequest(server.ws_url, headers={"Authorization": f"token {server.token}"},
-                          connect_timeout=30, request_timeout=30)
-    return await websocket_connect(request, max_message_size=64 * 1024 * 1024)
-
-
-def send_message(ws, agent: str, text: str):
-    return ws.write_message(json.dumps({
-        "type": "SEND_MESSAGE", "conversationId": "c-" + uuid.uuid4().hex, "agentId": agent,
-        "text": text, "clientMessageId": "m-" + uuid.uuid4().hex,
-    }))
-
-
-@dataclass
-class Reply:
-    text: str = ""
-    status: str = ""
-    frames: int = 0
-    first_text_at: float | None = None  # perf_counter() at the first frame with text
-    done_at: float = 0.0
-    latencies: list = field(default_factory=list)  # µs per token, for timestamped tokens
-    error: str | None = None
-
-
-async def read_reply(ws, stamped: bool = False, max_frames: int = 1_000_000) -> Reply:
-    """Read one reply up to its final frame, checking seq order; ``stamped`` tokens get a
-    latency each. The caller bounds the time."""
-    reply, message_id, chunks, seq = Reply(), None, [], 0
-    for _ in range(max_frames):
-        raw = await ws.read_message()
-        if raw is None:
-            raise RuntimeError("the server closed the WebSocket")
-        frame = json.loads(raw)
-        received = time.perf_counter()
-        kind = frame.get("type")
-        if kind == "MESSAGE_ACCEPTED" and message_id is None:
-            message_id = frame["messageId"]
-        elif kind == "ERROR":
-            raise RuntimeError(f"server error: {frame}")
-        elif kind == "MESSAGE_CHUNK" and frame["messageId"] == message_id:
-            seq += 1
-            if frame["seq"] != seq:
-                raise RuntimeError(f"seq {frame['seq']} where {seq} was due")
-            chunk = frame["chunk"]
-            if chunk:
-                if reply.first_text_at is None:
-                    reply.first_text_at = received
-                if stamped:
-                    at = now_us()
-                    reply.latencies.extend(at - int(m.group(2)) for m in TOKEN.finditer(chunk))
-                chunks.append(chunk)
-            if frame["isComplete"]:
-                reply.text, reply.status, reply.frames = "".join(chunks), frame["status"], seq
-                reply.error = frame.get("error")
-                reply.done_at = received
-                return reply
-    raise RuntimeError(f"no final frame within {max_frames} frames")
+    return await read_reply(ws, on_text=on_text), latencies
 
 
 # -- A: overhead on an OpenAI-compatible endpoint --------------------------------------------
@@ -513,7 +301,7 @@ async def direct_run(client) -> dict:
 
 
 async def hub_run(server: Jupyter, agent: str = "openai") -> dict:
-    ws = await connect(server)
+    ws = await chat(server)
     try:
         reader = asyncio.ensure_future(read_reply(ws))
         started = time.perf_counter()
@@ -611,14 +399,17 @@ async def ours_round(server: Jupyter, agent: str, stamped: bool) -> dict:
     """100 clients, one reply each from ``agent``; the server's CPU and disk over the window."""
     meter = Meter(server.child.pid, (server.base / "chat.db", server.base / "chat.db-wal",
                                      server.base / "chat.db-shm"))
-    sockets = await asyncio.gather(*(connect(server) for _ in range(B_CONVERSATIONS)))
+    sockets = await asyncio.gather(*(chat(server) for _ in range(B_CONVERSATIONS)))
     try:
-        readers = [asyncio.ensure_future(read_reply(ws, stamped)) for ws in sockets]
+        read = read_stamped if stamped else read_reply
+        readers = [asyncio.ensure_future(read(ws)) for ws in sockets]
         await asyncio.sleep(SETTLE_BEFORE)
         before = meter.read()
         started, client_cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(send_message(ws, agent, paced_text()) for ws in sockets))
-        replies = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
+        results = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
+        replies = [r[0] for r in results] if stamped else results
+        latencies = [r[1] for r in results] if stamped else []
         seconds = max(r.done_at for r in replies) - started
         client_cpu = time.process_time() - client_cpu
         last_token = time.monotonic()
@@ -631,11 +422,11 @@ async def ours_round(server: Jupyter, agent: str, stamped: bool) -> dict:
     if bad:
         raise RuntimeError(f"{len(bad)} replies ended {bad[0].status!r}: {bad[0].error}")
     if stamped:
-        counts = {len(r.latencies) for r in replies}
+        counts = {len(each) for each in latencies}
         if counts != {B_TOKENS}:
             raise RuntimeError(f"tokens per reply: {sorted(counts)}, not {B_TOKENS}")
     return dict(window, seconds=seconds, frames=sum(r.frames for r in replies),
-                latencies=[x for r in replies for x in r.latencies], client_cpu=client_cpu)
+                latencies=[x for each in latencies for x in each], client_cpu=client_cpu)
 
 
 def peer_python(venv: Path) -> Path:
@@ -669,16 +460,17 @@ def peer_versions(venv: Path) -> str:
 
 
 async def start_peer(base: Path, venv: Path) -> Jupyter:
-    extensions = dict.fromkeys(OTHER_EXTENSIONS, False)
+    # The collaboration extensions stay as the peer's install leaves them, but for those named.
+    extensions = {name: False for name in OTHER_EXTENSIONS
+                  if name not in ("jupyter_server_ydoc", "jupyter_collaboration")}
     extensions.update({"streamchat_bench_peer": True, "jupyterlab_chat": True,
                        "jupyter_server_ydoc": True, "jupyter_server_fileid": True})
     config = {"ServerApp": {"jpserver_extensions": extensions}}
-    server = await start_jupyter(
-        base, str(peer_python(venv)), [PEER_DIR, PLUGINS], config,
-        [f"--SQLiteYStore.db_path={base / 'ystore.db'}",
-         "--YDocExtension.document_cleanup_delay=1"],
-        "bench-peer/stream", "jupyterlab-chat server")
-    return server
+    return await start_jupyter(
+        base, [f"--SQLiteYStore.db_path={base / 'ystore.db'}",
+               "--YDocExtension.document_cleanup_delay=1"],
+        config=config, python=str(peer_python(venv)), python_path=[PEER_DIR, PLUGINS],
+        ready="bench-peer/stream", name="jupyterlab-chat server")
 
 
 async def peer_round(server: Jupyter, venv: Path, label: str, chats: int = B_CONVERSATIONS,
@@ -768,16 +560,6 @@ def summarize(rounds: list) -> dict:
     )
 
 
-async def attempt(name: str, make):
-    """Run one part; a failure becomes the reason shown in the table, not a crash."""
-    print(f"{name}...", file=sys.stderr)
-    try:
-        return await make()
-    except Exception as e:  # reported in the table; the other parts still run
-        print(f"{name} failed: {e!r}", file=sys.stderr)
-        return f"{type(e).__name__}: {first_line(e)}"
-
-
 async def bench_pace(s: Settings, ours: Jupyter, peer, standin_agent: bool) -> dict:
     """Rounds of (streamchat paced, [streamchat via the stand-in], jupyterlab-chat),
     interleaved. ``peer`` is a Jupyter, or the reason it is missing."""
@@ -817,25 +599,6 @@ async def bench_pace(s: Settings, ours: Jupyter, peer, standin_agent: bool) -> d
 
 
 # -- report -----------------------------------------------------------------------------------
-
-
-def ms(x: float | None) -> str:
-    if x is None:
-        return "–"
-    return f"{x * 1000:.1f} ms" if abs(x) >= 0.001 else f"{x * 1000:.3f} ms"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
-def first_line(error: Exception) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] + ("…" if len(text) > 300 else "")
-
-
-def not_measured(what: str, error: str) -> None:
-    print(f"| {what} | not measured: {error} | | | | |")
 
 
 def report_overhead(shared, own) -> None:
@@ -942,7 +705,8 @@ def print_report(s: Settings, parts: dict) -> None:
     report_overhead(parts["overhead"], parts.get("overhead_own_cpu", "not run"))
     report_pace(parts["pace"])
     print()
-    for key, where in (("overhead", "CPUs shared"), ("overhead_own_cpu", "stand-in on its own CPU")):
+    for key, where in (("overhead", "CPUs shared"),
+                       ("overhead_own_cpu", "stand-in on its own CPU")):
         a = parts.get(key)
         if isinstance(a, dict):
             rates = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
@@ -972,74 +736,69 @@ def print_report(s: Settings, parts: dict) -> None:
 async def run(s: Settings) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-models-"))
     parts: dict = {}
-    children: list = []
     try:
-        try:
-            import openai
-
-            parts["openai_version"] = openai.__version__
-        except ImportError:
-            pass
-        standin_url = None
-        if not STANDIN.exists():
-            parts["overhead"] = f"{STANDIN.relative_to(REPO)} is missing"
-        else:
-            try:
-                standin, standin_url = await start_standin(tmp)
-                children.append(standin)
-            except Exception as e:
-                parts["overhead"] = f"the stand-in did not start: {first_line(e)}"
-        print("starting the streamchat server...", file=sys.stderr)
-        ours = await start_streamchat(tmp / "streamchat", standin_url)
-        children.append(ours.child)
-        agents = await agent_ids(ours)
-        if "paced" not in agents:
-            raise RuntimeError(f"the server lacks the paced bench agent: "
-                               f"{agent_skipped_reason(ours, 'paced')}")
-        if "A" not in s.parts:
-            parts["overhead"] = "not run (--part)"
-        elif "overhead" not in parts:
-            if "openai" not in agents:
-                parts["overhead"] = (f"the server has no agent `openai` "
-                                     f"({agent_skipped_reason(ours, 'openai')})")
-            else:
-                parts["overhead"] = await attempt(
-                    "A. overhead on the OpenAI stand-in, CPUs shared",
-                    lambda: bench_overhead(s, ours, standin_url))
-                with model_on_own_cpu(standin.pid, [ours.child.pid, os.getpid()]) as placement:
-                    parts["overhead_own_cpu"] = await attempt(
-                        "A. overhead on the OpenAI stand-in, the stand-in on a CPU of its own",
-                        lambda: bench_overhead(s, ours, standin_url))
-                parts["placement"] = placement
-        standin_agent = standin_url is not None and "standin-paced" in agents
-        if "B" not in s.parts:
-            parts["pace"] = "not run (--part)"
-            print_report(s, parts)
-            return
-
-        print("setting up jupyterlab-chat...", file=sys.stderr)
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, ensure_peer_venv, s.peer_venv)
-            parts["peer_versions"] = peer_versions(s.peer_venv)
-            peer = await start_peer(tmp / "peer", s.peer_venv)
-            children.append(peer.child)
-        except Exception as e:
-            print(f"jupyterlab-chat failed: {e!r}", file=sys.stderr)
-            peer = f"{type(e).__name__}: {first_line(e)}"
-        parts["pace"] = await attempt(
-            f"B. {B_CONVERSATIONS} replies at {B_RATE:g} tokens/s",
-            lambda: bench_pace(s, ours, peer, standin_agent))
+        async with Children() as children:
+            await measure(s, tmp, parts, children)
         print_report(s, parts)
-    except Exception:
-        for child in children:
-            tail = child.log_tail()
-            if tail:
-                print(f"--- {child.name} log (last lines) ---\n{tail}", file=sys.stderr)
-        raise
     finally:
-        for child in children:
-            await child.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def measure(s: Settings, tmp: Path, parts: dict, children: Children) -> None:
+    try:
+        import openai
+
+        parts["openai_version"] = openai.__version__
+    except ImportError:
+        pass
+    standin_url = None
+    if not STANDIN.exists():
+        parts["overhead"] = f"{STANDIN.relative_to(REPO)} is missing"
+    else:
+        try:
+            standin, standin_url = await start_standin(tmp)
+            children.append(standin)
+        except Exception as e:
+            parts["overhead"] = f"the stand-in did not start: {first_line(e)}"
+    print("starting the streamchat server...", file=sys.stderr)
+    ours = await start_streamchat(tmp / "streamchat", standin_url)
+    children.append(ours.child)
+    agents = await agent_ids(ours)
+    if "paced" not in agents:
+        raise RuntimeError(f"the server lacks the paced bench agent: "
+                           f"{agent_skipped_reason(ours, 'paced')}")
+    if "A" not in s.parts:
+        parts["overhead"] = "not run (--part)"
+    elif "overhead" not in parts:
+        if "openai" not in agents:
+            parts["overhead"] = (f"the server has no agent `openai` "
+                                 f"({agent_skipped_reason(ours, 'openai')})")
+        else:
+            parts["overhead"] = await attempt(
+                "A. overhead on the OpenAI stand-in, CPUs shared",
+                lambda: bench_overhead(s, ours, standin_url))
+            with model_on_own_cpu(standin.pid, [ours.child.pid, os.getpid()]) as placement:
+                parts["overhead_own_cpu"] = await attempt(
+                    "A. overhead on the OpenAI stand-in, the stand-in on a CPU of its own",
+                    lambda: bench_overhead(s, ours, standin_url))
+            parts["placement"] = placement
+    standin_agent = standin_url is not None and "standin-paced" in agents
+    if "B" not in s.parts:
+        parts["pace"] = "not run (--part)"
+        return
+
+    print("setting up jupyterlab-chat...", file=sys.stderr)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, ensure_peer_venv, s.peer_venv)
+        parts["peer_versions"] = peer_versions(s.peer_venv)
+        peer = await start_peer(tmp / "peer", s.peer_venv)
+        children.append(peer.child)
+    except Exception as e:
+        print(f"jupyterlab-chat failed: {e!r}", file=sys.stderr)
+        peer = f"{type(e).__name__}: {first_line(e)}"
+    parts["pace"] = await attempt(
+        f"B. {B_CONVERSATIONS} replies at {B_RATE:g} tokens/s",
+        lambda: bench_pace(s, ours, peer, standin_agent))
 
 
 def main() -> None:

@@ -10,15 +10,15 @@ Set-up: before any server starts, SQLite files are seeded through the store's ow
 indexes and the search index are the real ones): one file per list size, each conversation one
 question and a short finished answer, and one file holding two long conversations whose
 answers are generated markdown documents of 10,000 tokens each (``make_document`` of
-bench_render.py: headings, paragraphs, lists, tables, fenced code), stored as a model's reply
-is, a frame of a few tokens per chunk. One real ``jupyter lab`` subprocess per file (the
-browser tests' ``LabServer``: every Jupyter and XDG dir in a temp dir) runs with
-``--SQLiteStore.path`` on it and ``--StreamChatApp.log_level=DEBUG``: jupyter_server logs each
-request with the time it took at debug level, through the log of the app that owns the
-handler (``[D ... StreamChatApp] 200 GET /streamchat/api/conversations?limit=50 (...)
-3.21ms``; ``--ServerApp.log_level`` does not reach those lines). The servers run side by side
-and every measurement goes round them in turn, so that noise on a busy machine hits every size
-alike.
+bench/harness/documents.py, the documents bench_render.py streams: headings, paragraphs,
+lists, tables, fenced code), stored as a model's reply is, a frame of a few tokens per chunk.
+One real ``jupyter lab`` subprocess per file (the browser tests' ``LabServer``: every Jupyter
+and XDG dir in a temp dir) runs with ``--SQLiteStore.path`` on it and
+``--StreamChatApp.log_level=DEBUG``: jupyter_server logs each request with the time it took at
+debug level, through the log of the app that owns the handler (``[D ... StreamChatApp] 200 GET
+/streamchat/api/conversations?limit=50 (...) 3.21ms``; ``--ServerApp.log_level`` does not
+reach those lines). The servers run side by side and every measurement goes round them in
+turn, so that noise on a busy machine hits every size alike.
 
 1. The list, for stores of 10, 1,000 and 10,000 conversations.
 
@@ -86,11 +86,9 @@ import platform
 import re
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +98,18 @@ from jupyter_streamchat.store import Append, SQLiteStore
 # The store's own column list: the floor must run the very SQL the store runs.
 from jupyter_streamchat.store.sqlite import _CONVERSATION_COLUMNS
 
+from harness.chromium import (TRACE_CATEGORIES, add_chromium_option, launch, sampled_stacks,
+                              self_and_inclusive, start_profiler)
+from harness.client import connect, frame_of, send
+from harness.documents import make_document
+from harness.report import publish, table, verdict
+from harness.stats import median, p90
+from harness.stores import store_reply
+from harness.traces import Window
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO / "tests" / "browser"), str(REPO / "tests")]
-from bench_render import CHROMIUM, CHROMIUM_ARGS, TRACE_CATEGORIES, make_document  # noqa: E402
 from labserver import LabServer  # noqa: E402  (the browser tests' `jupyter lab` launcher)
 
 RESULTS = HERE / "results" / "panel.md"
@@ -143,16 +149,6 @@ def settings_from(args) -> Settings:
     if args.quick:
         return Settings(QUICK_SIZES, 40, 3, 4)
     return Settings(SIZES, 200, 10, 10)
-
-
-def median(values) -> float:
-    return statistics.median(values)
-
-
-def p90(values) -> float:
-    values = list(values)
-    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 \
-        else values[0]
 
 
 # -- the stores -----------------------------------------------------------------------------------
@@ -201,11 +197,7 @@ async def seed_long(path: Path, documents: dict) -> dict:
             tokens = split_tokens(document)
             frames = ["".join(tokens[i:i + TOKENS_PER_FRAME])
                       for i in range(0, len(tokens), TOKENS_PER_FRAME)]
-            for first in range(0, len(frames) - 1, 500):  # as the hub's batches come
-                await store.append(Append(exchange.message_id, first + 1,
-                                          frames[first:min(first + 500, len(frames) - 1)]))
-            await store.append(Append(exchange.message_id, len(frames), [frames[-1]],
-                                      status=p.COMPLETE))
+            await store_reply(store, exchange.message_id, frames)
             replies[conversation_id] = exchange.message_id
     finally:
         await store.close()
@@ -339,80 +331,28 @@ async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
 
 # -- traces -------------------------------------------------------------------------------------
 
-# bench_render.py's categories, and the script stack of each forced layout, which names the
+# The harness's trace categories, and the script stack of each forced layout, which names the
 # function that asked for it (the bundle is minified, but keeps the names of methods).
 PANEL_TRACE_CATEGORIES = [*TRACE_CATEGORIES, "disabled-by-default-devtools.timeline.stack"]
-TASK = "ThreadControllerImpl::RunTask"  # category "toplevel": one per task a thread runs
-SCRIPT = ("FunctionCall", "EvaluateScript", "RunMicrotasks")
-STYLE, LAYOUT, PAINT = ("UpdateLayoutTree",), ("Layout",), ("PrePaint", "Paint", "Layerize")
-INSIDE = ("FunctionCall", "EvaluateScript", "RunMicrotasks", "ParseHTML", "Layout",
-          "UpdateLayoutTree", "PrePaint", "Paint", "Layerize", "MinorGC", "MajorGC", "HitTest")
 
 
 def window_tasks(trace: bytes, start_mark: str) -> dict:
     """The main thread's top-level tasks from ``start_mark`` to ``panel-shown``."""
-    events = json.loads(trace)
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    marks = {}
-    for e in events:
-        if e.get("name") == "TimeStamp":
-            message = e.get("args", {}).get("data", {}).get("message", "")
-            if message.startswith("panel-"):
-                marks[message] = e
-    if start_mark not in marks or "panel-shown" not in marks:
-        raise AssertionError(f"the trace lacks the window's marks (found {sorted(marks)})")
-    pid, tid = marks[start_mark]["pid"], marks[start_mark]["tid"]
-    start, end = marks[start_mark]["ts"], marks["panel-shown"]["ts"]
+    window = Window(trace, start_mark, "panel-shown", "panel-", label=start_mark)
     # Times in the description count from the click that opened something.
-    click = next((marks[m]["ts"] for m in ("panel-entry", "panel-tab") if m in marks), start)
-    main = [e for e in events if e.get("pid") == pid and e.get("tid") == tid
-            and e.get("ph") == "X" and "dur" in e]
-
-    def outermost(names) -> list:
-        """Events of those names overlapping the window and not inside another one (a nested
-        run loop can run tasks inside a task)."""
-        found, reach = [], -1
-        for e in sorted((e for e in main if e["name"] in names and e["ts"] + e["dur"] > start
-                         and e["ts"] < end), key=lambda e: (e["ts"], -e["dur"])):
-            if e["ts"] >= reach:
-                found.append(e)
-                reach = e["ts"] + e["dur"]
-        return found
-
-    tasks = outermost((TASK,))
-    if not tasks:
-        raise AssertionError(f"no {TASK} events on the main thread in the window")
-    # "tdur" is the thread's CPU time: the wall time minus what the OS gave other processes.
-    wall = lambda e: e["dur"] / 1000  # noqa: E731
-    cpu = lambda e: e.get("tdur", e["dur"]) / 1000  # noqa: E731
-    longest = max(tasks, key=wall)
-    return {
-        "longest_ms": wall(longest),
-        "longest_cpu_ms": max(map(cpu, tasks)),
-        "longest_what": describe(longest, main, click, end),
-        "busy_ms": sum(min(e["ts"] + e["dur"], end) - max(e["ts"], start) for e in tasks) / 1000,
-        "busy_cpu_ms": sum(map(cpu, tasks)),
-        "script_cpu_ms": sum(map(cpu, outermost(SCRIPT))),
-        # Wall time of each kind of work in the window; a layout forced by script counts in
-        # the script's time too.
-        "script_ms": sum(map(wall, outermost(SCRIPT))),
-        "style_ms": sum(map(wall, outermost(STYLE))),
-        "layout_ms": sum(map(wall, outermost(LAYOUT))),
-        "paint_ms": sum(map(wall, outermost(PAINT))),
-    }
+    click = next((window.marks[m] for m in ("panel-entry", "panel-tab") if m in window.marks),
+                 window.start)
+    return {**window.figures(), **window.work_ms(),
+            "longest_what": describe(window, window.longest, click)}
 
 
-def describe(task: dict, main: list, click: float, end: float) -> str:
+def describe(window: Window, task: dict, click: float) -> str:
     """When a task ran (ms after the click; the window ends two frames after the result
     showed), its largest parts (wall ms), the script it ran longest, its largest style
     recalculation and layout."""
-    inside = [e for e in main if task["ts"] <= e["ts"] <= task["ts"] + task["dur"]]
-    parts = Counter()
-    for e in inside:
-        if e["name"] in INSIDE:
-            parts[e["name"]] += e["dur"] / 1000
-    words = [f"at {(task['ts'] - click) / 1000:+.0f} of {(end - click) / 1000:.0f} ms"]
-    words += [f"{name} {ms:.0f}" for name, ms in parts.most_common(3) if ms >= 1]
+    inside = window.inside(task)
+    words = [f"at {(task['ts'] - click) / 1000:+.0f} of {(window.end - click) / 1000:.0f} ms"]
+    words += [f"{name} {ms:.0f}" for name, ms in window.parts(task).most_common(3) if ms >= 1]
     call = max((e for e in inside if e["name"] == "FunctionCall"), key=lambda e: e["dur"],
                default=None)
     if call is not None:
@@ -664,38 +604,26 @@ def measure_switches(s: Settings, browser, lab: LabServer, replies: dict,
 async def measure_history(lab: LabServer, replies: dict, documents: dict, repeats: int) -> list:
     """Seconds from SUBSCRIBE to the HISTORY of a long conversation, from Python: what the
     server and the socket add to a switch before the page renders anything."""
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    url = lab.url("streamchat/ws").replace("http://", "ws://")
-    request = HTTPRequest(url, headers={"Authorization": f"token {lab.token}"},
-                          connect_timeout=10, request_timeout=10)
-    ws = await websocket_connect(request, max_message_size=64 * 1024 * 1024)
+    ws = await connect(lab.url("streamchat/ws").replace("http://", "ws://"), lab.token)
     times = []
     try:
         for i in range(repeats + 1):  # the first one warms up
             conversation_id = list(replies)[i % 2]
             started = time.perf_counter()
-            await ws.write_message(json.dumps({"type": "SUBSCRIBE",
-                                               "conversationId": conversation_id}))
-            for _ in range(100):  # frames of other kinds may come first
-                raw = await asyncio.wait_for(ws.read_message(), GUARD_MS / 1000)
-                if raw is None:
-                    raise RuntimeError("the server closed the WebSocket")
-                frame = json.loads(raw)
-                if frame["type"] == "HISTORY" and frame["conversationId"] == conversation_id:
-                    break
-            else:
-                raise RuntimeError("no HISTORY frame")
+            await send(ws, "SUBSCRIBE", conversationId=conversation_id)
+            # Frames of other kinds may come first.
+            frame, size = await asyncio.wait_for(
+                frame_of(ws, ("HISTORY",), conversation_id, max_frames=100), GUARD_MS / 1000)
+            if frame["type"] == "ERROR":
+                raise RuntimeError(f"SUBSCRIBE refused: {frame}")
             elapsed = time.perf_counter() - started
             reply = frame["messages"][-1]
             if reply["messageId"] != replies[conversation_id] or \
                     reply["text"] != documents[conversation_id]:
                 raise AssertionError(f"HISTORY of {conversation_id} lacks the stored reply")
             if i:
-                times.append((elapsed, len(raw)))
-            await ws.write_message(json.dumps({"type": "UNSUBSCRIBE",
-                                               "conversationId": conversation_id}))
+                times.append((elapsed, size))
+            await send(ws, "UNSUBSCRIBE", conversationId=conversation_id)
     finally:
         ws.close()
     return times
@@ -710,37 +638,24 @@ def profiled(context, page, act) -> dict:
     """Run ``act()`` (which clicks and waits until the result is shown) under the CDP sampling
     profiler; -> {"inclusive": Counter, "self": Counter} of microseconds by (function, where)."""
     cdp = context.new_cdp_session(page)
-    cdp.send("Profiler.enable")
-    cdp.send("Profiler.setSamplingInterval", {"interval": 100})  # microseconds
-    cdp.send("Profiler.start")
+    start_profiler(cdp)
     try:
         act()
     finally:
         profile = cdp.send("Profiler.stop")["profile"]
         cdp.detach()
-    nodes = {n["id"]: n for n in profile["nodes"]}
-    parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", ())}
 
-    def name(node_id: int) -> tuple:
-        frame = nodes[node_id]["callFrame"]
+    def name(node: dict) -> tuple:
+        frame = node["callFrame"]
         where = frame["url"].rsplit("/", 1)[-1].split("?")[0]
         if "/jupyter-streamchat/" in frame["url"]:
             where = "streamchat " + where
         return (frame["functionName"] or "(anonymous)",
                 f"{where}:{frame['lineNumber'] + 1}" if where else "native")
 
-    inclusive, own = Counter(), Counter()
-    for node_id, delta in zip(profile["samples"], profile["timeDeltas"]):
-        if nodes[node_id]["callFrame"]["functionName"] in ("(idle)", "(root)", "(program)"):
-            continue  # waiting, or the browser's own work outside script
-        own[name(node_id)] += delta
-        seen, at = set(), node_id
-        while at is not None:  # each function once per sample, however deep it recursed
-            key = name(at)
-            if key not in seen and key[0] != "(root)":
-                seen.add(key)
-                inclusive[key] += delta
-            at = parent.get(at)
+    # Left out: waiting, and the browser's own work outside script.
+    own, inclusive = self_and_inclusive(
+        sampled_stacks(profile, name, skip=("(idle)", "(root)", "(program)")))
     return {"inclusive": inclusive, "self": own}
 
 
@@ -802,18 +717,6 @@ def profile_panel(browser, list_lab: LabServer, size: int, long_lab: LabServer,
 
 
 # -- report ---------------------------------------------------------------------------------------
-
-def table(header: list, rows: list, align: str = "") -> list:
-    """Markdown table lines; ``align`` has "l" or "r" per column (default: first left)."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
-    return ["| " + " | ".join(header) + " |", rule,
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**not met**"
-
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
@@ -980,8 +883,7 @@ def main() -> None:
                         "fewer repeats")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one click on the tab and one switch (CDP sampling)")
-    parser.add_argument("--chromium", default=os.environ.get("STREAMCHAT_CHROMIUM", CHROMIUM),
-                        help=f"Chromium binary (default {CHROMIUM})")
+    add_chromium_option(parser)
     args = parser.parse_args()
     s = settings_from(args)
     if not LABEXTENSION.exists():
@@ -1009,7 +911,7 @@ def main() -> None:
         print("the list API...", file=sys.stderr)
         api = in_thread(measure_api(s, list_labs, files))
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = launch(pw, args.chromium)
             try:
                 print("click on the panel's tab...", file=sys.stderr)
                 clicks = measure_clicks(s, browser, list_labs)
@@ -1039,10 +941,7 @@ def main() -> None:
                   time.monotonic() - started)
     if profile:
         text += "\n" + profile
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
-    print(f"\n(saved to {RESULTS.relative_to(REPO)})", file=sys.stderr)
+    publish(text, RESULTS, REPO)
 
 
 if __name__ == "__main__":

@@ -70,9 +70,7 @@ import argparse
 import json
 import os
 import platform
-import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,7 +79,12 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from jupyter_streamchat.agents.base import split_tokens
+from harness.chromium import (TRACE_CATEGORIES, add_chromium_option, launch, sampled_stacks,
+                              self_and_inclusive, start_profiler)
+from harness.documents import make_document
+from harness.report import publish, table, verdict
+from harness.stats import median
+from harness.traces import Window, cpu, wall
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -92,12 +95,6 @@ PLUGINS = HERE / "plugins"  # the ``recite`` agent, as an installed distribution
 AGENT = "recite"
 STATIC = REPO / "jupyter_streamchat" / "widget" / "static"
 RESULTS = HERE / "results" / "render.md"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline",
-                    "v8.execute", "toplevel"]
 RENDERERS = ("project", "naive")
 SIZES = (10_000, 20_000)
 GOAL_LONGEST_MS = 50.0
@@ -105,149 +102,6 @@ GOAL_RATIO = 2.2
 
 PAGE_TIMEOUT_MS = 30_000  # Playwright actions and page loads
 REPLY_TIMEOUT_MS = 120_000  # one reply streamed and rendered; only turns a hang into an error
-
-# -- the documents --------------------------------------------------------------------------------
-
-WORDS = (
-    "the a of to and in is it that for on with as this by be are from at or an was which "
-    "stream token frame server client message reply hub store chunk batch window socket "
-    "render block list table code kernel widget notebook browser agent conversation latency "
-    "throughput sequence resume replay cursor buffer queue event loop task thread process "
-    "memory cache index query commit transaction schema column row value result error status "
-    "request response handler route config setting option default timeout retry backoff "
-    "connection origin token session user model data file path format parse encode decode "
-    "fast slow large small first last next previous every each many few more less new old "
-    "simple careful stable bounded linear constant quadratic measured expected observed"
-).split()
-IDENTS = ("value count items result frame chunk total text offset limit index store reply "
-          "buffer window").split()
-
-
-class MarkdownWriter:
-    """Deterministic markdown in the shape of a long technical answer from an assistant."""
-
-    def __init__(self, seed: int):
-        self.r = random.Random(seed)
-
-    def words(self, lo: int, hi: int, plain: bool = False) -> str:
-        r = self.r
-        out = []
-        for _ in range(r.randint(lo, hi)):
-            word = r.choice(WORDS)
-            roll = 1.0 if plain else r.random()
-            if roll < 0.03:
-                word = f"**{word}**"
-            elif roll < 0.05:
-                word = f"*{word}*"
-            elif roll < 0.08:
-                word = f"`{r.choice(IDENTS)}_{r.randint(0, 99)}()`"
-            elif roll < 0.09:
-                word = f"[{word}](https://example.org/docs/{r.choice(IDENTS)}#{r.randint(1, 99)})"
-            out.append(word)
-        return " ".join(out)
-
-    def sentence(self, lo: int = 6, hi: int = 18) -> str:
-        text = self.words(lo, hi)
-        return text[0].upper() + text[1:] + "."
-
-    def paragraph(self) -> str:
-        return " ".join(self.sentence() for _ in range(self.r.randint(2, 6)))
-
-    def heading(self) -> str:
-        return "#" * self.r.choice((2, 2, 3)) + " " + self.words(2, 6, plain=True).title()
-
-    def bullets(self) -> str:
-        lines = []
-        for _ in range(self.r.randint(3, 7)):
-            lines.append("- " + self.sentence(4, 16))
-            if self.r.random() < 0.25:
-                lines += ["  - " + self.sentence(3, 10) for _ in range(self.r.randint(1, 3))]
-        return "\n".join(lines)
-
-    def numbered(self) -> str:
-        return "\n".join(f"{i}. " + self.sentence(5, 18)
-                         for i in range(1, self.r.randint(3, 6) + 1))
-
-    def table(self) -> str:
-        r = self.r
-        cols = r.randint(3, 5)
-        head = [self.words(1, 2, plain=True).title() for _ in range(cols)]
-        rows = ["| " + " | ".join(head) + " |", "|" + "---|" * cols]
-        for _ in range(r.randint(4, 12)):
-            cells = [r.choice(IDENTS)] + [
-                f"{r.uniform(0, 1000):.1f}" if r.random() < 0.5 else self.words(1, 3)
-                for _ in range(cols - 1)]
-            rows.append("| " + " | ".join(cells) + " |")
-        return "\n".join(rows)
-
-    def code(self) -> str:
-        r = self.r
-        lang = r.choice(("python", "javascript", "bash", "sql"))
-        a, b = r.sample(IDENTS, 2)
-        if lang == "python":
-            body = [f"def {a}_{b}({a}, {b}=None):", f'    """{self.sentence(4, 9)}"""']
-            for _ in range(r.randint(3, 14)):
-                body.append(f"    {r.choice(IDENTS)} = {r.choice(IDENTS)}.get({r.randint(0, 9)})"
-                            f" + {r.randint(1, 500)}")
-                if r.random() < 0.15:
-                    body.append("")  # blank lines inside a fence must not end the block
-            body.append(f"    return {a}")
-        elif lang == "javascript":
-            body = [f"export function {a}{b.title()}({a}) {{"]
-            body += [f"  const {r.choice(IDENTS)}{r.randint(0, 9)} = "
-                     f"{a}.{r.choice(IDENTS)}({r.randint(0, 99)});"
-                     for _ in range(r.randint(3, 14))]
-            body += [f"  return {a};", "}"]
-        elif lang == "bash":
-            body = [f"python -m {a} --{b}={r.randint(1, 64)} \\", f"  --out /tmp/{a}.json"]
-            body += [f"grep -n '{r.choice(WORDS)}' /var/log/{b}.log | head -{r.randint(5, 50)}"
-                     for _ in range(r.randint(1, 5))]
-        else:
-            body = [f"SELECT {a}, {b}, count(*) AS n", f"FROM {a}s",
-                    f"WHERE {b} > {r.randint(0, 999)}", f"GROUP BY {a}, {b}",
-                    "ORDER BY n DESC", f"LIMIT {r.randint(5, 100)};"]
-        return f"```{lang}\n" + "\n".join(body) + "\n```"
-
-    def quote(self) -> str:
-        return "> " + self.sentence(8, 24)
-
-    def section(self) -> list:
-        blocks = [self.heading(), self.paragraph()]
-        for _ in range(self.r.randint(1, 3)):
-            kind = self.r.choices(
-                (self.paragraph, self.bullets, self.numbered, self.table, self.code, self.quote),
-                weights=(4, 2, 1.5, 1, 2, 0.5))[0]
-            blocks.append(kind())
-        return blocks
-
-
-def make_document(tokens: int, seed: int = 2024) -> str:
-    """A markdown document of exactly ``tokens`` pieces of ``split_tokens``.
-
-    The same seed gives the same sections, so a smaller document reads like the start of a
-    larger one. Whole sections are added while they fit, then one paragraph of the tokens left.
-    """
-    writer = MarkdownWriter(seed)
-    blocks = ["# " + writer.words(3, 7, plain=True).title()]
-    count = len(split_tokens(blocks[0]))
-    while True:
-        section = writer.section()
-        # Blocks start with a non-blank character, so the "\n\n" between blocks joins the
-        # next block's first token and the counts add up.
-        need = sum(len(split_tokens(block)) for block in section)
-        if count + need > tokens:
-            break
-        blocks += section
-        count += need
-    if tokens > count:
-        blocks.append(" ".join(writer.r.choice(WORDS) for _ in range(tokens - count))
-                      .capitalize() + ".")
-    text = "\n\n".join(blocks)
-    got = len(split_tokens(text))
-    if got != tokens:
-        raise AssertionError(f"generated {got} tokens, wanted {tokens}")
-    return text
-
 
 # -- the page -------------------------------------------------------------------------------------
 
@@ -518,66 +372,18 @@ def run_once(browser, server: JupyterServer, renderer: str, document: str, token
 
 # -- the trace ------------------------------------------------------------------------------------
 
-TASK = "ThreadControllerImpl::RunTask"  # category "toplevel": one per task a thread runs
 MARKS = ("bench-send", "bench-first-frame", "bench-finish", "bench-end")
-SCRIPT = ("FunctionCall", "EvaluateScript", "RunMicrotasks")  # the ways a task enters V8
-# Work inside a task, named for the "what was the longest task doing" note.
-INSIDE = ("FunctionCall", "EvaluateScript", "RunMicrotasks", "ParseHTML", "Layout",
-          "UpdateLayoutTree", "PrePaint", "Paint", "Layerize", "MinorGC", "MajorGC", "HitTest")
 
 
 def main_thread_tasks(trace: bytes, label: str) -> dict:
     """Top-level tasks of the page's main thread between the marks the page logged."""
-    events = json.loads(trace)
-    events = events["traceEvents"] if isinstance(events, dict) else events
-    marks = {}
-    for e in events:
-        if e.get("name") == "TimeStamp":
-            message = e.get("args", {}).get("data", {}).get("message")
-            if message in MARKS:
-                marks[message] = e
-    if set(marks) != set(MARKS):
-        raise AssertionError(f"{label}: trace lacks window marks (found {sorted(marks)})")
-    pid, tid = marks["bench-send"]["pid"], marks["bench-send"]["tid"]
-    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
-             if e.get("ph") == "M" and e.get("name") == "thread_name"}
-    if names.get((pid, tid)) != "CrRendererMain":
-        raise AssertionError(f"{label}: marks came from thread {names.get((pid, tid))!r}, "
-                             "not CrRendererMain")
-    start, first, finish, end = (marks[m]["ts"] for m in MARKS)
-    main = [e for e in events if e.get("pid") == pid and e.get("tid") == tid
-            and e.get("ph") == "X" and "dur" in e]
-
-    def outermost(kinds) -> list:
-        """Events of those names that overlap the window and are not inside another one."""
-        found, reach = [], -1
-        for e in sorted((e for e in main if e["name"] in kinds and e["ts"] + e["dur"] > start
-                         and e["ts"] < end), key=lambda e: (e["ts"], -e["dur"])):
-            if e["ts"] >= reach:
-                found.append(e)
-                reach = e["ts"] + e["dur"]
-        return found
-
-    # A nested run loop can run tasks inside a task: count the outer one.
-    tasks = outermost((TASK,))
-    if not tasks:
-        raise AssertionError(f"{label}: no {TASK} events on the main thread in the window")
-    # "tdur" is the thread's CPU time in an event: its wall time minus the time the OS ran
-    # something else, which on a shared machine can be most of it. So the task that took the
-    # longest on the clock need not be the one that took the most CPU: both are described.
-    wall = lambda e: e["dur"] / 1000  # noqa: E731
-    cpu = lambda e: e.get("tdur", e["dur"]) / 1000  # noqa: E731
-    longest = max(tasks, key=wall)
-    longest_cpu = max(tasks, key=cpu)
+    window = Window(trace, "bench-send", "bench-end", "bench-", MARKS, label)
+    first, finish = window.marks["bench-first-frame"], window.marks["bench-finish"]
 
     def what(task, clock) -> str:
         """When the task ran, and its largest parts in ms of that clock."""
-        inside = Counter()
-        for e in main:
-            if e["name"] in INSIDE and task["ts"] <= e["ts"] <= task["ts"] + task["dur"]:
-                inside[e["name"]] += clock(e)
-        parts = ", ".join(f"{name} {ms:.0f}" for name, ms in inside.most_common(4)
-                          if ms >= 1) or "-"
+        parts = ", ".join(f"{name} {ms:.0f}" for name, ms
+                          in window.parts(task, clock).most_common(4) if ms >= 1) or "-"
         if task["ts"] + task["dur"] < first:
             when = "before the first frame"
         elif task["ts"] > finish:
@@ -586,15 +392,8 @@ def main_thread_tasks(trace: bytes, label: str) -> dict:
             when = "finishing" if task["ts"] + task["dur"] >= finish else "streaming"
         return f"{when}: {parts}"
 
-    return {
-        "longest_ms": wall(longest),
-        "longest_what": what(longest, wall),
-        "longest_cpu_ms": cpu(longest_cpu),
-        "longest_cpu_what": what(longest_cpu, cpu),
-        "busy_ms": sum(min(e["ts"] + e["dur"], end) - max(e["ts"], start) for e in tasks) / 1000,
-        "busy_cpu_ms": sum(map(cpu, tasks)),
-        "script_cpu_ms": sum(map(cpu, outermost(SCRIPT))),
-    }
+    return {**window.figures(), "longest_what": what(window.longest, wall),
+            "longest_cpu_what": what(window.longest_cpu, cpu)}
 
 
 # -- profile --------------------------------------------------------------------------------------
@@ -632,17 +431,13 @@ def profile_once(browser, server: JupyterServer, static: Path, document: str, to
     try:
         ask_for(page, tokens)
         cdp = context.new_cdp_session(page)
-        cdp.send("Profiler.enable")
-        cdp.send("Profiler.setSamplingInterval", {"interval": 100})  # microseconds
-        cdp.send("Profiler.start")
+        start_profiler(cdp)
         seen = click_send_and_wait(page)
         profile = cdp.send("Profiler.stop")["profile"]
         check_reply(page, document, seen, f"profile {tokens:,} tokens")
     finally:
         context.close()
     sections = bundle_modules(static / "widget.dev.js")
-    nodes = {n["id"]: n for n in profile["nodes"]}
-    parent = {child: n["id"] for n in profile["nodes"] for child in n.get("children", ())}
 
     def name(node) -> tuple:
         frame = node["callFrame"]
@@ -652,24 +447,15 @@ def profile_once(browser, server: JupyterServer, static: Path, document: str, to
         return (frame["functionName"] or frame["url"].rsplit("/", 1)[-1] or "(anonymous)",
                 "native" if not frame["url"] else frame["url"].rsplit("/", 1)[-1])
 
-    self_us, total_us, by_module = Counter(), Counter(), Counter()
-    for node_id, delta in zip(profile["samples"], profile["timeDeltas"]):
-        leaf = nodes[node_id]
-        if leaf["callFrame"]["functionName"] in ("(idle)", "(root)"):
-            continue
-        self_us[name(leaf)] += delta
-        seen_names, module, at = set(), None, node_id
-        while at is not None:  # inclusive time, and the bundle module nearest the leaf
-            key = name(nodes[at])
-            if key not in seen_names:
-                seen_names.add(key)
-                total_us[key] += delta
-            if module is None and ":" in key[1]:
-                module = key[1].split(":")[0]
-            at = parent.get(at)
+    stacks = list(sampled_stacks(profile, name))
+    self_us, total_us = self_and_inclusive(stacks)
+    by_module = Counter()
+    for delta, stack in stacks:
+        # The bundle module nearest the sampled function.
+        module = next((where.split(":")[0] for _, where in stack if ":" in where), None)
         if module is None:  # the browser's own work, or Playwright's script in the page
-            module = leaf["callFrame"]["functionName"] if leaf["callFrame"]["functionName"] in (
-                "(program)", "(garbage collector)") else "(other)"
+            leaf = stack[0][0]
+            module = leaf if leaf in ("(program)", "(garbage collector)") else "(other)"
         by_module[module] += delta
     busy = sum(self_us.values())
     lines = [f"Profile of the project's renderer, {tokens:,} tokens, unminified build "
@@ -678,10 +464,10 @@ def profile_once(browser, server: JupyterServer, static: Path, document: str, to
              "Main-thread time by bundle module (native calls counted in the module that "
              "made them):", "", "| module | ms | share |", "|---|---:|---:|"]
     lines += [f"| {m} | {us / 1000:.1f} | {us / busy:.0%} |" for m, us in by_module.most_common()]
-    for title, table in (("self", self_us), ("inclusive", total_us)):
+    for title, times in (("self", self_us), ("inclusive", total_us)):
         lines += ["", f"Functions by {title} time:", "",
                   "| function | where | ms | share |", "|---|---|---:|---:|"]
-        rows = [(k, us) for k, us in table.most_common() if title == "self" or ":" in k[1]]
+        rows = [(k, us) for k, us in times.most_common() if title == "self" or ":" in k[1]]
         lines += [f"| {short(fn)} | {where} | {us / 1000:.1f} | {us / busy:.0%} |"
                   for (fn, where), us in rows[:top]]
     return "\n".join(lines)
@@ -693,23 +479,10 @@ COLUMNS = ("frames", "max_chunk", "longest_ms", "longest_cpu_ms", "script_ms", "
            "busy_ms", "busy_cpu_ms", "layout_ms", "stream_ms")
 
 
-def table(header: list, rows: list, align: str = "") -> list:
-    """Markdown table lines; ``align`` has "l" or "r" per column, by default the first column
-    left and the figures right."""
-    align = align or "l" + "r" * (len(header) - 1)
-    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
-    return ["| " + " | ".join(header) + " |", rule,
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
 def report(runs: dict, repeats: int, browser_version: str, load: tuple, elapsed: float) -> str:
     small, large = SIZES
     cells = [(renderer, tokens) for renderer in RENDERERS for tokens in SIZES]
-    med = {cell: {k: statistics.median(r[k] for r in runs[cell]) for k in COLUMNS}
+    med = {cell: {k: median(r[k] for r in runs[cell]) for k in COLUMNS}
            for cell in cells}
     out = [f"Chromium {browser_version}; medians of {repeats} runs per renderer and size "
            f"(renderers alternated); {os.cpu_count()} CPUs, load average {load[0]:.1f} before "
@@ -781,8 +554,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="runs per renderer and size")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the project's renderer (needs js/node_modules)")
-    parser.add_argument("--chromium", default=os.environ.get("STREAMCHAT_CHROMIUM", CHROMIUM),
-                        help=f"Chromium binary (default {CHROMIUM})")
+    add_chromium_option(parser)
     args = parser.parse_args()
     repeats = args.runs or (2 if args.quick else 5)
 
@@ -795,7 +567,7 @@ def main() -> None:
         docs, documents = write_documents(tmp)
         static = prepare_static(tmp, unminified=args.profile)
         with bench_server(tmp, docs, static) as server, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = launch(pw, args.chromium)
             try:
                 runs = defaultdict(list)
                 for i in range(repeats):
@@ -824,10 +596,7 @@ def main() -> None:
                   time.monotonic() - started)
     if profile:
         text += "\n\n" + profile
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
-    print(f"\n(saved to {RESULTS.relative_to(REPO)})", file=sys.stderr)
+    publish(text, RESULTS, REPO)
 
 
 if __name__ == "__main__":

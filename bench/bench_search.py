@@ -39,7 +39,6 @@ import os
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from jupyter_streamchat.store import Append, SearchTooCostly, SQLiteStore  # noqa: E402
+
+from harness.report import table  # noqa: E402
+from harness.stats import median, percentile  # noqa: E402
+from harness.stores import append_chunks  # noqa: E402
 
 CACHE = Path("/tmp/streamchat-bench-search")
 SIZES = (1_000, 100_000, 1_000_000)
@@ -138,11 +141,6 @@ QUERIES = [  # class, query, raw floor (SQL on search, argument)
 ]
 
 
-def pct(samples: list, q: float) -> float:
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(round(q * (len(samples) - 1))))]
-
-
 def fmt_ms(seconds) -> str:
     if seconds is None:
         return "-"
@@ -173,7 +171,8 @@ async def part_search(path: str, repeats: int) -> list:
     try:
         for name, query, where, arg in QUERIES:
             ours, floor, refused, found = [], [], 0, 0
-            reps = repeats if name.startswith(("common", "rare", "no match")) else max(3, repeats // 4)
+            cheap = name.startswith(("common", "rare", "no match"))
+            reps = repeats if cheap else max(3, repeats // 4)
             for _ in range(reps):
                 started = time.perf_counter()
                 try:
@@ -185,10 +184,10 @@ async def part_search(path: str, repeats: int) -> list:
                 if len(floor) < max(3, reps // 2):
                     floor.append(await loop.run_in_executor(None, raw_query, db, where, arg))
             floor_ok = [f for f in floor if f is not None]
-            floor_p50 = statistics.median(floor_ok) if len(floor_ok) == len(floor) else None
-            rows.append((name, found, pct(ours, 0.5), pct(ours, 0.99),
+            floor_p50 = median(floor_ok) if len(floor_ok) == len(floor) else None
+            rows.append((name, found, percentile(ours, 50), percentile(ours, 99),
                          floor_p50 if floor_p50 is not None else f">{FLOOR_CUTOFF:g} s",
-                         (pct(ours, 0.5) / floor_p50) if floor_p50 else None,
+                         (percentile(ours, 50) / floor_p50) if floor_p50 else None,
                          f"{refused}/{reps}"))
     finally:
         db.close()
@@ -265,8 +264,7 @@ async def part_writes(tmp: str, mib: int) -> list:
         text = ("lorem ipsum dolor sit amet " * (mib * 1024 * 1024 // 27 + 1))
         ex = await store.create_exchange("big", "echo", "a lot please", "kbig")
         frames = [text[i:i + 4096] for i in range(0, len(text), 4096)]
-        for i in range(0, len(frames), 500):
-            await store.append(Append(ex.message_id, i + 1, frames[i:i + 500]))
+        await append_chunks(store, ex.message_id, frames)
         ending = asyncio.ensure_future(
             store.append(Append(ex.message_id, len(frames) + 1, [""], "complete")))
         busy = await writes(60)
@@ -279,10 +277,8 @@ async def part_writes(tmp: str, mib: int) -> list:
     return quiet, busy, idle_wait
 
 
-def table(header: list, rows: list) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def show(header: list, rows: list) -> None:
+    print("\n".join(table(header, rows, align="l" * len(header))))
 
 
 def main() -> None:
@@ -292,8 +288,9 @@ def main() -> None:
     sizes = QUICK_SIZES if args.quick else SIZES
     repeats = 8 if args.quick else 20
     paths = {size: build(size) for size in sizes}
-    print(f"# bench_search ({'quick' if args.quick else 'full'}): Python {platform.python_version()}, "
-          f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs\n")
+    print(f"# bench_search ({'quick' if args.quick else 'full'}): "
+          f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+          f"{os.cpu_count()} CPUs\n")
     rows = []
     for size in sizes:
         print(f"searching {size:,} messages...", file=sys.stderr)
@@ -302,30 +299,30 @@ def main() -> None:
             rows.append((f"{size:,}", name, found, fmt_ms(p50), fmt_ms(p99), fmt_ms(floor),
                          f"{ratio:.2f}" if ratio else "-", refused))
     print("## 1. Search (store.search_conversations, a page of 51) beside raw FTS5 / LIKE\n")
-    print(table(["messages", "query", "found", "p50", "p99", "raw floor p50", "ratio",
-                 "too costly"], rows))
+    show(["messages", "query", "found", "p50", "p99", "raw floor p50", "ratio", "too costly"],
+         rows)
 
     largest = max(sizes)
     print(f"\nother clients while searching {largest:,} messages...", file=sys.stderr)
     others, searches = asyncio.run(part_others(paths[largest], 4 if args.quick else 10))
     print(f"\n## 2. Other clients while the worst queries run ({largest:,} messages; "
           f"{searches[0]} searches answered, {searches[1]} refused as too costly)\n")
-    print(table(["measure", "idle p50", "idle p99", "idle max", "searching p50",
-                 "searching p99", "searching max"],
-                [(name, fmt_ms(pct(q, .5)), fmt_ms(pct(q, .99)), fmt_ms(max(q)),
-                  fmt_ms(pct(b, .5)), fmt_ms(pct(b, .99)), fmt_ms(max(b)))
-                 for name, q, b in others]))
+    show(["measure", "idle p50", "idle p99", "idle max", "searching p50", "searching p99",
+          "searching max"],
+         [(name, fmt_ms(percentile(q, 50)), fmt_ms(percentile(q, 99)), fmt_ms(max(q)),
+           fmt_ms(percentile(b, 50)), fmt_ms(percentile(b, 99)), fmt_ms(max(b)))
+          for name, q, b in others])
 
     print("\nwrites while a long reply is indexed...", file=sys.stderr)
     mib = 2 if args.quick else 8
     quiet, busy, idle_wait = asyncio.run(part_writes(str(CACHE), mib))
     print(f"\n## 3. create_exchange while a {mib} MiB reply ends and is indexed "
           f"(all of it searchable {fmt_ms(idle_wait)} after the last of these writes)\n")
-    print(table(["", "p50", "p99", "max"],
-                [("no reply ending", fmt_ms(pct(quiet, .5)), fmt_ms(pct(quiet, .99)),
-                  fmt_ms(max(quiet))),
-                 (f"{mib} MiB reply ending", fmt_ms(pct(busy, .5)), fmt_ms(pct(busy, .99)),
-                  fmt_ms(max(busy)))]))
+    show(["", "p50", "p99", "max"],
+         [("no reply ending", fmt_ms(percentile(quiet, 50)), fmt_ms(percentile(quiet, 99)),
+           fmt_ms(max(quiet))),
+          (f"{mib} MiB reply ending", fmt_ms(percentile(busy, 50)),
+           fmt_ms(percentile(busy, 99)), fmt_ms(max(busy)))])
 
 
 if __name__ == "__main__":
