@@ -21,6 +21,13 @@ def _jupyter_labextension_paths():
     return [{"src": "labextension", "dest": "jupyter-streamchat"}]
 
 
+def load_ipython_extension(ipython):
+    """``%load_ext jupyter_streamchat``: the ``%%chat`` cell magic."""
+    from .kernel.magic import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __getattr__(name):
     # The widget pulls in anywidget and ipywidgets: import it only when a notebook asks for it,
     # not when the server loads the extension.
@@ -32,10 +39,18 @@ def __getattr__(name):
         from .kernel.follower import connect
 
         return connect
+    if name == "Chat":
+        from .kernel.chat import Chat
+
+        return Chat
+    if name == "agent":
+        from .kernel.agents import agent
+
+        return agent
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "Agent", "AgentError", "AgentRequest", "ChatWidget", "Reasoning", "Usage", "__version__",
-    "connect",
+    "Agent", "AgentError", "AgentRequest", "Chat", "ChatWidget", "Reasoning", "Usage",
+    "__version__", "agent", "connect",
 ]

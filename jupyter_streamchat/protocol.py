@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
-from typing import Any
+from typing import Any, Optional
 
 from .redact import redact
 
@@ -30,14 +30,16 @@ class ProtocolError(Exception):
     """A client request the server refuses; becomes an ``ERROR`` frame, the socket stays open."""
 
     def __init__(self, code: str, message: str, *, client_message_id: str | None = None,
-                 message_id: str | None = None, conversation_id: str | None = None):
+                 message_id: str | None = None, conversation_id: str | None = None,
+                 request_id: str | None = None, agent_id: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         # The offending request's ids, for the ERROR frame (see error_frame).
         self.ids = {name: value for name, value in (
             ("client_message_id", client_message_id), ("message_id", message_id),
-            ("conversation_id", conversation_id)) if value is not None}
+            ("conversation_id", conversation_id), ("request_id", request_id),
+            ("agent_id", agent_id)) if value is not None}
 
 
 # Machine-readable ``code`` values of ERROR frames (documented in docs/protocol.md).
@@ -52,6 +54,11 @@ STORE_UNAVAILABLE = "store_unavailable"
 CONVERSATION_DELETED = "conversation_deleted"
 TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
 INTERNAL = "internal_error"
+# Notebook agents (docs/protocol.md, "Agents in a kernel").
+AGENT_EXISTS = "agent_exists"  # REGISTER_AGENT of a server agent's id
+AGENT_TAKEN = "agent_taken"  # REGISTER_AGENT of an id another connection registered
+TOO_MANY_AGENTS = "too_many_agents"
+UNKNOWN_REQUEST = "unknown_request"  # AGENT_OUTPUT or AGENT_DONE of no request of this socket
 
 # Numbers a JSON reader in any language holds exactly (JavaScript's safe integers).
 MAX_SEQ = 2**53 - 1
@@ -110,8 +117,46 @@ class ListAgents:
     view whose frames go through the kernel."""
 
 
+@dataclass(frozen=True)
+class RegisterAgent:
+    """A kernel offers one of its functions as an agent (a notebook agent)."""
+
+    agent_id: str
+    name: str = ""
+    description: str = ""
+    owner: str = ""  # what registered it, in words (a notebook's path), shown in conflicts
+
+
+@dataclass(frozen=True)
+class UnregisterAgent:
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """What a notebook agent produced for one AGENT_REQUEST since its last such frame."""
+
+    request_id: str
+    text: str = ""
+    reasoning: str = ""
+    usage: Optional[dict] = None  # Python names, as usage_from_wire gives them
+
+
+@dataclass(frozen=True)
+class AgentDone:
+    request_id: str
+    error: Optional[str] = None
+
+
 Request = (SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
-           | WatchConversations | UnwatchConversations | ListAgents)
+           | WatchConversations | UnwatchConversations | ListAgents | RegisterAgent
+           | UnregisterAgent | AgentOutput | AgentDone)
+
+# Field kinds that may be left out, and what a missing one stands for: "label", a short string
+# (a name); "about", a longer one (a description); "piece", a text that may be empty (part of
+# an agent's output); "why", an error message; "usage", a usage object as on a final frame.
+_OPTIONAL = {"label": "", "about": "", "piece": "", "why": None, "usage": None}
+MAX_DESCRIPTION_LENGTH = 2000
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
@@ -127,12 +172,24 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "WATCH_CONVERSATIONS": (WatchConversations, []),
     "UNWATCH_CONVERSATIONS": (UnwatchConversations, []),
     "LIST_AGENTS": (ListAgents, []),
+    "REGISTER_AGENT": (
+        RegisterAgent,
+        [("agentId", "id"), ("name", "label"), ("description", "about"), ("owner", "label")],
+    ),
+    "UNREGISTER_AGENT": (UnregisterAgent, [("agentId", "id")]),
+    "AGENT_OUTPUT": (
+        AgentOutput,
+        [("requestId", "id"), ("text", "piece"), ("reasoning", "piece"), ("usage", "usage")],
+    ),
+    "AGENT_DONE": (AgentDone, [("requestId", "id"), ("error", "why")]),
 }
 
 # The id fields echoed back in an ERROR so a client can tell which request failed, by their
 # wire names and as ProtocolError and error_frame take them.
 _ID_FIELDS = {"clientMessageId": "client_message_id", "messageId": "message_id",
-              "conversationId": "conversation_id"}
+              "conversationId": "conversation_id", "requestId": "request_id"}
+# ... and, for these requests, the agent's id too (their ERRORs are about that agent).
+_AGENT_ID_ECHOED = ("REGISTER_AGENT", "UNREGISTER_AGENT")
 
 
 def _refuse_constant(name: str):
@@ -183,9 +240,15 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
             UNKNOWN_TYPE, f"unknown type {_shown(kind)}; expected one of {known}", **ids
         )
     cls, fields = _REQUESTS[kind]
+    if kind in _AGENT_ID_ECHOED and isinstance(data.get("agentId"), str) \
+            and _is_id(data["agentId"]):
+        ids["agent_id"] = data["agentId"]
     values = []
     for name, check in fields:
         if name not in data:
+            if check in _OPTIONAL:
+                values.append(_OPTIONAL[check])
+                continue
             raise ProtocolError(BAD_FIELD, f"{kind} needs field {name!r}", **ids)
         values.append(_check_field(kind, name, check, data[name], max_text_bytes, ids))
     return cls(*values)
@@ -217,6 +280,8 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
                 BAD_FIELD, f"{kind}.{name} must be an integer from 0 to {MAX_SEQ}", **ids
             )
         return value
+    if check == "usage":
+        return _check_usage(kind, name, value, ids)
     if not isinstance(value, str):
         raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be a string", **ids)
     if not _is_unicode(value):
@@ -229,8 +294,15 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
                 BAD_FIELD, f"{kind}.{name} must be 1 to {MAX_ID_LENGTH} characters", **ids
             )
         return value
-    # check == "text"
-    if not value:
+    if check in ("label", "about"):
+        longest = MAX_ID_LENGTH if check == "label" else MAX_DESCRIPTION_LENGTH
+        if len(value) > longest:
+            raise ProtocolError(
+                BAD_FIELD, f"{kind}.{name} must be at most {longest} characters", **ids
+            )
+        return value
+    # check in ("text", "piece", "why"): a text; only "text" must not be empty
+    if not value and check == "text":
         raise ProtocolError(BAD_FIELD, f"{kind}.{name} must not be empty", **ids)
     size = len(value.encode("utf-8"))
     if size > max_text_bytes:
@@ -240,16 +312,35 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
     return value
 
 
+def _check_usage(kind: str, name: str, value: Any, ids: dict) -> dict:
+    """A usage object as a final MESSAGE_CHUNK carries it -> its Python names."""
+    if not (isinstance(value, dict) and _usage(value)
+            and len(value.get("model", "")) <= MAX_ID_LENGTH
+            and _is_unicode(value.get("model", ""))):
+        raise ProtocolError(
+            BAD_FIELD, f"{kind}.{name} must be an object of model (a string of at most "
+            f"{MAX_ID_LENGTH} characters), inputTokens and outputTokens (integers from 0 to "
+            f"{MAX_SEQ}), each optional", **ids)
+    return usage_from_wire(value)
+
+
 def request_frame(request: Request) -> dict:
-    """A request as a client sends it (the kernel's follower): the inverse of parse_request."""
+    """A request as a client sends it (the kernel's follower): the inverse of parse_request.
+    An optional field holding what its absence means is left out."""
     for kind, (cls, fields) in _REQUESTS.items():
         if isinstance(request, cls):
-            return {"type": kind, **{name: value for (name, _), value in
-                                     zip(fields, vars(request).values())}}
+            frame = {"type": kind}
+            for (name, check), value in zip(fields, vars(request).values()):
+                if check in _OPTIONAL and value == _OPTIONAL[check]:
+                    continue
+                frame[name] = usage_wire(value) if check == "usage" else value
+            return frame
     raise TypeError(f"not a request: {request!r}")
 
 
 _WIRE_ID_NAMES = {name: wire for wire, name in _ID_FIELDS.items()}
+# An ERROR about a notebook agent names it too (ProtocolError(agent_id=...)).
+_ERROR_ID_NAMES = {**_WIRE_ID_NAMES, "agent_id": "agentId"}
 
 
 def request_ids(request: Request) -> dict:
@@ -277,7 +368,7 @@ def error_frame(code: str, message: str, **ids: Any) -> dict:
     """``ids``: the offending request's ``client_message_id``, ``message_id`` and
     ``conversation_id``, where it has them."""
     frame = {"type": "ERROR", "code": code, "message": redact(message)}
-    frame.update((_WIRE_ID_NAMES[name], value) for name, value in ids.items())
+    frame.update((_ERROR_ID_NAMES[name], value) for name, value in ids.items())
     return frame
 
 
@@ -455,6 +546,35 @@ def conversation_deleted_frame(conversation_id: str) -> dict:
     return {"type": "CONVERSATION_DELETED", "conversationId": conversation_id}
 
 
+# -- notebook agents (a kernel's functions answering as agents) ------------------------------
+
+
+def agent_request_frame(request_id: str, agent_id: str, request) -> dict:
+    """AGENT_REQUEST: to the kernel that registered ``agent_id``, an ``AgentRequest`` to run."""
+    return {
+        "type": "AGENT_REQUEST",
+        "requestId": request_id,
+        "agentId": agent_id,
+        "conversationId": request.conversation_id,
+        "text": request.text,
+        "history": [{"role": m["role"], "text": m["text"]} for m in request.history],
+    }
+
+
+def agent_cancel_frame(request_id: str) -> dict:
+    return {"type": "AGENT_CANCEL", "requestId": request_id}
+
+
+def agent_registered_frame(agent_id: str) -> dict:
+    return {"type": "AGENT_REGISTERED", "agentId": agent_id}
+
+
+def agents_changed_frame(agents: list) -> dict:
+    """AGENTS_CHANGED: every agent's ``info()`` (the ``agents`` of GET api/agents), sent to
+    every client when a notebook agent comes, changes or goes."""
+    return {"type": "AGENTS_CHANGED", "agents": agents}
+
+
 # A reply's usage: Python names (as agents report them and the store keeps them) -> wire names.
 USAGE_FIELDS = {
     "model": "model",
@@ -567,7 +687,14 @@ def _conversation_entry(c: Any) -> bool:
 
 def _agent_info(a: Any) -> bool:
     return (isinstance(a, dict) and _id(a.get("id")) and isinstance(a.get("name"), str)
-            and isinstance(a.get("description"), str))
+            and isinstance(a.get("description"), str)
+            and isinstance(a.get("kernel", False), bool) and isinstance(a.get("owner", ""), str))
+
+
+def _turn(m: Any) -> bool:
+    """One earlier message of an AGENT_REQUEST's ``history``."""
+    return isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(
+        m.get("text"), str)
 
 
 def _stored_message(m: Any) -> bool:
@@ -629,4 +756,16 @@ def is_server_frame(frame: Any) -> bool:
         agents = frame.get("agents")
         return (isinstance(agents, list) and all(_agent_info(a) for a in agents)
                 and ("maxMessageBytes" not in frame or _seq(frame["maxMessageBytes"], 1)))
+    if kind == "AGENTS_CHANGED":
+        agents = frame.get("agents")
+        return isinstance(agents, list) and all(_agent_info(a) for a in agents)
+    if kind == "AGENT_REQUEST":
+        history = frame.get("history")
+        return (all(_id(frame.get(k)) for k in ("requestId", "agentId", "conversationId"))
+                and isinstance(frame.get("text"), str) and isinstance(history, list)
+                and all(_turn(m) for m in history))
+    if kind == "AGENT_CANCEL":
+        return _id(frame.get("requestId"))
+    if kind == "AGENT_REGISTERED":
+        return _id(frame.get("agentId"))
     return False

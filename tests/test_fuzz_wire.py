@@ -31,11 +31,15 @@ CONVERSATIONS = ["c-fuzz-0", "c-fuzz-1", "c-fuzz-2"]
 PING = "c-ping"  # never written: its HISTORY is the "still answering" probe
 BYSTANDER = "c-bystander"
 LIST_FRAMES = ("CONVERSATION_UPDATED", "CONVERSATION_DELETED")
+# Sent to every client when a notebook agent comes or goes (REGISTER_AGENT of any client).
+NEWS_FRAMES = LIST_FRAMES + ("AGENTS_CHANGED",)
+AGENT_IDS = ["nb-fuzz-0", "nb-fuzz-1", "echo"]  # REGISTER_AGENT of echo: agent_exists
 READ_LIMIT = 20000  # frames read after one generated frame; a bound, far above what it takes
 
 # Codes a request may get, per the contract; internal_error is only for bugs.
 CODES = {"bad_json", "unknown_type", "bad_field", "too_large", "unknown_message", "not_a_reply",
-         "unknown_agent", "conversation_deleted", "store_unavailable", "too_many_subscriptions"}
+         "unknown_agent", "conversation_deleted", "store_unavailable", "too_many_subscriptions",
+         "agent_exists", "agent_taken", "too_many_agents", "unknown_request"}
 # Codes a well-formed request must never get: they mean the server misread a valid frame.
 MALFORMED_CODES = {"bad_json", "unknown_type", "bad_field", "too_large"}
 
@@ -67,6 +71,8 @@ class Bystander(threading.Thread):
                 self.client.send({"type": "SEND_MESSAGE", "conversationId": BYSTANDER,
                                   "agentId": "echo", "text": text, "clientMessageId": client_id})
                 accepted = self.client.recv()
+                while accepted["type"] == "AGENTS_CHANGED":  # the fuzzer's agents, news
+                    accepted = self.client.recv()
                 if accepted.get("clientMessageId") != client_id:
                     self.failures.append(f"expected MESSAGE_ACCEPTED, got {accepted}")
                     return
@@ -154,9 +160,10 @@ class Fuzzer:
                 assert frame["messages"] == [], frame
                 answered = True
                 continue
-            if frame["type"] in LIST_FRAMES:
+            if frame["type"] in NEWS_FRAMES:
                 # Once an example sent WATCH_CONVERSATIONS, the list's changes come whenever
-                # they happen (an earlier reply's end among them): news, not an answer.
+                # they happen (an earlier reply's end among them): news, not an answer; and
+                # every client hears of notebook agents registered (by an example).
                 continue
             frames.append(frame)
             if frame["type"] == "MESSAGE_ACCEPTED":
@@ -189,6 +196,8 @@ lone_surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
 # Every request type of the contract, with its fields and their kinds ("id", "text", "seq").
 REQUEST_KINDS = {kind: dict(fields) for kind, (_, fields) in p._REQUESTS.items()}
 REQUEST_FIELDS = {kind: list(fields) for kind, fields in REQUEST_KINDS.items()}
+# Kinds of fields a request may leave out (a notebook agent's name, output, error, usage).
+OPTIONAL_KINDS = set(p._OPTIONAL)
 # Ids of the right form that name nothing stored (any Unicode but lone surrogates).
 made_up_ids = st.text(min_size=1, max_size=p.MAX_ID_LENGTH).map(lambda s: "zz-" + s[:197])
 # Extra fields a reader must ignore: any name but the request's own, any JSON value.
@@ -224,8 +233,31 @@ def valid_request(data, fuzzer: Fuzzer) -> dict:
     if kind == "LOAD_HISTORY":
         return {"type": kind, "conversationId": data.draw(conversation_ids),
                 "beforeMessageId": data.draw(known)}
+    if kind in ("REGISTER_AGENT", "UNREGISTER_AGENT", "AGENT_OUTPUT", "AGENT_DONE"):
+        return valid_agent_frame(data, kind)
     assert not REQUEST_FIELDS[kind], kind  # WATCH_CONVERSATIONS, UNWATCH_CONVERSATIONS
     return {"type": kind}
+
+
+def valid_agent_frame(data, kind: str) -> dict:
+    """A notebook agent's frame: registrations of a few names (one a server agent's), and
+    outputs for a request never sent to this client (unknown_request)."""
+    optional = {
+        "REGISTER_AGENT": {"name": st.text(max_size=p.MAX_ID_LENGTH),
+                           "description": st.text(max_size=60), "owner": st.text(max_size=20)},
+        "AGENT_OUTPUT": {"text": st.text(max_size=60), "reasoning": st.text(max_size=60),
+                         "usage": st.fixed_dictionaries({}, optional={
+                             "model": st.text(max_size=20),
+                             "inputTokens": st.integers(0, p.MAX_SEQ),
+                             "outputTokens": st.integers(0, p.MAX_SEQ)})},
+        "AGENT_DONE": {"error": st.text(max_size=60)},
+    }.get(kind, {})
+    frame = {"type": kind, **data.draw(st.fixed_dictionaries({}, optional=optional))}
+    if kind in ("REGISTER_AGENT", "UNREGISTER_AGENT"):
+        frame["agentId"] = data.draw(st.sampled_from(AGENT_IDS))
+    else:
+        frame["requestId"] = data.draw(made_up_ids)
+    return frame
 
 
 def hostile_request(data, fuzzer: Fuzzer) -> dict:
@@ -237,6 +269,8 @@ def hostile_request(data, fuzzer: Fuzzer) -> dict:
         if check == "id" and data.draw(st.booleans()):
             if name == "conversationId" and request["type"] == "SEND_MESSAGE":
                 continue  # a new conversation would be stored: that is not a refusal
+            if name == "agentId" and request["type"] == "REGISTER_AGENT":
+                continue  # this client would then be asked to answer made-up agent ids
             request[name] = data.draw(made_up_ids)
     if request["type"] == "SEND_MESSAGE" and data.draw(st.booleans()):
         request["agentId"] = data.draw(made_up_ids)  # unknown_agent
@@ -257,15 +291,25 @@ def mutated(data, fuzzer: Fuzzer) -> tuple:
     name = data.draw(st.sampled_from(sorted(fields)))
     check = fields[name]
     how = data.draw(st.sampled_from(
-        ["missing", "wrong type", "lone surrogate"]
+        (["missing"] if check not in OPTIONAL_KINDS else [])
+        + ["wrong type", "lone surrogate"]
         + (["empty", "too long"] if check == "id" else [])
         + (["empty", "oversize"] if check == "text" else [])
+        + (["oversize"] if check in ("piece", "why") else [])
+        + (["too long"] if check in ("label", "about") else [])
+        + (["out of range"] if check == "usage" else [])
         + (["out of range", "not whole"] if check == "seq" else [])))
     if how == "missing":
         del request[name]
         return request, "bad_field"
+    if check == "usage" and how == "out of range":
+        field = data.draw(st.sampled_from(["inputTokens", "outputTokens"]))
+        request[name] = {field: data.draw(st.integers(max_value=-1)
+                                          | st.integers(min_value=p.MAX_SEQ + 1))}
+        return request, "bad_field"
     if how == "wrong type":
         wrong = (lambda v: not isinstance(v, int) or isinstance(v, bool)) if check == "seq" \
+            else (lambda v: not isinstance(v, dict)) if check == "usage" \
             else (lambda v: not isinstance(v, str))
         request[name] = data.draw(json_values.filter(wrong))
         return request, "bad_field"
@@ -275,12 +319,15 @@ def mutated(data, fuzzer: Fuzzer) -> tuple:
         else:
             prefix, suffix = data.draw(st.text(max_size=5)), data.draw(st.text(max_size=5))
             request[name] = prefix + data.draw(lone_surrogates) + suffix
+            if check == "usage":
+                request[name] = {"model": request[name]}
         return request, "bad_field"
     if how == "empty":
         request[name] = ""
         return request, "bad_field"
     if how == "too long":
-        request[name] = "i" * data.draw(st.integers(p.MAX_ID_LENGTH + 1, 5000))
+        longest = p.MAX_DESCRIPTION_LENGTH if check == "about" else p.MAX_ID_LENGTH
+        request[name] = "i" * data.draw(st.integers(longest + 1, 5000))
         return request, "bad_field"
     if how == "oversize":
         request[name] = "é" * data.draw(st.integers(MAX_MESSAGE_BYTES // 2 + 1, MAX_MESSAGE_BYTES))

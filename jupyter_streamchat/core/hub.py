@@ -21,6 +21,7 @@ from .bus import Accepted, InProcessBus
 from .delivery import Subscriber
 from .fanout import Fanout
 from .gate import ConversationGate
+from .kernelagents import REQUESTS as KERNEL_AGENT_REQUESTS, KernelAgents
 from .listing import ListUpdates
 from .pacing import FlushClock
 from .reply import Reply
@@ -71,6 +72,7 @@ class Hub:
         self.listing = ListUpdates(store, self.bus.publish, lambda: self.fanout.list_watched,
                                    self._track, self.log)
         store.on_lease_lost = self._lease_lost
+        self.kernel_agents = KernelAgents(self)  # agents a kernel registered (notebook agents)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -118,7 +120,9 @@ class Hub:
         return subscriber
 
     def disconnect(self, subscriber: Subscriber) -> None:
+        """The client is gone (safe to call again): its notebook agents go with it."""
         self.fanout.remove(subscriber)
+        self.kernel_agents.disconnected(subscriber)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -126,7 +130,7 @@ class Hub:
         """Carry out one client frame as received; a bad or failed request is answered with
         an ERROR frame to that client, whose connection stays open."""
         try:
-            await self.handle(subscriber, p.parse_request(text, max_bytes))
+            await self.handle(subscriber, p.parse_request(text, max_bytes), max_bytes)
         except p.ProtocolError as e:
             subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
         except Exception:
@@ -135,8 +139,10 @@ class Hub:
                 p.INTERNAL, "internal error in the chat hub; its log (the Jupyter server's, or "
                 "the kernel's for an in-process hub) says more")))
 
-    async def handle(self, subscriber: Subscriber, request: p.Request) -> None:
-        """Carry out one parsed request; raises ProtocolError for the client to see."""
+    async def handle(self, subscriber: Subscriber, request: p.Request,
+                     max_bytes: Optional[int] = None) -> None:
+        """Carry out one parsed request; raises ProtocolError for the client to see.
+        ``max_bytes``: the limit the request was parsed with, which AGENTS tells."""
         try:
             if isinstance(request, p.SendMessage):
                 await self.send_message(subscriber, request)
@@ -155,6 +161,10 @@ class Hub:
                 self.fanout.watch_list(subscriber)
             elif isinstance(request, p.UnwatchConversations):
                 self.fanout.unwatch_list(subscriber)
+            elif isinstance(request, p.ListAgents):
+                subscriber.send(p.dumps(p.agents_frame(self.agent_infos(), max_bytes)))
+            elif isinstance(request, KERNEL_AGENT_REQUESTS):
+                await self.kernel_agents.handle(subscriber, request)
         except StoreError as e:
             raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **p.request_ids(request)) from e
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import redact
 from ..agents import AgentError, Reasoning, Usage
-from ..protocol import COMPLETE, ERROR, ChunkFrames
+from ..protocol import COMPLETE, ERROR, INTERRUPTED, ChunkFrames
 from ..store import Append, LeaseLost, StoreError
 from .bus import Published, ReplyFrame
 from .pacing import FlushClock
@@ -106,6 +106,11 @@ def _valid(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class AgentInterrupted(Exception):
+    """Raised by an agent whose producer went away mid-reply (the kernel running a notebook
+    agent died or restarted): the reply ends ``interrupted``, keeping what was produced."""
 
 
 class Reply:
@@ -211,6 +216,9 @@ class Reply:
             self._finish(COMPLETE)
         except asyncio.CancelledError:
             pass  # end() already recorded why
+        except AgentInterrupted as e:
+            self.log.info("streamchat: reply %s interrupted: %s", self.message_id, e)
+            self._finish(INTERRUPTED)
         except AgentError as e:
             self.log.info("streamchat: agent %r ended reply %s with an error: %s",
                           self.agent.agent_id, self.message_id, e)

@@ -102,6 +102,12 @@ class RemoteTransport:
             self._outbox.append(text)
         self._wake_writer()
 
+    @property
+    def backlog(self) -> int:
+        """Frames waiting to be written: a sender that can wait (a notebook agent's output)
+        holds back while the socket is slower than it."""
+        return len(self._outbox)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:

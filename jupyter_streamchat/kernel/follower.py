@@ -5,30 +5,32 @@
     reply.wait(30).text
 
 :class:`Conversation` follows one conversation over a transport (see
-:mod:`jupyter_streamchat.transport`): a WebSocket to the Jupyter server when one launched this
+:mod:`jupyter_streamchat.kernel.connection`): a WebSocket to the Jupyter server when one launched this
 kernel, else the hub in this process. The store is the source of truth, so the state here is
 only ever what the hub sent: a message shows once the hub has accepted it, wherever it was sent
 from (this kernel, the browser, another kernel).
 
-On every (re)connection it sends SUBSCRIBE, RESUME for each reply it holds that is still
-streaming (from the last ``seq`` it holds), each SEND_MESSAGE not yet answered (the hub is
-idempotent on ``clientMessageId``), and each stop not yet honoured. Chunks are applied by
-``seq``: a frame at or below the held one is dropped, the next one is appended, a gap asks
-the hub to resume from what is held.
+On every (re)connection it sends, in this order, each SEND_MESSAGE not yet answered (the hub
+is idempotent on ``clientMessageId``), RESUME for each reply it holds that is still streaming
+(from the last ``seq`` it holds), each stop not yet honoured, and SUBSCRIBE. Chunks are applied
+by ``seq``: a frame at or below the held one is dropped, the next one is appended, a gap asks
+the hub to resume from what is held. The browser's view keeps a conversation by the same rules
+(js/src/view/conversation.ts); tests/fixtures/conversation.json holds the cases both run.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, TextIO
 
 from .. import protocol as p
-from .discovery import find_server
-from .connection import EmbeddedTransport, RemoteTransport
+from .connection import RemoteTransport
+from .link import Link
 
-log = logging.getLogger("jupyter_streamchat.follower")
+log = logging.getLogger("jupyter_streamchat.kernel.follower")
 
 PENDING = "pending"  # a ChatReply's status until the hub accepts its message
 
@@ -77,6 +79,17 @@ class _Message:
             self.parts[:] = ["".join(self.parts)]
         return self.parts[0] if self.parts else ""
 
+    def since(self, offset: int) -> str:
+        """The text after its first ``offset`` characters, from the last parts only: reading
+        each new piece of a long reply costs the piece, not the whole text."""
+        need, pieces = self.held - offset, []
+        for part in reversed(self.parts):
+            if need <= 0:
+                break
+            pieces.append(part if len(part) <= need else part[-need:])
+            need -= len(part)
+        return "".join(reversed(pieces))
+
     @property
     def streaming(self) -> bool:
         return self.role == "assistant" and self.status == p.STREAMING
@@ -93,6 +106,19 @@ class _Message:
         return snap
 
 
+class _Ended(threading.Event):
+    """A reply's end: setting it also wakes the reply's iterators."""
+
+    def __init__(self, news: threading.Condition):
+        super().__init__()
+        self._news = news
+
+    def set(self) -> None:
+        super().set()
+        with self._news:
+            self._news.notify_all()
+
+
 class ChatReply:
     """The reply to one :meth:`Conversation.send`; its attributes follow the stream live."""
 
@@ -103,7 +129,11 @@ class ChatReply:
         self._message: Optional[_Message] = None  # set when the hub accepts the message
         self._refused: Optional[tuple] = None  # (code, message) of an ERROR instead
         self._stop_requested = False
-        self._ended = threading.Event()  # final status reached, or the conversation closed
+        # Iterators wait on _news: notified per chunk applied (_arrivals counts them) and at
+        # the end. Lock order: the conversation's lock, then _news, never the other way.
+        self._news = threading.Condition()
+        self._arrivals = 0
+        self._ended = _Ended(self._news)  # final status reached, or the conversation closed
 
     @property
     def message_id(self) -> Optional[str]:
@@ -167,6 +197,65 @@ class ChatReply:
         """Stop generating this reply (now, or as soon as the hub accepts the message)."""
         self._conversation._stop_reply(self)
 
+    def __iter__(self) -> Iterator[str]:
+        return self.chunks()
+
+    def chunks(self, timeout: Optional[float] = None) -> Iterator[str]:
+        """The reply's text as it arrives: first what is held already, then each piece that
+        arrives (a reader slower than the stream gets the pieces that came meanwhile as one),
+        until the reply ends. Their concatenation is :attr:`text`. A stopped or failed reply
+        ends the iteration quietly (:attr:`status` tells); a conversation closed before the
+        end raises ConnectionError, and ``timeout`` seconds without news TimeoutError.
+        Safe from any thread; several iterators of one reply each get the whole text."""
+        sent, seen = 0, -1
+        while True:
+            with self._news:
+                if not self._news.wait_for(
+                        lambda: self._arrivals != seen or self._ended.is_set(), timeout):
+                    raise TimeoutError(f"no news of the reply after {timeout} s; "
+                                       f"{self._conversation._connection_state()}")
+                seen = self._arrivals
+            ended = self._ended.is_set()  # before the text: the last chunk comes before the end
+            with self._conversation._lock:
+                piece = self._message.since(sent) if self._message else ""
+            if piece:
+                sent += len(piece)
+                yield piece
+            if ended:
+                if not self.done:
+                    raise ConnectionError("the conversation was closed before the reply ended")
+                return
+
+    def news(self, since: int = 0, timeout: Optional[float] = None) -> int:
+        """Wait until a chunk arrives after ``since`` (what this returned last time; 0 at
+        first) or the reply ends, at most ``timeout`` seconds; returns the count to pass next.
+        For readers that redraw the whole text, where :meth:`chunks` suits those that append."""
+        with self._news:
+            self._news.wait_for(lambda: self._arrivals != since or self._ended.is_set(), timeout)
+            return self._arrivals
+
+    def stream(self, file: Optional[TextIO] = None) -> "ChatReply":
+        """Write the reply to ``file`` (default: ``sys.stdout``) as it arrives, then a line
+        break, and a line saying how it ended if it did not complete; returns the reply."""
+        from .markdown import status_note
+
+        file = file or sys.stdout
+        wrote = False
+        for piece in self:
+            file.write(piece)
+            file.flush()
+            wrote = True
+        note = status_note(self.status, self.error)
+        file.write(("\n" if wrote else "") + f"{note}\n" if note else "\n")
+        file.flush()
+        return self
+
+    def _arrived(self) -> None:
+        """A chunk of this reply was applied (called under the conversation's lock)."""
+        with self._news:
+            self._arrivals += 1
+            self._news.notify_all()
+
     def __repr__(self) -> str:
         text = self.text
         shown = text if len(text) <= 60 else text[:57] + "..."
@@ -197,7 +286,7 @@ class Conversation:
         self._pending: dict = {}  # clientMessageId -> (ChatReply, SEND_MESSAGE frame)
         self._replies: dict = {}  # reply id -> ChatReply, until the reply ends
         self._stopping: set = set()  # reply ids asked to stop, until they end
-        self._resuming: dict = {}  # reply id -> afterSeq of a RESUME sent to fill a gap
+        self._resuming: dict = {}  # reply id -> afterSeq of the last RESUME sent on this connection
         self._synced = threading.Event()
         self._closed = False
         self.last_error: Optional[dict] = None  # the last ERROR frame not tied to a send
@@ -208,7 +297,8 @@ class Conversation:
     @property
     def remote(self) -> bool:
         """True when the hub is the Jupyter server's, False when it runs in this process."""
-        return isinstance(self.transport, RemoteTransport)
+        # A channel of the kernel's one connection (connect()), or a transport of its own.
+        return isinstance(getattr(self.transport, "shared", self.transport), RemoteTransport)
 
     @property
     def server_url(self) -> Optional[str]:
@@ -300,14 +390,15 @@ class Conversation:
 
     def _on_connect(self) -> None:
         with self._lock:
-            frames = [p.request_frame(p.Subscribe(self.conversation_id))]
-            # Replies held as streaming resume from the last frame held; frames that then
-            # arrive twice (live after the HISTORY, and replayed) are dropped by seq.
+            # In the order of docs/protocol.md (the hub answers in it): unanswered sends, then
+            # replies held as streaming, resumed from the last frame held (frames that then
+            # arrive twice, replayed and in the HISTORY, are dropped by seq), stops, SUBSCRIBE.
+            frames = [frame for _reply, frame in self._pending.values()]
             self._resuming = {m.message_id: m.seq for m in self._messages if m.streaming}
             frames += [p.request_frame(p.Resume(message_id, seq))
                        for message_id, seq in self._resuming.items()]
-            frames += [frame for _reply, frame in self._pending.values()]
             frames += [p.request_frame(p.StopGenerating(i)) for i in self._stopping]
+            frames.append(p.request_frame(p.Subscribe(self.conversation_id)))
         for frame in frames:
             self.transport.send(frame)
 
@@ -349,9 +440,13 @@ class Conversation:
                 self._resuming[message_id] = message.seq
                 after.sends.append(p.request_frame(p.Resume(message_id, message.seq)))
             return
-        self._resuming.pop(message_id, None)
+        # The RESUME asked stays on record (``_resuming``) until the reply ends: a HISTORY
+        # then asks no second one on this connection.
         message.add(frame["chunk"], frame.get("reasoning", ""))
         message.seq = seq
+        reply = self._replies.get(message_id)
+        if reply is not None:  # wakes its iterators, per chunk
+            reply._arrived()
         if frame.get("isComplete"):
             message.status = frame.get("status", p.COMPLETE)
             message.error = frame.get("error")
@@ -506,7 +601,8 @@ def connect(conversation_id: str, on_change: Optional[OnChange] = None,
             store_url: str = "") -> Conversation:
     """Follow ``conversation_id`` on the Jupyter server that launched this kernel, or, without
     one (a notebook run headless, a script), on a hub in this process over ``store_url``
-    (default: ``streamchat.db`` in the Jupyter data dir, shared with Jupyter servers)."""
-    server = find_server()
-    transport = RemoteTransport(server) if server else EmbeddedTransport(store_url)
-    return Conversation(conversation_id, transport, on_change)
+    (default: ``streamchat.db`` in the Jupyter data dir, shared with Jupyter servers).
+
+    Every conversation (and notebook agent) of this process shares one connection to the hub
+    (:mod:`~jupyter_streamchat.kernel.link`); closing the conversation leaves it."""
+    return Conversation(conversation_id, Link.channel(conversation_id, store_url), on_change)

@@ -107,6 +107,22 @@ class StreamChatApp(ExtensionApp):
         before it ends with an error, keeping exactly the text that was stored.""",
     ).tag(config=True)
 
+    agent_host_ping_interval = Float(
+        2.0,
+        help="""Seconds between pings on a connection that has notebook agents (a kernel's).
+        A kernel that dies or restarts closes its socket, and its replies end interrupted at
+        once; these pings notice one that went silent without closing it (a frozen process,
+        a lost network).""",
+    ).tag(config=True)
+
+    agent_host_timeout = Float(
+        10.0,
+        help="""Seconds without an answer to those pings after which the connection is taken
+        as gone: its notebook agents are removed and the replies they were writing end
+        interrupted, keeping their text. So a silent kernel is noticed within this plus
+        agent_host_ping_interval.""",
+    ).tag(config=True)
+
     @property
     def max_frame_bytes(self) -> int:
         # JSON escaping can inflate text up to 6x; above this Tornado closes the socket.

@@ -16,6 +16,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
@@ -75,12 +76,56 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
         self.subscriber = self.hub.connect(self, self.extensionapp.client_buffer_bytes)
 
     async def on_message(self, message):
+        self._heard = IOLoop.current().time()
         await self.hub.handle_text(self.subscriber, message, self.extensionapp.max_message_bytes)
+        if self._liveness is None and self.hub.kernel_agents.owns(self.subscriber):
+            self._watch_agent_host()
 
     def on_close(self):
+        self._stop_watching()
         subscriber = getattr(self, "subscriber", None)
         if subscriber is not None:
             self.hub.disconnect(subscriber)
+
+    # A connection with notebook agents (a kernel's) is pinged more often than Jupyter's
+    # keep-alive does (30 s, closing after 90 s without a pong): its silence strands replies
+    # that browsers are watching. See StreamChatApp.agent_host_ping_interval.
+
+    _liveness = None
+    _heard = 0.0  # when the client was last heard from: a frame or a pong
+
+    def _watch_agent_host(self):
+        app = self.extensionapp
+        self._heard = IOLoop.current().time()
+        self._liveness = PeriodicCallback(self._probe, app.agent_host_ping_interval * 1000)
+        self._liveness.start()
+
+    def _stop_watching(self):
+        if self._liveness is not None:
+            self._liveness.stop()
+
+    def _probe(self):
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            self._stop_watching()
+            return
+        silent = IOLoop.current().time() - self._heard
+        if silent > self.extensionapp.agent_host_timeout:
+            self.log.warning("streamchat: a connection with notebook agents answered nothing "
+                             "for %.1f s; taking it as gone", silent)
+            self._stop_watching()
+            # Its replies end now, not after the closing handshake's own timeout.
+            self.hub.disconnect(self.subscriber)
+            self.close(1001, "no answer to pings")
+            return
+        try:
+            self.ping(b"")
+        except WebSocketClosedError:
+            self._stop_watching()
+
+    def on_pong(self, data):
+        super().on_pong(data)
+        self._heard = IOLoop.current().time()
 
     def write_frames(self, frames: list):
         """Transport for :class:`Subscriber`: one WebSocket message per frame."""

@@ -1,0 +1,88 @@
+"""The Python API of a chat, the same in a kernel behind JupyterLab, in a notebook run headless
+(nbclient, papermill) and in a plain script::
+
+    from jupyter_streamchat import Chat
+
+    chat = Chat(agent="echo")
+    chat.send("Hello").wait().text          # blocks until the reply has ended
+    for piece in chat.send("And then?"):    # the text as it arrives
+        print(piece, end="", flush=True)
+
+Behind a Jupyter server it talks to the server's hub, so the conversation is the one the Chat
+panel lists; without one, to a hub in this process over the same store (``streamchat.db`` in
+the Jupyter data dir by default).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from .follower import ChatReply, Conversation, connect
+from .markdown import conversation_markdown
+
+# How long ``messages`` waits for a conversation's history to arrive from the hub.
+SYNC_TIMEOUT = 30.0
+
+
+class Chat:
+    """One conversation: ``Chat(agent="echo")`` starts a new one, ``Chat(conversation_id=...)``
+    carries on a stored one. ``agent`` answers each :meth:`send` that names none."""
+
+    def __init__(
+        self, agent: str = "demo", conversation_id: Optional[str] = None, store_url: str = ""
+    ):
+        self.agent = agent
+        self._conversation: Conversation = connect(
+            conversation_id or uuid.uuid4().hex, store_url=store_url
+        )
+
+    @property
+    def conversation_id(self) -> str:
+        return self._conversation.conversation_id
+
+    @property
+    def remote(self) -> bool:
+        """True when the hub is a Jupyter server's, False when it runs in this process."""
+        return self._conversation.remote
+
+    @property
+    def messages(self) -> list:
+        """The conversation as the hub has told it (waiting for its history first): each
+        ``{"messageId", "role", "agentId", "text", "status"}``, and ``error`` if it failed."""
+        self._conversation.wait_synced(SYNC_TIMEOUT)
+        return self._conversation.messages
+
+    def send(self, text: str, agent: Optional[str] = None) -> ChatReply:
+        """Send ``text`` to ``agent`` (default: this chat's); returns the reply at once.
+
+        ``reply.wait()`` blocks until it ends; ``for piece in reply`` gives its text as it
+        arrives; ``reply.text`` and ``reply.status`` follow it.
+        """
+        return self._conversation.send(text, agent or self.agent)
+
+    def stop(self) -> None:
+        """Stop every reply of this conversation still being written (partial text kept)."""
+        self._conversation.stop()
+
+    def close(self) -> None:
+        """Stop following the conversation; a reply still being written goes on in the hub."""
+        self._conversation.close()
+
+    def __enter__(self) -> "Chat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self._conversation.server_url or "in-process hub"
+        count = len(self._conversation.messages)
+        plural = "" if count == 1 else "s"
+        return (
+            f"<Chat {self.conversation_id!r} agent={self.agent!r}, {count} message{plural}, "
+            f"via {where}>"
+        )
+
+    def _repr_markdown_(self) -> str:
+        return conversation_markdown(self.messages)
