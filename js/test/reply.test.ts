@@ -39,7 +39,8 @@ function play(item: ReplyCase): Played {
       continue;
     }
     const frame = parseServerFrame('type' in entry ? JSON.stringify(entry) : wireText(entry));
-    if (frame === null || frame.type === 'ERROR' || frame.conversationId !== item.conversationId) {
+    if (frame === null || !('conversationId' in frame) ||
+        frame.conversationId !== item.conversationId) {
       continue;
     }
     if (frame.type === 'MESSAGE_CHUNK' && frame.messageId === item.messageId) {

@@ -4,6 +4,8 @@ The view in the browser streams over its own WebSocket to the hub in the Jupyter
 busy, restarting or dead kernel never holds a reply up. The Python object follows the same
 conversation through its own connection (or an in-process hub when there is no server, as in
 a notebook run headless), so ``send``, ``stop`` and ``messages`` work from code as well.
+Where the page's server runs no hub (VS Code, Colab, a server without the extension), the view
+sends its frames through the kernel instead, over the widget's comm (comm.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import anywidget
 from traitlets import Float, List, Unicode, observe
 
 from ..kernel.follower import ChatReply, Conversation, connect
+from .comm import CommRelay, transport_like
+from . import transcript
 
 _STATIC = pathlib.Path(__file__).parent / "static"  # built by the Python build from js/
 
@@ -70,6 +74,9 @@ class ChatWidget(anywidget.AnyWidget):
         super().__init__(conversation_id=conversation_id or uuid.uuid4().hex,
                          _output_key=uuid.uuid4().hex, **chosen, **kwargs)
         self._conversation: Conversation = self._follow(self.conversation_id)
+        # Views without a hub of their own talk to the one this object uses, through it.
+        self._relay = CommRelay(self, lambda: transport_like(self._conversation.transport))
+        self.on_msg(self._relay.handle)
 
     def send(self, text: str, agent: Optional[str] = None) -> ChatReply:
         """Send ``text`` to ``agent`` (default: the widget's); returns the reply at once.
@@ -83,6 +90,8 @@ class ChatWidget(anywidget.AnyWidget):
         self._conversation.stop()
 
     def close(self) -> None:
+        if getattr(self, "_relay", None) is not None:  # None if __init__ failed before it
+            self._relay.close()
         self._conversation.close()
         super().close()
 
@@ -96,6 +105,13 @@ class ChatWidget(anywidget.AnyWidget):
         if self._agent_set_at:
             data[OUTPUT_MIME]["agentChosenAt"] = self._agent_set_at
         return data, metadata
+
+    @property
+    def _ipython_display_(self):
+        # Headless (no Jupyter server, no live view): shown with the conversation as Markdown
+        # beside the view, kept current after each cell (transcript.py). Otherwise None, and
+        # IPython displays it from _repr_mimebundle_ as any widget.
+        return transcript.display_method(self)
 
     @property
     def remote(self) -> bool:

@@ -6,7 +6,9 @@
 // a server restart, or in a notebook opened tomorrow; the view streams from the hub over its own
 // socket, and a reply in flight continues. While the kernel's widget model is alive (the cell
 // was run in this session) the view binds to it, so `send`, `stop`, `messages` and trait
-// changes from Python work as in the plain widget.
+// changes from Python work as in the plain widget. Where the page's server runs no hub (the
+// server extension is not enabled there), the view streams through that model's kernel instead
+// (widget/commtransport.ts), as the plain widget does.
 //
 // A notebook may come from anyone, so the saved output is checked before anything is sent:
 // a field of the wrong kind, or an id the server would refuse (over 200 characters, not valid
@@ -19,6 +21,7 @@ import { ChatView } from '../view/chatview';
 import { el } from '../view/dom';
 import { parseChatOutput } from '../view/protocol';
 import { pageServerSettings } from '../view/server';
+import { CommModel, CommTransport, serverHasHub } from '../widget/commtransport';
 import {
   agentChosenAt, agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
 } from '../view/widgetmodel';
@@ -32,6 +35,7 @@ const DEFAULT_AGENT = 'demo';
 export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer {
   private view: ChatView | null = null;
   private model: WidgetModel | null = null;
+  private comm: CommTransport | null = null; // the view's transport when it goes through the kernel
   private conversationId = '';
   private unbind = (): void => undefined;
   private unwatch = (): void => undefined;
@@ -53,10 +57,14 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
     // and the chat opens with the agent the conversation last used; see agentchoice.ts).
     const raw = mimeModel.data[OUTPUT_MIME] as Record<string, unknown>;
     const agentChosen = chosenAt(raw.agentChosenAt);
+    const server = this.view === null ? pageServerSettings() : null;
+    const viaServer = this.view === null && await serverHasHub(server);
     if (this.view === null) {
       this.node.replaceChildren();
       this.view = new ChatView(this.node, {
-        server: pageServerSettings(),
+        server: viaServer ? server : null,
+        connect: viaServer ? undefined : handlers =>
+          (this.comm = new CommTransport(handlers, this.model as (WidgetModel & CommModel) | null)),
         conversationId: data.conversationId,
         agentId: data.agentId,
         agentChosenAt: agentChosen,
@@ -99,6 +107,7 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
     this.unbind();
     this.unbind = () => undefined;
     this.model = model;
+    this.comm?.attach(model as (WidgetModel & CommModel) | null);
     if (model === null || this.view === null) {
       return;
     }

@@ -76,3 +76,45 @@ export function lastUsed(messages: readonly { agentId?: unknown; createdAt?: unk
   }
   return null;
 }
+
+/** One entry of the agent picker. */
+export interface AgentOption {
+  /** The agent's id (the option's value). */
+  value: string;
+  label: string;
+  /** The agent's description, shown as the option's tooltip. */
+  title: string;
+  /** Chosen, but not among the server's agents now. */
+  unavailable: boolean;
+}
+
+/**
+ * The picker's entries for the server's `agents` (as `GET api/agents` and AGENTS_CHANGED list
+ * them) when `chosen` is the agent the next message goes to, and the notice to show ('' for
+ * none). The list may change at any time (a kernel registers or withdraws a notebook agent):
+ * the choice never changes with it. A chosen agent the server does not have stays shown, marked
+ * unavailable, rather than the picker silently showing (and sending to) another.
+ */
+export function agentOptions(
+  agents: readonly { id: string; name?: string; description?: string }[], chosen: string
+): { options: AgentOption[]; problem: string } {
+  const options: AgentOption[] = agents.map(agent => ({
+    value: agent.id, label: agent.name || agent.id, title: agent.description ?? '',
+    unavailable: false
+  }));
+  const known = agents.some(agent => agent.id === chosen);
+  if (known || !chosen) {
+    return { options, problem: '' };
+  }
+  options.push({
+    value: chosen, label: `${chosen} (unavailable)`,
+    title: 'This agent is not available on this server now.', unavailable: true
+  });
+  return {
+    options,
+    // With no other agent to pick, the connection's own notice says what is wrong.
+    problem: agents.length > 0
+      ? `The agent "${chosen}" is not available on this server; pick another.`
+      : ''
+  };
+}

@@ -1,11 +1,16 @@
 // The chat view: one conversation, its messages, an input, and the hub connection.
 //
 // It depends on the DOM and the wire contract only (no anywidget, no `@jupyterlab/*`), so the
-// notebook widget and a sidebar panel mount the same view. DOM test hooks follow the design
-// notes: `data-testid="streamchat"` on the root (with `data-connection`), `streamchat-input`,
-// `-send`, `-stop`, `-typing`, and `streamchat-message` with `data-role`, `data-status` and
-// `data-message-id` on every message; `streamchat-empty-chat` is the note of a conversation
-// without messages (what to do: pick an agent, type, press Enter).
+// notebook widget and a sidebar panel mount the same view. What the conversation holds, and
+// what goes to the hub when, is the DOM-free model's (conversation.ts); this view draws it.
+// DOM test hooks follow the design notes: `data-testid="streamchat"` on the root (with
+// `data-connection`), `streamchat-input`, `-send`, `-stop`, `-typing`, and `streamchat-message`
+// with `data-role`, `data-status` and `data-message-id` on every message (its text alone in
+// `streamchat-message-text`, see message.ts); `streamchat-empty-chat` is the note of a
+// conversation without messages (what to do: pick an agent, type, press Enter).
+//
+// The agent picker lists the server's agents (REST, or the transport's own way) and follows
+// AGENTS_CHANGED live; a chosen agent that goes away stays shown, as unavailable.
 //
 // Keyboard: the input takes Enter (send), Shift+Enter (a new line) and, while a reply is being
 // generated, Escape (stop it). Every other key goes on to the page, so the host's shortcuts
@@ -13,20 +18,23 @@
 // Screen readers: the message list is a polite `log`; a reply is `aria-busy` while it streams,
 // and how it ended is said once through a visually hidden status region.
 
-import { AgentChoice, chooseAgent, chosenAt, HostAgent, LastUsed, lastUsed } from './agentchoice';
+import {
+  agentOptions, AgentChoice, chooseAgent, chosenAt, HostAgent, LastUsed, lastUsed
+} from './agentchoice';
 import { ConnectionState, HubConnection } from './connection';
+import {
+  Conversation, ConversationObserver, HeldMessage, OutgoingSend, wholeStep
+} from './conversation';
 import { el, randomId } from './dom';
 import type { CodeBlockOptions } from './decorate';
 import { ImagePolicy, loadAllowed } from './images';
 import { BodyRenderer, StreamingMarkdown } from './markdown';
 import { MessageView } from './message';
 import { EarlierMessages } from './paging';
-import {
-  clientFrameProblem, ErrorFrame, FINAL, History, HistoryPage, idProblem, MessageAccepted,
-  MessageChunk, SendMessage, ServerFrame, Status, StoredMessage, Usage
-} from './protocol';
-import { applyChunk, applyStored, isEnded, ReplyStep, resumed } from './reply';
+import { AgentInfo, FINAL, History, idProblem, ServerFrame, Status, Usage } from './protocol';
+import type { ReplyStep } from './reply';
 import { authHeaders, ServerSettings } from './server';
+import type { Connect, Transport } from './transport';
 
 /** A message as the kernel's snapshot has it (shown when no server can be reached). */
 export interface SnapshotMessage {
@@ -59,8 +67,12 @@ function snapshotUsage(usage: Record<string, unknown> | undefined): Usage | unde
 }
 
 export interface ChatViewOptions {
-  /** The hub's server; null when the page has none (the view then says so). */
+  /** The hub's server; null when the page has none (the view then says so, unless `connect`
+   * gives it another way). */
   server: ServerSettings | null;
+  /** The host's own way to the hub, used instead of a WebSocket to `server` (the notebook
+   * widget's comm through the kernel, where the page's server runs no hub). */
+  connect?: Connect;
   conversationId: string;
   /** The host's agent: the one a new conversation starts with (see agentchoice.ts). */
   agentId: string;
@@ -92,23 +104,9 @@ const ENDED: Record<Status, string> = {
   error: 'Reply failed'
 };
 
-/** A stored message's time, when the server sent one (see `StoredMessage.createdAt`). */
-function createdAt(message: StoredMessage): Date | null {
-  const seconds = message.createdAt;
-  return typeof seconds === 'number' && Number.isFinite(seconds) && seconds > 0
-    ? new Date(seconds * 1000)
-    : null;
-}
-
-interface AgentInfo {
-  id: string;
-  name: string;
-  description: string;
-}
-
 export class ChatView {
   readonly root: HTMLElement;
-  private conversationId: string;
+  private readonly model: Conversation;
   private agentId: string; // the agent the next message goes to: `chooseAgent`'s answer
   private hostAgent: HostAgent;
   private pickedAgent: string | null = null; // picked in this view, for this conversation
@@ -116,6 +114,8 @@ export class ChatView {
   private agentOpened = false; // the conversation's first HISTORY chose its agent
   private readonly agentNote: HTMLElement;
   private agentsLoaded = false; // the picker lists the server's agents
+  private agents: AgentInfo[] = []; // the server's agents, as last told
+  private agentsChanged = 0; // AGENTS_CHANGED frames seen: newer than a REST answer under way
   private readonly createRenderer: (el: HTMLElement) => BodyRenderer;
   private readonly list: HTMLElement;
   private readonly typing: HTMLElement;
@@ -128,15 +128,14 @@ export class ChatView {
   private readonly input: HTMLTextAreaElement;
   private readonly sendButton: HTMLButtonElement;
   private readonly stopButton: HTMLButtonElement;
-  private connection: HubConnection | null = null;
+  private connection: Transport | null = null;
+  private transportNote: HTMLElement | null = null; // what the transport cannot do, if anything
   /** Why the server would refuse this conversation's id, or null when it would not. */
   private conversationProblem: string | null = null;
   private readonly images: ImagePolicy;
   private readonly earlier: EarlierMessages;
-  private messages = new Map<string, MessageView>(); // by message id
-  private pending = new Map<string, { frame: SendMessage; view: MessageView }>(); // by clientMessageId
-  private streaming = new Set<string>(); // reply ids not yet ended
-  private stopWanted = new Set<string>(); // stops asked while disconnected
+  private messages = new Map<string, MessageView>(); // held messages, by message id
+  private sent = new Map<string, MessageView>(); // sends not accepted yet, by clientMessageId
   private agentProblem = '';
   private stick = true; // follow new text unless the user scrolled up
   private lastScrollTop = 0;
@@ -147,7 +146,7 @@ export class ChatView {
   private announceTimer = 0;
 
   constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
-    this.conversationId = options.conversationId;
+    this.model = new Conversation(options.conversationId, this.observer);
     this.agentId = options.agentId;
     this.hostAgent = { agentId: options.agentId, chosenAt: chosenAt(options.agentChosenAt) };
     this.images = new ImagePolicy(options.imageHosts ?? []);
@@ -179,10 +178,7 @@ export class ChatView {
     this.list.setAttribute('role', 'log');
     this.list.setAttribute('aria-live', 'polite');
     this.list.setAttribute('aria-label', 'Chat messages');
-    this.earlier = new EarlierMessages(this.list, () => this.oldestShown(), beforeMessageId =>
-      this.connection?.send({
-        type: 'LOAD_HISTORY', conversationId: this.conversationId, beforeMessageId
-      }) ?? false);
+    this.earlier = new EarlierMessages(this.list, () => this.model.loadOlder());
     this.list.append(this.earlier.marker);
     this.typing = el('div', 'streamchat-typing', 'streamchat-typing');
     this.typing.setAttribute('role', 'img');
@@ -239,7 +235,7 @@ export class ChatView {
     });
     this.list.addEventListener('scroll', this.onScroll);
 
-    if (options.server === null) {
+    if (options.server === null && !options.connect) {
       this.showSnapshot(options.snapshot ?? []);
       this.setConnection('offline',
         'Cannot reach a streamchat server: this page is not served by a Jupyter server. ' +
@@ -247,7 +243,7 @@ export class ChatView {
       this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
       return;
     }
-    this.conversationProblem = idProblem(this.conversationId);
+    this.conversationProblem = idProblem(this.model.conversationId);
     if (this.conversationProblem !== null) {
       this.refuseConversation();
     } else {
@@ -255,13 +251,26 @@ export class ChatView {
     }
   }
 
-  private connect(server: ServerSettings): void {
+  private connect(server: ServerSettings | null): void {
     this.setConnection('reconnecting', 'Connecting…');
-    this.connection = new HubConnection(server, {
-      onFrame: frame => this.onFrame(frame),
-      onOpen: () => this.onOpen(),
-      onState: (state, problem) => this.setConnection(state, problem)
-    });
+    const handlers = {
+      onFrame: (frame: ServerFrame) => this.model.receive(frame),
+      onOpen: () => this.model.opened(),
+      onState: (state: ConnectionState, problem: string) => {
+        this.setConnection(state, problem);
+        if (state !== 'connected') {
+          this.model.closed();
+        }
+      }
+    };
+    this.connection = this.options.connect?.(handlers) ?? new HubConnection(server!, handlers);
+    this.model.attach(this.connection);
+    if (this.connection.note && this.transportNote === null) {
+      // One quiet line under the input, for as long as the view lives.
+      this.transportNote = el('div', 'streamchat-transport-note', 'streamchat-transport-note');
+      this.transportNote.textContent = this.connection.note;
+      this.root.append(this.transportNote);
+    }
     void this.loadAgents(server);
   }
 
@@ -270,6 +279,7 @@ export class ChatView {
   private refuseConversation(): void {
     this.connection?.close();
     this.connection = null;
+    this.model.attach(null);
     this.setConnection('offline',
       `This chat cannot be shown: its conversation id ${this.conversationProblem}.`);
     this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
@@ -286,18 +296,16 @@ export class ChatView {
   /** Follow another conversation: the hub stops sending the old one's frames (UNSUBSCRIBE),
    * and any still in flight are ignored. */
   setConversation(conversationId: string): void {
-    if (conversationId === this.conversationId) {
+    if (conversationId === this.model.conversationId) {
       return;
     }
-    this.connection?.send({ type: 'UNSUBSCRIBE', conversationId: this.conversationId });
     const wasRefused = this.conversationProblem !== null;
-    this.conversationId = conversationId;
     this.conversationProblem = idProblem(conversationId);
+    // Subscribed at once on a connection that stays; a new one subscribes once open.
+    this.model.setConversation(conversationId, !wasRefused && this.conversationProblem === null);
     this.messages.clear();
-    this.pending.clear();
-    this.streaming.clear();
-    this.stopWanted.clear();
-    this.earlier.reset(false);
+    this.sent.clear();
+    this.earlier.setLoading(false);
     this.earlier.forget();
     this.growth.disconnect();
     this.list.replaceChildren(this.earlier.marker);
@@ -309,11 +317,9 @@ export class ChatView {
     this.updateBusy();
     if (this.conversationProblem !== null) {
       this.refuseConversation();
-    } else if (wasRefused && this.options.server !== null) {
+    } else if (wasRefused && (this.options.server !== null || this.options.connect)) {
       this.input.disabled = this.sendButton.disabled = this.picker.disabled = false;
       this.connect(this.options.server); // subscribes once open
-    } else {
-      this.connection?.send({ type: 'SUBSCRIBE', conversationId });
     }
   }
 
@@ -374,7 +380,7 @@ export class ChatView {
 
   /** The snapshot shows only while no server answers. */
   setSnapshot(snapshot: SnapshotMessage[]): void {
-    if (this.options.server === null) {
+    if (this.options.server === null && !this.options.connect) {
       this.growth.disconnect();
       this.list.replaceChildren(this.earlier.marker);
       this.messages.clear();
@@ -401,7 +407,8 @@ export class ChatView {
         event.preventDefault();
         this.sendInput();
       } // with Shift, the textarea adds the new line itself
-    } else if (event.key === 'Escape' && !modified && !event.shiftKey && this.streaming.size > 0) {
+    } else if (event.key === 'Escape' && !modified && !event.shiftKey &&
+               this.model.streamingCount > 0) {
       event.stopPropagation();
       event.preventDefault();
       this.stop();
@@ -418,245 +425,158 @@ export class ChatView {
       this.showNotice('Pick an agent first.');
       return;
     }
-    const frame: SendMessage = {
-      type: 'SEND_MESSAGE',
-      conversationId: this.conversationId,
-      agentId: this.agentId,
-      text,
-      clientMessageId: randomId()
-    };
-    // What the server is certain to refuse is refused here, the text left in the input.
-    const problem = clientFrameProblem(frame, this.connection.maxMessageBytes);
+    // What the server is certain to refuse is refused here, the text left in the input. If
+    // offline, the message goes once the connection opens (the hub is idempotent on its id).
+    const problem = this.model.send(text, this.agentId);
     if (problem !== null) {
       this.showNotice(`Not sent: ${problem}`);
       return;
     }
     this.input.value = '';
-    const view = new MessageView('user', '', 'pending', this.createRenderer);
-    view.setText(text);
-    this.observe(view);
-    this.pending.set(frame.clientMessageId, { frame, view });
-    this.insert(view);
     this.stick = true; // your own message always scrolls into view
-    this.updateBusy();
-    this.connection.send(frame); // if offline, onOpen sends it (the hub is idempotent on its id)
+    this.followBottom();
   }
 
   private stop(): void {
-    for (const messageId of this.streaming) {
-      if (!this.connection?.send({ type: 'STOP_GENERATING', messageId })) {
-        this.stopWanted.add(messageId);
+    this.model.stop();
+  }
+
+  // -- what the model tells ------------------------------------------------------------------
+
+  private readonly observer: ConversationObserver = {
+    sending: send => this.onSending(send),
+    added: (message, send) => this.onAdded(message, send),
+    dropped: send => {
+      // A HISTORY brought the message in while we were away: its own element shows it.
+      const view = this.sent.get(send.clientMessageId);
+      this.sent.delete(send.clientMessageId);
+      if (view !== undefined) {
+        this.growth.unobserve(view.el);
+        view.el.remove();
       }
+    },
+    refused: send => this.onRefused(send),
+    updated: (message, step, announce) => this.onUpdated(message, step, announce),
+    lost: (message, announce) => {
+      this.messages.get(message.messageId)?.fail('This reply is no longer stored on the server.');
+      if (announce) {
+        this.announce(ENDED.error);
+      }
+    },
+    cleared: () => this.clearShown(),
+    history: frame => this.onHistory(frame),
+    older: messages => this.onOlder(messages),
+    problem: frame => this.showNotice(`The chat server reported a problem: ${frame.message}`),
+    agents: agents => {
+      this.agentsChanged++;
+      this.setAgents(agents);
+    },
+    settled: () => {
+      this.updateBusy();
+      this.earlier.setLoading(this.model.loadingOlder);
+    }
+  };
+
+  /** The user's message, shown as pending (last: after every message held) until accepted. */
+  private onSending(send: OutgoingSend): void {
+    const view = new MessageView('user', '', 'pending', this.createRenderer);
+    view.setText(send.frame.text);
+    this.observe(view);
+    this.sent.set(send.clientMessageId, view);
+    this.list.append(view.el);
+    this.followBottom();
+  }
+
+  private onRefused(send: OutgoingSend): void {
+    const view = this.sent.get(send.clientMessageId);
+    this.sent.delete(send.clientMessageId); // stays shown where it is, failed
+    const code = send.error?.code ?? '';
+    view?.fail(code === 'unknown_agent'
+      ? `Not sent: ${send.error?.message}`
+      : code === 'conversation_deleted'
+        ? 'Not sent: this conversation has been deleted.'
+        : `Not sent: ${send.error?.message} (${code})`);
+  }
+
+  /** A message now held: the user's own (its pending element becomes the message), or a new
+   * one, drawn from what is held of it. */
+  private onAdded(message: HeldMessage, send: OutgoingSend | null): void {
+    let view = send !== null ? this.sent.get(send.clientMessageId) : undefined;
+    if (send !== null) {
+      this.sent.delete(send.clientMessageId);
+    }
+    if (view !== undefined) {
+      view.setId(message.messageId);
+      view.setStatus(message.status);
+    } else {
+      view = new MessageView(message.role, message.messageId,
+        message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+      view.showOrigin(message.agentId, message.createdAt);
+      if (message.role === 'user') {
+        view.setText(message.text);
+      } else {
+        view.apply(wholeStep(message.state));
+      }
+      this.observe(view);
+    }
+    this.messages.set(message.messageId, view);
+    this.place(view, message);
+    if (message.live && message.role === 'assistant') {
+      this.agentUsed(message.agentId);
     }
   }
 
-  // -- frames --------------------------------------------------------------------------------
-
-  private onOpen(): void {
-    const connection = this.connection!;
-    // A page asked for on the last connection will not be answered; the next scroll asks again.
-    this.earlier.reset();
-    // Order matters: answers come back in it. Re-sent messages first (their replies replay from
-    // seq 1), then the replies we hold part of, then the snapshot of everything else.
-    for (const { frame } of this.pending.values()) {
-      connection.send(frame);
-    }
-    for (const messageId of this.streaming) {
-      const view = this.messages.get(messageId);
-      if (view) {
-        view.reply = resumed(view.reply);
-      }
-      connection.send({ type: 'RESUME', messageId, afterSeq: view ? view.reply.lastSeq : 0 });
-    }
-    for (const messageId of this.stopWanted) {
-      connection.send({ type: 'STOP_GENERATING', messageId });
-    }
-    this.stopWanted.clear();
-    connection.send({ type: 'SUBSCRIBE', conversationId: this.conversationId });
-  }
-
-  private onFrame(frame: ServerFrame): void {
-    if (frame.type === 'ERROR') {
-      this.onError(frame);
+  private onUpdated(message: HeldMessage, step: ReplyStep, announce: boolean): void {
+    const view = this.messages.get(message.messageId);
+    if (view === undefined) {
       return;
     }
-    if (frame.conversationId !== this.conversationId) {
-      return; // another conversation's (this view followed it before)
+    if (message.role === 'user') {
+      view.setText(message.text);
+      return;
     }
-    switch (frame.type) {
-      case 'MESSAGE_CHUNK':
-        this.onChunk(frame);
-        break;
-      case 'MESSAGE_ACCEPTED':
-        this.onAccepted(frame);
-        break;
-      case 'HISTORY':
-        this.onHistory(frame);
-        this.historyOf = frame.conversationId;
-        this.updateEmpty();
-        break;
-      case 'HISTORY_PAGE':
-        this.onHistoryPage(frame);
-        break;
+    view.apply(step); // it grows: see `onGrowth`
+    if (announce) {
+      this.announce(ENDED[message.status]);
     }
   }
 
-  private onAccepted(frame: MessageAccepted): void {
-    const pending = this.pending.get(frame.clientMessageId);
-    this.pending.delete(frame.clientMessageId);
-    const known = this.messages.get(frame.userMessageId);
-    if (pending && known && known !== pending.view) {
-      pending.view.el.remove(); // the snapshot already brought it in while we were away
-    } else if (pending) {
-      pending.view.setId(frame.userMessageId);
-      pending.view.setStatus('complete');
-      this.messages.set(frame.userMessageId, pending.view);
-    } else if (!known) {
-      // Sent elsewhere: another tab, or the kernel's Python.
-      const view = new MessageView('user', frame.userMessageId, 'complete', this.createRenderer);
-      view.setText(frame.text ?? '');
-      this.messages.set(frame.userMessageId, view);
-      this.observe(view);
-      this.insert(view);
-    }
-    if (!this.messages.has(frame.messageId)) {
-      this.addReply(frame.messageId, frame.agentId);
-    }
-    this.updateBusy();
-  }
-
-  private onChunk(frame: MessageChunk): void {
-    const view = this.messages.get(frame.messageId) ??
-      this.addReply(frame.messageId, frame.agentId);
-    this.applyReply(view, applyChunk(view.reply, frame)); // it grows: see `onGrowth`
-  }
-
-  /** The latest messages: merged into what is shown (after a reconnect, most are known). */
+  /** The latest messages were merged in (the model placed and drew them). */
   private onHistory(frame: History): void {
-    const shown = this.messages.size > 0;
-    if (shown && frame.hasMore && !frame.messages.some(m => this.messages.has(m.messageId))) {
-      // More came while we were away than one HISTORY holds: what we show no longer joins
-      // up with it, so start again from the latest (messages being sent stay).
-      this.clearShown();
-    }
-    for (const message of frame.messages) {
-      const view = this.messages.get(message.messageId) ?? this.storedView(message);
-      if (!view.el.isConnected) {
-        this.insert(view);
-      }
-      this.mergeStored(view, message);
-    }
-    // `hasMore` speaks of messages older than the HISTORY's first: it is ours to keep only if
-    // that is the oldest we show (after a reconnect we may show older pages already).
-    if (!shown || this.oldestShown() === (frame.messages[0]?.messageId ?? null)) {
-      this.earlier.reset(frame.hasMore ?? false);
-    }
+    this.historyOf = frame.conversationId;
     // The latest messages: the last of them tells which agent the conversation last used.
     this.lastAgent = lastUsed(frame.messages);
     this.chooseAgent(this.agentOpened); // the first opens the conversation with its last agent
     this.agentOpened = true;
-    this.updateBusy();
+    this.updateEmpty();
     this.followBottom();
     this.earlier.onContent();
   }
 
   /** Older messages, asked for when the user scrolled to the top: shown above the others. */
-  private onHistoryPage(frame: HistoryPage): void {
-    if (!this.earlier.answers(frame.beforeMessageId)) {
-      return; // an answer to a request of an earlier connection or conversation
-    }
+  private onOlder(messages: HeldMessage[]): void {
     const added: HTMLElement[] = [];
-    const merges: [MessageView, StoredMessage][] = [];
-    for (const message of frame.messages) {
-      let view = this.messages.get(message.messageId);
-      if (!view) {
-        view = this.storedView(message);
-        added.push(view.el);
+    for (const message of messages) {
+      const view = new MessageView(message.role, message.messageId,
+        message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+      view.showOrigin(message.agentId, message.createdAt);
+      // Filled before they are put in, so the place kept below counts what they show at once.
+      if (message.role === 'user') {
+        view.setText(message.text);
+      } else {
+        view.apply(wholeStep(message.state));
       }
-      merges.push([view, message]);
+      this.observe(view);
+      this.messages.set(message.messageId, view);
+      added.push(view.el);
     }
-    // Filled before they are put in, so the place kept below counts what they show at once.
-    for (const [view, message] of merges) {
-      this.mergeStored(view, message);
-    }
-    this.earlier.prepend(added, frame.hasMore);
-    this.updateBusy();
+    this.earlier.prepend(added);
     this.earlier.onContent();
-  }
-
-  private onError(frame: ErrorFrame): void {
-    const pending = frame.clientMessageId ? this.pending.get(frame.clientMessageId) : undefined;
-    if (pending) {
-      this.pending.delete(frame.clientMessageId!);
-      pending.view.fail(frame.code === 'unknown_agent'
-        ? `Not sent: ${frame.message}`
-        : frame.code === 'conversation_deleted'
-          ? 'Not sent: this conversation has been deleted.'
-          : `Not sent: ${frame.message} (${frame.code})`);
-      this.updateBusy();
-      return;
-    }
-    if (frame.conversationId && frame.conversationId !== this.conversationId) {
-      return;
-    }
-    if (frame.code === 'unknown_message' && this.earlier.refused(frame.messageId)) {
-      return; // the oldest message shown is gone from the server: there is nothing before it
-    }
-    const reply = frame.messageId ? this.messages.get(frame.messageId) : undefined;
-    if (reply && reply.role === 'assistant' && frame.code === 'unknown_message') {
-      if (this.streaming.delete(reply.messageId)) {
-        this.announce(ENDED.error);
-      }
-      reply.fail('This reply is no longer stored on the server.');
-      this.updateBusy();
-      return;
-    }
-    this.showNotice(`The chat server reported a problem: ${frame.message}`);
   }
 
   // -- messages ------------------------------------------------------------------------------
 
-  /** A view for a stored message not shown yet (not placed in the list). */
-  private storedView(message: StoredMessage): MessageView {
-    const view = new MessageView(message.role, message.messageId,
-      message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
-    view.showOrigin(message.agentId, createdAt(message));
-    this.messages.set(message.messageId, view);
-    this.observe(view);
-    return view;
-  }
-
-  /** Take in a stored copy of a message (from HISTORY or HISTORY_PAGE). */
-  private mergeStored(view: MessageView, message: StoredMessage): void {
-    if (view.role === 'user') {
-      if (!view.text) {
-        view.setText(message.text);
-      }
-      return;
-    }
-    this.applyReply(view, applyStored(view.reply, message));
-  }
-
-  /** Show one step of a reply's reducer, and do what it asks of the connection. */
-  private applyReply(view: MessageView, step: ReplyStep): void {
-    view.apply(step);
-    if (step.resumeFrom !== null) {
-      this.connection?.send({ type: 'RESUME', messageId: view.messageId, afterSeq: step.resumeFrom });
-    }
-    if (isEnded(view.reply)) {
-      // Only a reply seen streaming is announced, not each one a reload brings in ended.
-      if (this.streaming.delete(view.messageId) && step.ended) {
-        this.announce(ENDED[view.reply.status]);
-      }
-    } else {
-      this.streaming.add(view.messageId);
-    }
-    if (step.ended) {
-      this.updateBusy();
-    }
-  }
-
-  /** Forget every message shown except those still being sent. */
+  /** Forget every message shown except the user's sends. */
   private clearShown(): void {
     this.earlier.forget();
     for (const view of this.messages.values()) {
@@ -664,33 +584,9 @@ export class ChatView {
       view.el.remove();
     }
     this.messages.clear();
-    this.streaming.clear();
-  }
-
-  /** The id of the oldest message shown, which LOAD_HISTORY pages back from. */
-  private oldestShown(): string | null {
-    for (const node of Array.from(this.list.children)) {
-      const id = (node as HTMLElement).dataset.messageId;
-      if (id) {
-        return id;
-      }
-    }
-    return null;
   }
 
   // -- DOM upkeep ----------------------------------------------------------------------------
-
-  /** A reply that starts now, live: its time is now. */
-  private addReply(messageId: string, agentId: string): MessageView {
-    const view = new MessageView('assistant', messageId, 'streaming', this.createRenderer);
-    view.showOrigin(agentId, new Date());
-    this.agentUsed(agentId);
-    this.messages.set(messageId, view);
-    this.streaming.add(messageId);
-    this.observe(view);
-    this.insert(view);
-    return view;
-  }
 
   /** Follow the growth of a message (see `growth`). */
   private observe(view: MessageView): void {
@@ -710,18 +606,29 @@ export class ChatView {
     }, 100);
   }
 
-  /** New messages go after the known ones and before our own messages still being sent. */
-  private insert(view: MessageView): void {
+  /** Put a held message's element at its place in the model's order: before the next held
+   * message shown, else before the user's messages still being sent, else last. An element
+   * already in order stays (it is never moved needlessly: moving resets what it shows). */
+  private place(view: MessageView, message: HeldMessage): void {
+    const held = this.model.messages;
     let before: Element | null = null;
-    if (view.role === 'assistant' || view.status !== 'pending') {
-      for (const { view: p } of this.pending.values()) {
-        if (p !== view && p.el.isConnected) {
-          before = p.el;
+    for (let i = held.indexOf(message) + 1; i < held.length && before === null; i++) {
+      const next = this.messages.get(held[i].messageId);
+      before = next?.el.isConnected ? next.el : null;
+    }
+    if (before === null) {
+      for (const pending of this.sent.values()) {
+        if (pending.el.isConnected) {
+          before = pending.el;
           break;
         }
       }
     }
-    this.list.insertBefore(view.el, before);
+    const misplaced = !view.el.isConnected || (before !== null &&
+      (view.el.compareDocumentPosition(before) & Node.DOCUMENT_POSITION_PRECEDING) !== 0);
+    if (misplaced) {
+      this.list.insertBefore(view.el, before);
+    }
     this.followBottom();
   }
 
@@ -748,16 +655,16 @@ export class ChatView {
   /** The note of an empty conversation shows once its HISTORY has come with no message and
    * none is being sent (not while it loads, nor offline); the first message takes its place. */
   private updateEmpty(): void {
-    const empty = this.historyOf === this.conversationId &&
+    const empty = this.historyOf === this.model.conversationId &&
       this.list.querySelector(':scope > .streamchat-message') === null;
     this.emptyNote.hidden = !empty;
     this.root.classList.toggle('streamchat-is-empty', empty);
   }
 
   private updateBusy(): void {
-    const busy = this.streaming.size > 0 || this.pending.size > 0;
-    this.typing.hidden = !busy;
-    this.stopButton.hidden = this.streaming.size === 0;
+    const streaming = this.model.streamingCount;
+    this.typing.hidden = streaming === 0 && this.model.pendingCount === 0;
+    this.stopButton.hidden = streaming === 0;
   }
 
   private setConnection(state: ConnectionState, problem: string): void {
@@ -771,50 +678,67 @@ export class ChatView {
     this.notice.hidden = !text;
   }
 
-  private async loadAgents(server: ServerSettings): Promise<void> {
+  private async loadAgents(server: ServerSettings | null): Promise<void> {
+    const changedBefore = this.agentsChanged;
     let agents: AgentInfo[] = [];
     try {
-      const response = await fetch(new URL('streamchat/api/agents', server.baseUrl).href, {
-        headers: authHeaders(server),
-        credentials: 'same-origin'
-      });
-      if (response.ok) {
-        const body = await response.json();
+      let body: { agents?: unknown; maxMessageBytes?: unknown } | null = null;
+      if (this.connection?.listAgents) {
+        body = await this.connection.listAgents(); // its own way: the kernel's comm has no REST
+      } else if (server !== null) {
+        const response = await fetch(new URL('streamchat/api/agents', server.baseUrl).href, {
+          headers: authHeaders(server),
+          credentials: 'same-origin'
+        });
+        body = response.ok ? await response.json() : null;
+      }
+      if (body !== null) {
         agents = Array.isArray(body.agents) ? body.agents : [];
         // The server's limit on a message, where it says it (otherwise the documented default).
         const limit = body.maxMessageBytes;
-        if (this.connection !== null && Number.isSafeInteger(limit) && limit > 0) {
-          this.connection.maxMessageBytes = limit;
+        if (this.connection !== null && Number.isSafeInteger(limit) && (limit as number) > 0) {
+          this.connection.maxMessageBytes = limit as number;
         }
       }
     } catch {
       // The connection reports unreachable servers; the picker keeps the configured agent.
     }
-    this.picker.replaceChildren();
-    for (const agent of agents) {
-      const option = document.createElement('option');
-      option.value = agent.id;
-      option.textContent = agent.name || agent.id;
-      option.title = agent.description;
-      this.picker.append(option);
+    if (this.agentsChanged === changedBefore) {
+      this.setAgents(agents); // else an AGENTS_CHANGED came meanwhile, and it is newer
     }
+  }
+
+  /** The server's agents, as REST or AGENTS_CHANGED tell: the picker lists them, keeping the
+   * agent chosen (see `agentOptions`). */
+  private setAgents(agents: AgentInfo[]): void {
+    this.agents = agents;
     this.agentsLoaded = true;
     this.selectAgent();
   }
 
   private selectAgent(): void {
-    const known = Array.from(this.picker.options).some(o => o.value === this.agentId);
-    if (!known && this.agentId) {
-      const option = document.createElement('option');
-      option.value = this.agentId;
-      option.textContent = `${this.agentId} (not on this server)`;
-      this.picker.append(option);
+    const { options, problem } = agentOptions(this.agents, this.agentId);
+    // Rebuilt only when it changed: a list the user has open stays as it is otherwise.
+    const shown = Array.from(this.picker.options);
+    const same = shown.length === options.length && options.every((option, i) =>
+      shown[i].value === option.value && shown[i].textContent === option.label &&
+      shown[i].title === option.title && shown[i].disabled === option.unavailable);
+    if (!same) {
+      this.picker.replaceChildren(...options.map(option => {
+        const node = document.createElement('option');
+        node.value = option.value;
+        node.textContent = option.label;
+        node.title = option.title;
+        // Still chosen, and shown so; the user can pick another, not pick it again.
+        node.disabled = option.unavailable;
+        if (option.unavailable) {
+          node.dataset.unavailable = 'true';
+        }
+        return node;
+      }));
     }
     this.picker.value = this.agentId;
-    const available = this.picker.options.length > (known ? 0 : 1);
-    this.agentProblem = !known && available
-      ? `The agent "${this.agentId}" is not available on this server; pick another.`
-      : '';
+    this.agentProblem = problem;
     if (this.root.dataset.connection === 'connected') {
       this.showNotice(this.agentProblem);
     }

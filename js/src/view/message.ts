@@ -9,6 +9,9 @@
 // closed it by hand. Once the reply has ended, its usage shows as one quiet line under it
 // (`data-testid="streamchat-usage"`).
 //
+// The body (`data-testid="streamchat-message-text"`) holds the message's text alone: a user's
+// as typed, a reply's answer as rendered.
+//
 // An assistant message opens with a small header: the agent that wrote it and when
 // (`data-testid="streamchat-message-meta"`). Every message has a "Copy as Markdown" button
 // (`streamchat-copy-message`) that copies its text as written. A reply still streaming is
@@ -147,6 +150,9 @@ export class MessageView {
     }));
     this.body = document.createElement('div');
     this.body.className = 'streamchat-body';
+    // The message's own text and nothing else (header, buttons, thinking and usage are its
+    // siblings; code-block buttons draw their labels from CSS), for scripts to read exactly.
+    this.body.dataset.testid = 'streamchat-message-text';
     this.note = document.createElement('div');
     this.note.className = 'streamchat-note';
     this.note.hidden = true;

@@ -1,7 +1,8 @@
 // Earlier messages of a long conversation, a page at a time. SUBSCRIBE brings only the latest
 // messages (HISTORY, with `hasMore` when older ones exist); when the user scrolls to the top,
-// the view asks `LOAD_HISTORY {beforeMessageId: <oldest shown>}` and puts the HISTORY_PAGE
-// that answers above what it shows, leaving in place what the user is reading.
+// the view asks the conversation model for the page before the oldest shown (LOAD_HISTORY, see
+// conversation.ts, which knows whether there is one and whether it is on its way), and puts the
+// HISTORY_PAGE that answers above what it shows, leaving in place what the user is reading.
 
 /** How close to the top (in pixels) a scroll must come to ask for the next page. */
 const NEAR_TOP_PX = 40;
@@ -9,9 +10,6 @@ const NEAR_TOP_PX = 40;
 export class EarlierMessages {
   /** "Loading earlier messages…", shown at the top of the list while a page is asked for. */
   readonly marker: HTMLElement;
-  /** Messages older than the oldest shown exist on the server. */
-  hasMore = false;
-  private asked: string | null = null; // beforeMessageId of the request in flight
   // Earlier messages render their markdown after they are put in, a few blocks per frame, and
   // grow as they do; above the view, that would push what the user reads down. The list does
   // not anchor its scroll by itself (`overflow-anchor: none`, for following new text at the
@@ -21,13 +19,12 @@ export class EarlierMessages {
 
   /**
    * @param list the scrolling message list; the marker goes first in it
-   * @param oldest the id of the oldest message shown (null when none is)
-   * @param ask sends LOAD_HISTORY; false when it could not be sent (offline)
+   * @param load asks for the page before the oldest message shown; false when none was asked
+   *   (there is none, one is on its way, or the connection is down)
    */
   constructor(
     private readonly list: HTMLElement,
-    private readonly oldest: () => string | null,
-    private readonly ask: (beforeMessageId: string) => boolean
+    private readonly load: () => boolean
   ) {
     this.marker = document.createElement('div');
     this.marker.className = 'streamchat-load-earlier';
@@ -43,7 +40,7 @@ export class EarlierMessages {
   /** The user scrolled: ask for a page if they reached the top. */
   onScroll(): void {
     if (this.list.scrollTop <= NEAR_TOP_PX) {
-      this.load();
+      this.ask();
     }
   }
 
@@ -51,20 +48,14 @@ export class EarlierMessages {
    * it asks for older messages until it fills its box (only while it is on screen). */
   onContent(): void {
     if (this.list.clientHeight > 0 && this.list.scrollHeight <= this.list.clientHeight) {
-      this.load();
+      this.ask();
     }
-  }
-
-  /** Is this page (by its `beforeMessageId`) the answer to the request in flight? */
-  answers(beforeMessageId: string): boolean {
-    return this.asked !== null && beforeMessageId === this.asked;
   }
 
   /** The page arrived: put its messages' elements above the oldest shown, keeping the user's
    * place (the distance from the bottom of the content to the bottom of the view). */
-  prepend(elements: HTMLElement[], hasMore: boolean): void {
+  prepend(elements: HTMLElement[]): void {
     const fromBottom = this.list.scrollHeight - this.list.scrollTop;
-    this.settle(hasMore);
     const before = this.marker.isConnected ? this.marker.nextSibling : this.list.firstChild;
     const fragment = document.createDocumentFragment();
     fragment.append(...elements);
@@ -99,34 +90,14 @@ export class EarlierMessages {
     }
   };
 
-  /** The request in flight for `messageId` was refused: the server has nothing older. */
-  refused(messageId: string | undefined): boolean {
-    if (messageId === undefined || messageId !== this.asked) {
-      return false;
-    }
-    this.settle(false);
-    return true;
+  /** Show the marker while a page is on its way. */
+  setLoading(loading: boolean): void {
+    this.marker.hidden = !loading;
   }
 
-  /** The connection closed, or the list was emptied: no answer will come. */
-  reset(hasMore = this.hasMore): void {
-    this.settle(hasMore);
-  }
-
-  private load(): void {
-    if (!this.hasMore || this.asked !== null) {
-      return;
-    }
-    const before = this.oldest();
-    if (before !== null && this.ask(before)) {
-      this.asked = before;
+  private ask(): void {
+    if (this.load()) {
       this.marker.hidden = false;
     }
-  }
-
-  private settle(hasMore: boolean): void {
-    this.asked = null;
-    this.hasMore = hasMore;
-    this.marker.hidden = true;
   }
 }

@@ -56,6 +56,11 @@ export interface WatchConversations {
 export interface UnwatchConversations {
   type: 'UNWATCH_CONVERSATIONS';
 }
+/** Which agents the hub offers (answered by AGENTS): what `GET api/agents` tells, for a
+ * transport without REST (a view whose frames go through the kernel). */
+export interface ListAgents {
+  type: 'LIST_AGENTS';
+}
 export type ClientFrame =
   | SendMessage
   | StopGenerating
@@ -64,7 +69,8 @@ export type ClientFrame =
   | Resume
   | LoadHistory
   | WatchConversations
-  | UnwatchConversations;
+  | UnwatchConversations
+  | ListAgents;
 
 // -- server to client ------------------------------------------------------------------------
 
@@ -168,6 +174,25 @@ export interface ConversationDeleted {
   type: 'CONVERSATION_DELETED';
   conversationId: string;
 }
+/** An agent as `GET api/agents` and AGENTS list it. */
+export interface AgentInfo {
+  id: string;
+  name: string;
+  description: string;
+}
+/** The hub's agents, answering LIST_AGENTS. */
+export interface Agents {
+  type: 'AGENTS';
+  agents: AgentInfo[];
+  /** The largest message text the hub accepts, in UTF-8 bytes, when it says. */
+  maxMessageBytes?: number;
+}
+/** The hub's agents changed (a kernel registered or withdrew a notebook agent): the whole list
+ * as it is now, sent to every connection, so pickers follow without asking again. */
+export interface AgentsChanged {
+  type: 'AGENTS_CHANGED';
+  agents: AgentInfo[];
+}
 export type ErrorCode =
   | 'bad_json'
   | 'unknown_type'
@@ -196,6 +221,8 @@ export type ServerFrame =
   | HistoryPage
   | ConversationUpdated
   | ConversationDeleted
+  | Agents
+  | AgentsChanged
   | ErrorFrame;
 
 // -- run-time checks -------------------------------------------------------------------------
@@ -240,6 +267,9 @@ function isStoredMessage(m: unknown): m is StoredMessage {
     optional(m.usage, isUsage);
 }
 
+const isAgentInfo = (a: unknown): a is AgentInfo =>
+  isObject(a) && isId(a.id) && isString(a.name) && isString(a.description);
+
 const isMessages = (v: unknown): v is StoredMessage[] =>
   Array.isArray(v) && v.every(isStoredMessage);
 
@@ -278,6 +308,10 @@ const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
     isId(f.conversationId) && isConversationEntry(f.conversation) &&
     f.conversation.conversationId === f.conversationId,
   CONVERSATION_DELETED: f => isId(f.conversationId),
+  AGENTS: f =>
+    Array.isArray(f.agents) && f.agents.every(isAgentInfo) &&
+    optional(f.maxMessageBytes, v => isSeq(v) && v >= 1),
+  AGENTS_CHANGED: f => Array.isArray(f.agents) && f.agents.every(isAgentInfo),
   ERROR: f =>
     isString(f.code) && f.code.length > 0 && isString(f.message) &&
     optional(f.clientMessageId, isId) && optional(f.messageId, isId) &&
@@ -296,6 +330,12 @@ export function parseServerFrame(text: string): ServerFrame | null {
   } catch {
     return null;
   }
+  return serverFrame(data);
+}
+
+/** A JSON value already parsed (a frame that came through the kernel's comm) as a server
+ * frame, or null when it is not one; the checks of `parseServerFrame`. */
+export function serverFrame(data: unknown): ServerFrame | null {
   if (!isObject(data) || typeof data.type !== 'string' ||
       !Object.prototype.hasOwnProperty.call(SERVER_FRAMES, data.type)) {
     return null;
@@ -410,7 +450,8 @@ const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq']
   RESUME: [['messageId', 'id'], ['afterSeq', 'seq']],
   LOAD_HISTORY: [['conversationId', 'id'], ['beforeMessageId', 'id']],
   WATCH_CONVERSATIONS: [],
-  UNWATCH_CONVERSATIONS: []
+  UNWATCH_CONVERSATIONS: [],
+  LIST_AGENTS: []
 };
 
 /**
