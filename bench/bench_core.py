@@ -70,12 +70,18 @@ PLUGINS = HERE / "plugins"  # the ``bulk`` agent, as an installed distribution
 sys.path.insert(0, str(PLUGINS))
 from streamchat_bench_agents import bulk_pieces  # noqa: E402  (the very text the agent sends)
 
-from harness.client import connect as ws_connect, frame_of, next_frame, send, \
-    send_message  # noqa: E402
+from harness.client import connect as ws_connect, frame_of, next_frame, send, send_message  # noqa: E402
 from harness.processes import STARTUP_TIMEOUT, memory_status, reset_peak  # noqa: E402
 from harness.report import MiB, attempt, first_line, mib, ms, not_measured, verdict  # noqa: E402
-from harness.servers import HOST, Jupyter, PushHandler, extension_errors, serve_raw, \
-    start_jupyter, start_raw  # noqa: E402
+from harness.servers import (
+    HOST,
+    Jupyter,
+    PushHandler,
+    extension_errors,
+    serve_raw,
+    start_jupyter,
+    start_raw,
+)  # noqa: E402
 from harness.stats import median, percentile  # noqa: E402
 
 KiB = 1024
@@ -104,10 +110,12 @@ def settings_from(args) -> Settings:
     if args.quick:
         # Filling a conversation over the wire costs O(n^2) (each SEND_MESSAGE reads the whole
         # conversation for the agent): 1,000 messages here, not 5,000.
-        return Settings(memory_repeats=3, phases=2, phase_seconds=3.0, open_repeats=9,
-                        open_sizes=(50, 1_000))
-    return Settings(memory_repeats=5, phases=4, phase_seconds=10.0, open_repeats=31,
-                    open_sizes=(50, 5_000))
+        return Settings(
+            memory_repeats=3, phases=2, phase_seconds=3.0, open_repeats=9, open_sizes=(50, 1_000)
+        )
+    return Settings(
+        memory_repeats=5, phases=4, phase_seconds=10.0, open_repeats=31, open_sizes=(50, 5_000)
+    )
 
 
 def text_of(size: int) -> str:
@@ -129,25 +137,50 @@ class RawPushHandler(PushHandler):
         from streamchat_bench_agents import parse_size
 
         message_id, conversation_id = uuid.uuid4().hex, request["conversationId"]
-        await self.write_message(json.dumps({
-            "type": "MESSAGE_ACCEPTED", "clientMessageId": request["clientMessageId"],
-            "conversationId": conversation_id, "userMessageId": uuid.uuid4().hex,
-            "messageId": message_id, "agentId": "bulk", "text": request["text"],
-        }))
+        await self.write_message(
+            json.dumps(
+                {
+                    "type": "MESSAGE_ACCEPTED",
+                    "clientMessageId": request["clientMessageId"],
+                    "conversationId": conversation_id,
+                    "userMessageId": uuid.uuid4().hex,
+                    "messageId": message_id,
+                    "agentId": "bulk",
+                    "text": request["text"],
+                }
+            )
+        )
         seq = 0
         for piece in bulk_pieces(parse_size(request["text"].split()[0])):
             await asyncio.sleep(0)  # as the agent does between pieces
             seq += 1
-            await self.write_message(json.dumps({
-                "type": "MESSAGE_CHUNK", "messageId": message_id,
-                "conversationId": conversation_id, "agentId": "bulk", "seq": seq,
-                "chunk": piece, "isComplete": False,
-            }))
-        await self.write_message(json.dumps({
-            "type": "MESSAGE_CHUNK", "messageId": message_id, "conversationId": conversation_id,
-            "agentId": "bulk", "seq": seq + 1, "chunk": "", "isComplete": True,
-            "status": "complete",
-        }))
+            await self.write_message(
+                json.dumps(
+                    {
+                        "type": "MESSAGE_CHUNK",
+                        "messageId": message_id,
+                        "conversationId": conversation_id,
+                        "agentId": "bulk",
+                        "seq": seq,
+                        "chunk": piece,
+                        "isComplete": False,
+                    }
+                )
+            )
+        await self.write_message(
+            json.dumps(
+                {
+                    "type": "MESSAGE_CHUNK",
+                    "messageId": message_id,
+                    "conversationId": conversation_id,
+                    "agentId": "bulk",
+                    "seq": seq + 1,
+                    "chunk": "",
+                    "isComplete": True,
+                    "status": "complete",
+                }
+            )
+        )
 
 
 class RawEchoHandler(WebSocketHandler):
@@ -165,14 +198,14 @@ class RawEchoHandler(WebSocketHandler):
 
 async def start_server(base: Path) -> Jupyter:
     """A ``jupyter server`` with only jupyter_streamchat, its store at ``base/chat.db``."""
-    return await start_jupyter(base, [f"--SQLiteStore.path={base / 'chat.db'}"],
-                               python_path=[PLUGINS], agents=("bulk",))
+    return await start_jupyter(
+        base, [f"--SQLiteStore.path={base / 'chat.db'}"], python_path=[PLUGINS], agents=("bulk",)
+    )
 
 
 async def start_floor(base: Path) -> tuple:
     """This file as ``--serve-raw``; -> (child, port)."""
-    return await start_raw(__file__, base / f"raw-{uuid.uuid4().hex[:8]}.log",
-                           "raw Tornado server")
+    return await start_raw(__file__, base / f"raw-{uuid.uuid4().hex[:8]}.log", "raw Tornado server")
 
 
 # -- the client side --------------------------------------------------------------------------
@@ -186,8 +219,9 @@ def send_bulk(ws, conversation_id: str, text: str):
     return send_message(ws, "bulk", text, conversation_id)
 
 
-async def fill_conversation(url: str, token: str, conversation_id: str, exchanges: int,
-                            size: int, in_flight: int = 25) -> None:
+async def fill_conversation(
+    url: str, token: str, conversation_id: str, exchanges: int, size: int, in_flight: int = 25
+) -> None:
     """Store ``exchanges`` user messages of ``size`` bytes and ``bulk`` replies as long."""
     ws = await connect(url, token)
     try:
@@ -267,8 +301,10 @@ async def read_bulk_reply(ws, size: int) -> int:
         while not reader.done():
             await asyncio.wait({reader}, timeout=1.0)
             if time.monotonic() - progress.at > STALL_GUARD and not reader.done():
-                raise RuntimeError(f"the reply stalled after {mib(progress.received)} of "
-                                   f"{mib(size)}: no frame for {STALL_GUARD:.0f} s")
+                raise RuntimeError(
+                    f"the reply stalled after {mib(progress.received)} of "
+                    f"{mib(size)}: no frame for {STALL_GUARD:.0f} s"
+                )
         return reader.result()
     finally:
         reader.cancel()
@@ -294,9 +330,11 @@ async def _read_bulk_reply(ws, size: int, progress: Progress) -> int:
             progress.received += len(frame["chunk"])
             if frame["isComplete"]:
                 if frame["status"] != "complete" or digest.digest() != expected.digest():
-                    raise RuntimeError(f"the reply ended {frame['status']} with "
-                                       f"{progress.received} of {size} characters, or with "
-                                       "other text")
+                    raise RuntimeError(
+                        f"the reply ended {frame['status']} with "
+                        f"{progress.received} of {size} characters, or with "
+                        "other text"
+                    )
                 return seq
     raise RuntimeError("no final frame")
 
@@ -324,8 +362,14 @@ async def memory_run(url: str, token: str | None, pid: int, size: int) -> Memory
             frames = await asyncio.wait_for(read_bulk_reply(ws, size), RUN_TIMEOUT)
             seconds = time.perf_counter() - started
             await asyncio.sleep(1.0)  # the store's last writes, a garbage collection or two
-        return MemoryRun(watch.before, watch.peak(), memory_status(pid)["VmRSS"], seconds,
-                         frames, "VmHWM + samples" if watch.peak_reset else "5 ms samples")
+        return MemoryRun(
+            watch.before,
+            watch.peak(),
+            memory_status(pid)["VmRSS"],
+            seconds,
+            frames,
+            "VmHWM + samples" if watch.peak_reset else "5 ms samples",
+        )
     finally:
         ws.close()
 
@@ -383,7 +427,8 @@ async def read_history_loop(url: str, token: str, conversation_id: str, seconds:
         started = time.perf_counter()
         send(ws, "SUBSCRIBE", conversationId=conversation_id)
         frame, size = await asyncio.wait_for(
-            frame_of(ws, ("HISTORY",), conversation_id), RUN_TIMEOUT)
+            frame_of(ws, ("HISTORY",), conversation_id), RUN_TIMEOUT
+        )
         frames, chars = frames + 1, chars + size
         if frame["type"] == "ERROR":
             raise RuntimeError(f"SUBSCRIBE refused: {frame}")
@@ -392,10 +437,15 @@ async def read_history_loop(url: str, token: str, conversation_id: str, seconds:
         for _page in range(10_000):
             if not frame.get("hasMore") or not frame["messages"]:
                 break
-            send(ws, "LOAD_HISTORY", conversationId=conversation_id,
-                 beforeMessageId=frame["messages"][0]["messageId"])
+            send(
+                ws,
+                "LOAD_HISTORY",
+                conversationId=conversation_id,
+                beforeMessageId=frame["messages"][0]["messageId"],
+            )
             frame, size = await asyncio.wait_for(
-                frame_of(ws, ("HISTORY_PAGE",), conversation_id), RUN_TIMEOUT)
+                frame_of(ws, ("HISTORY_PAGE",), conversation_id), RUN_TIMEOUT
+            )
             frames, chars = frames + 1, chars + size
             if frame["type"] == "ERROR":
                 modes.add(f"LOAD_HISTORY refused ({frame.get('code')}): first page only")
@@ -404,13 +454,23 @@ async def read_history_loop(url: str, token: str, conversation_id: str, seconds:
         passes += 1
         pass_times.append(time.perf_counter() - started)
     ws.close()
-    print(json.dumps({"passes": passes, "frames": frames, "chars": chars,
-                      "pass_median": median(pass_times) if pass_times else None,
-                      "modes": sorted(modes)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "passes": passes,
+                "frames": frames,
+                "chars": chars,
+                "pass_median": median(pass_times) if pass_times else None,
+                "modes": sorted(modes),
+            }
+        ),
+        flush=True,
+    )
 
 
-async def round_trip_client(url: str, token: str | None, conversation_id: str,
-                            until: float) -> list:
+async def round_trip_client(
+    url: str, token: str | None, conversation_id: str, until: float
+) -> list:
     """Round trips (seconds) of SUBSCRIBE -> HISTORY until ``until`` (perf_counter)."""
     ws = await connect(url, token)
     times = []
@@ -422,7 +482,8 @@ async def round_trip_client(url: str, token: str | None, conversation_id: str,
             send(ws, "SUBSCRIBE", conversationId=conversation_id)
             # The echo server sends the SUBSCRIBE back; the hub answers HISTORY.
             frame, _ = await asyncio.wait_for(
-                frame_of(ws, ("HISTORY", "SUBSCRIBE"), conversation_id), ROUND_TRIP_GUARD)
+                frame_of(ws, ("HISTORY", "SUBSCRIBE"), conversation_id), ROUND_TRIP_GUARD
+            )
             if frame["type"] == "ERROR":
                 raise RuntimeError(f"round trip refused: {frame}")
             times.append(time.perf_counter() - started)
@@ -431,21 +492,25 @@ async def round_trip_client(url: str, token: str | None, conversation_id: str,
     return times
 
 
-async def round_trips(url: str, token: str | None, conversation_id: str,
-                      seconds: float) -> list:
+async def round_trips(url: str, token: str | None, conversation_id: str, seconds: float) -> list:
     until = time.perf_counter() + seconds
-    per_client = await asyncio.gather(*(
-        round_trip_client(url, token, conversation_id, until)
-        for _ in range(ROUND_TRIP_CLIENTS)
-    ))
+    per_client = await asyncio.gather(
+        *(round_trip_client(url, token, conversation_id, until) for _ in range(ROUND_TRIP_CLIENTS))
+    )
     return [t for times in per_client for t in times]
 
 
 async def start_history_reader(server: Jupyter, conversation_id: str, seconds: float):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).resolve()), "--read-history", server.ws_url,
-        server.token, conversation_id, str(seconds),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--read-history",
+        server.ws_url,
+        server.token,
+        conversation_id,
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
     line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT)
@@ -470,8 +535,9 @@ async def finish_history_reader(proc) -> dict:
 async def bench_round_trips(s: Settings, server: Jupyter, raw_port: int) -> dict:
     big, tiny = "c-history-12MiB", "c-tiny"
     print("  filling a 12 MiB conversation...", file=sys.stderr)
-    await fill_conversation(server.ws_url, server.token, big, BIG_EXCHANGES, BIG_MESSAGE_BYTES,
-                            in_flight=8)
+    await fill_conversation(
+        server.ws_url, server.token, big, BIG_EXCHANGES, BIG_MESSAGE_BYTES, in_flight=8
+    )
     await fill_conversation(server.ws_url, server.token, tiny, 1, 100)
     raw_url = f"ws://{HOST}:{raw_port}/echo"
     samples: dict = {"quiet": [], "loaded": [], "raw": []}
@@ -493,10 +559,13 @@ async def bench_round_trips(s: Settings, server: Jupyter, raw_port: int) -> dict
                 times = await round_trips(raw_url, None, tiny, s.phase_seconds)
             samples[condition].extend(times)
             p99s[condition].append(percentile(times, 99))
-    result = {c: dict(p50=percentile(t, 50), p99=percentile(t, 99), count=len(t),
-                      p99_per_phase=p99s[c]) for c, t in samples.items()}
+    result = {
+        c: dict(p50=percentile(t, 50), p99=percentile(t, 99), count=len(t), p99_per_phase=p99s[c])
+        for c, t in samples.items()
+    }
     result["reader"] = dict(
-        passes=sum(r["passes"] for r in readers), frames=sum(r["frames"] for r in readers),
+        passes=sum(r["passes"] for r in readers),
+        frames=sum(r["frames"] for r in readers),
         chars=sum(r["chars"] for r in readers),
         pass_median=median([r["pass_median"] for r in readers if r["pass_median"]] or [0]),
         modes=sorted({m for r in readers for m in r["modes"]}),
@@ -511,8 +580,7 @@ async def bench_round_trips(s: Settings, server: Jupyter, raw_port: int) -> dict
 async def open_time(ws, conversation_id: str) -> tuple[float, dict, int]:
     started = time.perf_counter()
     send(ws, "SUBSCRIBE", conversationId=conversation_id)
-    frame, size = await asyncio.wait_for(
-        frame_of(ws, ("HISTORY",), conversation_id), RUN_TIMEOUT)
+    frame, size = await asyncio.wait_for(frame_of(ws, ("HISTORY",), conversation_id), RUN_TIMEOUT)
     elapsed = time.perf_counter() - started
     if frame["type"] == "ERROR":
         raise RuntimeError(f"SUBSCRIBE refused: {frame}")
@@ -525,8 +593,7 @@ class SelectFloor:
     Reads the store's table directly (messages: conversation_id, pos, text); if that layout
     has changed, ``error`` says so and the floor is left out."""
 
-    QUERY = ("SELECT text FROM messages WHERE conversation_id = ? "
-             "ORDER BY pos DESC LIMIT ?")
+    QUERY = "SELECT text FROM messages WHERE conversation_id = ? ORDER BY pos DESC LIMIT ?"
 
     def __init__(self, db_path: Path):
         self.conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -570,8 +637,9 @@ async def bench_open(s: Settings, server: Jupyter) -> dict:
     for n, conversation_id in conversations.items():
         print(f"  filling a conversation of {n:,} messages...", file=sys.stderr)
         started = time.perf_counter()
-        await fill_conversation(server.ws_url, server.token, conversation_id, n // 2,
-                                SMALL_MESSAGE_BYTES, in_flight=50)
+        await fill_conversation(
+            server.ws_url, server.token, conversation_id, n // 2, SMALL_MESSAGE_BYTES, in_flight=50
+        )
         fill_seconds[n] = time.perf_counter() - started
     floor = SelectFloor(server.base / "chat.db")
     ws = await connect(server.ws_url, server.token)
@@ -597,12 +665,21 @@ async def bench_open(s: Settings, server: Jupyter) -> dict:
     finally:
         ws.close()
         floor.close()
-    return dict(sizes=s.open_sizes, floor_error=floor.error, by_size={
-        n: dict(median=median(times[n]), all=times[n],
+    return dict(
+        sizes=s.open_sizes,
+        floor_error=floor.error,
+        by_size={
+            n: dict(
+                median=median(times[n]),
+                all=times[n],
                 floor=median(floors[n]) if floors[n] else None,
-                fill_seconds=fill_seconds[n], exchange=median(exchanges[n]), **shape[n])
-        for n in s.open_sizes
-    })
+                fill_seconds=fill_seconds[n],
+                exchange=median(exchanges[n]),
+                **shape[n],
+            )
+            for n in s.open_sizes
+        },
+    )
 
 
 # -- 4. relay throughput, from bench_hub.py ---------------------------------------------------
@@ -612,8 +689,9 @@ def relay_row(timeout: float = 300.0) -> dict:
     """Run ``bench_hub.py --quick`` and keep its one-conversation tokens/s row."""
     command = [sys.executable, str(HERE / "bench_hub.py"), "--quick"]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         return dict(error=f"bench_hub.py --quick took over {timeout:.0f} s")
     if done.returncode != 0:
@@ -667,21 +745,27 @@ def report_round_trips(rt) -> None:
         not_measured(what, rt)
         return
     quiet, loaded, raw, reader = rt["quiet"], rt["loaded"], rt["raw"], rt["reader"]
-    print(f"| {what}, no history traffic: p50 / p99 | {ms(quiet['p50'])} / {ms(quiet['p99'])} | "
-          f"{ms(raw['p50'])} / {ms(raw['p99'])} (raw echo) | "
-          f"{quiet['p99'] / raw['p99']:.1f} (p99) | | |")
-    print(f"| {what}, while a {mib(reader['history_bytes'])} history is read: p50 / p99 | "
-          f"{ms(loaded['p50'])} / {ms(loaded['p99'])} | "
-          f"{ms(raw['p50'])} / {ms(raw['p99'])} (raw echo) | "
-          f"{loaded['p99'] / raw['p99']:.1f} (p99) | p99 < 50 ms | "
-          f"{verdict(loaded['p99'] < 0.05)} |")
+    print(
+        f"| {what}, no history traffic: p50 / p99 | {ms(quiet['p50'])} / {ms(quiet['p99'])} | "
+        f"{ms(raw['p50'])} / {ms(raw['p99'])} (raw echo) | "
+        f"{quiet['p99'] / raw['p99']:.1f} (p99) | | |"
+    )
+    print(
+        f"| {what}, while a {mib(reader['history_bytes'])} history is read: p50 / p99 | "
+        f"{ms(loaded['p50'])} / {ms(loaded['p99'])} | "
+        f"{ms(raw['p50'])} / {ms(raw['p99'])} (raw echo) | "
+        f"{loaded['p99'] / raw['p99']:.1f} (p99) | p99 < 50 ms | "
+        f"{verdict(loaded['p99'] < 0.05)} |"
+    )
     paged = any(m.startswith("paged") for m in reader["modes"])
     how = "; ".join(reader["modes"]) or "no pass completed"
     if not paged:
         how += " (**degraded**: the server does not page history, so each pass is one SUBSCRIBE)"
-    print(f"| the history reader meanwhile: {how} | {reader['passes']} passes, "
-          f"{reader['frames']} frames, {mib(reader['chars'])}; "
-          f"{ms(reader['pass_median'])} per pass | | | | |")
+    print(
+        f"| the history reader meanwhile: {how} | {reader['passes']} passes, "
+        f"{reader['frames']} frames, {mib(reader['chars'])}; "
+        f"{ms(reader['pass_median'])} per pass | | | | |"
+    )
 
 
 def report_open(opened) -> None:
@@ -693,20 +777,29 @@ def report_open(opened) -> None:
     for n in (short, long):
         r = opened["by_size"][n]
         paged = "" if r["has_more"] is None else f", hasMore {str(r['has_more']).lower()}"
-        floor = (f"{ms(r['floor'])} (sqlite3 SELECT)" if r["floor"] is not None
-                 else f"– ({opened['floor_error']})")
+        floor = (
+            f"{ms(r['floor'])} (sqlite3 SELECT)"
+            if r["floor"] is not None
+            else f"– ({opened['floor_error']})"
+        )
         ratio = f"{r['median'] / r['floor']:.1f}" if r["floor"] else "–"
-        print(f"| {what}, {n:,} messages (HISTORY carried {r['messages']:,}, "
-              f"{r['chars'] / KiB:,.0f} KiB{paged}) | {ms(r['median'])} | {floor} | "
-              f"{ratio} | | |")
+        print(
+            f"| {what}, {n:,} messages (HISTORY carried {r['messages']:,}, "
+            f"{r['chars'] / KiB:,.0f} KiB{paged}) | {ms(r['median'])} | {floor} | "
+            f"{ratio} | | |"
+        )
     ratio = opened["by_size"][long]["median"] / opened["by_size"][short]["median"]
     note = " (--quick; the full run uses 5,000)" if long < 5_000 else ""
-    print(f"| {what}: {long:,} messages ÷ {short} messages{note} | {ratio:.1f} × | | "
-          f"| ≤ 2 × (about as fast) | {verdict(ratio <= 2)} |")
+    print(
+        f"| {what}: {long:,} messages ÷ {short} messages{note} | {ratio:.1f} × | | "
+        f"| ≤ 2 × (about as fast) | {verdict(ratio <= 2)} |"
+    )
     exchange = {n: opened["by_size"][n]["exchange"] for n in (short, long)}
-    print(f"| for context: SEND_MESSAGE → final frame of a 200-byte reply, in the {long:,}- vs "
-          f"the {short}-message conversation | {ms(exchange[long])} | {ms(exchange[short])} | "
-          f"{exchange[long] / exchange[short]:.1f} | | |")
+    print(
+        f"| for context: SEND_MESSAGE → final frame of a 200-byte reply, in the {long:,}- vs "
+        f"the {short}-message conversation | {ms(exchange[long])} | {ms(exchange[short])} | "
+        f"{exchange[long] / exchange[short]:.1f} | | |"
+    )
 
 
 def report_relay(relay) -> None:
@@ -719,10 +812,12 @@ def report_relay(relay) -> None:
 
 
 def print_report(s: Settings, parts: dict) -> None:
-    print(f"{os.cpu_count()} CPUs; Python {platform.python_version()}, Tornado "
-          f"{tornado.version}; memory: medians of {s.memory_repeats} fresh servers per side; "
-          f"round trips: {s.phases} × {s.phase_seconds:g} s per condition, interleaved; "
-          f"HISTORY open: medians of {s.open_repeats}\n")
+    print(
+        f"{os.cpu_count()} CPUs; Python {platform.python_version()}, Tornado "
+        f"{tornado.version}; memory: medians of {s.memory_repeats} fresh servers per side; "
+        f"round trips: {s.phases} × {s.phase_seconds:g} s per condition, interleaved; "
+        f"HISTORY open: medians of {s.open_repeats}\n"
+    )
     print("| measurement | streamchat | floor | ratio | goal | |")
     print("|---|---:|---:|---:|---|---|")
     report_memory(parts["memory"])
@@ -735,20 +830,26 @@ def print_report(s: Settings, parts: dict) -> None:
         for side, runs in memory["runs"].items():
             if not runs:
                 continue
-            print(f"all runs, memory {side}: before {', '.join(mib(r.before) for r in runs)}; "
-                  f"peak growth {', '.join(mib(r.peak - r.before) for r in runs)}; "
-                  f"frames {', '.join(str(r.frames) for r in runs)} ({runs[0].peak_source})")
+            print(
+                f"all runs, memory {side}: before {', '.join(mib(r.before) for r in runs)}; "
+                f"peak growth {', '.join(mib(r.peak - r.before) for r in runs)}; "
+                f"frames {', '.join(str(r.frames) for r in runs)} ({runs[0].peak_source})"
+            )
     rt = parts["round_trips"]
     if not isinstance(rt, str):
         for condition in ("quiet", "loaded", "raw"):
             r = rt[condition]
-            print(f"all phases, round trips {condition}: {r['count']} samples, p99 per phase "
-                  f"{', '.join(ms(x) for x in r['p99_per_phase'])}")
+            print(
+                f"all phases, round trips {condition}: {r['count']} samples, p99 per phase "
+                f"{', '.join(ms(x) for x in r['p99_per_phase'])}"
+            )
     opened = parts["open"]
     if not isinstance(opened, str):
         for n, r in opened["by_size"].items():
-            print(f"all runs, HISTORY open {n:,}: {', '.join(ms(t) for t in r['all'])}; "
-                  f"filling it over the wire took {r['fill_seconds']:.1f} s")
+            print(
+                f"all runs, HISTORY open {n:,}: {', '.join(ms(t) for t in r['all'])}; "
+                f"filling it over the wire took {r['fill_seconds']:.1f} s"
+            )
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -758,15 +859,16 @@ async def run(s: Settings, skip_relay: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="streamchat-bench-core-"))
     parts: dict = {}
     try:
-        parts["memory"] = await attempt("server memory, one huge reply",
-                                        lambda: bench_memory(s, tmp))
+        parts["memory"] = await attempt(
+            "server memory, one huge reply", lambda: bench_memory(s, tmp)
+        )
         server = raw = None
         try:
             server = await start_server(tmp / "shared")
             raw, raw_port = await start_floor(tmp)
             parts["round_trips"] = await attempt(
-                "round trips under history traffic",
-                lambda: bench_round_trips(s, server, raw_port))
+                "round trips under history traffic", lambda: bench_round_trips(s, server, raw_port)
+            )
             await raw.stop()
             parts["open"] = await attempt("HISTORY open time", lambda: bench_open(s, server))
         except Exception as e:
@@ -790,11 +892,18 @@ async def run(s: Settings, skip_relay: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (under 2 minutes)")
-    parser.add_argument("--skip-relay", action="store_true",
-                        help="do not run bench_hub.py --quick for the relay row")
+    parser.add_argument(
+        "--skip-relay",
+        action="store_true",
+        help="do not run bench_hub.py --quick for the relay row",
+    )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--read-history", nargs=4, help=argparse.SUPPRESS,
-                        metavar=("URL", "TOKEN", "CONVERSATION", "SECONDS"))
+    parser.add_argument(
+        "--read-history",
+        nargs=4,
+        help=argparse.SUPPRESS,
+        metavar=("URL", "TOKEN", "CONVERSATION", "SECONDS"),
+    )
     args = parser.parse_args()
     if args.serve_raw:
         asyncio.run(serve_raw([(r"/push", RawPushHandler), (r"/echo", RawEchoHandler)]))

@@ -75,8 +75,9 @@ def chat(server: JupyterServer):
     return connect(server.ws_url(), server.token)
 
 
-async def reply(server: JupyterServer, text: str, delays: list | None = None,
-                guard: float = 120.0) -> dict:
+async def reply(
+    server: JupyterServer, text: str, delays: list | None = None, guard: float = 120.0
+) -> dict:
     """Send ``text`` to the hostile agent and read the reply to its end; for stamped replies,
     add each token's delay to ``delays``."""
     ws = await chat(server)
@@ -96,8 +97,7 @@ async def reply(server: JupyterServer, text: str, delays: list | None = None,
                 for stamp in frame["chunk"].split():
                     delays.append(now - float(stamp))
             if frame["isComplete"]:
-                return {"status": frame["status"], "chars": chars,
-                        "error": frame.get("error", "")}
+                return {"status": frame["status"], "chars": chars, "error": frame.get("error", "")}
         return {"status": "guard", "chars": chars}
     finally:
         ws.close()
@@ -120,19 +120,27 @@ async def http_loop(server: JupyterServer, path: str, until: float, results: lis
                 return
             started = time.monotonic()
             try:
-                answer = await client.fetch(server.http_url(path), headers=server.auth_headers(),
-                                            request_timeout=120)
+                answer = await client.fetch(
+                    server.http_url(path), headers=server.auth_headers(), request_timeout=120
+                )
                 code, size = answer.code, len(answer.body)
             except HTTPClientError as e:
                 code, size = e.code, 0
-            results.append({"status": f"HTTP {code}", "chars": size, "error": "",
-                            "seconds": time.monotonic() - started})
+            results.append(
+                {
+                    "status": f"HTTP {code}",
+                    "chars": size,
+                    "error": "",
+                    "seconds": time.monotonic() - started,
+                }
+            )
     finally:
         client.close()
 
 
-async def history_probe(server: JupyterServer, conversation: str, until: float,
-                        waits: list) -> None:
+async def history_probe(
+    server: JupyterServer, conversation: str, until: float, waits: list
+) -> None:
     """SUBSCRIBE to a small conversation every PROBE_EVERY seconds; record the wait for its
     HISTORY."""
     ws = await chat(server)
@@ -152,19 +160,25 @@ async def history_probe(server: JupyterServer, conversation: str, until: float,
         ws.close()
 
 
-def store_work(server: JupyterServer, kind: str, long_conversation: str, until: float,
-               results: list) -> list:
+def store_work(
+    server: JupyterServer, kind: str, long_conversation: str, until: float, results: list
+) -> list:
     if kind == "search":
-        return [http_loop(server, "streamchat/api/conversations?q=zq", until, results),
-                http_loop(server, "streamchat/api/conversations?q=" + "a" * 200, until, results)]
-    return [http_loop(server, f"streamchat/api/conversations/{long_conversation}/export",
-                      until, results),
-            http_loop(server, f"streamchat/api/conversations/{long_conversation}", until,
-                      results)]
+        return [
+            http_loop(server, "streamchat/api/conversations?q=zq", until, results),
+            http_loop(server, "streamchat/api/conversations?q=" + "a" * 200, until, results),
+        ]
+    return [
+        http_loop(
+            server, f"streamchat/api/conversations/{long_conversation}/export", until, results
+        ),
+        http_loop(server, f"streamchat/api/conversations/{long_conversation}", until, results),
+    ]
 
 
-async def one_round(server: JupyterServer, script: str | None, seconds: float,
-                    conversations: dict) -> dict:
+async def one_round(
+    server: JupyterServer, script: str | None, seconds: float, conversations: dict
+) -> dict:
     count = int(RATE * seconds)
     delays: list = []
     waits: list = []
@@ -186,9 +200,13 @@ async def one_round(server: JupyterServer, script: str | None, seconds: float,
     if script is not None and script.startswith("flood"):
         hostile.append(results[-1])
     return {
-        "p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays),
-        "history p99": percentile(waits, 99), "history max": max(waits),
-        "tokens": len(delays), "expected": BYSTANDERS * count,
+        "p50": percentile(delays, 50),
+        "p99": percentile(delays, 99),
+        "max": max(delays),
+        "history p99": percentile(waits, 99),
+        "history max": max(waits),
+        "tokens": len(delays),
+        "expected": BYSTANDERS * count,
         "complete": sum(r["status"] == "complete" for r in bystanders),
         "grown": peak_rss(server.pid) - base,
         "hostile": hostile,
@@ -201,7 +219,8 @@ async def start_model(base: Path) -> tuple:
     child, _ = await start_announcing(
         "the hostile model server",
         [sys.executable, str(ROOT / "tests" / "hostile_model.py"), f"--port={port}"],
-        base / "model.log")
+        base / "model.log",
+    )
     return child, f"http://127.0.0.1:{port}/v1"
 
 
@@ -209,9 +228,19 @@ def start_server(base: Path, model_url: str, store: Path) -> JupyterServer:
     server = JupyterServer(base, f"--SQLiteStore.path={store}")
     config_file = base / "config" / "jupyter_server_config.json"
     config = json.loads(config_file.read_text())
-    config["StreamChatApp"] = {"agents": {"hostile": {
-        "class": "openai", "base_url": model_url, "model": "hostile", "api_key": "sk-bench",
-        "max_retries": 0, "timeout": 10.0, "max_reply_chars": 100_000_000}}}
+    config["StreamChatApp"] = {
+        "agents": {
+            "hostile": {
+                "class": "openai",
+                "base_url": model_url,
+                "model": "hostile",
+                "api_key": "sk-bench",
+                "max_retries": 0,
+                "timeout": 10.0,
+                "max_reply_chars": 100_000_000,
+            }
+        }
+    }
     config_file.write_text(json.dumps(config))
     return server.start().wait_ready()
 
@@ -236,8 +265,7 @@ async def run(args) -> None:
             rounds: dict = {name: [] for name in CASES}
             for _ in range(args.repeat):
                 for name, script in CASES.items():  # interleaved: drift hits every case
-                    rounds[name].append(await one_round(server, script, seconds,
-                                                        conversations))
+                    rounds[name].append(await one_round(server, script, seconds, conversations))
         finally:
             if server is not None:
                 server.stop()
@@ -255,8 +283,9 @@ async def long_conversation(server: JupyterServer) -> str:
             frame, _ = await asyncio.wait_for(next_frame(ws), 120)
             if frame.get("type") == "MESSAGE_CHUNK" and frame["isComplete"]:
                 if frame["status"] != "complete":
-                    raise RuntimeError(f"the long reply ended {frame['status']}: "
-                                       f"{frame.get('error')}")
+                    raise RuntimeError(
+                        f"the long reply ended {frame['status']}: {frame.get('error')}"
+                    )
                 return conversation
     finally:
         ws.close()
@@ -266,27 +295,39 @@ async def long_conversation(server: JupyterServer) -> str:
 def report(rounds: dict, seconds: float, repeat: int, size: int) -> None:
     med = lambda name, key: median(r[key] for r in rounds[name])  # noqa: E731
     floor = med(next(iter(CASES)), "p99")
-    print(f"\n{BYSTANDERS} bystander replies at {RATE} tokens/s for {seconds:g} s and a HISTORY "
-          f"every {PROBE_EVERY * 1000:.0f} ms, beside one hostile party, on a store of "
-          f"{size:,} messages; medians of {repeat} interleaved rounds (2 shared cores)\n")
-    print("| beside the bystanders | token-to-client p50 | p99 | max | p99 / floor | tokens seen |"
-          " HISTORY p99 | max | server memory growth | the hostile party got |")
+    print(
+        f"\n{BYSTANDERS} bystander replies at {RATE} tokens/s for {seconds:g} s and a HISTORY "
+        f"every {PROBE_EVERY * 1000:.0f} ms, beside one hostile party, on a store of "
+        f"{size:,} messages; medians of {repeat} interleaved rounds (2 shared cores)\n"
+    )
+    print(
+        "| beside the bystanders | token-to-client p50 | p99 | max | p99 / floor | tokens seen |"
+        " HISTORY p99 | max | server memory growth | the hostile party got |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in CASES:
         seen = f"{med(name, 'tokens'):.0f} / {rounds[name][0]['expected']}"
         hostile = [h for r in rounds[name] for h in r["hostile"]]
         if hostile:
-            ends = sorted({(h["error"] or h["status"]).split(" sent ")[-1].split(" left ")[-1]
-                           [:40] for h in hostile})
+            ends = sorted(
+                {
+                    (h["error"] or h["status"]).split(" sent ")[-1].split(" left ")[-1][:40]
+                    for h in hostile
+                }
+            )
             what = f"{len(hostile) / repeat:.0f} answers per round: {'; '.join(ends)}"
         else:
             what = ""
-        print(f"| {name} | {ms(med(name, 'p50'))} | {ms(med(name, 'p99'))} | "
-              f"{ms(med(name, 'max'))} | {med(name, 'p99') / floor:.2f} | {seen} | "
-              f"{ms(med(name, 'history p99'))} | {ms(med(name, 'history max'))} | "
-              f"{mib(med(name, 'grown'))} | {what} |")
-    print("\nGoals: memory growth a few MiB whatever a model server sends; bystanders' p99 under "
-          "100 ms; no HISTORY held more than 50 ms by another client's store work.")
+        print(
+            f"| {name} | {ms(med(name, 'p50'))} | {ms(med(name, 'p99'))} | "
+            f"{ms(med(name, 'max'))} | {med(name, 'p99') / floor:.2f} | {seen} | "
+            f"{ms(med(name, 'history p99'))} | {ms(med(name, 'history max'))} | "
+            f"{mib(med(name, 'grown'))} | {what} |"
+        )
+    print(
+        "\nGoals: memory growth a few MiB whatever a model server sends; bystanders' p99 under "
+        "100 ms; no HISTORY held more than 50 ms by another client's store work."
+    )
 
 
 def main() -> None:

@@ -108,11 +108,19 @@ class RawPushHandler(PushHandler):
 
     async def push(self, request):
         message_id, conversation_id = uuid.uuid4().hex, request["conversationId"]
-        self.write_message(p.dumps({  # same first frame as the hub, so one client reads both
-            "type": "MESSAGE_ACCEPTED", "clientMessageId": request["clientMessageId"],
-            "conversationId": conversation_id, "userMessageId": uuid.uuid4().hex,
-            "messageId": message_id, "agentId": "echo", "text": request["text"],
-        }))
+        self.write_message(
+            p.dumps(
+                {  # same first frame as the hub, so one client reads both
+                    "type": "MESSAGE_ACCEPTED",
+                    "clientMessageId": request["clientMessageId"],
+                    "conversationId": conversation_id,
+                    "userMessageId": uuid.uuid4().hex,
+                    "messageId": message_id,
+                    "agentId": "echo",
+                    "text": request["text"],
+                }
+            )
+        )
         frames = p.ChunkFrames(message_id, conversation_id, "echo")
         seq, previous = 0, None
         # Hold back one token so the last one can travel in the final frame.
@@ -126,10 +134,15 @@ class RawPushHandler(PushHandler):
 
 async def start_hub(tmp: Path, batch_window: float):
     """The hub in a real ``jupyter server``, its SQLite store in ``tmp``."""
-    return await start_jupyter(tmp / "jupyter", [
-        "--EchoAgent.delay=0", f"--StreamChatApp.batch_window={batch_window}",
-        f"--SQLiteStore.path={tmp / 'hub.db'}",
-    ], agents=("echo", "demo"))
+    return await start_jupyter(
+        tmp / "jupyter",
+        [
+            "--EchoAgent.delay=0",
+            f"--StreamChatApp.batch_window={batch_window}",
+            f"--SQLiteStore.path={tmp / 'hub.db'}",
+        ],
+        agents=("echo", "demo"),
+    )
 
 
 # -- streaming throughput ---------------------------------------------------------------------
@@ -142,28 +155,32 @@ class Run:
     server_cpu: float  # CPU seconds the server process spent on the run
 
 
-async def stream_run(url: str, token: str | None, server_pid: int, conversations: int,
-                     tokens_each: int) -> Run:
+async def stream_run(
+    url: str, token: str | None, server_pid: int, conversations: int, tokens_each: int
+) -> Run:
     """One timed run: ``conversations`` sockets each ask for a reply of ``tokens_each`` tokens."""
     sockets = await asyncio.gather(*(connect(url, token) for _ in range(conversations)))
     try:
         texts = [words(tokens_each, f"t{i}x") for i in range(conversations)]
         # Bounded by the frames due, + MESSAGE_ACCEPTED and the odd stray frame.
-        readers = [asyncio.ensure_future(read_reply(ws, max_frames=tokens_each + 10))
-                   for ws in sockets]
+        readers = [
+            asyncio.ensure_future(read_reply(ws, max_frames=tokens_each + 10)) for ws in sockets
+        ]
         cpu_before = process_cpu(server_pid)
         started = time.perf_counter()
-        await asyncio.gather(*(send_message(ws, "echo", text)
-                               for ws, text in zip(sockets, texts)))
+        await asyncio.gather(*(send_message(ws, "echo", text) for ws, text in zip(sockets, texts)))
         replies = await asyncio.wait_for(asyncio.gather(*readers), RUN_TIMEOUT)
         elapsed = max(r.done_at for r in replies) - started
         server_cpu = process_cpu(server_pid) - cpu_before
         for reply, text in zip(replies, texts):
             if reply.text != text or reply.status != p.COMPLETE:
-                raise RuntimeError(f"reply mangled: status {reply.status}, "
-                                   f"{len(reply.text)} of {len(text)} characters")
-        return Run(conversations * tokens_each / elapsed, sum(r.frames for r in replies),
-                   server_cpu)
+                raise RuntimeError(
+                    f"reply mangled: status {reply.status}, "
+                    f"{len(reply.text)} of {len(text)} characters"
+                )
+        return Run(
+            conversations * tokens_each / elapsed, sum(r.frames for r in replies), server_cpu
+        )
     finally:
         for ws in sockets:
             ws.close()
@@ -179,7 +196,8 @@ class Server:
 async def bench_streaming(s: Settings, hub: Server, raw: Server) -> dict:
     results = {}
     for label, conversations, tokens_each in [
-        ("one", 1, s.tokens_one), ("many", s.conversations, s.tokens_each)
+        ("one", 1, s.tokens_one),
+        ("many", s.conversations, s.tokens_each),
     ]:
         runs: dict = {"hub": [], "raw": []}
         for server in (hub, raw):
@@ -187,20 +205,26 @@ async def bench_streaming(s: Settings, hub: Server, raw: Server) -> dict:
             await stream_run(server.url, server.token, server.pid, conversations, 200)
         for _ in range(s.repeats):
             for name, server in (("hub", hub), ("raw", raw)):  # interleaved: noise hits both
-                runs[name].append(await stream_run(
-                    server.url, server.token, server.pid, conversations, tokens_each
-                ))
+                runs[name].append(
+                    await stream_run(
+                        server.url, server.token, server.pid, conversations, tokens_each
+                    )
+                )
         tokens = conversations * tokens_each
-        results[label] = dict(conversations=conversations, tokens_each=tokens_each, **{
-            f"{name}_{key}": value
-            for name, rs in runs.items()
-            for key, value in [
-                ("rate", median(r.rate for r in rs)),
-                ("frames", median(r.frames for r in rs)),
-                ("cpu_per_token", median(r.server_cpu for r in rs) / tokens),
-                ("all", [r.rate for r in rs]),
-            ]
-        })
+        results[label] = dict(
+            conversations=conversations,
+            tokens_each=tokens_each,
+            **{
+                f"{name}_{key}": value
+                for name, rs in runs.items()
+                for key, value in [
+                    ("rate", median(r.rate for r in rs)),
+                    ("frames", median(r.frames for r in rs)),
+                    ("cpu_per_token", median(r.server_cpu for r in rs) / tokens),
+                    ("all", [r.rate for r in rs]),
+                ]
+            },
+        )
     return results
 
 
@@ -292,8 +316,12 @@ async def bench_resume(s: Settings, tmp: Path) -> dict:
         server.stop()
         await hub.shutdown()
     floor = sqlite_floor(db_path, message_id, max(s.repeats, 5))
-    return dict(server=median(server_times), client=median(client_times), floor=floor,
-                server_all=server_times)
+    return dict(
+        server=median(server_times),
+        client=median(client_times),
+        floor=floor,
+        server_all=server_times,
+    )
 
 
 # -- stop latency ------------------------------------------------------------------------------
@@ -325,8 +353,11 @@ async def read_reply_rest(ws, message_id: str, max_frames: int = 1_000_000) -> s
     """Skip frames up to the reply's final one; return its status."""
     for _ in range(max_frames):
         frame, _ = await next_frame(ws)
-        if frame["type"] == "MESSAGE_CHUNK" and frame["messageId"] == message_id \
-                and frame["isComplete"]:
+        if (
+            frame["type"] == "MESSAGE_CHUNK"
+            and frame["messageId"] == message_id
+            and frame["isComplete"]
+        ):
             return frame["status"]
     raise RuntimeError("no final frame")
 
@@ -349,9 +380,11 @@ def fmt_rate(x: float) -> str:
 
 
 def print_report(s: Settings, stream: dict, resume: dict, stop: dict) -> None:
-    print(f"batch_window = {s.batch_window * 1000:g} ms; medians of {s.repeats} runs "
-          f"(stop: {s.stop_tries} tries); {os.cpu_count()} CPUs; Python "
-          f"{platform.python_version()}, Tornado {tornado.version}\n")
+    print(
+        f"batch_window = {s.batch_window * 1000:g} ms; medians of {s.repeats} runs "
+        f"(stop: {s.stop_tries} tries); {os.cpu_count()} CPUs; Python "
+        f"{platform.python_version()}, Tornado {tornado.version}\n"
+    )
     print("| measurement | hub | floor | ratio hub/floor | goal | |")
     print("|---|---:|---:|---:|---|---|")
     for label in ("one", "many"):
@@ -361,33 +394,49 @@ def print_report(s: Settings, stream: dict, resume: dict, stop: dict) -> None:
         else:
             what = f"{r['conversations']} conversations × {r['tokens_each']:,} tokens"
         ratio = r["hub_rate"] / r["raw_rate"]
-        print(f"| {what}: tokens/s seen by the client | {fmt_rate(r['hub_rate'])} | "
-              f"{fmt_rate(r['raw_rate'])} (raw push) | {ratio:.2f} | ≥ 0.8 | "
-              f"{verdict(ratio >= 0.8)} |")
-        print(f"| {what}: frames sent | {r['hub_frames']:,.0f} | {r['raw_frames']:,.0f} | "
-              f"{r['hub_frames'] / r['raw_frames']:.4f} | | |")
+        print(
+            f"| {what}: tokens/s seen by the client | {fmt_rate(r['hub_rate'])} | "
+            f"{fmt_rate(r['raw_rate'])} (raw push) | {ratio:.2f} | ≥ 0.8 | "
+            f"{verdict(ratio >= 0.8)} |"
+        )
+        print(
+            f"| {what}: frames sent | {r['hub_frames']:,.0f} | {r['raw_frames']:,.0f} | "
+            f"{r['hub_frames'] / r['raw_frames']:.4f} | | |"
+        )
         hub_cpu, raw_cpu = r["hub_cpu_per_token"] * 1e6, r["raw_cpu_per_token"] * 1e6
-        print(f"| {what}: server CPU per token | {hub_cpu:.1f} µs | {raw_cpu:.1f} µs | "
-              f"{hub_cpu / raw_cpu:.2f} | | |")
+        print(
+            f"| {what}: server CPU per token | {hub_cpu:.1f} µs | {raw_cpu:.1f} µs | "
+            f"{hub_cpu / raw_cpu:.2f} | | |"
+        )
     ratio = resume["server"] / resume["floor"]
     worst = max(resume["server_all"])
-    print(f"| RESUME {RESUME_CHUNKS:,} chunks: server side (worst {ms(worst)}) | "
-          f"{ms(resume['server'])} | "
-          f"{ms(resume['floor'])} (sqlite3 SELECT) | {ratio:.1f} | ≤ 25 ms | "
-          f"{verdict(resume['server'] <= 0.025)} |")
-    print(f"| RESUME {RESUME_CHUNKS:,} chunks: client holds all frames | {ms(resume['client'])} "
-          f"| | | | |")
-    for label, what in [("busy", "echo reply streaming flat out"),
-                        ("paced", "demo agent, 50 tokens/s")]:
+    print(
+        f"| RESUME {RESUME_CHUNKS:,} chunks: server side (worst {ms(worst)}) | "
+        f"{ms(resume['server'])} | "
+        f"{ms(resume['floor'])} (sqlite3 SELECT) | {ratio:.1f} | ≤ 25 ms | "
+        f"{verdict(resume['server'] <= 0.025)} |"
+    )
+    print(
+        f"| RESUME {RESUME_CHUNKS:,} chunks: client holds all frames | {ms(resume['client'])} "
+        f"| | | | |"
+    )
+    for label, what in [
+        ("busy", "echo reply streaming flat out"),
+        ("paced", "demo agent, 50 tokens/s"),
+    ]:
         r = stop[label]
-        print(f"| stop latency, {what} (p90 {ms(r['p90'])}, worst {ms(r['worst'])}) | "
-              f"{ms(r['median'])} | | | "
-              f"< 100 ms | {verdict(r['median'] < 0.1)} |")
+        print(
+            f"| stop latency, {what} (p90 {ms(r['p90'])}, worst {ms(r['worst'])}) | "
+            f"{ms(r['median'])} | | | "
+            f"< 100 ms | {verdict(r['median'] < 0.1)} |"
+        )
     print()
     for label in ("one", "many"):
         r = stream[label]
-        print(f"all runs, {label}: hub {', '.join(map(fmt_rate, r['hub_all']))}; "
-              f"raw {', '.join(map(fmt_rate, r['raw_all']))} tokens/s")
+        print(
+            f"all runs, {label}: hub {', '.join(map(fmt_rate, r['hub_all']))}; "
+            f"raw {', '.join(map(fmt_rate, r['raw_all']))} tokens/s"
+        )
     print(f"all runs, RESUME server side: {', '.join(ms(t) for t in resume['server_all'])}")
 
 
@@ -423,7 +472,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tokens and runs (~30 s)")
     parser.add_argument(
-        "--batch-window", type=float,
+        "--batch-window",
+        type=float,
         default=StreamChatApp.class_traits()["batch_window"].default_value,
         help="c.StreamChatApp.batch_window for the hub, in seconds (default: the app's)",
     )

@@ -112,8 +112,17 @@ from paced_tokens import TOKEN, now_us  # noqa: E402
 from harness.client import connect, read_reply, send_message  # noqa: E402
 from harness.processes import Children, process_cpu, start_announcing  # noqa: E402
 from harness.report import attempt, first_line, ms, not_measured, verdict  # noqa: E402
-from harness.servers import HOST, OTHER_EXTENSIONS, Jupyter, agent_ids, \
-    agent_skipped_reason, api, free_port, quiet_config, start_jupyter  # noqa: E402
+from harness.servers import (
+    HOST,
+    OTHER_EXTENSIONS,
+    Jupyter,
+    agent_ids,
+    agent_skipped_reason,
+    api,
+    free_port,
+    quiet_config,
+    start_jupyter,
+)  # noqa: E402
 from harness.stats import median, percentile  # noqa: E402
 
 RUN_TIMEOUT = 120.0  # seconds for any one timed run; only turns a hang into an error
@@ -196,8 +205,13 @@ class Meter:
         """(CPU s, disk bytes, file bytes, YStore rows, when); the rows (a read of the peer's
         database, which could delay its writers) only when asked."""
         rows = ystore_rows(self.ystore) if self.ystore and rows else 0
-        return (process_cpu(self.pid), process_write_bytes(self.pid), tree_bytes(*self.files),
-                rows, time.monotonic())
+        return (
+            process_cpu(self.pid),
+            process_write_bytes(self.pid),
+            tree_bytes(*self.files),
+            rows,
+            time.monotonic(),
+        )
 
     async def settled(self, minimum: float = SETTLE_AFTER, limit: float = 30.0) -> tuple:
         """A reading once the server is done with the run: at least ``minimum`` seconds from
@@ -217,9 +231,13 @@ class Meter:
 
     @staticmethod
     def delta(before: tuple, after: tuple) -> dict:
-        return dict(cpu=after[0] - before[0], disk=after[1] - before[1],
-                    files=after[2] - before[2], stored=after[3] - before[3],
-                    closed_at=after[4])
+        return dict(
+            cpu=after[0] - before[0],
+            disk=after[1] - before[1],
+            files=after[2] - before[2],
+            stored=after[3] - before[3],
+            closed_at=after[4],
+        )
 
 
 # -- the OpenAI stand-in ------------------------------------------------------------------------
@@ -228,9 +246,9 @@ class Meter:
 async def start_standin(base: Path) -> tuple:
     """tests/openai_standin.py as a process of its own; (child, base url ending in /v1)."""
     port = free_port()
-    child, _ = await start_announcing("OpenAI stand-in",
-                                      [sys.executable, str(STANDIN), "--port", str(port)],
-                                      base / "standin.log")
+    child, _ = await start_announcing(
+        "OpenAI stand-in", [sys.executable, str(STANDIN), "--port", str(port)], base / "standin.log"
+    )
     return child, f"http://{HOST}:{port}/v1"
 
 
@@ -241,20 +259,33 @@ def streamchat_config(standin_url: str | None) -> dict:
     config = quiet_config()
     if standin_url:
         config["OpenAIAgent"] = {
-            "base_url": standin_url, "model": "standin", "api_key": "bench",
+            "base_url": standin_url,
+            "model": "standin",
+            "api_key": "bench",
             "extra_body": {"standin_tokens": A_TOKENS, "standin_rate": 0},
         }
-        config["StreamChatApp"] = {"agents": {"standin-paced": {
-            "class": "openai", "base_url": standin_url, "model": "standin", "api_key": "bench",
-            "extra_body": {"standin_tokens": B_TOKENS, "standin_rate": B_RATE},
-        }}}
+        config["StreamChatApp"] = {
+            "agents": {
+                "standin-paced": {
+                    "class": "openai",
+                    "base_url": standin_url,
+                    "model": "standin",
+                    "api_key": "bench",
+                    "extra_body": {"standin_tokens": B_TOKENS, "standin_rate": B_RATE},
+                }
+            }
+        }
     return config
 
 
 async def start_streamchat(base: Path, standin_url: str | None) -> Jupyter:
     return await start_jupyter(
-        base, [f"--SQLiteStore.path={base / 'chat.db'}", "--EchoAgent.delay=0"],
-        config=streamchat_config(standin_url), python_path=[PLUGINS], name="streamchat server")
+        base,
+        [f"--SQLiteStore.path={base / 'chat.db'}", "--EchoAgent.delay=0"],
+        config=streamchat_config(standin_url),
+        python_path=[PLUGINS],
+        name="streamchat server",
+    )
 
 
 def chat(server: Jupyter):
@@ -284,7 +315,9 @@ async def direct_run(client) -> dict:
     started = time.perf_counter()
     first, parts = None, []
     stream = await client.chat.completions.create(
-        model="standin", messages=[{"role": "user", "content": A_PROMPT}], stream=True,
+        model="standin",
+        messages=[{"role": "user", "content": A_PROMPT}],
+        stream=True,
         stream_options={"include_usage": True},
         extra_body={"standin_tokens": A_TOKENS, "standin_rate": 0},
     )
@@ -311,8 +344,12 @@ async def hub_run(server: Jupyter, agent: str = "openai") -> dict:
         ws.close()
     if reply.status != "complete":
         raise RuntimeError(f"the reply ended {reply.status!r}: {reply.error}")
-    return dict(rate=A_TOKENS / (reply.done_at - started), ttft=reply.first_text_at - started,
-                text=reply.text, frames=reply.frames)
+    return dict(
+        rate=A_TOKENS / (reply.done_at - started),
+        ttft=reply.first_text_at - started,
+        text=reply.text,
+        frames=reply.frames,
+    )
 
 
 def set_cpus(pid: int, cpus: set) -> None:
@@ -340,9 +377,11 @@ def model_on_own_cpu(model_pid: int, others: list):
         set_cpus(model_pid, own)
         for pid in others:
             set_cpus(pid, everything - own)
-        yield (f"the stand-in has CPU {max(own)} to itself (a model server runs on hardware of "
-               f"its own); the hub, its client and the direct client share the other "
-               f"{len(everything) - 1}")
+        yield (
+            f"the stand-in has CPU {max(own)} to itself (a model server runs on hardware of "
+            f"its own); the hub, its client and the direct client share the other "
+            f"{len(everything) - 1}"
+        )
     finally:
         for pid in [model_pid, *others]:
             try:
@@ -359,14 +398,16 @@ async def bench_overhead(s: Settings, server: Jupyter, standin_url: str) -> dict
         direct = [await direct_run(client)]  # warm-up, not counted
         hub = [await hub_run(server)]
         if hub[0]["text"] != direct[0]["text"]:
-            raise RuntimeError(f"the hub's reply ({len(hub[0]['text'])} characters) is not the "
-                               f"stand-in's ({len(direct[0]['text'])})")
+            raise RuntimeError(
+                f"the hub's reply ({len(hub[0]['text'])} characters) is not the "
+                f"stand-in's ({len(direct[0]['text'])})"
+            )
         await hub_run(server, "echo")
         direct, hub, echo = [], [], []
         for i in range(s.a_repeats):
             # Interleaved, and the order alternates so that neither always runs second.
             order = ["direct", "hub"]
-            for name in (order if i % 2 == 0 else order[::-1]):
+            for name in order if i % 2 == 0 else order[::-1]:
                 if name == "direct":
                     direct.append(await direct_run(client))
                 else:
@@ -375,15 +416,18 @@ async def bench_overhead(s: Settings, server: Jupyter, standin_url: str) -> dict
     finally:
         await client.close()
     return dict(
-        direct_rate=median(r["rate"] for r in direct), hub_rate=median(r["rate"] for r in hub),
-        direct_ttft=median(r["ttft"] for r in direct), hub_ttft=median(r["ttft"] for r in hub),
+        direct_rate=median(r["rate"] for r in direct),
+        hub_rate=median(r["rate"] for r in hub),
+        direct_ttft=median(r["ttft"] for r in direct),
+        hub_ttft=median(r["ttft"] for r in hub),
         added_ttft=median(h["ttft"] - d["ttft"] for h, d in zip(hub, direct)),
         # Like the TTFT, the ratio is taken pair by pair (each hub run beside the direct run
         # next to it), so that the machine's speed drifting during the run cancels out.
         paired_ratio=median(h["rate"] / d["rate"] for h, d in zip(hub, direct)),
         hub_frames=median(r["frames"] for r in hub),
         echo_ttft=median(r["ttft"] for r in echo),
-        direct_all=[r["rate"] for r in direct], hub_all=[r["rate"] for r in hub],
+        direct_all=[r["rate"] for r in direct],
+        hub_all=[r["rate"] for r in hub],
         added_all=[h["ttft"] - d["ttft"] for h, d in zip(hub, direct)],
     )
 
@@ -397,8 +441,10 @@ def paced_text() -> str:
 
 async def ours_round(server: Jupyter, agent: str, stamped: bool) -> dict:
     """100 clients, one reply each from ``agent``; the server's CPU and disk over the window."""
-    meter = Meter(server.child.pid, (server.base / "chat.db", server.base / "chat.db-wal",
-                                     server.base / "chat.db-shm"))
+    meter = Meter(
+        server.child.pid,
+        (server.base / "chat.db", server.base / "chat.db-wal", server.base / "chat.db-shm"),
+    )
     sockets = await asyncio.gather(*(chat(server) for _ in range(B_CONVERSATIONS)))
     try:
         read = read_stamped if stamped else read_reply
@@ -425,8 +471,13 @@ async def ours_round(server: Jupyter, agent: str, stamped: bool) -> dict:
         counts = {len(each) for each in latencies}
         if counts != {B_TOKENS}:
             raise RuntimeError(f"tokens per reply: {sorted(counts)}, not {B_TOKENS}")
-    return dict(window, seconds=seconds, frames=sum(r.frames for r in replies),
-                latencies=[x for each in latencies for x in each], client_cpu=client_cpu)
+    return dict(
+        window,
+        seconds=seconds,
+        frames=sum(r.frames for r in replies),
+        latencies=[x for each in latencies for x in each],
+        client_cpu=client_cpu,
+    )
 
 
 def peer_python(venv: Path) -> Path:
@@ -440,10 +491,15 @@ def ensure_peer_venv(venv: Path) -> None:
     if python.exists() and subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
         return
     print(f"  installing {' and '.join(PEER_PACKAGES)} into {venv} (once)...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120,
-                   capture_output=True)
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES],
-                          capture_output=True, text=True, timeout=PEER_INSTALL_TIMEOUT)
+    subprocess.run(
+        [sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, capture_output=True
+    )
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=PEER_INSTALL_TIMEOUT,
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"pip install {' '.join(PEER_PACKAGES)} failed: {last}")
@@ -451,59 +507,101 @@ def ensure_peer_venv(venv: Path) -> None:
 
 
 def peer_versions(venv: Path) -> str:
-    code = ("from importlib.metadata import version as v; print(', '.join(f'{n} {v(n)}' for n in "
-            "('jupyterlab-chat', 'jupyter-collaboration', 'jupyter-server-ydoc', "
-            "'pycrdt-websocket', 'pycrdt')))")
-    done = subprocess.run([str(peer_python(venv)), "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "from importlib.metadata import version as v; print(', '.join(f'{n} {v(n)}' for n in "
+        "('jupyterlab-chat', 'jupyter-collaboration', 'jupyter-server-ydoc', "
+        "'pycrdt-websocket', 'pycrdt')))"
+    )
+    done = subprocess.run(
+        [str(peer_python(venv)), "-c", code], capture_output=True, text=True, timeout=60
+    )
     return done.stdout.strip()
 
 
 async def start_peer(base: Path, venv: Path) -> Jupyter:
     # The collaboration extensions stay as the peer's install leaves them, but for those named.
-    extensions = {name: False for name in OTHER_EXTENSIONS
-                  if name not in ("jupyter_server_ydoc", "jupyter_collaboration")}
-    extensions.update({"streamchat_bench_peer": True, "jupyterlab_chat": True,
-                       "jupyter_server_ydoc": True, "jupyter_server_fileid": True})
+    extensions = {
+        name: False
+        for name in OTHER_EXTENSIONS
+        if name not in ("jupyter_server_ydoc", "jupyter_collaboration")
+    }
+    extensions.update(
+        {
+            "streamchat_bench_peer": True,
+            "jupyterlab_chat": True,
+            "jupyter_server_ydoc": True,
+            "jupyter_server_fileid": True,
+        }
+    )
     config = {"ServerApp": {"jpserver_extensions": extensions}}
     return await start_jupyter(
-        base, [f"--SQLiteYStore.db_path={base / 'ystore.db'}",
-               "--YDocExtension.document_cleanup_delay=1"],
-        config=config, python=str(peer_python(venv)), python_path=[PEER_DIR, PLUGINS],
-        ready="bench-peer/stream", name="jupyterlab-chat server")
+        base,
+        [
+            f"--SQLiteYStore.db_path={base / 'ystore.db'}",
+            "--YDocExtension.document_cleanup_delay=1",
+        ],
+        config=config,
+        python=str(peer_python(venv)),
+        python_path=[PEER_DIR, PLUGINS],
+        ready="bench-peer/stream",
+        name="jupyterlab-chat server",
+    )
 
 
-async def peer_round(server: Jupyter, venv: Path, label: str, chats: int = B_CONVERSATIONS,
-                     tokens: int = B_TOKENS) -> dict:
+async def peer_round(
+    server: Jupyter, venv: Path, label: str, chats: int = B_CONVERSATIONS, tokens: int = B_TOKENS
+) -> dict:
     root = server.base / "root"
     paths = [f"{label}-chat{i:03}.chat" for i in range(chats)]
     for path in paths:
         (root / path).write_text("")  # what "New chat" creates: an empty file
-    meter = Meter(server.child.pid, (root, server.base / "ystore.db",
-                                     server.base / "ystore.db-wal",
-                                     server.base / "ystore.db-journal"),
-                  ystore=server.base / "ystore.db")
+    meter = Meter(
+        server.child.pid,
+        (
+            root,
+            server.base / "ystore.db",
+            server.base / "ystore.db-wal",
+            server.base / "ystore.db-journal",
+        ),
+        ystore=server.base / "ystore.db",
+    )
     proc = await asyncio.create_subprocess_exec(
-        str(peer_python(venv)), str(PEER_DIR / "peer_clients.py"), str(PLUGINS),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)  # one JSON line of latencies
+        str(peer_python(venv)),
+        str(PEER_DIR / "peer_clients.py"),
+        str(PLUGINS),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,
+    )  # one JSON line of latencies
     try:
-        proc.stdin.write(json.dumps({"base": server.base_url, "token": server.token,
-                                     "paths": paths, "tokens": tokens,
-                                     "timeout": PEER_TIMEOUT}).encode() + b"\n")
+        proc.stdin.write(
+            json.dumps(
+                {
+                    "base": server.base_url,
+                    "token": server.token,
+                    "paths": paths,
+                    "tokens": tokens,
+                    "timeout": PEER_TIMEOUT,
+                }
+            ).encode()
+            + b"\n"
+        )
         await proc.stdin.drain()
         line = await asyncio.wait_for(proc.stdout.readline(), RUN_TIMEOUT)
         if line.strip() != b"READY":
             error = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
-            raise RuntimeError(f"the peer's clients did not connect: {line!r} "
-                               f"{error[-1] if error else ''}")
+            raise RuntimeError(
+                f"the peer's clients did not connect: {line!r} {error[-1] if error else ''}"
+            )
         await asyncio.sleep(SETTLE_BEFORE)
         log_offset = server.child.log_path.stat().st_size
         before = meter.read()
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
-        await api(server, "POST", "bench-peer/stream",
-                  {"paths": paths, "tokens": tokens, "rate": B_RATE})
+        await api(
+            server, "POST", "bench-peer/stream", {"paths": paths, "tokens": tokens, "rate": B_RATE}
+        )
         line = await asyncio.wait_for(proc.stdout.readline(), PEER_TIMEOUT + 30)
         if not line:
             error = (await proc.stderr.read()).decode(errors="replace").strip().splitlines()
@@ -530,9 +628,14 @@ async def peer_round(server: Jupyter, venv: Path, label: str, chats: int = B_CON
     if result["tokens"] != chats * tokens:
         raise RuntimeError(f"the clients saw {result['tokens']} tokens, not {chats * tokens}")
     await asyncio.sleep(3.0)  # the rooms are cleaned up (1 s after the clients left)
-    return dict(window, seconds=result["seconds"], frames=result["updates"],
-                update_bytes=result["update_bytes"], latencies=result["latencies"],
-                client_cpu=result["client_cpu"])
+    return dict(
+        window,
+        seconds=result["seconds"],
+        frames=result["updates"],
+        update_bytes=result["update_bytes"],
+        latencies=result["latencies"],
+        client_cpu=result["client_cpu"],
+    )
 
 
 def summarize(rounds: list) -> dict:
@@ -554,7 +657,8 @@ def summarize(rounds: list) -> dict:
         update_bytes=median(r.get("update_bytes", 0) for r in rounds),
         stored=median(r["stored"] for r in rounds),
         tail=median(r["tail"] for r in rounds),
-        stored_all=[r["stored"] for r in rounds], tail_all=[r["tail"] for r in rounds],
+        stored_all=[r["stored"] for r in rounds],
+        tail_all=[r["tail"] for r in rounds],
         locked=sum(r.get("locked", 0) for r in rounds),
         client_cpu_all=[r["client_cpu"] for r in rounds],
     )
@@ -605,8 +709,12 @@ def report_overhead(shared, own) -> None:
     """``shared``: all processes on all CPUs; ``own``: the stand-in on a CPU of its own. The
     goal of each figure is judged where it measures the hub (see the module's docstring)."""
     what = f"A. one reply of {A_TOKENS:,} tokens from the stand-in at full speed"
-    rows = [(shared, "CPUs shared", "rate"), (own, "stand-in on its own CPU", "ttft"),
-            (shared, "CPUs shared", "ttft"), (own, "stand-in on its own CPU", "rate")]
+    rows = [
+        (shared, "CPUs shared", "rate"),
+        (own, "stand-in on its own CPU", "ttft"),
+        (shared, "CPUs shared", "ttft"),
+        (own, "stand-in on its own CPU", "rate"),
+    ]
     for i, (a, where, figure) in enumerate(rows):
         goal = i < 2  # the first two rows carry the goals, the others are for context
         if isinstance(a, str):
@@ -615,26 +723,35 @@ def report_overhead(shared, own) -> None:
             continue
         if figure == "rate":
             ratio = a["paired_ratio"]
-            print(f"| {what}, {where}: tokens/s seen by the client | {a['hub_rate']:,.0f} "
-                  f"(through the hub, {a['hub_frames']:,.0f} frames) | {a['direct_rate']:,.0f} "
-                  f"(`openai` client, direct) | {ratio:.2f} (median of pairs; of the medians: "
-                  f"{a['hub_rate'] / a['direct_rate']:.2f}) | "
-                  + (f"≥ 0.9 | {verdict(ratio >= 0.9)} |" if goal else "(context) | |"))
+            print(
+                f"| {what}, {where}: tokens/s seen by the client | {a['hub_rate']:,.0f} "
+                f"(through the hub, {a['hub_frames']:,.0f} frames) | {a['direct_rate']:,.0f} "
+                f"(`openai` client, direct) | {ratio:.2f} (median of pairs; of the medians: "
+                f"{a['hub_rate'] / a['direct_rate']:.2f}) | "
+                + (f"≥ 0.9 | {verdict(ratio >= 0.9)} |" if goal else "(context) | |")
+            )
         else:
-            print(f"| {what}, {where}: time to first token | {ms(a['hub_ttft'])} | "
-                  f"{ms(a['direct_ttft'])} | +{ms(a['added_ttft'])} (median of pairs) | "
-                  + (f"added < 5 ms | {verdict(a['added_ttft'] < 0.005)} |" if goal
-                     else "(context) | |"))
+            print(
+                f"| {what}, {where}: time to first token | {ms(a['hub_ttft'])} | "
+                f"{ms(a['direct_ttft'])} | +{ms(a['added_ttft'])} (median of pairs) | "
+                + (
+                    f"added < 5 ms | {verdict(a['added_ttft'] < 0.005)} |"
+                    if goal
+                    else "(context) | |"
+                )
+            )
     for a in (shared, own):
         if not isinstance(a, str):
-            print(f"| for context: time to first token of agent `echo` (no model call: the "
-                  f"hub's own path, SEND_MESSAGE to the first text frame) | "
-                  f"{ms(a['echo_ttft'])} | | | | |")
+            print(
+                f"| for context: time to first token of agent `echo` (no model call: the "
+                f"hub's own path, SEND_MESSAGE to the first text frame) | "
+                f"{ms(a['echo_ttft'])} | | | | |"
+            )
             break
 
 
 def report_pace(b) -> None:
-    what = (f"B. {B_CONVERSATIONS} replies × {B_TOKENS} tokens at {B_RATE:g} tokens/s")
+    what = f"B. {B_CONVERSATIONS} replies × {B_TOKENS} tokens at {B_RATE:g} tokens/s"
     if isinstance(b, str):
         not_measured(what, b)
         return
@@ -643,27 +760,38 @@ def report_pace(b) -> None:
     if ours is None:
         not_measured(f"{what} (streamchat)", errors.get("ours", "no round completed"))
         return
-    peer_cell = (lambda key, fmt: fmt(peer[key])) if peer else (
-        lambda key, fmt: f"not measured: {errors.get('peer', 'no round completed')}")
+    peer_cell = (
+        (lambda key, fmt: fmt(peer[key]))
+        if peer
+        else (lambda key, fmt: f"not measured: {errors.get('peer', 'no round completed')}")
+    )
     us = lambda x: f"{x * 1e6:.1f} µs"  # noqa: E731
     cpu_ratio = peer["cpu"] / ours["cpu"] if peer else None
     ok_cpu = ours["cpu"] <= 0.0003 and (cpu_ratio is None or cpu_ratio >= 4)
-    print(f"| {what}: server CPU per token | {us(ours['cpu'])} | {peer_cell('cpu', us)} | "
-          f"{f'{cpu_ratio:.1f} × (peer/ours)' if cpu_ratio else '–'} | ≤ 300 µs, and ≥ 4 × "
-          f"less than the peer | {verdict(ok_cpu) if peer else verdict(ours['cpu'] <= 0.0003)}"
-          f"{'' if peer else ' (ours only)'} |")
+    print(
+        f"| {what}: server CPU per token | {us(ours['cpu'])} | {peer_cell('cpu', us)} | "
+        f"{f'{cpu_ratio:.1f} × (peer/ours)' if cpu_ratio else '–'} | ≤ 300 µs, and ≥ 4 × "
+        f"less than the peer | {verdict(ok_cpu) if peer else verdict(ours['cpu'] <= 0.0003)}"
+        f"{'' if peer else ' (ours only)'} |"
+    )
     size = lambda x: f"{x / KiB:.2f} KiB"  # noqa: E731
     disk_ratio = f"{peer['disk'] / ours['disk']:.2f} (peer/ours)" if peer and ours["disk"] else "–"
     peer_disk = peer_cell("disk", size)
     if peer:
-        peer_disk += (f" (its YStore held {peer['stored']:,.0f} of the {peer['frames']:,.0f} "
-                      f"updates when the window closed, {peer['tail']:.0f} s after the last "
-                      f"token; its log: {peer['locked'] / peer['rounds']:,.0f} × \"database is "
-                      f"locked\" per round)")
-    print(f"| {what}: disk bytes written per token (/proc write_bytes) | {size(ours['disk'])} | "
-          f"{peer_disk} | {disk_ratio} | ≤ 2 KiB | {verdict(ours['disk'] <= 2 * KiB)} |")
-    print(f"| {what}: growth of the files written, per token | {size(ours['files'])} "
-          f"(chat.db + WAL) | {peer_cell('files', size)} (.chat files + YStore) | | | |")
+        peer_disk += (
+            f" (its YStore held {peer['stored']:,.0f} of the {peer['frames']:,.0f} "
+            f"updates when the window closed, {peer['tail']:.0f} s after the last "
+            f'token; its log: {peer["locked"] / peer["rounds"]:,.0f} × "database is '
+            f'locked" per round)'
+        )
+    print(
+        f"| {what}: disk bytes written per token (/proc write_bytes) | {size(ours['disk'])} | "
+        f"{peer_disk} | {disk_ratio} | ≤ 2 KiB | {verdict(ours['disk'] <= 2 * KiB)} |"
+    )
+    print(
+        f"| {what}: growth of the files written, per token | {size(ours['files'])} "
+        f"(chat.db + WAL) | {peer_cell('files', size)} (.chat files + YStore) | | | |"
+    )
     lat = lambda r: f"{ms(r['p50'])} / {ms(r['p99'])}"  # noqa: E731
     if peer:
         peer_lat, lat_ratio = lat(peer), f"{peer['p99'] / ours['p99']:.1f} × (p99, peer/ours)"
@@ -671,31 +799,43 @@ def report_pace(b) -> None:
     else:
         peer_lat, lat_ratio = peer_cell("p50", str), "–"
         lat_verdict = verdict(ours["p99"] < 0.1)
-    print(f"| {what}: token-to-client latency p50 / p99 | {lat(ours)} | {peer_lat} | "
-          f"{lat_ratio} | p99 < 100 ms | {lat_verdict} |")
+    print(
+        f"| {what}: token-to-client latency p50 / p99 | {lat(ours)} | {peer_lat} | "
+        f"{lat_ratio} | p99 < 100 ms | {lat_verdict} |"
+    )
     secs = lambda x: f"{x:.2f} s"  # noqa: E731
     peer_time = peer_cell("seconds", secs)
     if peer:
-        peer_time += (f" ({peer['frames']:,.0f} Y updates, "
-                      f"{peer['update_bytes'] / 2**20:.1f} MiB to the clients)")
-    print(f"| {what}: time for all tokens to arrive (4 s if nobody falls behind) | "
-          f"{secs(ours['seconds'])} ({ours['frames']:,.0f} frames) | {peer_time} | | | |")
+        peer_time += (
+            f" ({peer['frames']:,.0f} Y updates, "
+            f"{peer['update_bytes'] / 2**20:.1f} MiB to the clients)"
+        )
+    print(
+        f"| {what}: time for all tokens to arrive (4 s if nobody falls behind) | "
+        f"{secs(ours['seconds'])} ({ours['frames']:,.0f} frames) | {peer_time} | | | |"
+    )
     what_s = f"{what}, from the stand-in through agent `openai`"
     if standin:
-        print(f"| {what_s}: server CPU / disk per token | {us(standin['cpu'])} / "
-              f"{size(standin['disk'])} | | | ≤ 300 µs / ≤ 2 KiB | "
-              f"{verdict(standin['cpu'] <= 0.0003 and standin['disk'] <= 2 * KiB)} |")
-        print(f"| {what_s}: time for all tokens to arrive | {secs(standin['seconds'])} "
-              f"({standin['frames']:,.0f} frames) | | | | |")
+        print(
+            f"| {what_s}: server CPU / disk per token | {us(standin['cpu'])} / "
+            f"{size(standin['disk'])} | | | ≤ 300 µs / ≤ 2 KiB | "
+            f"{verdict(standin['cpu'] <= 0.0003 and standin['disk'] <= 2 * KiB)} |"
+        )
+        print(
+            f"| {what_s}: time for all tokens to arrive | {secs(standin['seconds'])} "
+            f"({standin['frames']:,.0f} frames) | | | | |"
+        )
     else:
         not_measured(what_s, errors.get("standin", "no round completed"))
 
 
 def print_report(s: Settings, parts: dict) -> None:
-    print(f"{os.cpu_count()} CPUs; Python {platform.python_version()}, Tornado "
-          f"{tornado.version}, openai {parts.get('openai_version', '?')}; A: medians of "
-          f"{s.a_repeats} interleaved pairs; B: medians of {s.b_rounds} interleaved rounds, "
-          f"latency percentiles over all their tokens\n")
+    print(
+        f"{os.cpu_count()} CPUs; Python {platform.python_version()}, Tornado "
+        f"{tornado.version}, openai {parts.get('openai_version', '?')}; A: medians of "
+        f"{s.a_repeats} interleaved pairs; B: medians of {s.b_rounds} interleaved rounds, "
+        f"latency percentiles over all their tokens\n"
+    )
     if parts.get("placement"):
         print(f"A: {parts['placement']}\n")
     if parts.get("peer_versions"):
@@ -705,27 +845,33 @@ def print_report(s: Settings, parts: dict) -> None:
     report_overhead(parts["overhead"], parts.get("overhead_own_cpu", "not run"))
     report_pace(parts["pace"])
     print()
-    for key, where in (("overhead", "CPUs shared"),
-                       ("overhead_own_cpu", "stand-in on its own CPU")):
+    for key, where in (
+        ("overhead", "CPUs shared"),
+        ("overhead_own_cpu", "stand-in on its own CPU"),
+    ):
         a = parts.get(key)
         if isinstance(a, dict):
             rates = lambda xs: ", ".join(f"{x:,.0f}" for x in xs)  # noqa: E731
-            print(f"all runs, A ({where}) tokens/s: hub {rates(a['hub_all'])}; "
-                  f"direct {rates(a['direct_all'])}")
+            print(
+                f"all runs, A ({where}) tokens/s: hub {rates(a['hub_all'])}; "
+                f"direct {rates(a['direct_all'])}"
+            )
             print(f"all pairs, A ({where}) added TTFT: {', '.join(ms(x) for x in a['added_all'])}")
     b = parts["pace"]
     if not isinstance(b, str):
         for name in ("ours", "standin", "peer"):
             r = b.get(name)
             if r:
-                print(f"all rounds, B {name}: CPU/token "
-                      f"{', '.join(f'{x * 1e6:.1f} µs' for x in r['cpu_all'])}; disk/token "
-                      f"{', '.join(f'{x:,.0f} B' for x in r['disk_all'])}; seconds "
-                      f"{', '.join(f'{x:.2f}' for x in r['seconds_all'])}; window closed "
-                      f"{', '.join(f'{x:.1f}' for x in r['tail_all'])} s after the last token; "
-                      f"clients' CPU "
-                      f"{', '.join(f'{x:.2f} s' for x in r['client_cpu_all'])}"
-                      + (f"; worst latency {ms(r['worst'])}" if r["worst"] is not None else ""))
+                print(
+                    f"all rounds, B {name}: CPU/token "
+                    f"{', '.join(f'{x * 1e6:.1f} µs' for x in r['cpu_all'])}; disk/token "
+                    f"{', '.join(f'{x:,.0f} B' for x in r['disk_all'])}; seconds "
+                    f"{', '.join(f'{x:.2f}' for x in r['seconds_all'])}; window closed "
+                    f"{', '.join(f'{x:.1f}' for x in r['tail_all'])} s after the last token; "
+                    f"clients' CPU "
+                    f"{', '.join(f'{x:.2f} s' for x in r['client_cpu_all'])}"
+                    + (f"; worst latency {ms(r['worst'])}" if r["worst"] is not None else "")
+                )
         for name, error in b["errors"].items():
             print(f"B {name} not measured: {error}")
 
@@ -765,22 +911,26 @@ async def measure(s: Settings, tmp: Path, parts: dict, children: Children) -> No
     children.append(ours.child)
     agents = await agent_ids(ours)
     if "paced" not in agents:
-        raise RuntimeError(f"the server lacks the paced bench agent: "
-                           f"{agent_skipped_reason(ours, 'paced')}")
+        raise RuntimeError(
+            f"the server lacks the paced bench agent: {agent_skipped_reason(ours, 'paced')}"
+        )
     if "A" not in s.parts:
         parts["overhead"] = "not run (--part)"
     elif "overhead" not in parts:
         if "openai" not in agents:
-            parts["overhead"] = (f"the server has no agent `openai` "
-                                 f"({agent_skipped_reason(ours, 'openai')})")
+            parts["overhead"] = (
+                f"the server has no agent `openai` ({agent_skipped_reason(ours, 'openai')})"
+            )
         else:
             parts["overhead"] = await attempt(
                 "A. overhead on the OpenAI stand-in, CPUs shared",
-                lambda: bench_overhead(s, ours, standin_url))
+                lambda: bench_overhead(s, ours, standin_url),
+            )
             with model_on_own_cpu(standin.pid, [ours.child.pid, os.getpid()]) as placement:
                 parts["overhead_own_cpu"] = await attempt(
                     "A. overhead on the OpenAI stand-in, the stand-in on a CPU of its own",
-                    lambda: bench_overhead(s, ours, standin_url))
+                    lambda: bench_overhead(s, ours, standin_url),
+                )
             parts["placement"] = placement
     standin_agent = standin_url is not None and "standin-paced" in agents
     if "B" not in s.parts:
@@ -798,18 +948,27 @@ async def measure(s: Settings, tmp: Path, parts: dict, children: Children) -> No
         peer = f"{type(e).__name__}: {first_line(e)}"
     parts["pace"] = await attempt(
         f"B. {B_CONVERSATIONS} replies at {B_RATE:g} tokens/s",
-        lambda: bench_pace(s, ours, peer, standin_agent))
+        lambda: bench_pace(s, ours, peer, standin_agent),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="fewer runs (under 3 minutes)")
-    parser.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv",
-                        help="virtual environment for jupyterlab-chat (made with pip if "
-                             "missing; default: bench/.peer-venv)")
-    parser.add_argument("--part", choices=("A", "B", "AB"), default="AB",
-                        help="A: one fast reply beside the endpoint read directly; B: 100 "
-                             "replies at a model's pace beside jupyterlab-chat (default: both)")
+    parser.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=HERE / ".peer-venv",
+        help="virtual environment for jupyterlab-chat (made with pip if "
+        "missing; default: bench/.peer-venv)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=("A", "B", "AB"),
+        default="AB",
+        help="A: one fast reply beside the endpoint read directly; B: 100 "
+        "replies at a model's pace beside jupyterlab-chat (default: both)",
+    )
     args = parser.parse_args()
     s = settings_from(args)
     s.parts = args.part

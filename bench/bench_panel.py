@@ -95,11 +95,18 @@ from pathlib import Path
 from jupyter_streamchat import protocol as p
 from jupyter_streamchat.agents.base import split_tokens
 from jupyter_streamchat.store import Append, SQLiteStore
+
 # The store's own column list: the floor must run the very SQL the store runs.
 from jupyter_streamchat.store.sqlite import _CONVERSATION_COLUMNS
 
-from harness.chromium import (TRACE_CATEGORIES, add_chromium_option, launch, sampled_stacks,
-                              self_and_inclusive, start_profiler)
+from harness.chromium import (
+    TRACE_CATEGORIES,
+    add_chromium_option,
+    launch,
+    sampled_stacks,
+    self_and_inclusive,
+    start_profiler,
+)
 from harness.client import connect, frame_of, send
 from harness.documents import make_document
 from harness.report import publish, table, verdict
@@ -153,6 +160,7 @@ def settings_from(args) -> Settings:
 
 # -- the stores -----------------------------------------------------------------------------------
 
+
 def in_thread(coroutine):
     """Run a coroutine to its end on an event loop of its own, in a thread of its own:
     Playwright's sync API may already run an event loop in this one."""
@@ -161,8 +169,10 @@ def in_thread(coroutine):
 
 
 def short_answer(i: int) -> str:
-    return (f"Answer {i}: the hub streams the reply, the store keeps every frame, and a "
-            f"client that comes back asks for what it lacks by sequence number.")
+    return (
+        f"Answer {i}: the hub streams the reply, the store keeps every frame, and a "
+        f"client that comes back asks for what it lacks by sequence number."
+    )
 
 
 async def seed_list(path: Path, count: int) -> None:
@@ -173,13 +183,24 @@ async def seed_list(path: Path, count: int) -> None:
         for first in range(0, count, SEED_BATCH):
             numbers = range(first, min(count, first + SEED_BATCH))
             # Submitted together, the writer thread takes them in one transaction.
-            exchanges = await asyncio.gather(*(
-                store.create_exchange(f"conv-{i:05d}", "echo", f"Seeded question {i}: how "
-                                      "does the chat keep a reply when the kernel dies?",
-                                      f"m-{i}") for i in numbers))
-            await asyncio.gather(*(
-                store.append(Append(e.message_id, 1, [short_answer(i)], status=p.COMPLETE))
-                for i, e in zip(numbers, exchanges)))
+            exchanges = await asyncio.gather(
+                *(
+                    store.create_exchange(
+                        f"conv-{i:05d}",
+                        "echo",
+                        f"Seeded question {i}: how "
+                        "does the chat keep a reply when the kernel dies?",
+                        f"m-{i}",
+                    )
+                    for i in numbers
+                )
+            )
+            await asyncio.gather(
+                *(
+                    store.append(Append(e.message_id, 1, [short_answer(i)], status=p.COMPLETE))
+                    for i, e in zip(numbers, exchanges)
+                )
+            )
     finally:
         await store.close()
 
@@ -192,11 +213,16 @@ async def seed_long(path: Path, documents: dict) -> dict:
     try:
         for conversation_id, document in documents.items():
             exchange = await store.create_exchange(
-                conversation_id, "echo", f"Tell me everything ({conversation_id})",
-                f"m-{conversation_id}")
+                conversation_id,
+                "echo",
+                f"Tell me everything ({conversation_id})",
+                f"m-{conversation_id}",
+            )
             tokens = split_tokens(document)
-            frames = ["".join(tokens[i:i + TOKENS_PER_FRAME])
-                      for i in range(0, len(tokens), TOKENS_PER_FRAME)]
+            frames = [
+                "".join(tokens[i : i + TOKENS_PER_FRAME])
+                for i in range(0, len(tokens), TOKENS_PER_FRAME)
+            ]
             await store_reply(store, exchange.message_id, frames)
             replies[conversation_id] = exchange.message_id
     finally:
@@ -207,8 +233,10 @@ async def seed_long(path: Path, documents: dict) -> dict:
 # -- part 1a: the list API and its floors ------------------------------------------------------
 
 BARE_SQL = "SELECT id FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?"
-STORE_SQL = (f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c "
-             "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?")
+STORE_SQL = (
+    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c "
+    "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
+)
 
 
 def query_plan(path: Path) -> str:
@@ -224,10 +252,12 @@ def encode_page(records: list) -> bytes:
     """The page as ConversationsHandler writes it."""
     page = records[:PAGE]
     last = page[-1] if len(records) > PAGE else None
-    return json.dumps({
-        "conversations": [p.conversation_wire(c) for c in page],
-        "next": p.list_cursor(last.updated_at, last.conversation_id) if last else None,
-    }).encode()
+    return json.dumps(
+        {
+            "conversations": [p.conversation_wire(c) for c in page],
+            "next": p.list_cursor(last.updated_at, last.conversation_id) if last else None,
+        }
+    ).encode()
 
 
 class Client:
@@ -275,8 +305,10 @@ def logged_times(lab: LabServer, path: str, count: int = 0) -> list:
 def check_page(size: int, page: dict) -> None:
     ids = [c["conversationId"] for c in page["conversations"]]
     if len(ids) != min(size, PAGE) or ids[0] != f"conv-{size - 1:05d}":
-        raise AssertionError(f"store of {size}: the first page lists {len(ids)} conversations "
-                             f"starting {ids[:1]}, not the latest {min(size, PAGE)}")
+        raise AssertionError(
+            f"store of {size}: the first page lists {len(ids)} conversations "
+            f"starting {ids[:1]}, not the latest {min(size, PAGE)}"
+        )
 
 
 async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
@@ -284,8 +316,10 @@ async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
     clients = {size: Client(lab) for size, lab in labs.items()}
     conns = {size: sqlite3.connect(files[size]) for size in s.sizes}
     stores = {size: SQLiteStore(path=str(files[size])) for size in s.sizes}
-    times = {size: {k: [] for k in ("client", "store", "encode", "sql_store", "sql_bare")}
-             for size in s.sizes}
+    times = {
+        size: {k: [] for k in ("client", "store", "encode", "sql_store", "sql_bare")}
+        for size in s.sizes
+    }
     warm_up = max(10, s.api_repeats // 10)  # first connections, lazy imports, page cache
     try:
         for store in stores.values():
@@ -308,8 +342,12 @@ async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
                     conns[size].execute(query, (PAGE + 1,)).fetchall()
                     sql[name] = time.perf_counter() - started
                 if i >= warm_up:
-                    for name, value in (("client", client_s), ("store", store_s),
-                                        ("encode", encode_s), *sql.items()):
+                    for name, value in (
+                        ("client", client_s),
+                        ("store", store_s),
+                        ("encode", encode_s),
+                        *sql.items(),
+                    ):
                         times[size][name].append(value)
     finally:
         for client in clients.values():
@@ -322,9 +360,11 @@ async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
         for path, key in ((API_LIST_PATH, "server"), (AGENTS_PATH, "agents_server")):
             logged = logged_times(lab, path, warm_up + s.api_repeats)
             if len(logged) != warm_up + s.api_repeats:
-                raise RuntimeError(f"store of {size}: {len(logged)} log lines for "
-                                   f"{warm_up + s.api_repeats} GETs of {path} (is "
-                                   "StreamChatApp.log_level DEBUG?)")
+                raise RuntimeError(
+                    f"store of {size}: {len(logged)} log lines for "
+                    f"{warm_up + s.api_repeats} GETs of {path} (is "
+                    "StreamChatApp.log_level DEBUG?)"
+                )
             times[size][key] = logged[warm_up:]
     return times
 
@@ -340,10 +380,14 @@ def window_tasks(trace: bytes, start_mark: str) -> dict:
     """The main thread's top-level tasks from ``start_mark`` to ``panel-shown``."""
     window = Window(trace, start_mark, "panel-shown", "panel-", label=start_mark)
     # Times in the description count from the click that opened something.
-    click = next((window.marks[m] for m in ("panel-entry", "panel-tab") if m in window.marks),
-                 window.start)
-    return {**window.figures(), **window.work_ms(),
-            "longest_what": describe(window, window.longest, click)}
+    click = next(
+        (window.marks[m] for m in ("panel-entry", "panel-tab") if m in window.marks), window.start
+    )
+    return {
+        **window.figures(),
+        **window.work_ms(),
+        "longest_what": describe(window, window.longest, click),
+    }
 
 
 def describe(window: Window, task: dict, click: float) -> str:
@@ -353,28 +397,36 @@ def describe(window: Window, task: dict, click: float) -> str:
     inside = window.inside(task)
     words = [f"at {(task['ts'] - click) / 1000:+.0f} of {(window.end - click) / 1000:.0f} ms"]
     words += [f"{name} {ms:.0f}" for name, ms in window.parts(task).most_common(3) if ms >= 1]
-    call = max((e for e in inside if e["name"] == "FunctionCall"), key=lambda e: e["dur"],
-               default=None)
+    call = max(
+        (e for e in inside if e["name"] == "FunctionCall"), key=lambda e: e["dur"], default=None
+    )
     if call is not None:
         data = call.get("args", {}).get("data", {})
         where = data.get("url", "").rsplit("/", 1)[-1].split("?")[0]
-        words.append(f"longest call {data.get('functionName') or '(anonymous)'} in "
-                     f"{where or '?'}:{data.get('lineNumber', 0) + 1}:"
-                     f"{data.get('columnNumber', 0) + 1}")
-    style = max((e for e in inside if e["name"] == "UpdateLayoutTree"), key=lambda e: e["dur"],
-                default=None)
+        words.append(
+            f"longest call {data.get('functionName') or '(anonymous)'} in "
+            f"{where or '?'}:{data.get('lineNumber', 0) + 1}:"
+            f"{data.get('columnNumber', 0) + 1}"
+        )
+    style = max(
+        (e for e in inside if e["name"] == "UpdateLayoutTree"), key=lambda e: e["dur"], default=None
+    )
     if style is not None and style["dur"] >= 1000 and "elementCount" in style.get("args", {}):
-        words.append(f"largest style recalculation {style['dur'] / 1000:.0f} ms over "
-                     f"{style['args']['elementCount']} elements")
-    layout = max((e for e in inside if e["name"] == "Layout"), key=lambda e: e["dur"],
-                 default=None)
+        words.append(
+            f"largest style recalculation {style['dur'] / 1000:.0f} ms over "
+            f"{style['args']['elementCount']} elements"
+        )
+    layout = max((e for e in inside if e["name"] == "Layout"), key=lambda e: e["dur"], default=None)
     if layout is not None and layout["dur"] >= 1000:
         begin = layout.get("args", {}).get("beginData", {})
-        stack = [frame.get("functionName") or "(anonymous)"
-                 for frame in begin.get("stackTrace", [])[:3]]
-        words.append(f"largest layout {layout['dur'] / 1000:.0f} ms over "
-                     f"{begin.get('dirtyObjects', '?')} of {begin.get('totalObjects', '?')} "
-                     "layout objects" + (f", forced by {' < '.join(stack)}" if stack else ""))
+        stack = [
+            frame.get("functionName") or "(anonymous)" for frame in begin.get("stackTrace", [])[:3]
+        ]
+        words.append(
+            f"largest layout {layout['dur'] / 1000:.0f} ms over "
+            f"{begin.get('dirtyObjects', '?')} of {begin.get('totalObjects', '?')} "
+            "layout objects" + (f", forced by {' < '.join(stack)}" if stack else "")
+        )
     return ", ".join(words) or "-"
 
 
@@ -489,8 +541,9 @@ def open_list_once(browser, page, lab: LabServer, size: int) -> dict:
                request: request && { start: request.startTime, end: request.responseEnd } };
     }""")
     if found["count"] != min(size, PAGE) or found["first"] != f"conv-{size - 1:05d}":
-        raise AssertionError(f"store of {size}: the panel shows {found['count']} entries from "
-                             f"{found['first']}")
+        raise AssertionError(
+            f"store of {size}: the panel shows {found['count']} entries from {found['first']}"
+        )
     request = found["request"]
     if request is None:
         raise AssertionError("no list request in the page's resource timing")
@@ -526,12 +579,12 @@ def measure_clicks(s: Settings, browser, labs: dict) -> dict:
     for size, lab in labs.items():
         # The page's requests of the list, but for the uncounted first load's (each load's
         # request was answered before its click, so the lines come in the order of the loads).
-        runs[size] = {"runs": runs[size],
-                      "server": logged_times(lab, LIST_PATH, 1 + s.loads)[1:]}
+        runs[size] = {"runs": runs[size], "server": logged_times(lab, LIST_PATH, 1 + s.loads)[1:]}
     return runs
 
 
 # -- part 2: switching between two long conversations ------------------------------------------
+
 
 def open_conversation(browser, page, conversation_id: str, reply_id: str, back: bool) -> dict:
     """(Back to the list, then) click the conversation's entry; wait until it is shown."""
@@ -541,19 +594,24 @@ def open_conversation(browser, page, conversation_id: str, reply_id: str, back: 
         if back:
             page.locator(BACK).click()
             page.locator(f"{ENTRY}[data-conversation-id='{conversation_id}']").wait_for(
-                state="visible", timeout=GUARD_MS)
-        page.evaluate("([id, reply, ms]) => window.__bench.watch("
-                      "() => window.__bench.conversationShown(id, reply), ms)",
-                      [conversation_id, reply_id, GUARD_MS])
+                state="visible", timeout=GUARD_MS
+            )
+        page.evaluate(
+            "([id, reply, ms]) => window.__bench.watch("
+            "() => window.__bench.conversationShown(id, reply), ms)",
+            [conversation_id, reply_id, GUARD_MS],
+        )
         page.locator(f"{ENTRY}[data-conversation-id='{conversation_id}']").click()
         done = wait_done(page)
     finally:
         trace = browser.stop_tracing()
     marks = done["marks"]
     window_start = marks["back"] if back else marks["entry"]
-    longtasks = page.evaluate("([a, b]) => window.__bench.longtasks && window.__bench.longtasks"
-                              ".filter(([at, ms]) => at + ms > a && at < b).map(t => t[1])",
-                              [window_start, done["end"]])
+    longtasks = page.evaluate(
+        "([a, b]) => window.__bench.longtasks && window.__bench.longtasks"
+        ".filter(([at, ms]) => at + ms > a && at < b).map(t => t[1])",
+        [window_start, done["end"]],
+    )
     return {
         "shown_ms": done["at"] - marks["entry"],
         "observed": longtasks,  # None when the browser has no longtask entries
@@ -576,8 +634,7 @@ def check_text(page, document: str) -> None:
         raise AssertionError(f"the reply shown ends {shown[-80:]!r}, not {tail[-80:]!r}")
 
 
-def measure_switches(s: Settings, browser, lab: LabServer, replies: dict,
-                     documents: dict) -> dict:
+def measure_switches(s: Settings, browser, lab: LabServer, replies: dict, documents: dict) -> dict:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.add_init_script(INIT_JS)
     page = context.new_page()
@@ -592,8 +649,7 @@ def measure_switches(s: Settings, browser, lab: LabServer, replies: dict,
         for i in range(s.switches):
             target = ids[(i + 1) % 2]
             print(f"  switch {i + 1}/{s.switches}: to {target}", file=sys.stderr)
-            switches.append(open_conversation(browser, page, target, replies[target],
-                                              back=True))
+            switches.append(open_conversation(browser, page, target, replies[target], back=True))
             if i < 2:
                 check_text(page, documents[target])
         return {"first": first, "switches": switches}
@@ -613,13 +669,16 @@ async def measure_history(lab: LabServer, replies: dict, documents: dict, repeat
             await send(ws, "SUBSCRIBE", conversationId=conversation_id)
             # Frames of other kinds may come first.
             frame, size = await asyncio.wait_for(
-                frame_of(ws, ("HISTORY",), conversation_id, max_frames=100), GUARD_MS / 1000)
+                frame_of(ws, ("HISTORY",), conversation_id, max_frames=100), GUARD_MS / 1000
+            )
             if frame["type"] == "ERROR":
                 raise RuntimeError(f"SUBSCRIBE refused: {frame}")
             elapsed = time.perf_counter() - started
             reply = frame["messages"][-1]
-            if reply["messageId"] != replies[conversation_id] or \
-                    reply["text"] != documents[conversation_id]:
+            if (
+                reply["messageId"] != replies[conversation_id]
+                or reply["text"] != documents[conversation_id]
+            ):
                 raise AssertionError(f"HISTORY of {conversation_id} lacks the stored reply")
             if i:
                 times.append((elapsed, size))
@@ -650,17 +709,21 @@ def profiled(context, page, act) -> dict:
         where = frame["url"].rsplit("/", 1)[-1].split("?")[0]
         if "/jupyter-streamchat/" in frame["url"]:
             where = "streamchat " + where
-        return (frame["functionName"] or "(anonymous)",
-                f"{where}:{frame['lineNumber'] + 1}" if where else "native")
+        return (
+            frame["functionName"] or "(anonymous)",
+            f"{where}:{frame['lineNumber'] + 1}" if where else "native",
+        )
 
     # Left out: waiting, and the browser's own work outside script.
     own, inclusive = self_and_inclusive(
-        sampled_stacks(profile, name, skip=("(idle)", "(root)", "(program)")))
+        sampled_stacks(profile, name, skip=("(idle)", "(root)", "(program)"))
+    )
     return {"inclusive": inclusive, "self": own}
 
 
-def profile_panel(browser, list_lab: LabServer, size: int, long_lab: LabServer,
-                  replies: dict) -> str:
+def profile_panel(
+    browser, list_lab: LabServer, size: int, long_lab: LabServer, replies: dict
+) -> str:
     """Where the script time goes: one click on the tab (the list loaded already, as in the
     timed runs) and one switch, each under the sampling profiler."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -669,9 +732,11 @@ def profile_panel(browser, list_lab: LabServer, size: int, long_lab: LabServer,
     try:
         for _ in range(2):  # the first load fills the cache; the second is profiled
             load_lab(page, list_lab)
-        page.wait_for_function("() => performance.getEntriesByType('resource').some("
-                               "e => e.name.includes('/streamchat/api/conversations'))",
-                               timeout=GUARD_MS)
+        page.wait_for_function(
+            "() => performance.getEntriesByType('resource').some("
+            "e => e.name.includes('/streamchat/api/conversations'))",
+            timeout=GUARD_MS,
+        )
 
         def click_tab():
             page.evaluate("ms => window.__bench.watch(window.__bench.listShown, ms)", GUARD_MS)
@@ -689,9 +754,11 @@ def profile_panel(browser, list_lab: LabServer, size: int, long_lab: LabServer,
             entry.wait_for(state="visible", timeout=GUARD_MS)
 
             def open_it(target=target, entry=entry):
-                page.evaluate("([id, reply, ms]) => window.__bench.watch("
-                              "() => window.__bench.conversationShown(id, reply), ms)",
-                              [target, replies[target], GUARD_MS])
+                page.evaluate(
+                    "([id, reply, ms]) => window.__bench.watch("
+                    "() => window.__bench.conversationShown(id, reply), ms)",
+                    [target, replies[target], GUARD_MS],
+                )
                 entry.click()
                 wait_done(page)
 
@@ -699,75 +766,147 @@ def profile_panel(browser, list_lab: LabServer, size: int, long_lab: LabServer,
     finally:
         context.close()
     out = []
-    for title, found in ((f"one click on the tab, store of {size:,}", click),
-                         ("one switch to a long conversation (entry click to shown)", switch)):
+    for title, found in (
+        (f"one click on the tab, store of {size:,}", click),
+        ("one switch to a long conversation (entry click to shown)", switch),
+    ):
         busy = sum(found["self"].values())
-        ours = [(key, us) for key, us in found["inclusive"].most_common()
-                if key[1].startswith("streamchat ")][:PROFILE_TOP]
-        out += ["", f"Profile of {title}: {busy / 1000:.0f} ms of script samples (CDP sampling "
-                "every 0.1 ms, which slows the page; layouts and style recalculations forced by "
-                "script count in the function that forced them). The functions with the most "
-                "time of their own, then the extension's functions by inclusive time:", ""]
+        ours = [
+            (key, us)
+            for key, us in found["inclusive"].most_common()
+            if key[1].startswith("streamchat ")
+        ][:PROFILE_TOP]
+        out += [
+            "",
+            f"Profile of {title}: {busy / 1000:.0f} ms of script samples (CDP sampling "
+            "every 0.1 ms, which slows the page; layouts and style recalculations forced by "
+            "script count in the function that forced them). The functions with the most "
+            "time of their own, then the extension's functions by inclusive time:",
+            "",
+        ]
         for rows in (found["self"].most_common(PROFILE_TOP), ours):
             out += ["| function | where | self ms | inclusive ms |", "|---|---|---:|---:|"]
-            out += [f"| {fn} | {where} | {found['self'][fn, where] / 1000:.1f} | "
-                    f"{found['inclusive'][fn, where] / 1000:.1f} |" for (fn, where), _ in rows]
+            out += [
+                f"| {fn} | {where} | {found['self'][fn, where] / 1000:.1f} | "
+                f"{found['inclusive'][fn, where] / 1000:.1f} |"
+                for (fn, where), _ in rows
+            ]
             out.append("")
     return "\n".join(out)
 
 
 # -- report ---------------------------------------------------------------------------------------
 
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-def report(s: Settings, api: dict, clicks: dict, switching: dict, history: list, plan: str,
-           browser_version: str, load: tuple, elapsed: float) -> str:
+def report(
+    s: Settings,
+    api: dict,
+    clicks: dict,
+    switching: dict,
+    history: list,
+    plan: str,
+    browser_version: str,
+    load: tuple,
+    elapsed: float,
+) -> str:
     small, large = s.sizes[0], s.sizes[-1]
-    out = [f"Chromium {browser_version}; Python {platform.python_version()}; "
-           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before and {load[1]:.1f} after; "
-           f"first page of {PAGE}; medians (/ p90) of {s.api_repeats} GETs and {s.loads} page "
-           "loads per store, the stores taken in turn.", "",
-           "The list API, first page: time per request (ms)", ""]
+    out = [
+        f"Chromium {browser_version}; Python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} before and {load[1]:.1f} after; "
+        f"first page of {PAGE}; medians (/ p90) of {s.api_repeats} GETs and {s.loads} page "
+        "loads per store, the stores taken in turn.",
+        "",
+        "The list API, first page: time per request (ms)",
+        "",
+    ]
     rows = []
     for size in s.sizes:
         t = {k: v for k, v in api[size].items()}
-        rows.append([f"{size:,}", f"{ms(median(t['client']))} / {ms(p90(t['client']))}",
-                     f"{ms(median(t['server']))} / {ms(p90(t['server']))}",
-                     ms(median(t["agents_server"])), ms(median(t["store"])),
-                     ms(median(t["encode"])), ms(median(t["sql_store"])),
-                     ms(median(t["sql_bare"])),
-                     f"{median(t['server']) / median(t['sql_store']):.0f}"])
-    out += table(["conversations", "GET, client", "server (log)", "GET api/agents, server",
-                  "store call", "JSON encode", "SQL: store's query (floor)", "SQL: index walk",
-                  "server / floor"], rows)
-    out += ["", "(GET api/agents: the same request path through Jupyter's auth and the "
-            "extension's handlers, without the store; store call, encode and SQL: in this "
-            "process, on the same file.)", "",
-            f"Query plan of the store's query ({large:,} conversations): {plan}.", "",
-            "Click on the panel's tab to the first page shown, in Chromium (ms; the list "
-            "request as the browser and the server saw it during the page load)", ""]
+        rows.append(
+            [
+                f"{size:,}",
+                f"{ms(median(t['client']))} / {ms(p90(t['client']))}",
+                f"{ms(median(t['server']))} / {ms(p90(t['server']))}",
+                ms(median(t["agents_server"])),
+                ms(median(t["store"])),
+                ms(median(t["encode"])),
+                ms(median(t["sql_store"])),
+                ms(median(t["sql_bare"])),
+                f"{median(t['server']) / median(t['sql_store']):.0f}",
+            ]
+        )
+    out += table(
+        [
+            "conversations",
+            "GET, client",
+            "server (log)",
+            "GET api/agents, server",
+            "store call",
+            "JSON encode",
+            "SQL: store's query (floor)",
+            "SQL: index walk",
+            "server / floor",
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "(GET api/agents: the same request path through Jupyter's auth and the "
+        "extension's handlers, without the store; store call, encode and SQL: in this "
+        "process, on the same file.)",
+        "",
+        f"Query plan of the store's query ({large:,} conversations): {plan}.",
+        "",
+        "Click on the panel's tab to the first page shown, in Chromium (ms; the list "
+        "request as the browser and the server saw it during the page load)",
+        "",
+    ]
     rows = []
     for size in s.sizes:
         runs, server = clicks[size]["runs"], clicks[size]["server"]
         pick = lambda key: [r[key] for r in runs]  # noqa: E731
-        rows.append([f"{size:,}", f"{median(pick('shown_ms')):.0f} / {p90(pick('shown_ms')):.0f}",
-                     f"{median(pick('busy_cpu_ms')):.0f}",
-                     " / ".join(f"{median(pick(k)):.0f}"
-                                for k in ("script_ms", "style_ms", "layout_ms", "paint_ms")),
-                     f"{median(pick('longest_ms')):.0f}",
-                     f"{median(pick('loaded_at')):.0f}", f"{median(pick('request_ms')):.0f}",
-                     f"{ms(median(server))}",
-                     f"{sum(pick('before_click'))} of {len(runs)}"])
-    out += table(["conversations", "click → shown", "main thread CPU in it",
-                  "script / style / layout / paint", "longest task",
-                  "list loaded at (after navigation)", "list request (browser)",
-                  "list request, server (log)", "loaded before the click"], rows)
-    out += ["", "(script / style / layout / paint: wall ms of each kind of work from the click "
-            "to two frames after the list showed; a layout forced by script counts in both.)",
-            "", "The longest task between the click and the list shown, in the load of median "
-            "click → shown (wall ms):"]
+        rows.append(
+            [
+                f"{size:,}",
+                f"{median(pick('shown_ms')):.0f} / {p90(pick('shown_ms')):.0f}",
+                f"{median(pick('busy_cpu_ms')):.0f}",
+                " / ".join(
+                    f"{median(pick(k)):.0f}"
+                    for k in ("script_ms", "style_ms", "layout_ms", "paint_ms")
+                ),
+                f"{median(pick('longest_ms')):.0f}",
+                f"{median(pick('loaded_at')):.0f}",
+                f"{median(pick('request_ms')):.0f}",
+                f"{ms(median(server))}",
+                f"{sum(pick('before_click'))} of {len(runs)}",
+            ]
+        )
+    out += table(
+        [
+            "conversations",
+            "click → shown",
+            "main thread CPU in it",
+            "script / style / layout / paint",
+            "longest task",
+            "list loaded at (after navigation)",
+            "list request (browser)",
+            "list request, server (log)",
+            "loaded before the click",
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "(script / style / layout / paint: wall ms of each kind of work from the click "
+        "to two frames after the list showed; a layout forced by script counts in both.)",
+        "",
+        "The longest task between the click and the list shown, in the load of median "
+        "click → shown (wall ms):",
+    ]
     for size in s.sizes:
         runs = sorted(clicks[size]["runs"], key=lambda r: r["shown_ms"])
         middle = runs[len(runs) // 2]
@@ -781,71 +920,124 @@ def report(s: Settings, api: dict, clicks: dict, switching: dict, history: list,
     shown_cpu = {size: [r["busy_cpu_ms"] for r in clicks[size]["runs"]] for size in s.sizes}
     # (what, figures by store, how to print a median, judged against the goal)
     whole = lambda millis: f"{millis:.0f}"  # noqa: E731
-    comparisons = [("list API, server (log)", server, ms, True),
-                   ("list API, client", {size: api[size]["client"] for size in s.sizes}, ms,
-                    False),
-                   ("SQL floor (store's query)", {size: api[size]["sql_store"] for size in s.sizes},
-                    ms, False),
-                   ("click → first page shown", shown, whole, True),
-                   ("main thread CPU, click → shown", shown_cpu, whole, False)]
+    comparisons = [
+        ("list API, server (log)", server, ms, True),
+        ("list API, client", {size: api[size]["client"] for size in s.sizes}, ms, False),
+        (
+            "SQL floor (store's query)",
+            {size: api[size]["sql_store"] for size in s.sizes},
+            ms,
+            False,
+        ),
+        ("click → first page shown", shown, whole, True),
+        ("main thread CPU, click → shown", shown_cpu, whole, False),
+    ]
     full = [size for size in s.sizes if size >= PAGE]  # stores whose first page is full
     pairs = [(small, large)] + ([(full[0], large)] if len(full) > 1 and full[0] != small else [])
     rows = []
     for a, b in pairs:
         for label, values, show, judged in comparisons:
             value = ratio(values, a, b)
-            rows.append([label, f"{a:,}", show(median(values[a])), f"{b:,}",
-                         show(median(values[b])), f"{value:.2f}",
-                         verdict(value <= GOAL_RATIO) if judged and (a, b) == pairs[0] else ""])
-    out += ["", f"Larger store against smaller (ratio of medians, ms; goal: {large:,} against "
-            f"{small:,} ≤ {GOAL_RATIO}). The store of {small:,} lists {min(small, PAGE)} "
-            f"entries, the others a full page of {PAGE}.", ""]
+            rows.append(
+                [
+                    label,
+                    f"{a:,}",
+                    show(median(values[a])),
+                    f"{b:,}",
+                    show(median(values[b])),
+                    f"{value:.2f}",
+                    verdict(value <= GOAL_RATIO) if judged and (a, b) == pairs[0] else "",
+                ]
+            )
+    out += [
+        "",
+        f"Larger store against smaller (ratio of medians, ms; goal: {large:,} against "
+        f"{small:,} ≤ {GOAL_RATIO}). The store of {small:,} lists {min(small, PAGE)} "
+        f"entries, the others a full page of {PAGE}.",
+        "",
+    ]
     out += table(["measure", "store", "ms", "store", "ms", "ratio", "goal"], rows)
 
     first, switches = switching["first"], switching["switches"]
     longest = [r["longest_ms"] for r in switches]
     longest_cpu = [r["longest_cpu_ms"] for r in switches]
     history_ms = [t * 1000 for t, _ in history]
-    out += ["", f"Switching between two conversations of {LONG_TOKENS:,} tokens each in the "
-            f"panel ({len(switches)} switches: back to the list, click the other one), under "
-            "a trace (ms)", ""]
+    out += [
+        "",
+        f"Switching between two conversations of {LONG_TOKENS:,} tokens each in the "
+        f"panel ({len(switches)} switches: back to the list, click the other one), under "
+        "a trace (ms)",
+        "",
+    ]
 
     def row(label: str, runs: list, pick) -> list:
-        return [label, *(f"{pick(r[k] for r in runs):.0f}" for k in
-                         ("shown_ms", "longest_ms", "longest_cpu_ms", "busy_ms", "busy_cpu_ms",
-                          "script_cpu_ms")),
-                "-" if runs[0]["observed"] is None
-                else f"{pick(len(r['observed']) for r in runs):.0f}"]
+        return [
+            label,
+            *(
+                f"{pick(r[k] for r in runs):.0f}"
+                for k in (
+                    "shown_ms",
+                    "longest_ms",
+                    "longest_cpu_ms",
+                    "busy_ms",
+                    "busy_cpu_ms",
+                    "script_cpu_ms",
+                )
+            ),
+            "-" if runs[0]["observed"] is None else f"{pick(len(r['observed']) for r in runs):.0f}",
+        ]
 
-    out += table(["", "click → shown", "longest task", "longest task, CPU", "main-thread busy",
-                  "main-thread CPU", "scripting CPU", "tasks > 50 ms seen by the page"], [
-        row("first open (creates the chat view)", [first], max),
-        row("switch, median", switches, median),
-        row("switch, max", switches, max),
-    ])
-    out += ["", f"(SUBSCRIBE to HISTORY of one of them from Python over the WebSocket, the "
-            f"server's share of a switch: median {median(history_ms):.1f} ms, p90 "
-            f"{p90(history_ms):.1f} ms, a frame of {history[0][1] / 1024:.0f} KiB.)", "",
-            "Every switch: click → shown / longest task, wall (what it did: when it began, in "
-            "ms after the click on the entry, of the window's length; its largest parts) / "
-            "longest task, CPU, ms:"]
+    out += table(
+        [
+            "",
+            "click → shown",
+            "longest task",
+            "longest task, CPU",
+            "main-thread busy",
+            "main-thread CPU",
+            "scripting CPU",
+            "tasks > 50 ms seen by the page",
+        ],
+        [
+            row("first open (creates the chat view)", [first], max),
+            row("switch, median", switches, median),
+            row("switch, max", switches, max),
+        ],
+    )
+    out += [
+        "",
+        f"(SUBSCRIBE to HISTORY of one of them from Python over the WebSocket, the "
+        f"server's share of a switch: median {median(history_ms):.1f} ms, p90 "
+        f"{p90(history_ms):.1f} ms, a frame of {history[0][1] / 1024:.0f} KiB.)",
+        "",
+        "Every switch: click → shown / longest task, wall (what it did: when it began, in "
+        "ms after the click on the entry, of the window's length; its largest parts) / "
+        "longest task, CPU, ms:",
+    ]
     labelled = [("first open", first)] + [(str(i + 1), r) for i, r in enumerate(switches)]
-    out += [f"- {label}: {r['shown_ms']:.0f} / {r['longest_ms']:.0f} ({r['longest_what']}) / "
-            f"{r['longest_cpu_ms']:.0f}" for label, r in labelled]
+    out += [
+        f"- {label}: {r['shown_ms']:.0f} / {r['longest_ms']:.0f} ({r['longest_what']}) / "
+        f"{r['longest_cpu_ms']:.0f}"
+        for label, r in labelled
+    ]
 
     server_ratio = ratio(server, small, large)
     shown_ratio = ratio(shown, small, large)
-    out += ["", "Verdicts:", "",
-            f"- list API server time, {large:,} against {small:,} ≤ {GOAL_RATIO}: "
-            f"{verdict(server_ratio <= GOAL_RATIO)} ({server_ratio:.2f}: "
-            f"{ms(median(server[large]))} against {ms(median(server[small]))} ms)",
-            f"- click on the tab to the first page, {large:,} against {small:,} ≤ {GOAL_RATIO}: "
-            f"{verdict(shown_ratio <= GOAL_RATIO)} ({shown_ratio:.2f}: "
-            f"{median(shown[large]):.0f} against {median(shown[small]):.0f} ms)",
-            f"- longest task while switching < {GOAL_TASK_MS:.0f} ms: "
-            f"{verdict(median(longest) < GOAL_TASK_MS)} (median {median(longest):.0f} ms, "
-            f"max {max(longest):.0f} ms on the clock; in CPU time median "
-            f"{median(longest_cpu):.0f}, max {max(longest_cpu):.0f} ms)"]
+    out += [
+        "",
+        "Verdicts:",
+        "",
+        f"- list API server time, {large:,} against {small:,} ≤ {GOAL_RATIO}: "
+        f"{verdict(server_ratio <= GOAL_RATIO)} ({server_ratio:.2f}: "
+        f"{ms(median(server[large]))} against {ms(median(server[small]))} ms)",
+        f"- click on the tab to the first page, {large:,} against {small:,} ≤ {GOAL_RATIO}: "
+        f"{verdict(shown_ratio <= GOAL_RATIO)} ({shown_ratio:.2f}: "
+        f"{median(shown[large]):.0f} against {median(shown[small]):.0f} ms)",
+        f"- longest task while switching < {GOAL_TASK_MS:.0f} ms: "
+        f"{verdict(median(longest) < GOAL_TASK_MS)} (median {median(longest):.0f} ms, "
+        f"max {max(longest):.0f} ms on the clock; in CPU time median "
+        f"{median(longest_cpu):.0f}, max {max(longest_cpu):.0f} ms)",
+    ]
     if large != SIZES[-1]:
         out.append(f"- (--quick: the store of {SIZES[-1]:,} was not measured)")
     if switches[0]["observed"] is None:
@@ -856,10 +1048,16 @@ def report(s: Settings, api: dict, clicks: dict, switching: dict, history: list,
 
 # -- main -----------------------------------------------------------------------------------------
 
+
 def start_servers(tmp: Path, files: dict) -> dict:
     """One ``jupyter lab`` per store file, started side by side."""
-    labs = {key: LabServer([f"--SQLiteStore.path={path}", "--StreamChatApp.log_level=DEBUG"],
-                           base_dir=tmp / f"lab-{key}") for key, path in files.items()}
+    labs = {
+        key: LabServer(
+            [f"--SQLiteStore.path={path}", "--StreamChatApp.log_level=DEBUG"],
+            base_dir=tmp / f"lab-{key}",
+        )
+        for key, path in files.items()
+    }
     started = {}
     with concurrent.futures.ThreadPoolExecutor(len(labs)) as pool:
         futures = {key: pool.submit(lab.start) for key, lab in labs.items()}
@@ -878,11 +1076,16 @@ def start_servers(tmp: Path, files: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"stores of {QUICK_SIZES[0]:,} and {QUICK_SIZES[-1]:,} only, "
-                        "fewer repeats")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile one click on the tab and one switch (CDP sampling)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"stores of {QUICK_SIZES[0]:,} and {QUICK_SIZES[-1]:,} only, fewer repeats",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one click on the tab and one switch (CDP sampling)",
+    )
     add_chromium_option(parser)
     args = parser.parse_args()
     s = settings_from(args)
@@ -900,8 +1103,9 @@ def main() -> None:
         files = {size: tmp / f"list-{size}.db" for size in s.sizes}
         for size, path in files.items():
             in_thread(seed_list(path, size))
-        documents = {f"long-{name}": make_document(LONG_TOKENS, seed)
-                     for name, seed in (("a", 1), ("b", 2))}
+        documents = {
+            f"long-{name}": make_document(LONG_TOKENS, seed) for name, seed in (("a", 1), ("b", 2))
+        }
         replies = in_thread(seed_long(tmp / "long.db", documents))
         plan = query_plan(files[s.sizes[-1]])
 
@@ -920,8 +1124,9 @@ def main() -> None:
                 profile = ""
                 if args.profile:
                     print("profiling...", file=sys.stderr)
-                    profile = profile_panel(browser, labs[s.sizes[-1]], s.sizes[-1],
-                                            labs["long"], replies)
+                    profile = profile_panel(
+                        browser, labs[s.sizes[-1]], s.sizes[-1], labs["long"], replies
+                    )
                 version = browser.version
             finally:
                 browser.close()
@@ -930,15 +1135,23 @@ def main() -> None:
         load_after = os.getloadavg()[0]
     except Exception:
         for key, lab in labs.items():
-            print(f"--- jupyter lab log for {key} (tail) ---\n{lab.log_tail(20)}",
-                  file=sys.stderr)
+            print(f"--- jupyter lab log for {key} (tail) ---\n{lab.log_tail(20)}", file=sys.stderr)
         raise
     finally:
         for lab in labs.values():
             lab.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    text = report(s, api, clicks, switching, history, plan, version, (load_before, load_after),
-                  time.monotonic() - started)
+    text = report(
+        s,
+        api,
+        clicks,
+        switching,
+        history,
+        plan,
+        version,
+        (load_before, load_after),
+        time.monotonic() - started,
+    )
     if profile:
         text += "\n" + profile
     publish(text, RESULTS, REPO)

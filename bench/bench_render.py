@@ -79,8 +79,14 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from harness.chromium import (TRACE_CATEGORIES, add_chromium_option, launch, sampled_stacks,
-                              self_and_inclusive, start_profiler)
+from harness.chromium import (
+    TRACE_CATEGORIES,
+    add_chromium_option,
+    launch,
+    sampled_stacks,
+    self_and_inclusive,
+    start_profiler,
+)
 from harness.documents import make_document
 from harness.report import publish, table, verdict
 from harness.stats import median
@@ -268,9 +274,20 @@ def prepare_static(tmp: Path, unminified: bool) -> Path:
         if not esbuild.exists():
             raise SystemExit(f"--profile needs {esbuild} (cd js && npm ci)")
         subprocess.run(
-            [str(esbuild), "src/widget/index.ts", "--bundle", "--format=esm", "--target=es2020",
-             "--loader:.css=css", f"--outfile={static / 'widget.dev.js'}", "--log-level=warning"],
-            cwd=REPO / "js", check=True, timeout=120)
+            [
+                str(esbuild),
+                "src/widget/index.ts",
+                "--bundle",
+                "--format=esm",
+                "--target=es2020",
+                "--loader:.css=css",
+                f"--outfile={static / 'widget.dev.js'}",
+                "--log-level=warning",
+            ],
+            cwd=REPO / "js",
+            check=True,
+            timeout=120,
+        )
     return static
 
 
@@ -289,11 +306,13 @@ def bench_server(tmp: Path, docs: Path, static: Path) -> JupyterServer:
     base = tmp / "server"
     path = os.pathsep.join(filter(None, (str(PLUGINS), os.environ.get("PYTHONPATH"))))
     env = isolated_env(base, PYTHONPATH=path, STREAMCHAT_BENCH_DOCS=str(docs))
-    return JupyterServer(base, f"--ServerApp.extra_static_paths={json.dumps([str(static)])}",
-                         env=env)
+    return JupyterServer(
+        base, f"--ServerApp.extra_static_paths={json.dumps([str(static)])}", env=env
+    )
 
 
 # -- one run --------------------------------------------------------------------------------------
+
 
 def metrics(cdp) -> dict:
     return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
@@ -305,10 +324,16 @@ def open_view(browser, server: JupyterServer, renderer: str, bundle: str = "widg
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(server.http_url(f"static/bench.html?bundle={bundle}"), wait_until="load")
     page.wait_for_function("window.benchReady === true")
-    page.evaluate("o => bench.mount(o)", {
-        "renderer": renderer, "token": server.token, "agentId": AGENT,
-        "timeoutMs": PAGE_TIMEOUT_MS,
-        "conversationId": f"bench-{renderer}-{uuid.uuid4().hex[:8]}"})
+    page.evaluate(
+        "o => bench.mount(o)",
+        {
+            "renderer": renderer,
+            "token": server.token,
+            "agentId": AGENT,
+            "timeoutMs": PAGE_TIMEOUT_MS,
+            "conversationId": f"bench-{renderer}-{uuid.uuid4().hex[:8]}",
+        },
+    )
     return context, page
 
 
@@ -331,12 +356,15 @@ def check_reply(page, document: str, seen: dict, label: str) -> None:
     if check["note"]:
         problems.append(f"note shown: {check['note']!r}")
     if not check["receivedEqual"]:
-        problems.append(f"received {check['receivedLength']} chars, not the document's "
-                        f"{len(document)}")
+        problems.append(
+            f"received {check['receivedLength']} chars, not the document's {len(document)}"
+        )
     if not check["shownEqual"]:
-        problems.append("rendered text differs from renderMarkdown(document):\n"
-                        f"  shown    ...{check['shownAround']}...\n"
-                        f"  expected ...{check['expectedAround']}...")
+        problems.append(
+            "rendered text differs from renderMarkdown(document):\n"
+            f"  shown    ...{check['shownAround']}...\n"
+            f"  expected ...{check['expectedAround']}..."
+        )
     if problems:
         raise AssertionError(f"{label}: " + "; ".join(problems))
 
@@ -382,8 +410,14 @@ def main_thread_tasks(trace: bytes, label: str) -> dict:
 
     def what(task, clock) -> str:
         """When the task ran, and its largest parts in ms of that clock."""
-        parts = ", ".join(f"{name} {ms:.0f}" for name, ms
-                          in window.parts(task, clock).most_common(4) if ms >= 1) or "-"
+        parts = (
+            ", ".join(
+                f"{name} {ms:.0f}"
+                for name, ms in window.parts(task, clock).most_common(4)
+                if ms >= 1
+            )
+            or "-"
+        )
         if task["ts"] + task["dur"] < first:
             when = "before the first frame"
         elif task["ts"] > finish:
@@ -392,18 +426,25 @@ def main_thread_tasks(trace: bytes, label: str) -> dict:
             when = "finishing" if task["ts"] + task["dur"] >= finish else "streaming"
         return f"{when}: {parts}"
 
-    return {**window.figures(), "longest_what": what(window.longest, wall),
-            "longest_cpu_what": what(window.longest_cpu, cpu)}
+    return {
+        **window.figures(),
+        "longest_what": what(window.longest, wall),
+        "longest_cpu_what": what(window.longest_cpu, cpu),
+    }
 
 
 # -- profile --------------------------------------------------------------------------------------
+
 
 def bundle_modules(bundle: Path) -> list:
     """(first line, source path) of each module in an unminified esbuild bundle."""
     sections = []
     for number, line in enumerate(bundle.read_text().splitlines()):
-        if line.startswith("// ") and ("/" in line or line.endswith((".ts", ".js", ".mjs"))) \
-                and " " not in line[3:]:
+        if (
+            line.startswith("// ")
+            and ("/" in line or line.endswith((".ts", ".js", ".mjs")))
+            and " " not in line[3:]
+        ):
             sections.append((number, line[3:]))
     return sections
 
@@ -414,18 +455,18 @@ def module_of(sections: list, line: int) -> str:
         if first > line:
             break
         found = path
-    return found.replace("node_modules/", "").split("/")[0] if "node_modules/" in found \
-        else found
+    return found.replace("node_modules/", "").split("/")[0] if "node_modules/" in found else found
 
 
 def short(name: str, limit: int = 60) -> str:
     """A function name for a table cell (V8 names regexps by their whole source)."""
     name = name.replace("|", "\\|")
-    return name if len(name) <= limit else name[:limit - 1] + "…"
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def profile_once(browser, server: JupyterServer, static: Path, document: str, tokens: int,
-                 top: int = 15) -> str:
+def profile_once(
+    browser, server: JupyterServer, static: Path, document: str, tokens: int, top: int = 15
+) -> str:
     """Where the main thread's time goes while the project's renderer takes the reply."""
     context, page = open_view(browser, server, "project", bundle="widget.dev.js")
     try:
@@ -442,10 +483,14 @@ def profile_once(browser, server: JupyterServer, static: Path, document: str, to
     def name(node) -> tuple:
         frame = node["callFrame"]
         if "widget.dev.js" in frame["url"]:
-            return (frame["functionName"] or "(anonymous)",
-                    f"{module_of(sections, frame['lineNumber'])}:{frame['lineNumber'] + 1}")
-        return (frame["functionName"] or frame["url"].rsplit("/", 1)[-1] or "(anonymous)",
-                "native" if not frame["url"] else frame["url"].rsplit("/", 1)[-1])
+            return (
+                frame["functionName"] or "(anonymous)",
+                f"{module_of(sections, frame['lineNumber'])}:{frame['lineNumber'] + 1}",
+            )
+        return (
+            frame["functionName"] or frame["url"].rsplit("/", 1)[-1] or "(anonymous)",
+            "native" if not frame["url"] else frame["url"].rsplit("/", 1)[-1],
+        )
 
     stacks = list(sampled_stacks(profile, name))
     self_us, total_us = self_and_inclusive(stacks)
@@ -458,102 +503,218 @@ def profile_once(browser, server: JupyterServer, static: Path, document: str, to
             module = leaf if leaf in ("(program)", "(garbage collector)") else "(other)"
         by_module[module] += delta
     busy = sum(self_us.values())
-    lines = [f"Profile of the project's renderer, {tokens:,} tokens, unminified build "
-             f"(CDP sampling every 0.1 ms, {busy / 1000:.0f} ms of main-thread samples "
-             "outside idle). '(program)' is the browser's own work: style, layout, paint.", "",
-             "Main-thread time by bundle module (native calls counted in the module that "
-             "made them):", "", "| module | ms | share |", "|---|---:|---:|"]
+    lines = [
+        f"Profile of the project's renderer, {tokens:,} tokens, unminified build "
+        f"(CDP sampling every 0.1 ms, {busy / 1000:.0f} ms of main-thread samples "
+        "outside idle). '(program)' is the browser's own work: style, layout, paint.",
+        "",
+        "Main-thread time by bundle module (native calls counted in the module that made them):",
+        "",
+        "| module | ms | share |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {m} | {us / 1000:.1f} | {us / busy:.0%} |" for m, us in by_module.most_common()]
     for title, times in (("self", self_us), ("inclusive", total_us)):
-        lines += ["", f"Functions by {title} time:", "",
-                  "| function | where | ms | share |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"Functions by {title} time:",
+            "",
+            "| function | where | ms | share |",
+            "|---|---|---:|---:|",
+        ]
         rows = [(k, us) for k, us in times.most_common() if title == "self" or ":" in k[1]]
-        lines += [f"| {short(fn)} | {where} | {us / 1000:.1f} | {us / busy:.0%} |"
-                  for (fn, where), us in rows[:top]]
+        lines += [
+            f"| {short(fn)} | {where} | {us / 1000:.1f} | {us / busy:.0%} |"
+            for (fn, where), us in rows[:top]
+        ]
     return "\n".join(lines)
 
 
 # -- report ---------------------------------------------------------------------------------------
 
-COLUMNS = ("frames", "max_chunk", "longest_ms", "longest_cpu_ms", "script_ms", "script_cpu_ms",
-           "busy_ms", "busy_cpu_ms", "layout_ms", "stream_ms")
+COLUMNS = (
+    "frames",
+    "max_chunk",
+    "longest_ms",
+    "longest_cpu_ms",
+    "script_ms",
+    "script_cpu_ms",
+    "busy_ms",
+    "busy_cpu_ms",
+    "layout_ms",
+    "stream_ms",
+)
 
 
 def report(runs: dict, repeats: int, browser_version: str, load: tuple, elapsed: float) -> str:
     small, large = SIZES
     cells = [(renderer, tokens) for renderer in RENDERERS for tokens in SIZES]
-    med = {cell: {k: median(r[k] for r in runs[cell]) for k in COLUMNS}
-           for cell in cells}
-    out = [f"Chromium {browser_version}; medians of {repeats} runs per renderer and size "
-           f"(renderers alternated); {os.cpu_count()} CPUs, load average {load[0]:.1f} before "
-           f"and {load[1]:.1f} after; Python {platform.python_version()}; the user sends "
-           f"\"{large}\" (or \"{small}\") and the {AGENT} agent streams that many tokens flat "
-           "out; hub batch window 16 ms.", "", "Wall-clock time, Send to the end of the reply:",
-           ""]
+    med = {cell: {k: median(r[k] for r in runs[cell]) for k in COLUMNS} for cell in cells}
+    out = [
+        f"Chromium {browser_version}; medians of {repeats} runs per renderer and size "
+        f"(renderers alternated); {os.cpu_count()} CPUs, load average {load[0]:.1f} before "
+        f"and {load[1]:.1f} after; Python {platform.python_version()}; the user sends "
+        f'"{large}" (or "{small}") and the {AGENT} agent streams that many tokens flat '
+        "out; hub batch window 16 ms.",
+        "",
+        "Wall-clock time, Send to the end of the reply:",
+        "",
+    ]
     out += table(
-        ["renderer", "tokens", "frames", "longest task (ms)", "scripting (ms)",
-         "main-thread busy (ms)", "style+layout (ms)", "stream (ms)"],
-        [[r, f"{t:,}", f"{m['frames']:.0f}", f"{m['longest_ms']:.1f}", f"{m['script_ms']:.1f}",
-          f"{m['busy_ms']:.1f}", f"{m['layout_ms']:.1f}", f"{m['stream_ms']:.0f}"]
-         for (r, t), m in med.items()])
-    out += ["", "The main thread's CPU time over the same window (what the wall-clock figures "
-            "come down to when no other process competes for the cores):", ""]
+        [
+            "renderer",
+            "tokens",
+            "frames",
+            "longest task (ms)",
+            "scripting (ms)",
+            "main-thread busy (ms)",
+            "style+layout (ms)",
+            "stream (ms)",
+        ],
+        [
+            [
+                r,
+                f"{t:,}",
+                f"{m['frames']:.0f}",
+                f"{m['longest_ms']:.1f}",
+                f"{m['script_ms']:.1f}",
+                f"{m['busy_ms']:.1f}",
+                f"{m['layout_ms']:.1f}",
+                f"{m['stream_ms']:.0f}",
+            ]
+            for (r, t), m in med.items()
+        ],
+    )
+    out += [
+        "",
+        "The main thread's CPU time over the same window (what the wall-clock figures "
+        "come down to when no other process competes for the cores):",
+        "",
+    ]
     out += table(
         ["renderer", "tokens", "longest task (ms)", "scripting (ms)", "main-thread busy (ms)"],
-        [[r, f"{t:,}", f"{m['longest_cpu_ms']:.1f}", f"{m['script_cpu_ms']:.1f}",
-          f"{m['busy_cpu_ms']:.1f}"] for (r, t), m in med.items()])
+        [
+            [
+                r,
+                f"{t:,}",
+                f"{m['longest_cpu_ms']:.1f}",
+                f"{m['script_cpu_ms']:.1f}",
+                f"{m['busy_cpu_ms']:.1f}",
+            ]
+            for (r, t), m in med.items()
+        ],
+    )
 
     largest = max(r["max_chunk"] for rs in runs.values() for r in rs)
-    growth = {renderer: {k: med[renderer, large][k] / med[renderer, small][k]
-                         for k in ("script_ms", "busy_ms", "script_cpu_ms", "busy_cpu_ms")}
-              for renderer in RENDERERS}
-    vs_project = {renderer: {k: med[renderer, large][k] / med["project", large][k]
-                             for k in ("busy_ms", "busy_cpu_ms")} for renderer in RENDERERS}
+    growth = {
+        renderer: {
+            k: med[renderer, large][k] / med[renderer, small][k]
+            for k in ("script_ms", "busy_ms", "script_cpu_ms", "busy_cpu_ms")
+        }
+        for renderer in RENDERERS
+    }
+    vs_project = {
+        renderer: {
+            k: med[renderer, large][k] / med["project", large][k]
+            for k in ("busy_ms", "busy_cpu_ms")
+        }
+        for renderer in RENDERERS
+    }
     out += ["", f"(largest frame: {largest:,} characters)", ""]
     out += table(
-        ["renderer", f"scripting {large:,}/{small:,}", f"busy {large:,}/{small:,}",
-         f"scripting CPU {large:,}/{small:,}", f"busy CPU {large:,}/{small:,}",
-         f"busy vs project at {large:,}", f"busy CPU vs project at {large:,}"],
-        [[r, *(f"{g[k]:.2f}" for k in ("script_ms", "busy_ms", "script_cpu_ms", "busy_cpu_ms")),
-          f"{vs_project[r]['busy_ms']:.1f}", f"{vs_project[r]['busy_cpu_ms']:.1f}"]
-         for r, g in growth.items()])
+        [
+            "renderer",
+            f"scripting {large:,}/{small:,}",
+            f"busy {large:,}/{small:,}",
+            f"scripting CPU {large:,}/{small:,}",
+            f"busy CPU {large:,}/{small:,}",
+            f"busy vs project at {large:,}",
+            f"busy CPU vs project at {large:,}",
+        ],
+        [
+            [
+                r,
+                *(f"{g[k]:.2f}" for k in ("script_ms", "busy_ms", "script_cpu_ms", "busy_cpu_ms")),
+                f"{vs_project[r]['busy_ms']:.1f}",
+                f"{vs_project[r]['busy_cpu_ms']:.1f}",
+            ]
+            for r, g in growth.items()
+        ],
+    )
 
     project = [med["project", tokens] for tokens in SIZES]
     g = growth["project"]
     goals = [
-        (f"no task over {GOAL_LONGEST_MS:.0f} ms", max(m["longest_ms"] for m in project),
-         max(m["longest_cpu_ms"] for m in project), GOAL_LONGEST_MS, " ms"),
-        (f"scripting {large:,}/{small:,} ≤ {GOAL_RATIO}", g["script_ms"], g["script_cpu_ms"],
-         GOAL_RATIO, ""),
-        (f"busy {large:,}/{small:,} ≤ {GOAL_RATIO}", g["busy_ms"], g["busy_cpu_ms"],
-         GOAL_RATIO, "")]
+        (
+            f"no task over {GOAL_LONGEST_MS:.0f} ms",
+            max(m["longest_ms"] for m in project),
+            max(m["longest_cpu_ms"] for m in project),
+            GOAL_LONGEST_MS,
+            " ms",
+        ),
+        (
+            f"scripting {large:,}/{small:,} ≤ {GOAL_RATIO}",
+            g["script_ms"],
+            g["script_cpu_ms"],
+            GOAL_RATIO,
+            "",
+        ),
+        (
+            f"busy {large:,}/{small:,} ≤ {GOAL_RATIO}",
+            g["busy_ms"],
+            g["busy_cpu_ms"],
+            GOAL_RATIO,
+            "",
+        ),
+    ]
     out += [""] + table(
         ["goal (project's renderer; worse of the two sizes)", "wall clock", "", "CPU", ""],
-        [[what, f"{wall:.{1 if unit else 2}f}{unit}", verdict(wall <= limit),
-          f"{cpu:.{1 if unit else 2}f}{unit}", verdict(cpu <= limit)]
-         for what, wall, cpu, limit, unit in goals], align="lrlrl")
+        [
+            [
+                what,
+                f"{wall:.{1 if unit else 2}f}{unit}",
+                verdict(wall <= limit),
+                f"{cpu:.{1 if unit else 2}f}{unit}",
+                verdict(cpu <= limit),
+            ]
+            for what, wall, cpu, limit, unit in goals
+        ],
+        align="lrlrl",
+    )
 
-    out += ["", "All runs: longest task, wall ms (when; its largest parts, wall ms), and the "
-            "task with the most CPU time, CPU ms (when; its largest parts, CPU ms) / scripting "
-            "ms / busy ms (CDP TaskDuration beside it, a cross-check of the trace). Parts nest: "
-            "a layout forced by script counts in FunctionCall too."]
+    out += [
+        "",
+        "All runs: longest task, wall ms (when; its largest parts, wall ms), and the "
+        "task with the most CPU time, CPU ms (when; its largest parts, CPU ms) / scripting "
+        "ms / busy ms (CDP TaskDuration beside it, a cross-check of the trace). Parts nest: "
+        "a layout forced by script counts in FunctionCall too.",
+    ]
     for renderer, tokens in cells:
-        out.append(f"- {renderer} {tokens:,}: " + "; ".join(
-            f"{r['longest_ms']:.0f} ({r['longest_what']}), CPU {r['longest_cpu_ms']:.0f} "
-            f"({r['longest_cpu_what']}) / {r['script_ms']:.0f} / {r['busy_ms']:.0f} "
-            f"({r['task_metric_ms']:.0f})" for r in runs[renderer, tokens]))
+        out.append(
+            f"- {renderer} {tokens:,}: "
+            + "; ".join(
+                f"{r['longest_ms']:.0f} ({r['longest_what']}), CPU {r['longest_cpu_ms']:.0f} "
+                f"({r['longest_cpu_what']}) / {r['script_ms']:.0f} / {r['busy_ms']:.0f} "
+                f"({r['task_metric_ms']:.0f})"
+                for r in runs[renderer, tokens]
+            )
+        )
     out.append(f"\n(total {elapsed:.0f} s)")
     return "\n".join(out)
 
 
 # -- main -----------------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 runs per cell instead of 5")
     parser.add_argument("--runs", type=int, help="runs per renderer and size")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile the project's renderer (needs js/node_modules)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the project's renderer (needs js/node_modules)",
+    )
     add_chromium_option(parser)
     args = parser.parse_args()
     repeats = args.runs or (2 if args.quick else 5)
@@ -574,26 +735,34 @@ def main() -> None:
                     order = RENDERERS if i % 2 == 0 else RENDERERS[::-1]
                     for tokens in SIZES:
                         for renderer in order:
-                            print(f"run {i + 1}/{repeats}: {renderer}, {tokens:,} tokens",
-                                  file=sys.stderr)
+                            print(
+                                f"run {i + 1}/{repeats}: {renderer}, {tokens:,} tokens",
+                                file=sys.stderr,
+                            )
                             runs[renderer, tokens].append(
-                                run_once(browser, server, renderer, documents[tokens], tokens))
+                                run_once(browser, server, renderer, documents[tokens], tokens)
+                            )
                 load_after = os.getloadavg()[0]
-                profile = (profile_once(browser, server, static, documents[SIZES[-1]],
-                                        SIZES[-1]) if args.profile else "")
+                profile = (
+                    profile_once(browser, server, static, documents[SIZES[-1]], SIZES[-1])
+                    if args.profile
+                    else ""
+                )
                 version = browser.version
             finally:
                 browser.close()
     except Exception:
         log = next((tmp / "server").glob("server-*.log"), None)
         if log:
-            print("--- jupyter server log (tail) ---\n" + "\n".join(
-                log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+            print(
+                "--- jupyter server log (tail) ---\n"
+                + "\n".join(log.read_text(errors="replace").splitlines()[-30:]),
+                file=sys.stderr,
+            )
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = report(runs, repeats, version, (load_before, load_after),
-                  time.monotonic() - started)
+    text = report(runs, repeats, version, (load_before, load_after), time.monotonic() - started)
     if profile:
         text += "\n\n" + profile
     publish(text, RESULTS, REPO)

@@ -66,14 +66,16 @@ def words() -> list:
         letters = "etaoinshrdlcumwfgypbvkjxqz"
         weights = [12, 9, 8, 7, 7, 6, 6, 6, 4, 4, 3, 3, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1]
         WORDS = ["the", "of", "and", "to", "in", "is", "function", "return", "data", "value"] + [
-            "".join(rng.choices(letters, weights, k=rng.randint(3, 9))) for _ in range(5000)]
+            "".join(rng.choices(letters, weights, k=rng.randint(3, 9))) for _ in range(5000)
+        ]
     return WORDS
 
 
 def text_of(rng: random.Random, i: int) -> str:
     vocab = words()
-    text = " ".join(rng.choice(vocab[:200] if rng.random() < 0.6 else vocab)
-                    for _ in range(rng.randint(20, 45)))
+    text = " ".join(
+        rng.choice(vocab[:200] if rng.random() < 0.6 else vocab) for _ in range(rng.randint(20, 45))
+    )
     if i % 50_000 == 7:
         text += " " + "a" * 3000
     if i % 100_000 == 11 or i == 13:
@@ -106,24 +108,29 @@ def build(size: int) -> str:
     batch = 20_000
     for start in range(0, size, batch):
         pairs = range(start // 2, min(size, start + batch) // 2)
-        db.executemany("INSERT INTO conversations (id, title, created_at, updated_at) "
-                       "VALUES (?, '', ?, ?)", [(f"c{i}", i, i) for i in pairs])
+        db.executemany(
+            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
+            [(f"c{i}", i, i) for i in pairs],
+        )
         messages, chunks, search = [], [], []
         for i in pairs:
             question, answer = text_of(rng, 2 * i), text_of(rng, 2 * i + 1)
-            messages.append((2 * i + 1, f"u{i}", f"c{i}", "user", None, f"k{i}", question,
-                             len(question), 0))
-            messages.append((2 * i + 2, f"r{i}", f"c{i}", "assistant", f"u{i}", None, "",
-                             len(answer), 1))
+            messages.append(
+                (2 * i + 1, f"u{i}", f"c{i}", "user", None, f"k{i}", question, len(question), 0)
+            )
+            messages.append(
+                (2 * i + 2, f"r{i}", f"c{i}", "assistant", f"u{i}", None, "", len(answer), 1)
+            )
             chunks.append((f"r{i}", 1, answer))
             search += [(2 * i + 1, f"c{i}", question), (2 * i + 2, f"c{i}", answer)]
         db.executemany(
             "INSERT INTO messages (pos, id, conversation_id, role, agent_id, reply_to, "
             "client_message_id, status, text, chars, last_seq, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, 'echo', ?, ?, 'complete', ?, ?, ?, 1, 1)", messages)
+            "VALUES (?, ?, ?, ?, 'echo', ?, ?, 'complete', ?, ?, ?, 1, 1)",
+            messages,
+        )
         db.executemany("INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)", chunks)
-        db.executemany("INSERT INTO search (rowid, conversation_id, text) VALUES (?, ?, ?)",
-                       search)
+        db.executemany("INSERT INTO search (rowid, conversation_id, text) VALUES (?, ?, ?)", search)
     db.execute("COMMIT")
     db.execute("INSERT INTO search (search) VALUES ('optimize')")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -185,10 +192,17 @@ async def part_search(path: str, repeats: int) -> list:
                     floor.append(await loop.run_in_executor(None, raw_query, db, where, arg))
             floor_ok = [f for f in floor if f is not None]
             floor_p50 = median(floor_ok) if len(floor_ok) == len(floor) else None
-            rows.append((name, found, percentile(ours, 50), percentile(ours, 99),
-                         floor_p50 if floor_p50 is not None else f">{FLOOR_CUTOFF:g} s",
-                         (percentile(ours, 50) / floor_p50) if floor_p50 else None,
-                         f"{refused}/{reps}"))
+            rows.append(
+                (
+                    name,
+                    found,
+                    percentile(ours, 50),
+                    percentile(ours, 99),
+                    floor_p50 if floor_p50 is not None else f">{FLOOR_CUTOFF:g} s",
+                    (percentile(ours, 50) / floor_p50) if floor_p50 else None,
+                    f"{refused}/{reps}",
+                )
+            )
     finally:
         db.close()
         await store.close()
@@ -251,6 +265,7 @@ async def part_writes(tmp: str, mib: int) -> list:
     store = SQLiteStore(path=path)
     await store.open()
     try:
+
         async def writes(n):
             lat = []
             for i in range(n):
@@ -261,12 +276,13 @@ async def part_writes(tmp: str, mib: int) -> list:
             return lat
 
         quiet = await writes(60)
-        text = ("lorem ipsum dolor sit amet " * (mib * 1024 * 1024 // 27 + 1))
+        text = "lorem ipsum dolor sit amet " * (mib * 1024 * 1024 // 27 + 1)
         ex = await store.create_exchange("big", "echo", "a lot please", "kbig")
-        frames = [text[i:i + 4096] for i in range(0, len(text), 4096)]
+        frames = [text[i : i + 4096] for i in range(0, len(text), 4096)]
         await append_chunks(store, ex.message_id, frames)
         ending = asyncio.ensure_future(
-            store.append(Append(ex.message_id, len(frames) + 1, [""], "complete")))
+            store.append(Append(ex.message_id, len(frames) + 1, [""], "complete"))
+        )
         busy = await writes(60)
         await ending
         started = time.perf_counter()
@@ -288,41 +304,87 @@ def main() -> None:
     sizes = QUICK_SIZES if args.quick else SIZES
     repeats = 8 if args.quick else 20
     paths = {size: build(size) for size in sizes}
-    print(f"# bench_search ({'quick' if args.quick else 'full'}): "
-          f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-          f"{os.cpu_count()} CPUs\n")
+    print(
+        f"# bench_search ({'quick' if args.quick else 'full'}): "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{os.cpu_count()} CPUs\n"
+    )
     rows = []
     for size in sizes:
         print(f"searching {size:,} messages...", file=sys.stderr)
         for name, found, p50, p99, floor, ratio, refused in asyncio.run(
-                part_search(paths[size], repeats)):
-            rows.append((f"{size:,}", name, found, fmt_ms(p50), fmt_ms(p99), fmt_ms(floor),
-                         f"{ratio:.2f}" if ratio else "-", refused))
+            part_search(paths[size], repeats)
+        ):
+            rows.append(
+                (
+                    f"{size:,}",
+                    name,
+                    found,
+                    fmt_ms(p50),
+                    fmt_ms(p99),
+                    fmt_ms(floor),
+                    f"{ratio:.2f}" if ratio else "-",
+                    refused,
+                )
+            )
     print("## 1. Search (store.search_conversations, a page of 51) beside raw FTS5 / LIKE\n")
-    show(["messages", "query", "found", "p50", "p99", "raw floor p50", "ratio", "too costly"],
-         rows)
+    show(["messages", "query", "found", "p50", "p99", "raw floor p50", "ratio", "too costly"], rows)
 
     largest = max(sizes)
     print(f"\nother clients while searching {largest:,} messages...", file=sys.stderr)
     others, searches = asyncio.run(part_others(paths[largest], 4 if args.quick else 10))
-    print(f"\n## 2. Other clients while the worst queries run ({largest:,} messages; "
-          f"{searches[0]} searches answered, {searches[1]} refused as too costly)\n")
-    show(["measure", "idle p50", "idle p99", "idle max", "searching p50", "searching p99",
-          "searching max"],
-         [(name, fmt_ms(percentile(q, 50)), fmt_ms(percentile(q, 99)), fmt_ms(max(q)),
-           fmt_ms(percentile(b, 50)), fmt_ms(percentile(b, 99)), fmt_ms(max(b)))
-          for name, q, b in others])
+    print(
+        f"\n## 2. Other clients while the worst queries run ({largest:,} messages; "
+        f"{searches[0]} searches answered, {searches[1]} refused as too costly)\n"
+    )
+    show(
+        [
+            "measure",
+            "idle p50",
+            "idle p99",
+            "idle max",
+            "searching p50",
+            "searching p99",
+            "searching max",
+        ],
+        [
+            (
+                name,
+                fmt_ms(percentile(q, 50)),
+                fmt_ms(percentile(q, 99)),
+                fmt_ms(max(q)),
+                fmt_ms(percentile(b, 50)),
+                fmt_ms(percentile(b, 99)),
+                fmt_ms(max(b)),
+            )
+            for name, q, b in others
+        ],
+    )
 
     print("\nwrites while a long reply is indexed...", file=sys.stderr)
     mib = 2 if args.quick else 8
     quiet, busy, idle_wait = asyncio.run(part_writes(str(CACHE), mib))
-    print(f"\n## 3. create_exchange while a {mib} MiB reply ends and is indexed "
-          f"(all of it searchable {fmt_ms(idle_wait)} after the last of these writes)\n")
-    show(["", "p50", "p99", "max"],
-         [("no reply ending", fmt_ms(percentile(quiet, 50)), fmt_ms(percentile(quiet, 99)),
-           fmt_ms(max(quiet))),
-          (f"{mib} MiB reply ending", fmt_ms(percentile(busy, 50)),
-           fmt_ms(percentile(busy, 99)), fmt_ms(max(busy)))])
+    print(
+        f"\n## 3. create_exchange while a {mib} MiB reply ends and is indexed "
+        f"(all of it searchable {fmt_ms(idle_wait)} after the last of these writes)\n"
+    )
+    show(
+        ["", "p50", "p99", "max"],
+        [
+            (
+                "no reply ending",
+                fmt_ms(percentile(quiet, 50)),
+                fmt_ms(percentile(quiet, 99)),
+                fmt_ms(max(quiet)),
+            ),
+            (
+                f"{mib} MiB reply ending",
+                fmt_ms(percentile(busy, 50)),
+                fmt_ms(percentile(busy, 99)),
+                fmt_ms(max(busy)),
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

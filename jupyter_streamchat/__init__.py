@@ -51,6 +51,14 @@ def __getattr__(name):
 
 
 __all__ = [
-    "Agent", "AgentError", "AgentRequest", "Chat", "ChatWidget", "Reasoning", "Usage",
-    "__version__", "agent", "connect",
+    "Agent",
+    "AgentError",
+    "AgentRequest",
+    "Chat",
+    "ChatWidget",
+    "Reasoning",
+    "Usage",
+    "__version__",
+    "agent",
+    "connect",
 ]

@@ -20,7 +20,12 @@ PROTOCOL_VERSION = 1
 
 # Message statuses go on the wire as the store keeps them.
 from .store.records import (  # noqa: E402, F401 (re-exported)
-    COMPLETE, ERROR, FINAL_STATUSES, INTERRUPTED, STOPPED, STREAMING,
+    COMPLETE,
+    ERROR,
+    FINAL_STATUSES,
+    INTERRUPTED,
+    STOPPED,
+    STREAMING,
 )
 
 MAX_ID_LENGTH = 200
@@ -29,17 +34,32 @@ MAX_ID_LENGTH = 200
 class ProtocolError(Exception):
     """A client request the server refuses; becomes an ``ERROR`` frame, the socket stays open."""
 
-    def __init__(self, code: str, message: str, *, client_message_id: str | None = None,
-                 message_id: str | None = None, conversation_id: str | None = None,
-                 request_id: str | None = None, agent_id: str | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        client_message_id: str | None = None,
+        message_id: str | None = None,
+        conversation_id: str | None = None,
+        request_id: str | None = None,
+        agent_id: str | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         # The offending request's ids, for the ERROR frame (see error_frame).
-        self.ids = {name: value for name, value in (
-            ("client_message_id", client_message_id), ("message_id", message_id),
-            ("conversation_id", conversation_id), ("request_id", request_id),
-            ("agent_id", agent_id)) if value is not None}
+        self.ids = {
+            name: value
+            for name, value in (
+                ("client_message_id", client_message_id),
+                ("message_id", message_id),
+                ("conversation_id", conversation_id),
+                ("request_id", request_id),
+                ("agent_id", agent_id),
+            )
+            if value is not None
+        }
 
 
 # Machine-readable ``code`` values of ERROR frames (documented in docs/protocol.md).
@@ -148,9 +168,21 @@ class AgentDone:
     error: Optional[str] = None
 
 
-Request = (SendMessage | StopGenerating | Subscribe | Unsubscribe | Resume | LoadHistory
-           | WatchConversations | UnwatchConversations | ListAgents | RegisterAgent
-           | UnregisterAgent | AgentOutput | AgentDone)
+Request = (
+    SendMessage
+    | StopGenerating
+    | Subscribe
+    | Unsubscribe
+    | Resume
+    | LoadHistory
+    | WatchConversations
+    | UnwatchConversations
+    | ListAgents
+    | RegisterAgent
+    | UnregisterAgent
+    | AgentOutput
+    | AgentDone
+)
 
 # Field kinds that may be left out, and what a missing one stands for: "label", a short string
 # (a name); "about", a longer one (a description); "piece", a text that may be empty (part of
@@ -186,8 +218,12 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
 
 # The id fields echoed back in an ERROR so a client can tell which request failed, by their
 # wire names and as ProtocolError and error_frame take them.
-_ID_FIELDS = {"clientMessageId": "client_message_id", "messageId": "message_id",
-              "conversationId": "conversation_id", "requestId": "request_id"}
+_ID_FIELDS = {
+    "clientMessageId": "client_message_id",
+    "messageId": "message_id",
+    "conversationId": "conversation_id",
+    "requestId": "request_id",
+}
 # ... and, for these requests, the agent's id too (their ERRORs are about that agent).
 _AGENT_ID_ECHOED = ("REGISTER_AGENT", "UNREGISTER_AGENT")
 
@@ -227,8 +263,11 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
         raise ProtocolError(BAD_JSON, "frame must be a JSON object")
     if _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise ProtocolError(BAD_JSON, f"frame is nested deeper than {MAX_DEPTH} levels")
-    ids = {name: data[wire] for wire, name in _ID_FIELDS.items()
-           if isinstance(data.get(wire), str) and _is_id(data[wire])}
+    ids = {
+        name: data[wire]
+        for wire, name in _ID_FIELDS.items()
+        if isinstance(data.get(wire), str) and _is_id(data[wire])
+    }
     if "type" not in data:
         raise ProtocolError(UNKNOWN_TYPE, "frame has no 'type'", **ids)
     kind = data["type"]
@@ -240,8 +279,11 @@ def parse_request(raw: str | bytes, max_text_bytes: int) -> Request:
             UNKNOWN_TYPE, f"unknown type {_shown(kind)}; expected one of {known}", **ids
         )
     cls, fields = _REQUESTS[kind]
-    if kind in _AGENT_ID_ECHOED and isinstance(data.get("agentId"), str) \
-            and _is_id(data["agentId"]):
+    if (
+        kind in _AGENT_ID_ECHOED
+        and isinstance(data.get("agentId"), str)
+        and _is_id(data["agentId"])
+    ):
         ids["agent_id"] = data["agentId"]
     values = []
     for name, check in fields:
@@ -270,10 +312,14 @@ def _is_id(value: str) -> bool:
 
 def _shown(value: str) -> str:
     """A client's string, safe and short enough to quote back in an ERROR."""
-    return repr(value[:MAX_ID_LENGTH].encode("utf-8", "backslashreplace").decode("ascii", "replace"))
+    return repr(
+        value[:MAX_ID_LENGTH].encode("utf-8", "backslashreplace").decode("ascii", "replace")
+    )
 
 
-def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: int, ids: dict) -> Any:
+def _check_field(
+    kind: str, name: str, check: str, value: Any, max_text_bytes: int, ids: dict
+) -> Any:
     if check == "seq":
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
             raise ProtocolError(
@@ -314,13 +360,19 @@ def _check_field(kind: str, name: str, check: str, value: Any, max_text_bytes: i
 
 def _check_usage(kind: str, name: str, value: Any, ids: dict) -> dict:
     """A usage object as a final MESSAGE_CHUNK carries it -> its Python names."""
-    if not (isinstance(value, dict) and _usage(value)
-            and len(value.get("model", "")) <= MAX_ID_LENGTH
-            and _is_unicode(value.get("model", ""))):
+    if not (
+        isinstance(value, dict)
+        and _usage(value)
+        and len(value.get("model", "")) <= MAX_ID_LENGTH
+        and _is_unicode(value.get("model", ""))
+    ):
         raise ProtocolError(
-            BAD_FIELD, f"{kind}.{name} must be an object of model (a string of at most "
+            BAD_FIELD,
+            f"{kind}.{name} must be an object of model (a string of at most "
             f"{MAX_ID_LENGTH} characters), inputTokens and outputTokens (integers from 0 to "
-            f"{MAX_SEQ}), each optional", **ids)
+            f"{MAX_SEQ}), each optional",
+            **ids,
+        )
     return usage_from_wire(value)
 
 
@@ -353,8 +405,11 @@ def frame_ids(data: Any) -> dict:
     (``error_frame(code, message, **ids)``)."""
     if not isinstance(data, dict):
         return {}
-    return {name: data[wire] for wire, name in _ID_FIELDS.items()
-            if isinstance(data.get(wire), str) and _is_id(data[wire])}
+    return {
+        name: data[wire]
+        for wire, name in _ID_FIELDS.items()
+        if isinstance(data.get(wire), str) and _is_id(data[wire])
+    }
 
 
 # -- server frames -------------------------------------------------------------------------
@@ -373,7 +428,8 @@ def error_frame(code: str, message: str, **ids: Any) -> dict:
 
 
 def accepted_frame(accepted: Any) -> dict:
-    """MESSAGE_ACCEPTED; ``text`` (the user's message) is an extra field so other tabs can show it."""
+    """MESSAGE_ACCEPTED; ``text`` (the user's message) is an extra field so other tabs can
+    show it."""
     return {
         "type": "MESSAGE_ACCEPTED",
         "clientMessageId": accepted.client_message_id,
@@ -458,10 +514,17 @@ def parse_list_cursor(cursor: str) -> tuple:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, TypeError, RecursionError) as e:
         raise ValueError("not a cursor") from e
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (int, float))
-            and not isinstance(value[0], bool) and math.isfinite(value[0])
-            and abs(value[0]) <= MAX_SEQ and isinstance(value[1], str)
-            and value[1] and _is_unicode(value[1])):
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], (int, float))
+        and not isinstance(value[0], bool)
+        and math.isfinite(value[0])
+        and abs(value[0]) <= MAX_SEQ
+        and isinstance(value[1], str)
+        and value[1]
+        and _is_unicode(value[1])
+    ):
         raise ValueError("not a cursor")
     return value[0], value[1]
 
@@ -611,10 +674,18 @@ class ChunkFrames:
         thinking = f',"reasoning":{_json_str(reasoning)}' if reasoning else ""
         return f'{self._head}{seq},"chunk":{_json_str(chunk)}{thinking},"isComplete":false}}'
 
-    def final(self, seq: int, chunk: str, status: str, error: str | None = None,
-              reasoning: str = "", usage: dict | None = None) -> str:
-        tail = (f',"error":{_json_str(redact(error))}' if status == ERROR and error is not None
-                else "")
+    def final(
+        self,
+        seq: int,
+        chunk: str,
+        status: str,
+        error: str | None = None,
+        reasoning: str = "",
+        usage: dict | None = None,
+    ) -> str:
+        tail = (
+            f',"error":{_json_str(redact(error))}' if status == ERROR and error is not None else ""
+        )
         if reasoning:
             tail += f',"reasoning":{_json_str(reasoning)}'
         if usage:
@@ -624,14 +695,21 @@ class ChunkFrames:
             f'"status":{_json_str(status)}{tail}}}'
         )
 
-    def run(self, first: int, chunks: list, thoughts: list, ending: tuple | None = None,
-            usage: dict | None = None) -> list:
+    def run(
+        self,
+        first: int,
+        chunks: list,
+        thoughts: list,
+        ending: tuple | None = None,
+        usage: dict | None = None,
+    ) -> list:
         """Frames ``first, first + 1, ...`` of ``chunks`` (and their reasoning), the last one
         final when ``ending`` (status, error) is given: ``[(seq, frame text, final)]``."""
         last = first + len(chunks) - 1
         return [
             (seq, self.final(seq, chunk, *ending, reasoning=thinking, usage=usage), True)
-            if ending is not None and seq == last else (seq, self.chunk(seq, chunk, thinking), False)
+            if ending is not None and seq == last
+            else (seq, self.chunk(seq, chunk, thinking), False)
             for seq, chunk, thinking in zip(range(first, last + 1), chunks, thoughts)
         ]
 
@@ -643,8 +721,13 @@ class ChunkFrames:
         ending = None
         if message.status in FINAL_STATUSES and chunks[-1][0] == message.last_seq:
             ending = (message.status, message.error)
-        return self.run(chunks[0][0], [c for _, c, _ in chunks], [t for _, _, t in chunks],
-                        ending, message.usage)
+        return self.run(
+            chunks[0][0],
+            [c for _, c, _ in chunks],
+            [t for _, _, t in chunks],
+            ending,
+            message.usage,
+        )
 
 
 # -- reading server frames (the kernel's follower) -----------------------------------------
@@ -662,46 +745,66 @@ def _seq(value: Any, least: int) -> bool:
 
 def _seconds(value: Any) -> bool:
     """A duration, or a time in seconds since the epoch: a finite number from 0."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def _usage(value: Any) -> bool:
     if not isinstance(value, dict):
         return False
     counts = all(_seq(value[k], 0) for k in ("inputTokens", "outputTokens") if k in value)
-    times = all(_seconds(value[k]) for k in ("firstTokenSeconds", "durationSeconds")
-                if k in value)
+    times = all(_seconds(value[k]) for k in ("firstTokenSeconds", "durationSeconds") if k in value)
     return counts and times and isinstance(value.get("model", ""), str)
 
 
 def _conversation_entry(c: Any) -> bool:
     """A conversation as the list API and CONVERSATION_UPDATED show it."""
     return (
-        isinstance(c, dict) and _id(c.get("conversationId")) and isinstance(c.get("title"), str)
-        and _seconds(c.get("createdAt")) and _seconds(c.get("updatedAt"))
-        and _seq(c.get("messageCount"), 0) and isinstance(c.get("agentId"), str)
-        and isinstance(c.get("streaming"), bool) and isinstance(c.get("snippet", ""), str)
+        isinstance(c, dict)
+        and _id(c.get("conversationId"))
+        and isinstance(c.get("title"), str)
+        and _seconds(c.get("createdAt"))
+        and _seconds(c.get("updatedAt"))
+        and _seq(c.get("messageCount"), 0)
+        and isinstance(c.get("agentId"), str)
+        and isinstance(c.get("streaming"), bool)
+        and isinstance(c.get("snippet", ""), str)
     )
 
 
 def _agent_info(a: Any) -> bool:
-    return (isinstance(a, dict) and _id(a.get("id")) and isinstance(a.get("name"), str)
-            and isinstance(a.get("description"), str)
-            and isinstance(a.get("kernel", False), bool) and isinstance(a.get("owner", ""), str))
+    return (
+        isinstance(a, dict)
+        and _id(a.get("id"))
+        and isinstance(a.get("name"), str)
+        and isinstance(a.get("description"), str)
+        and isinstance(a.get("kernel", False), bool)
+        and isinstance(a.get("owner", ""), str)
+    )
 
 
 def _turn(m: Any) -> bool:
     """One earlier message of an AGENT_REQUEST's ``history``."""
-    return isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(
-        m.get("text"), str)
+    return (
+        isinstance(m, dict)
+        and m.get("role") in ("user", "assistant")
+        and isinstance(m.get("text"), str)
+    )
 
 
 def _stored_message(m: Any) -> bool:
     return (
-        isinstance(m, dict) and _id(m.get("messageId")) and m.get("role") in ("user", "assistant")
-        and isinstance(m.get("agentId"), str) and isinstance(m.get("text"), str)
-        and m.get("status") in STATUSES and _seq(m.get("lastSeq"), 0)
+        isinstance(m, dict)
+        and _id(m.get("messageId"))
+        and m.get("role") in ("user", "assistant")
+        and isinstance(m.get("agentId"), str)
+        and isinstance(m.get("text"), str)
+        and m.get("status") in STATUSES
+        and _seq(m.get("lastSeq"), 0)
         and isinstance(m.get("truncated", False), bool)
         and isinstance(m.get("error", ""), str)
         and isinstance(m.get("reasoning", ""), str)
@@ -722,7 +825,8 @@ def is_server_frame(frame: Any) -> bool:
         complete = frame.get("isComplete")
         return (
             all(_id(frame.get(k)) for k in ("messageId", "conversationId", "agentId"))
-            and _seq(frame.get("seq"), 1) and isinstance(frame.get("chunk"), str)
+            and _seq(frame.get("seq"), 1)
+            and isinstance(frame.get("chunk"), str)
             and isinstance(complete, bool)
             and (status in FINAL_STATUSES if complete else status in (None, STREAMING))
             and isinstance(frame.get("error", ""), str)
@@ -730,40 +834,52 @@ def is_server_frame(frame: Any) -> bool:
             and ("usage" not in frame or _usage(frame["usage"]))
         )
     if kind == "MESSAGE_ACCEPTED":
-        return (
-            all(_id(frame.get(k)) for k in
-                ("clientMessageId", "conversationId", "userMessageId", "messageId", "agentId"))
-            and isinstance(frame.get("text", ""), str)
-        )
+        return all(
+            _id(frame.get(k))
+            for k in ("clientMessageId", "conversationId", "userMessageId", "messageId", "agentId")
+        ) and isinstance(frame.get("text", ""), str)
     if kind in ("HISTORY", "HISTORY_PAGE"):
         page = kind == "HISTORY_PAGE"
         return (
-            _id(frame.get("conversationId")) and isinstance(frame.get("messages"), list)
+            _id(frame.get("conversationId"))
+            and isinstance(frame.get("messages"), list)
             and all(_stored_message(m) for m in frame["messages"])
             and isinstance(frame.get("hasMore", None if page else False), bool)
             and (not page or _id(frame.get("beforeMessageId")))
         )
     if kind == "CONVERSATION_UPDATED":
         entry = frame.get("conversation")
-        return (_id(frame.get("conversationId")) and _conversation_entry(entry)
-                and entry["conversationId"] == frame["conversationId"])
+        return (
+            _id(frame.get("conversationId"))
+            and _conversation_entry(entry)
+            and entry["conversationId"] == frame["conversationId"]
+        )
     if kind == "CONVERSATION_DELETED":
         return _id(frame.get("conversationId"))
     if kind == "ERROR":
-        return isinstance(frame.get("code"), str) and bool(frame["code"]) and isinstance(
-            frame.get("message"), str)
+        return (
+            isinstance(frame.get("code"), str)
+            and bool(frame["code"])
+            and isinstance(frame.get("message"), str)
+        )
     if kind == "AGENTS":
         agents = frame.get("agents")
-        return (isinstance(agents, list) and all(_agent_info(a) for a in agents)
-                and ("maxMessageBytes" not in frame or _seq(frame["maxMessageBytes"], 1)))
+        return (
+            isinstance(agents, list)
+            and all(_agent_info(a) for a in agents)
+            and ("maxMessageBytes" not in frame or _seq(frame["maxMessageBytes"], 1))
+        )
     if kind == "AGENTS_CHANGED":
         agents = frame.get("agents")
         return isinstance(agents, list) and all(_agent_info(a) for a in agents)
     if kind == "AGENT_REQUEST":
         history = frame.get("history")
-        return (all(_id(frame.get(k)) for k in ("requestId", "agentId", "conversationId"))
-                and isinstance(frame.get("text"), str) and isinstance(history, list)
-                and all(_turn(m) for m in history))
+        return (
+            all(_id(frame.get(k)) for k in ("requestId", "agentId", "conversationId"))
+            and isinstance(frame.get("text"), str)
+            and isinstance(history, list)
+            and all(_turn(m) for m in history)
+        )
     if kind == "AGENT_CANCEL":
         return _id(frame.get("requestId"))
     if kind == "AGENT_REGISTERED":

@@ -58,8 +58,11 @@ class _Secret:
 
     def __init__(self, value: str):
         self.forms = _forms(value)
-        self.parts = {form[i:i + PART_CHARS] for form in self.forms
-                      for i in range(len(form) - PART_CHARS + 1)}
+        self.parts = {
+            form[i : i + PART_CHARS]
+            for form in self.forms
+            for i in range(len(form) - PART_CHARS + 1)
+        }
         self.parts |= {form for form in self.forms if len(form) < PART_CHARS}
 
 
@@ -221,7 +224,7 @@ class StreamRedactor:
     def _given(self, text: str) -> str:
         # A secret found across two pieces is masked in both: one MASK shows for it.
         while self._masked and text.startswith(MASK):
-            text = text[len(MASK):]
+            text = text[len(MASK) :]
         if text:
             self._masked = text.endswith(MASK)
         return text
@@ -242,7 +245,7 @@ def cut(text: str, limit: int, end: str = "…") -> str:
     text = redact(text)
     if len(text) <= limit:
         return text
-    return text[:max(0, limit - len(end))] + end
+    return text[: max(0, limit - len(end))] + end
 
 
 class _Squeezed:
@@ -275,10 +278,11 @@ def _parts_found(squeezed: _Squeezed, secret: _Secret) -> list:
         return []
     spans, i, n = [], 0, len(text)
     while i < n:
-        if text[i:i + PART_CHARS] in secret.parts or any(
-                text.startswith(form, i) for form in secret.forms if len(form) < PART_CHARS):
+        if text[i : i + PART_CHARS] in secret.parts or any(
+            text.startswith(form, i) for form in secret.forms if len(form) < PART_CHARS
+        ):
             j = i + PART_CHARS
-            while j < n and any(text[i:j + 1] in form for form in secret.forms):
+            while j < n and any(text[i : j + 1] in form for form in secret.forms):
                 j += 1
             j = min(j, n)
             spans.append(squeezed.span(i, j))

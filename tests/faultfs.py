@@ -50,8 +50,12 @@ def need_root(what: str) -> None:
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` (mount syntax, e.g. ``4m``) mounted at ``path`` for the block."""
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     try:
         yield path
     finally:
@@ -168,8 +172,15 @@ class WireClient(RawWebSocket):
     bounds what the server had queued for it.
     """
 
-    def __init__(self, host: str, port: int, path: str, headers: dict, rcvbuf: int = 1 << 20,
-                 timeout: float = 15.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        headers: dict,
+        rcvbuf: int = 1 << 20,
+        timeout: float = 15.0,
+    ):
         super().__init__(host, port, path, headers, rcvbuf=rcvbuf)
         # Small frames go out at once (Nagle would hold a frame sent right after another).
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -179,8 +190,9 @@ class WireClient(RawWebSocket):
     @classmethod
     def to(cls, server, **kwargs) -> "WireClient":
         """Connect to a :class:`server_process.JupyterServer`."""
-        return cls("127.0.0.1", server.port, server.path("streamchat/ws"),
-                   server.auth_headers(), **kwargs)
+        return cls(
+            "127.0.0.1", server.port, server.path("streamchat/ws"), server.auth_headers(), **kwargs
+        )
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
         key = os.urandom(4)

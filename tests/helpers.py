@@ -37,10 +37,20 @@ class ChatClient:
     async def send_raw(self, data) -> None:
         await self.ws.write_message(data, binary=isinstance(data, bytes))
 
-    async def send_message(self, text: str, agent: str = "echo", conversation: str | None = None,
-                           client_id: str | None = None) -> None:
-        await self.send("SEND_MESSAGE", conversationId=conversation or new_id("c-"),
-                        agentId=agent, text=text, clientMessageId=client_id or new_id("m-"))
+    async def send_message(
+        self,
+        text: str,
+        agent: str = "echo",
+        conversation: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        await self.send(
+            "SEND_MESSAGE",
+            conversationId=conversation or new_id("c-"),
+            agentId=agent,
+            text=text,
+            clientMessageId=client_id or new_id("m-"),
+        )
 
     async def recv(self, timeout: float = HANG_GUARD) -> dict:
         raw = await asyncio.wait_for(self.ws.read_message(), timeout)
@@ -97,8 +107,14 @@ class RawWebSocket:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect((host, port))
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buffer = b""

@@ -35,9 +35,13 @@ def event(obj) -> bytes:
 
 
 def chunk(delta: dict, finish_reason: Optional[str] = None) -> dict:
-    return {"id": "chatcmpl-hostile", "object": "chat.completion.chunk", "created": 0,
-            "model": "hostile", "choices": [{"index": 0, "delta": delta,
-                                             "finish_reason": finish_reason}]}
+    return {
+        "id": "chatcmpl-hostile",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "hostile",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
 
 
 def delta(text: str) -> bytes:
@@ -110,7 +114,8 @@ class HostileModel:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, self.host, 0, limit=1 << 20))
+            asyncio.start_server(self._serve, self.host, 0, limit=1 << 20)
+        )
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
@@ -136,15 +141,19 @@ class HostileModel:
             try:
                 request = json.loads(body)
                 model = request.get("model", "")
-                said = [m.get("content") for m in request.get("messages", [])
-                        if m.get("role") == "user"]
+                said = [
+                    m.get("content") for m in request.get("messages", []) if m.get("role") == "user"
+                ]
             except (ValueError, AttributeError):
                 model, said = "", []
             self.requests.append((model, headers))
             script = self.scripts.get(said[-1] if said else None) or self.scripts.get(model)
             if script is None:
-                script = Script([json.dumps({"error": {"message": f"no script {model!r}"}})
-                                 .encode()], status=404, content_type="application/json")
+                script = Script(
+                    [json.dumps({"error": {"message": f"no script {model!r}"}}).encode()],
+                    status=404,
+                    content_type="application/json",
+                )
             await self._answer(writer, script)
         except (ConnectionError, asyncio.IncompleteReadError):
             self.closed_early += 1
@@ -152,8 +161,11 @@ class HostileModel:
             writer.close()
 
     async def _answer(self, writer: asyncio.StreamWriter, script: Script) -> None:
-        head = [f"HTTP/1.1 {script.status} Whatever", f"Content-Type: {script.content_type}",
-                "Connection: close"]
+        head = [
+            f"HTTP/1.1 {script.status} Whatever",
+            f"Content-Type: {script.content_type}",
+            "Connection: close",
+        ]
         head += [f"{k}: {v}" for k, v in script.headers.items()]
         pieces = script.pieces()
         if script.status != 200:
@@ -177,7 +189,7 @@ def leaks(text: str, secret: str) -> list:
     space or line-break escapes between them taken out), or a 4-character beginning of it where
     a text was cut (before an ellipsis or at the end)."""
     squeezed = re.sub(r"\s+|(?:\\[nrt])+", "", text)
-    found = [secret[i:i + 6] for i in range(len(secret) - 5) if secret[i:i + 6] in squeezed]
+    found = [secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in squeezed]
     for n in range(4, 6):
         if re.search(re.escape(secret[:n]) + r"(\.\.\.|…|$)", squeezed):
             found.append(secret[:n])
@@ -190,6 +202,7 @@ def leaks(text: str, secret: str) -> list:
 def stamped(rate: float, count: int):
     """``count`` deltas at ``rate`` a second, each the time it was sent ("1765000000.123456 "),
     so a client can tell how long each token took to reach it."""
+
     def pieces():
         start = time.monotonic()
         for i in range(count):
@@ -199,11 +212,13 @@ def stamped(rate: float, count: int):
             yield delta(f"{time.time():.6f} ")
         yield finish()
         yield DONE
+
     return pieces
 
 
 def huge_delta(size: int):
     """One event holding a delta of ``size`` characters, made as it is sent, 64 KiB a time."""
+
     def pieces():
         yield delta("before ")
         yield b'data: {"choices": [{"index": 0, "delta": {"content": "'
@@ -212,21 +227,25 @@ def huge_delta(size: int):
         yield b'"}}]}\n\n'
         yield finish()
         yield DONE
+
     return pieces
 
 
 def endless_event(limit_bytes: int = 1 << 40):
     """An event that never ends: ``data: xxxx...`` with no line end, for as long as read."""
+
     def pieces():
         yield delta("before ")
         yield b"data: "
         for _ in range(limit_bytes // 65536):
             yield b"x" * 65536
+
     return pieces
 
 
 def flood(rate: float, count: int):
     """``count`` one-character deltas at ``rate`` a second (sent in bursts of a millisecond)."""
+
     def pieces():
         start, burst = time.monotonic(), max(1, int(rate / 1000))
         for i in range(0, count, burst):
@@ -236,17 +255,20 @@ def flood(rate: float, count: int):
             yield b"".join(delta("t") for _ in range(min(burst, count - i)))
         yield finish()
         yield DONE
+
     return pieces
 
 
 def long_reply(size: int):
     """A well-formed reply of ``size`` characters, in deltas of 16 KiB: a long conversation."""
+
     def pieces():
         line = "".join(f"{i:05d} " for i in range(2730)) + "\n"  # 16,381 characters
         for _ in range(size // len(line)):
             yield delta(line)
         yield finish()
         yield DONE
+
     return pieces
 
 
@@ -288,8 +310,9 @@ def main() -> None:
     server.scripts = _Builtins()
     server.port = args.port
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(asyncio.start_server(server._serve, server.host, args.port,
-                                                 limit=1 << 20))
+    loop.run_until_complete(
+        asyncio.start_server(server._serve, server.host, args.port, limit=1 << 20)
+    )
     print(f"hostile model server at {server.url}", flush=True)
     loop.run_forever()
 

@@ -28,8 +28,12 @@ class Kernel:
         self.server = server
         self.path = path
         body = {"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}
-        status, _, answer = server.request("POST", "api/sessions", body=json.dumps(body).encode(),
-                                           headers={"Content-Type": "application/json"})
+        status, _, answer = server.request(
+            "POST",
+            "api/sessions",
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         assert status == 201, (status, answer)
         self.id = json.loads(answer)["kernel"]["id"]
         self.session = uuid.uuid4().hex
@@ -39,8 +43,9 @@ class Kernel:
     def connect(self) -> None:
         """(Re)open the channels WebSocket; a thread reads it into ``inbox``."""
         path = self.server.path(f"api/kernels/{self.id}/channels?session_id={self.session}")
-        self.ws = WireClient("127.0.0.1", self.server.port, path, self.server.auth_headers(),
-                             timeout=None)
+        self.ws = WireClient(
+            "127.0.0.1", self.server.port, path, self.server.auth_headers(), timeout=None
+        )
         self.inbox: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, args=(self.ws, self.inbox), daemon=True).start()
 
@@ -55,13 +60,29 @@ class Kernel:
     def submit(self, code: str) -> str:
         """Send an execute_request; returns its msg_id without waiting."""
         msg_id = uuid.uuid4().hex
-        self.ws.send({
-            "header": {"msg_id": msg_id, "username": "test", "session": self.session,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-        })
+        self.ws.send(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "username": "test",
+                    "session": self.session,
+                    "msg_type": "execute_request",
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
         return msg_id
 
     def result(self, msg_id: str, guard: float = KERNEL_GUARD) -> dict:
@@ -83,8 +104,12 @@ class Kernel:
                 reply = content
             elif kind == "status" and content["execution_state"] == "idle":
                 idle = True
-        return {"status": reply["status"], "stdout": "".join(out),
-                "ename": reply.get("ename"), "evalue": reply.get("evalue")}
+        return {
+            "status": reply["status"],
+            "stdout": "".join(out),
+            "ename": reply.get("ename"),
+            "evalue": reply.get("evalue"),
+        }
 
     def run(self, code: str, guard: float = KERNEL_GUARD) -> str:
         """Run ``code``; its stdout. Fails on an error in the cell."""

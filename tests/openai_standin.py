@@ -69,7 +69,7 @@ _HOST = "127.0.0.1"
 def split_words(text: str) -> list:
     """Word-sized deltas with their leading whitespace; they concatenate to ``text``."""
     pieces = _WORD.findall(text)
-    tail = text[sum(map(len, pieces)):]
+    tail = text[sum(map(len, pieces)) :]
     if tail:
         pieces = pieces[:-1] + [pieces[-1] + tail] if pieces else [tail]
     return pieces
@@ -117,13 +117,22 @@ class ChatCompletions(RequestHandler):
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
-            return self._error(400, "We could not parse the JSON body of your request.",
-                               "invalid_request_error", None)
+            return self._error(
+                400,
+                "We could not parse the JSON body of your request.",
+                "invalid_request_error",
+                None,
+            )
         headers = {k: v for k, v in self.request.headers.get_all() if k.lower() != "authorization"}
         self.record.update(
-            model=body.get("model"), messages=body.get("messages"), stream=body.get("stream"),
-            stream_options=body.get("stream_options"), temperature=body.get("temperature"),
-            max_tokens=body.get("max_tokens"), body=body, headers=headers,
+            model=body.get("model"),
+            messages=body.get("messages"),
+            stream=body.get("stream"),
+            stream_options=body.get("stream_options"),
+            temperature=body.get("temperature"),
+            max_tokens=body.get("max_tokens"),
+            body=body,
+            headers=headers,
             received_at=time.monotonic(),
         )
         self.state.requests.append(self.record)
@@ -138,24 +147,42 @@ class ChatCompletions(RequestHandler):
         model = str(body.get("model") or "standin")
         key = self.request.headers.get("Authorization", "").removeprefix("Bearer ")
         if model == "error-401" or (self.state.api_key is not None and key != self.state.api_key):
-            return self._error(401, f"Incorrect API key provided: {key}.", "invalid_request_error",
-                               "invalid_api_key")
+            return self._error(
+                401,
+                f"Incorrect API key provided: {key}.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
         if model == "error-404":
-            return self._error(404, f"The model `{model}` does not exist or you do not have "
-                               "access to it.", "invalid_request_error", "model_not_found")
+            return self._error(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
         if model == "error-429":
             self.set_header("Retry-After", str(body.get("standin_retry_after", 30)))
-            return self._error(429, f"Rate limit reached for {model} on requests per min (RPM).",
-                               "requests", "rate_limit_exceeded")
+            return self._error(
+                429,
+                f"Rate limit reached for {model} on requests per min (RPM).",
+                "requests",
+                "rate_limit_exceeded",
+            )
         if model == "error-500" or self._fail_this_time(body):
-            return self._error(500, "The server had an error while processing your request. "
-                               "Sorry about that!", "server_error", None)
+            return self._error(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                None,
+            )
         if not isinstance(body.get("messages"), list) or not body["messages"]:
-            return self._error(400, "'messages' must be a non-empty array.",
-                               "invalid_request_error", None)
+            return self._error(
+                400, "'messages' must be a non-empty array.", "invalid_request_error", None
+            )
         if not body.get("stream"):
-            return self._error(400, "This stand-in only streams: send stream=true.",
-                               "invalid_request_error", None)
+            return self._error(
+                400, "This stand-in only streams: send stream=true.", "invalid_request_error", None
+            )
         await self._stream(body, model)
 
     def _fail_this_time(self, body: dict) -> bool:
@@ -177,8 +204,14 @@ class ChatCompletions(RequestHandler):
 
     async def _stream(self, body: dict, model: str):
         messages = body["messages"]
-        user = next((_text_of(m.get("content")) for m in reversed(messages)
-                     if isinstance(m, dict) and m.get("role") == "user"), "")
+        user = next(
+            (
+                _text_of(m.get("content"))
+                for m in reversed(messages)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
+            "",
+        )
         answer = split_words(user) or [""]
         if body.get("standin_tokens") is not None:
             words = user.split() or ["token"]
@@ -203,11 +236,13 @@ class ChatCompletions(RequestHandler):
         elif model == "standin-reasoning":
             deltas += [{"content": "", "reasoning": p} for p in split_words(REASONING)]
         elif model == "standin-think":
-            deltas += [{"content": p} for p in ["<th", "ink>\n", *split_words(REASONING),
-                                               "\n</thi", "nk>", "\n\n"]]
+            deltas += [
+                {"content": p}
+                for p in ["<th", "ink>\n", *split_words(REASONING), "\n</thi", "nk>", "\n\n"]
+            ]
         finish = "stop"
         if model in ("midstream-error", "cutoff"):
-            answer = answer[:max(1, len(answer) // 2)]
+            answer = answer[: max(1, len(answer) // 2)]
             finish = None
         elif model == "length":
             limit = body.get("max_tokens") or max(1, len(answer) // 2)
@@ -221,30 +256,47 @@ class ChatCompletions(RequestHandler):
             if self.closed.is_set():
                 return
         if model == "midstream-error":
-            await self._send({"error": {"message": "The model crashed while generating.",
-                                        "type": "server_error", "param": None,
-                                        "code": "internal_error"}})
+            await self._send(
+                {
+                    "error": {
+                        "message": "The model crashed while generating.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "internal_error",
+                    }
+                }
+            )
             return self.finish()
         if finish is None:
             return self.finish()  # the body ends cleanly, but nothing says the reply is done
         await self._send(self._chunk({}, finish_reason=finish))
         if include_usage:
-            prompt = sum(len(_text_of(m.get("content")).split()) for m in messages
-                         if isinstance(m, dict))
-            usage = {"prompt_tokens": prompt, "completion_tokens": len(deltas),
-                     "total_tokens": prompt + len(deltas)}
+            prompt = sum(
+                len(_text_of(m.get("content")).split()) for m in messages if isinstance(m, dict)
+            )
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(deltas),
+                "total_tokens": prompt + len(deltas),
+            }
             await self._send(self._chunk(None, usage=usage))
         self.write(b"data: [DONE]\n\n")
         await self.flush()
         self.finish()
 
     def _chunk(self, delta, finish_reason=None, usage=None) -> dict:
-        chunk = {"id": self.chunk_id, "object": "chat.completion.chunk",
-                 "created": int(time.time()), "model": self.served,
-                 "system_fingerprint": "fp_standin", "choices": []}
+        chunk = {
+            "id": self.chunk_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.served,
+            "system_fingerprint": "fp_standin",
+            "choices": [],
+        }
         if delta is not None:
-            chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None,
-                                 "finish_reason": finish_reason}]
+            chunk["choices"] = [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ]
         if self.include_usage:
             chunk["usage"] = usage  # null on every chunk but the last, as OpenAI does
         return chunk
@@ -265,16 +317,25 @@ class ChatCompletions(RequestHandler):
 class Models(RequestHandler):
     def get(self):
         names = ["standin", "standin-reasoning-content", "standin-reasoning", "standin-think"]
-        self.write({"object": "list", "data": [
-            {"id": n, "object": "model", "created": 0, "owned_by": "standin"} for n in names]})
+        self.write(
+            {
+                "object": "list",
+                "data": [
+                    {"id": n, "object": "model", "created": 0, "owned_by": "standin"} for n in names
+                ],
+            }
+        )
 
 
 def make_app(state: _State, quiet: bool = False) -> Application:
     settings = {"log_function": lambda handler: None} if quiet else {}
-    return Application([
-        (r"/v1/chat/completions", ChatCompletions, {"state": state}),
-        (r"/v1/models", Models),
-    ], **settings)
+    return Application(
+        [
+            (r"/v1/chat/completions", ChatCompletions, {"state": state}),
+            (r"/v1/models", Models),
+        ],
+        **settings,
+    )
 
 
 class StandIn:

@@ -27,8 +27,16 @@ from helpers import ChatClient
 # Server extensions that are not ours, switched off in the isolated user config (which ranks
 # above the environment's) so that servers start faster; jupyter_streamchat stays enabled by
 # its own shipped config. Names of extensions that are not installed are ignored.
-OTHER_EXTENSIONS = ("jupyterlab", "notebook", "notebook_shim", "nbclassic", "jupyter_lsp",
-                    "jupyter_server_terminals", "jupyter_server_ydoc", "jupyter_collaboration")
+OTHER_EXTENSIONS = (
+    "jupyterlab",
+    "notebook",
+    "notebook_shim",
+    "nbclassic",
+    "jupyter_lsp",
+    "jupyter_server_terminals",
+    "jupyter_server_ydoc",
+    "jupyter_collaboration",
+)
 
 READY_GUARD = 30.0  # seconds for a server to answer /api/status; a hang guard only
 EXIT_GUARD = 20.0  # seconds for a server to exit after a stop request
@@ -46,8 +54,14 @@ def isolated_env(base: Path, **overrides: Optional[str]) -> dict:
     ``overrides`` set variables; a value of None removes one.
     """
     env = dict(os.environ)
-    for name in ("STREAMCHAT_STORE_URL", "JUPYTER_TOKEN", "JUPYTER_PASSWORD",
-                 "JUPYTER_CONFIG_PATH", "JUPYTER_PATH", "JUPYTER_PREFER_ENV_PATH"):
+    for name in (
+        "STREAMCHAT_STORE_URL",
+        "JUPYTER_TOKEN",
+        "JUPYTER_PASSWORD",
+        "JUPYTER_CONFIG_PATH",
+        "JUPYTER_PATH",
+        "JUPYTER_PREFER_ENV_PATH",
+    ):
         env.pop(name, None)
     dirs = {
         "JUPYTER_CONFIG_DIR": "config",
@@ -77,8 +91,15 @@ def isolated_env(base: Path, **overrides: Optional[str]) -> dict:
 class JupyterServer:
     """``jupyter server`` on 127.0.0.1 and a free port; its log goes to a file."""
 
-    def __init__(self, base: Path, *args: str, env: Optional[dict] = None,
-                 base_url: str = "/", name: str = "server", other_extensions: bool = False):
+    def __init__(
+        self,
+        base: Path,
+        *args: str,
+        env: Optional[dict] = None,
+        base_url: str = "/",
+        name: str = "server",
+        other_extensions: bool = False,
+    ):
         self.base = Path(base)
         self.root = self.base / "root"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -86,17 +107,25 @@ class JupyterServer:
         self.data_dir = Path(self.env["JUPYTER_DATA_DIR"])
         if not other_extensions:
             config = Path(self.env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json"
-            config.write_text(json.dumps(
-                {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
-            ))
+            config.write_text(
+                json.dumps(
+                    {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
+                )
+            )
         self.token = uuid.uuid4().hex
         self.port = free_port()
         self.base_url = base_url
         self.log_path = self.base / f"{name}-{self.port}.log"
         self.args = [
-            "jupyter", "server", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-            f"--port={self.port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
+            "jupyter",
+            "server",
+            "--allow-root",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
             *([f"--ServerApp.base_url={base_url}"] if base_url != "/" else []),
             *args,
         ]
@@ -107,8 +136,12 @@ class JupyterServer:
     def start(self) -> "JupyterServer":
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                self.args, env=self.env, cwd=self.root, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                self.args,
+                env=self.env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         return self
 
@@ -117,7 +150,8 @@ class JupyterServer:
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"jupyter server exited with {self.proc.returncode}:\n{self.log()}")
+                    f"jupyter server exited with {self.proc.returncode}:\n{self.log()}"
+                )
             try:
                 status, _, _ = self.request("GET", "api/status")
                 if status == 200:
@@ -180,9 +214,16 @@ class JupyterServer:
     def auth_headers(self) -> dict:
         return {"Authorization": f"token {self.token}"}
 
-    def request(self, method: str, path: str, token: bool = True, body: Optional[bytes] = None,
-                headers: Optional[dict] = None, timeout: float = 10.0,
-                prefixed: bool = True) -> tuple:
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: bool = True,
+        body: Optional[bytes] = None,
+        headers: Optional[dict] = None,
+        timeout: float = 10.0,
+        prefixed: bool = True,
+    ) -> tuple:
         """One HTTP request, redirects not followed -> (status, headers, body bytes); the
         headers are an ``http.client.HTTPMessage`` (case-insensitive, ``get_all``).
 
@@ -203,12 +244,14 @@ class JupyterServer:
         assert status == 200, (status, body)
         return json.loads(body)
 
-    async def chat(self, token: bool = True, headers: Optional[dict] = None,
-                   path: str = "streamchat/ws") -> ChatClient:
+    async def chat(
+        self, token: bool = True, headers: Optional[dict] = None, path: str = "streamchat/ws"
+    ) -> ChatClient:
         """An (authenticated unless token=False) WebSocket to streamchat/ws."""
         all_headers = dict(self.auth_headers() if token else {})
         all_headers.update(headers or {})
-        request = HTTPRequest(self.ws_url(path), headers=all_headers,
-                              connect_timeout=10, request_timeout=10)
+        request = HTTPRequest(
+            self.ws_url(path), headers=all_headers, connect_timeout=10, request_timeout=10
+        )
         ws = await asyncio.wait_for(websocket_connect(request), 15)
         return ChatClient(ws)

@@ -43,8 +43,12 @@ class _Connection:
         self.first_line: Optional[str] = None
 
     def done(self) -> bool:
-        return (self.sent_eof_upstream and self.sent_eof_client
-                and not self.to_upstream and not self.to_client)
+        return (
+            self.sent_eof_upstream
+            and self.sent_eof_client
+            and not self.to_upstream
+            and not self.to_client
+        )
 
     def matches(self, match: str) -> bool:
         line = self.first_line if self.first_line is not None else self.head.decode("latin-1")
@@ -72,8 +76,7 @@ class TcpProxy:
         self._refusing = False  # down(): new connections are reset at once
         self._selector.register(self._listener, selectors.EVENT_READ, "accept")
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._thread = threading.Thread(target=self._run, name=f"TcpProxy:{self.port}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"TcpProxy:{self.port}", daemon=True)
         self._thread.start()
 
     # -- public API (any thread) -----------------------------------------------------------
@@ -85,9 +88,11 @@ class TcpProxy:
 
     def down(self) -> None:
         """The path is gone: cut every connection and refuse new ones until :meth:`up`."""
+
         def go_down():
             self._refusing = True
             return self._cut("")
+
         self._call(go_down)
 
     def up(self) -> None:
@@ -106,8 +111,9 @@ class TcpProxy:
 
     def request_lines(self) -> list[str]:
         """The first request lines of the live connections (for failure messages)."""
-        return self._call(lambda: [c.first_line or c.head.decode("latin-1")
-                                   for c in self._connections])
+        return self._call(
+            lambda: [c.first_line or c.head.decode("latin-1") for c in self._connections]
+        )
 
     def close(self) -> None:
         """Stop listening, reset every connection and end the thread. Idempotent."""
@@ -246,8 +252,9 @@ class TcpProxy:
         conn.head.extend(data[:FIRST_LINE_LIMIT])
         end = conn.head.find(b"\r\n")
         if end >= 0 or len(conn.head) >= FIRST_LINE_LIMIT:
-            conn.first_line = bytes(conn.head[:end if end >= 0 else FIRST_LINE_LIMIT]).decode(
-                "latin-1")
+            conn.first_line = bytes(conn.head[: end if end >= 0 else FIRST_LINE_LIMIT]).decode(
+                "latin-1"
+            )
             conn.head = bytearray()
             self._history.append(conn.first_line)
 

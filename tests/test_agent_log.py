@@ -12,11 +12,16 @@ PASSWORD = "url-pass-9876543210"
 def jp_server_config():
     return streamchat_config(
         OpenAIAgent={"api_key": KEY, "base_url": "http://127.0.0.1:9/v1", "model": "llama3.2"},
-        StreamChatApp={"agents": {
-            "local": {"class": "openai", "model": "qwen3:8b",
-                      "base_url": f"http://me:{PASSWORD}@models.example:8000/v1",
-                      "api_key": KEY},
-        }},
+        StreamChatApp={
+            "agents": {
+                "local": {
+                    "class": "openai",
+                    "model": "qwen3:8b",
+                    "base_url": f"http://me:{PASSWORD}@models.example:8000/v1",
+                    "api_key": KEY,
+                },
+            }
+        },
     )
 
 

@@ -24,8 +24,10 @@ async def snapshot(rest):
         (b"\x00\x01binary", "bad_json"),
         (json.dumps({"type": "DANCE"}), "unknown_type"),
         (json.dumps({"no": "type"}), "unknown_type"),
-        (json.dumps({"type": "SEND_MESSAGE", **{k: v for k, v in VALID.items() if k != "text"}}),
-         "bad_field"),
+        (
+            json.dumps({"type": "SEND_MESSAGE", **{k: v for k, v in VALID.items() if k != "text"}}),
+            "bad_field",
+        ),
         (json.dumps({"type": "SEND_MESSAGE", **VALID, "text": 42}), "bad_field"),
         (json.dumps({"type": "SEND_MESSAGE", **VALID, "conversationId": ""}), "bad_field"),
         (json.dumps({"type": "SEND_MESSAGE", **VALID, "clientMessageId": ["x"]}), "bad_field"),
@@ -34,10 +36,14 @@ async def snapshot(rest):
         (json.dumps({"type": "RESUME", "messageId": "x"}), "bad_field"),
         (json.dumps({"type": "STOP_GENERATING"}), "bad_field"),
         (json.dumps({"type": "SUBSCRIBE", "conversationId": None}), "bad_field"),
-        (json.dumps({"type": "RESUME", "messageId": "no-such-message", "afterSeq": 0}),
-         "unknown_message"),
-        (json.dumps({"type": "STOP_GENERATING", "messageId": "no-such-message"}),
-         "unknown_message"),
+        (
+            json.dumps({"type": "RESUME", "messageId": "no-such-message", "afterSeq": 0}),
+            "unknown_message",
+        ),
+        (
+            json.dumps({"type": "STOP_GENERATING", "messageId": "no-such-message"}),
+            "unknown_message",
+        ),
         (json.dumps({"type": "SEND_MESSAGE", **VALID, "agentId": "nobody"}), "unknown_agent"),
     ],
 )
@@ -109,18 +115,55 @@ def _cursor(value) -> str:
 
 DEEP = "[" * 5000 + "]" * 5000
 BAD_QUERIES = {
-    "limit": ["\u0661\u0662", "%D9%A1%D9%A2", "%C2%B2", "\u00b2", "12.0", "-1", "0", "501", "",
-              "+5", "%205", "1e3", "0x10", "9" * 5000, "%ED%A0%80", "%FF", "%C0%AF", "%00",
-              "\uff15"],
-    "after": ["nonsense", "WzEsMl0", _cursor('[1e999, "c"]'), _cursor('[NaN, "c"]'),
-              _cursor('[%d, "c"]' % 2**70), _cursor('[1, "\\ud800"]'), _cursor('[1, ""]'),
-              _cursor('[true, "c"]'), _cursor('{"a": 1}'), _cursor(DEEP),
-              _cursor('[1, ' + DEEP + ']'), "A" * 5000, "W!zEsMl0", "%ED%A0%80", "%FF",
-              _cursor('[1, "c"]') + "%00", "\u0661" * 8],
+    "limit": [
+        "\u0661\u0662",
+        "%D9%A1%D9%A2",
+        "%C2%B2",
+        "\u00b2",
+        "12.0",
+        "-1",
+        "0",
+        "501",
+        "",
+        "+5",
+        "%205",
+        "1e3",
+        "0x10",
+        "9" * 5000,
+        "%ED%A0%80",
+        "%FF",
+        "%C0%AF",
+        "%00",
+        "\uff15",
+    ],
+    "after": [
+        "nonsense",
+        "WzEsMl0",
+        _cursor('[1e999, "c"]'),
+        _cursor('[NaN, "c"]'),
+        _cursor('[%d, "c"]' % 2**70),
+        _cursor('[1, "\\ud800"]'),
+        _cursor('[1, ""]'),
+        _cursor('[true, "c"]'),
+        _cursor('{"a": 1}'),
+        _cursor(DEEP),
+        _cursor("[1, " + DEEP + "]"),
+        "A" * 5000,
+        "W!zEsMl0",
+        "%ED%A0%80",
+        "%FF",
+        _cursor('[1, "c"]') + "%00",
+        "\u0661" * 8,
+    ],
     "q": ["x" * 201, "%ED%A0%80", "%FF", "a%ED%B0%80b", "%F4%90%80%80"],
 }
-REPEATED = ["limit=5&limit=6", "limit=5&limit=5", "after=" + _cursor('[1, "c"]') + "&after=x",
-            "q=a&q=b", "q=ab&limit=3&q=ab"]
+REPEATED = [
+    "limit=5&limit=6",
+    "limit=5&limit=5",
+    "after=" + _cursor('[1, "c"]') + "&after=x",
+    "q=a&q=b",
+    "q=ab&limit=3&q=ab",
+]
 
 
 @pytest.fixture
@@ -133,8 +176,13 @@ def raw(jp_serverapp, http_server_client, jp_http_port, jp_base_url):
 
     async def fetch(method, path, body=None):
         url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api/{path}"
-        request = HTTPRequest(url, method=method, body=body, allow_nonstandard_methods=True,
-                              headers={"Authorization": f"token {token}"})
+        request = HTTPRequest(
+            url,
+            method=method,
+            body=body,
+            allow_nonstandard_methods=True,
+            headers={"Authorization": f"token {token}"},
+        )
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
         return response.code, json.loads(response.body) if response.body else None
 
@@ -177,8 +225,9 @@ async def test_repeated_parameters_are_400(raw):
 BAD_IDS = ["%ED%A0%80", "a%ED%BF%BFb", "%FF", "%C0%AF", "%E2%82", "x" * 201]
 
 
-@pytest.mark.parametrize("method, suffix", [("GET", ""), ("PATCH", ""), ("DELETE", ""),
-                                            ("GET", "/export")])
+@pytest.mark.parametrize(
+    "method, suffix", [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("GET", "/export")]
+)
 async def test_bad_conversation_ids_in_the_path_are_400(raw, method, suffix):
     body = json.dumps({"title": "x"}) if method == "PATCH" else None
     for bad in BAD_IDS:
@@ -190,12 +239,27 @@ async def test_bad_conversation_ids_in_the_path_are_400(raw, method, suffix):
 
 
 BAD_BODIES = [
-    b"not json", b"", b"null", b"[]", b'"title"', b"{}", b'{"title": 5}', b'{"title": null}',
-    b'{"title": ["a"]}', b'{"title": {"deep": ' + DEEP.encode() + b"}}",
-    DEEP.encode(), b"[" * 200000, b'{"title": "\\ud800"}', b'{"title": "ok\\udfff"}',
-    b'{"title": "\xff\xfe"}', b'{"title": "\xed\xa0\x80"}', b'{"title": NaN}',
-    b'{"title": "' + b"x" * 201 + b'"}', b'{"title": "' + "\u00e9".encode() * 201 + b'"}',
-    b"\x00" * 100, b'{"title": "a"} trailing',
+    b"not json",
+    b"",
+    b"null",
+    b"[]",
+    b'"title"',
+    b"{}",
+    b'{"title": 5}',
+    b'{"title": null}',
+    b'{"title": ["a"]}',
+    b'{"title": {"deep": ' + DEEP.encode() + b"}}",
+    DEEP.encode(),
+    b"[" * 200000,
+    b'{"title": "\\ud800"}',
+    b'{"title": "ok\\udfff"}',
+    b'{"title": "\xff\xfe"}',
+    b'{"title": "\xed\xa0\x80"}',
+    b'{"title": NaN}',
+    b'{"title": "' + b"x" * 201 + b'"}',
+    b'{"title": "' + "\u00e9".encode() * 201 + b'"}',
+    b"\x00" * 100,
+    b'{"title": "a"} trailing',
 ]
 
 
@@ -212,8 +276,9 @@ async def test_bad_rename_bodies_are_400_and_change_nothing(chat, rest, raw):
     assert await snapshot(rest) == before
     # Odd but valid Unicode is a title like any other.
     title = "\U0001f600 \u0661\u0662 \ufeff \uffff \x7f"
-    status, answer = await raw("PATCH", f"conversations/{conversation}",
-                               json.dumps({"title": title}))
+    status, answer = await raw(
+        "PATCH", f"conversations/{conversation}", json.dumps({"title": title})
+    )
     assert status == 200 and answer["title"] == " ".join(title.split()), answer
 
 
@@ -226,9 +291,15 @@ def _only_subscriber(streamchat_app):
 
 
 def _socket_state(subscriber, fanout) -> tuple:
-    return (len(subscriber.sent), len(subscriber.replies), len(subscriber.conversations),
-            len(subscriber.lagging), len(subscriber._held), len(fanout._replies),
-            len(fanout._conversations))
+    return (
+        len(subscriber.sent),
+        len(subscriber.replies),
+        len(subscriber.conversations),
+        len(subscriber.lagging),
+        len(subscriber._held),
+        len(fanout._replies),
+        len(fanout._conversations),
+    )
 
 
 async def test_requests_about_made_up_ids_leave_no_state_on_the_socket(chat, streamchat_app):
@@ -244,8 +315,9 @@ async def test_requests_about_made_up_ids_leave_no_state_on_the_socket(chat, str
         if i % 10 == 0:
             await client.send("STOP_GENERATING", messageId=f"ghost-stop-{i}")
         elif i % 10 == 1:
-            await client.send("LOAD_HISTORY", conversationId=f"ghost-c-{i}",
-                              beforeMessageId=f"ghost-m-{i}")
+            await client.send(
+                "LOAD_HISTORY", conversationId=f"ghost-c-{i}", beforeMessageId=f"ghost-m-{i}"
+            )
         else:
             await client.send("RESUME", messageId=f"ghost-{i}-" + "x" * 150, afterSeq=i)
     codes = set()

@@ -50,8 +50,11 @@ async def converse(client, text, conversation) -> None:
 
 
 async def listed(rest, conversation) -> dict:
-    return next(c for c in (await rest("conversations"))["conversations"]
-                if c["conversationId"] == conversation)
+    return next(
+        c
+        for c in (await rest("conversations"))["conversations"]
+        if c["conversationId"] == conversation
+    )
 
 
 async def test_a_watcher_follows_every_change(chat, rest, jp_fetch):
@@ -67,7 +70,10 @@ async def test_a_watcher_follows_every_change(chat, rest, jp_fetch):
     assert created["conversationId"] == conversation
     entry = created["conversation"]
     assert (entry["conversationId"], entry["messageCount"], entry["streaming"]) == (
-        conversation, 2, True)
+        conversation,
+        2,
+        True,
+    )
     assert entry["title"] == LONG[:80].strip() and entry["agentId"] == "echo"
     await sending
     ended = await list_frame(watcher)
@@ -77,21 +83,30 @@ async def test_a_watcher_follows_every_change(chat, rest, jp_fetch):
     sending = asyncio.ensure_future(converse(other, LONG, conversation))
     started = await list_frame(watcher)
     assert (started["conversation"]["messageCount"], started["conversation"]["streaming"]) == (
-        4, True)
+        4,
+        True,
+    )
     await sending
     ended = await list_frame(watcher)
-    assert (ended["conversation"]["messageCount"], ended["conversation"]["streaming"]) == (
-        4, False)
+    assert (ended["conversation"]["messageCount"], ended["conversation"]["streaming"]) == (4, False)
 
-    await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
-                   body=json.dumps({"title": "Renamed elsewhere"}))
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        conversation,
+        method="PATCH",
+        body=json.dumps({"title": "Renamed elsewhere"}),
+    )
     renamed = await list_frame(watcher)
     assert renamed["conversation"]["title"] == "Renamed elsewhere"
     assert renamed["conversation"] == await listed(rest, conversation)
 
     await jp_fetch("streamchat", "api", "conversations", conversation, method="DELETE")
-    assert await list_frame(watcher) == {"type": "CONVERSATION_DELETED",
-                                         "conversationId": conversation}
+    assert await list_frame(watcher) == {
+        "type": "CONVERSATION_DELETED",
+        "conversationId": conversation,
+    }
     await watcher.no_frame(0.3)
     await other.no_frame(0.3)  # the socket that made the changes but does not watch: nothing
 
@@ -125,8 +140,14 @@ async def test_unwatch_stops_the_frames(chat, jp_fetch):
     await watcher.send("UNWATCH_CONVERSATIONS")
     await in_effect(watcher)
     await converse(other, "hello again", new_id("c-"))
-    await jp_fetch("streamchat", "api", "conversations", first, method="PATCH",
-                   body=json.dumps({"title": "unseen"}))
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        first,
+        method="PATCH",
+        body=json.dumps({"title": "unseen"}),
+    )
     await jp_fetch("streamchat", "api", "conversations", first, method="DELETE")
     await watcher.no_frame(0.5)
 
@@ -163,8 +184,11 @@ async def test_malformed_watch_frames(chat):
     await converse(other, "not watched yet", new_id("c-"))
     await client.no_frame(0.3)
 
-    await client.send_raw(json.dumps({"type": "WATCH_CONVERSATIONS", "junk": [1, {"x": None}],
-                                      "conversationId": "ignored"}))
+    await client.send_raw(
+        json.dumps(
+            {"type": "WATCH_CONVERSATIONS", "junk": [1, {"x": None}], "conversationId": "ignored"}
+        )
+    )
     await in_effect(client)
     conversation = new_id("c-")
     await converse(other, "watched now", conversation)

@@ -20,8 +20,9 @@ def test_demo_reply_has_one_python_block():
 
 def test_demo_code_block_runs_in_this_environment(tmp_path):
     (code,) = BLOCKS
-    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"mean \d+\.\d tokens/s, best \d+\.\d tokens/s\n", done.stdout)
 
@@ -34,6 +35,9 @@ def test_demo_code_imports_only_the_standard_library_or_dependencies():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    dependencies = {re.split(r"[ <>=!;\[]", r, 1)[0].lower().replace("-", "_")
-                    for r in requires("jupyter-streamchat") if "extra ==" not in r}
+    dependencies = {
+        re.split(r"[ <>=!;\[]", r, 1)[0].lower().replace("-", "_")
+        for r in requires("jupyter-streamchat")
+        if "extra ==" not in r
+    }
     assert imported and imported <= set(sys.stdlib_module_names) | dependencies, imported

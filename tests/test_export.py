@@ -20,8 +20,10 @@ async def export(jp_fetch, conversation):
 def times(streamchat_app, conversation) -> list:
     """When each message of the conversation was written, as the export shows it."""
     with sqlite3.connect(streamchat_app.store.path) as db:
-        rows = db.execute("SELECT created_at FROM messages WHERE conversation_id = ? "
-                          "ORDER BY pos", (conversation,)).fetchall()
+        rows = db.execute(
+            "SELECT created_at FROM messages WHERE conversation_id = ? ORDER BY pos",
+            (conversation,),
+        ).fetchall()
     return [local(t) for (t,) in rows]
 
 
@@ -32,8 +34,10 @@ def local(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M ") + offset[:3] + ":" + offset[3:]
 
 
-HEADER = ("*Each message with its author and time (the server's local time, with its offset from "
-          "UTC). Thinking is not included. Token usage is not included.*\n")
+HEADER = (
+    "*Each message with its author and time (the server's local time, with its offset from "
+    "UTC). Thinking is not included. Token usage is not included.*\n"
+)
 
 
 async def stopped_reply(client, text, conversation):
@@ -54,8 +58,14 @@ async def test_export_is_the_conversation_in_markdown(chat, rest, jp_fetch, stre
     long_text = " ".join(f"word{i}" for i in range(200))
     frames = await stopped_reply(client, long_text, conversation)
     assert frames[-1]["status"] == "stopped"
-    await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
-                   body=json.dumps({"title": "Code review: naïve ✓"}))
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        conversation,
+        method="PATCH",
+        body=json.dumps({"title": "Code review: naïve ✓"}),
+    )
     stopped = (await rest("conversations", conversation))["messages"][3]["text"]
     assert stopped and long_text.startswith(stopped) and stopped != long_text
 
@@ -64,12 +74,11 @@ async def test_export_is_the_conversation_in_markdown(chat, rest, jp_fetch, stre
     assert response.headers["Content-Type"] == "text/markdown; charset=utf-8"
     assert response.headers["Content-Disposition"] == (
         'attachment; filename="Code review_ naive.md"; '
-        "filename*=UTF-8''" + quote("Code review_ naïve ✓.md", safe=""))
+        "filename*=UTF-8''" + quote("Code review_ naïve ✓.md", safe="")
+    )
     assert response.body.decode("utf-8") == (
         "# Code review: naïve ✓\n"
-        "\n"
-        + HEADER +
-        "\n"
+        "\n" + HEADER + "\n"
         f"## You ({asked})\n"
         "\n"
         "Show me code:\n```python\nprint('*hi*')\n```\nThanks\n"
@@ -101,8 +110,14 @@ async def test_a_code_block_cut_short_is_closed(chat, rest, jp_fetch):
     assert stopped.startswith("~~~~\nx") and not stopped.endswith("~~~~")
     body = (await export(jp_fetch, conversation)).body.decode("utf-8")
     assert body.endswith(f"\n\n{stopped}\n~~~~\n\n*Stopped before the end.*\n")
-    await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
-                   body=json.dumps({"title": "Plain/simple"}))
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        conversation,
+        method="PATCH",
+        body=json.dumps({"title": "Plain/simple"}),
+    )
     response = await export(jp_fetch, conversation)  # an ASCII title needs no filename*
     assert response.headers["Content-Disposition"] == 'attachment; filename="Plain_simple.md"'
 
@@ -115,21 +130,30 @@ import time  # noqa: E402
 async def test_a_messages_own_headings_sit_below_the_message_headings(chat, jp_fetch):
     client = await chat()
     conversation = new_id("c-")
-    text = ("# Plan\n## Steps\nSetext title\n===\n\n- item\n---\n"
-            "```markdown\n# not a heading: code\n```\n##### five\n###### six\n#hashtag\n")
+    text = (
+        "# Plan\n## Steps\nSetext title\n===\n\n- item\n---\n"
+        "```markdown\n# not a heading: code\n```\n##### five\n###### six\n#hashtag\n"
+    )
     await client.send_message(text, conversation=conversation)  # echo: the reply is the same
     accepted = await client.expect("MESSAGE_ACCEPTED")
     await client.chunks_until_complete(accepted["messageId"])
     body = (await export(jp_fetch, conversation)).body.decode("utf-8")
-    nested = ("### Plan\n#### Steps\n### Setext title\n\n- item\n---\n"
-              "```markdown\n# not a heading: code\n```\n###### five\n###### six\n#hashtag\n")
+    nested = (
+        "### Plan\n#### Steps\n### Setext title\n\n- item\n---\n"
+        "```markdown\n# not a heading: code\n```\n###### five\n###### six\n#hashtag\n"
+    )
     assert body.count(nested) == 2  # the user's message and the echo
-    headings = [line for line in body.splitlines() if re.match(r"#{1,2} ", line)
-                and line != "# not a heading: code"]  # (in a code block, twice)
+    headings = [
+        line
+        for line in body.splitlines()
+        if re.match(r"#{1,2} ", line) and line != "# not a heading: code"
+    ]  # (in a code block, twice)
     assert len(headings) == 3  # the title and the two messages' headings, nothing else
     assert headings[0].startswith("# ")
-    assert all(re.fullmatch(r"## (You|echo) \(\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d\)", h)
-               for h in headings[1:]), headings
+    assert all(
+        re.fullmatch(r"## (You|echo) \(\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d\)", h)
+        for h in headings[1:]
+    ), headings
 
 
 @pytest.fixture
@@ -161,8 +185,9 @@ async def test_times_are_the_servers_local_time_with_its_offset(chat, jp_fetch, 
     assert "their offset from UTC" in body or "its offset from UTC" in body
 
 
-async def test_thinking_is_included_on_request_and_said_either_way(chat, rest, jp_fetch,
-                                                                   streamchat_app):
+async def test_thinking_is_included_on_request_and_said_either_way(
+    chat, rest, jp_fetch, streamchat_app
+):
     think = streamchat_app.agent_instances["think"]
     think.delay, think.thoughts = 0, 5
     client = await chat()
@@ -177,32 +202,40 @@ async def test_thinking_is_included_on_request_and_said_either_way(chat, rest, j
     assert "thought000" not in without and "<details>" not in without
     assert "Answer: Why?" in without
 
-    response = await jp_fetch("streamchat", "api", "conversations", conversation, "export",
-                              params={"thinking": "1"})
+    response = await jp_fetch(
+        "streamchat", "api", "conversations", conversation, "export", params={"thinking": "1"}
+    )
     with_thinking = response.body.decode("utf-8")
     assert "Each reply's thinking comes before its text" in with_thinking.splitlines()[2]
     assert "Thinking is not included" not in with_thinking
-    assert (f"\n<details>\n<summary>Thinking</summary>\n\n{thoughts}\n\n</details>\n\n"
-            "Answer: Why?\n") in with_thinking
+    assert (
+        f"\n<details>\n<summary>Thinking</summary>\n\n{thoughts}\n\n</details>\n\nAnswer: Why?\n"
+    ) in with_thinking
     assert with_thinking.count("<details>") == 1  # the user's message has no thinking
-    explicit = await jp_fetch("streamchat", "api", "conversations", conversation, "export",
-                              params={"thinking": "0"})
+    explicit = await jp_fetch(
+        "streamchat", "api", "conversations", conversation, "export", params={"thinking": "0"}
+    )
     assert explicit.body.decode("utf-8") == without
 
 
-@pytest.mark.parametrize("query", ["thinking=2", "thinking=yes", "thinking=", "thinking=true",
-                                   "thinking=1&thinking=1"])
-async def test_a_thinking_other_than_0_or_1_is_a_400(chat, jp_serverapp, http_server_client,
-                                                     jp_http_port, jp_base_url, query):
+@pytest.mark.parametrize(
+    "query", ["thinking=2", "thinking=yes", "thinking=", "thinking=true", "thinking=1&thinking=1"]
+)
+async def test_a_thinking_other_than_0_or_1_is_a_400(
+    chat, jp_serverapp, http_server_client, jp_http_port, jp_base_url, query
+):
     client = await chat()
     conversation = new_id("c-")
     await client.send_message("hi", conversation=conversation)
     await client.expect("MESSAGE_ACCEPTED")
-    url = (f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api/conversations/"
-           f"{conversation}/export?{query}")
+    url = (
+        f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api/conversations/"
+        f"{conversation}/export?{query}"
+    )
     token = jp_serverapp.identity_provider.token
     response = await AsyncHTTPClient().fetch(
-        HTTPRequest(url, headers={"Authorization": f"token {token}"}), raise_error=False)
+        HTTPRequest(url, headers={"Authorization": f"token {token}"}), raise_error=False
+    )
     assert response.code == 400
     assert "thinking" in json.loads(response.body)["message"]
 
@@ -255,14 +288,68 @@ def parse_content_disposition(header: str) -> tuple:
     return kind.group(0).lower(), params
 
 
-HOSTILE = ['"', "\\", ";", "/", "＂", "／", "＼", "；", "\r", "\n", "\r\n", "\x00", "\t",
-           "\u202e", "\u202d", "\u2066", "\u200b", "\u2028", "\ufeff", "%", "%22", "'", "=",
-           "*", "filename=", "filename*=UTF-8''x", " ", ".", "..", "../", "..\\", "：", "｜",
-           "＊", "？", "＜", "＞", "ﬁ", "™", "ß", "é", "e\u0301", "ℌ", "①", "⁄", "∕", "\u2215",
-           "\uff0e\uff0e\uff0f", "CON", "nul", "a" * 50, "日本語", "🙂", "\U0001f1fa\U0001f1f8"]
-titles = st.lists(st.one_of(st.sampled_from(HOSTILE),
-                            st.text(st.characters(exclude_categories=("Cs",)), max_size=8)),
-                  max_size=30).map("".join)
+HOSTILE = [
+    '"',
+    "\\",
+    ";",
+    "/",
+    "＂",
+    "／",
+    "＼",
+    "；",
+    "\r",
+    "\n",
+    "\r\n",
+    "\x00",
+    "\t",
+    "\u202e",
+    "\u202d",
+    "\u2066",
+    "\u200b",
+    "\u2028",
+    "\ufeff",
+    "%",
+    "%22",
+    "'",
+    "=",
+    "*",
+    "filename=",
+    "filename*=UTF-8''x",
+    " ",
+    ".",
+    "..",
+    "../",
+    "..\\",
+    "：",
+    "｜",
+    "＊",
+    "？",
+    "＜",
+    "＞",
+    "ﬁ",
+    "™",
+    "ß",
+    "é",
+    "e\u0301",
+    "ℌ",
+    "①",
+    "⁄",
+    "∕",
+    "\u2215",
+    "\uff0e\uff0e\uff0f",
+    "CON",
+    "nul",
+    "a" * 50,
+    "日本語",
+    "🙂",
+    "\U0001f1fa\U0001f1f8",
+]
+titles = st.lists(
+    st.one_of(
+        st.sampled_from(HOSTILE), st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+    ),
+    max_size=30,
+).map("".join)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
@@ -276,8 +363,11 @@ def test_no_title_breaks_out_of_content_disposition(title):
     assert _SAFE_FILENAME.fullmatch(ascii_name), header
     assert not set(unicodedata.normalize("NFKC", ascii_name)) & set('/\\";:%'), header
     name = ex._file_name(title) or "conversation"
-    real = unquote(params["filename*"].split("'", 2)[2], errors="strict") \
-        if "filename*" in params else ascii_name
+    real = (
+        unquote(params["filename*"].split("'", 2)[2], errors="strict")
+        if "filename*" in params
+        else ascii_name
+    )
     assert real == (name if "filename*" in params else ascii_name[:-3]) + ".md"
     assert params["filename*"].lower().startswith("utf-8''") if "filename*" in params else True
     for form in ("NFC", "NFD", "NFKC", "NFKD"):  # whatever a client normalises it to
@@ -292,8 +382,9 @@ def test_no_title_breaks_out_of_content_disposition(title):
     parsed = message["Content-Disposition"]
     assert parsed.content_disposition == "attachment"
     # (To RFC 2231, filename and filename* are one parameter said twice: its one complaint.)
-    assert all("duplicate parameter" in str(d) and "filename*" in params
-               for d in parsed.defects), parsed.defects
+    assert all("duplicate parameter" in str(d) and "filename*" in params for d in parsed.defects), (
+        parsed.defects
+    )
     if "filename*" in params:
         charset, _language, encoded = email.utils.decode_rfc2231(params["filename*"])
         assert unquote(encoded, encoding=charset, errors="strict") == real
@@ -304,9 +395,15 @@ async def test_a_hostile_title_through_the_server(chat, jp_fetch):
     conversation = new_id("c-")
     await client.send_message("hi", conversation=conversation)
     await client.chunks_until_complete((await client.expect("MESSAGE_ACCEPTED"))["messageId"])
-    title = '＂; filename=／etc／passwd；x\u202egpj.md ..\\..\\ naïve'
-    await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
-                   body=json.dumps({"title": title}))
+    title = "＂; filename=／etc／passwd；x\u202egpj.md ..\\..\\ naïve"
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        conversation,
+        method="PATCH",
+        body=json.dumps({"title": title}),
+    )
     header = (await export(jp_fetch, conversation)).headers["Content-Disposition"]
     kind, params = parse_content_disposition(header)
     assert params == {
@@ -333,8 +430,14 @@ def reference_closed_fences(text: str) -> str:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["```", "~~~", "````", "   ", "    ", "`", "~", "a", " b",
-                                 "python", "\n", "\r\n"]), max_size=40).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            ["```", "~~~", "````", "   ", "    ", "`", "~", "a", " b", "python", "\n", "\r\n"]
+        ),
+        max_size=40,
+    ).map("".join)
+)
 def test_fences_are_closed_as_before_in_pieces(text):
     assert ex._closed_fences(text) == reference_closed_fences(text)
 
@@ -342,12 +445,27 @@ def test_fences_are_closed_as_before_in_pieces(text):
 def test_a_huge_conversation_is_made_in_small_pieces():
     lines = "\n".join(f"line {i} " + "x" * (i % 300) for i in range(40_000))
     one_line = "y" * 3_000_000  # a reply of one line of 3 MB
-    messages = [SimpleNamespace(role="user", agent_id="echo", created_at=0, text="go",
-                                status="complete", error=None),
-                SimpleNamespace(role="assistant", agent_id="echo", created_at=0,
-                                text=f"```\n{lines}", status="stopped", error=None),
-                SimpleNamespace(role="assistant", agent_id="echo", created_at=0,
-                                text=one_line, status="complete", error=None)]
+    messages = [
+        SimpleNamespace(
+            role="user", agent_id="echo", created_at=0, text="go", status="complete", error=None
+        ),
+        SimpleNamespace(
+            role="assistant",
+            agent_id="echo",
+            created_at=0,
+            text=f"```\n{lines}",
+            status="stopped",
+            error=None,
+        ),
+        SimpleNamespace(
+            role="assistant",
+            agent_id="echo",
+            created_at=0,
+            text=one_line,
+            status="complete",
+            error=None,
+        ),
+    ]
     conversation = SimpleNamespace(title="Big")
     pieces = list(ex.markdown_pieces(conversation, messages))
     assert max(map(len, pieces)) <= ex.PIECE_CHARS
@@ -358,8 +476,28 @@ def test_a_huge_conversation_is_made_in_small_pieces():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["# ", "## ", "###### ", "#", "   # ", "    # ", "```", "~~~",
-                                 "a", " b", "\n", "\n\n", "x" * 9]), max_size=40).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "# ",
+                "## ",
+                "###### ",
+                "#",
+                "   # ",
+                "    # ",
+                "```",
+                "~~~",
+                "a",
+                " b",
+                "\n",
+                "\n\n",
+                "x" * 9,
+            ]
+        ),
+        max_size=40,
+    ).map("".join)
+)
 def test_headings_are_moved_the_same_in_small_pieces(text):
     """A piece may end anywhere, even inside a heading's marks: the document is the same."""
     whole = ex._closed_fences(text)

@@ -33,8 +33,9 @@ def jp_server_config():
 
 async def snapshot(rest, skip=()):
     """Every stored conversation (but ``skip``) with its messages: what a refusal must not change."""
-    listing = [c for c in (await rest("conversations"))["conversations"]
-               if c["conversationId"] not in skip]
+    listing = [
+        c for c in (await rest("conversations"))["conversations"] if c["conversationId"] not in skip
+    ]
     return listing, [await rest("conversations", c["conversationId"]) for c in listing]
 
 
@@ -74,14 +75,17 @@ async def test_unstorable_request_harms_no_other_reply(chat, rest):
     for client, text in zip(clients, texts):
         await client.send_message(text)
         mids.append((await client.expect("MESSAGE_ACCEPTED"))["messageId"])
-    readers = [asyncio.ensure_future(c.chunks_until_complete(m, timeout=60))
-               for c, m in zip(clients, mids)]
+    readers = [
+        asyncio.ensure_future(c.chunks_until_complete(m, timeout=60)) for c, m in zip(clients, mids)
+    ]
 
     bad = await chat()
     codes = []
     for _ in range(200):  # bounded: keep sending while the two replies stream
-        await bad.send_raw('{"type":"SEND_MESSAGE","conversationId":"c-ok","agentId":"echo",'
-                           '"text":"broken \\ud800 text","clientMessageId":"%s"}' % new_id("m-"))
+        await bad.send_raw(
+            '{"type":"SEND_MESSAGE","conversationId":"c-ok","agentId":"echo",'
+            '"text":"broken \\ud800 text","clientMessageId":"%s"}' % new_id("m-")
+        )
         codes.append((await bad.expect("ERROR"))["code"])
         if all(r.done() for r in readers):
             break
@@ -107,13 +111,17 @@ async def test_send_racing_delete_is_refused_or_kept_whole(chat, rest, jp_fetch)
         client_id = new_id("m-")
 
         async def send():
-            await client.send("SEND_MESSAGE", conversationId=conversation, agentId="echo",
-                              text="sent during the delete", clientMessageId=client_id)
+            await client.send(
+                "SEND_MESSAGE",
+                conversationId=conversation,
+                agentId="echo",
+                text="sent during the delete",
+                clientMessageId=client_id,
+            )
 
         async def delete(delay=delays[round_ % len(delays)]):
             await asyncio.sleep(delay)
-            return (await fetch_status(jp_fetch, "conversations", conversation,
-                                       method="DELETE"))[0]
+            return (await fetch_status(jp_fetch, "conversations", conversation, method="DELETE"))[0]
 
         _, deleted = await asyncio.gather(send(), delete())
         assert deleted == 204, deleted
@@ -161,8 +169,13 @@ class TestWithSlowEcho:
     async def test_client_message_id_is_scoped_to_its_conversation(self, chat, rest):
         client = await chat()
         first, first_frames = await exchange(client, "alpha", "c-scope-1")
-        await client.send("SEND_MESSAGE", conversationId="c-scope-2", agentId="echo",
-                          text="beta", clientMessageId=first["clientMessageId"])
+        await client.send(
+            "SEND_MESSAGE",
+            conversationId="c-scope-2",
+            agentId="echo",
+            text="beta",
+            clientMessageId=first["clientMessageId"],
+        )
         second = await client.expect("MESSAGE_ACCEPTED")
         assert second["conversationId"] == "c-scope-2", second
         assert second["messageId"] != first["messageId"]
@@ -172,10 +185,17 @@ class TestWithSlowEcho:
         for conversation, text in (("c-scope-1", "alpha"), ("c-scope-2", "beta")):
             stored = await rest("conversations", conversation)
             assert [(m["role"], m["text"]) for m in stored["messages"]] == [
-                ("user", text), ("assistant", text)]
+                ("user", text),
+                ("assistant", text),
+            ]
         # Within one conversation it still makes a re-send idempotent.
-        await client.send("SEND_MESSAGE", conversationId="c-scope-1", agentId="echo",
-                          text="alpha", clientMessageId=first["clientMessageId"])
+        await client.send(
+            "SEND_MESSAGE",
+            conversationId="c-scope-1",
+            agentId="echo",
+            text="alpha",
+            clientMessageId=first["clientMessageId"],
+        )
         again = await client.expect("MESSAGE_ACCEPTED")
         assert again["messageId"] == first["messageId"]
         assert await client.chunks_until_complete(first["messageId"]) == first_frames
@@ -220,10 +240,20 @@ async def test_client_that_never_reads_is_cut_off_and_harms_nobody(
     for i in range(2):  # a conversation of about 3 MiB
         await exchange(builder, f"{i} " + block * 800, big)
 
-    stuck = await in_thread(lambda: WireClient(
-        "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header, rcvbuf=4096))
-    big_message = json.dumps({"type": "SEND_MESSAGE", "conversationId": new_id("c-"),
-                              "agentId": "echo", "text": block * 800, "clientMessageId": "m-big"})
+    stuck = await in_thread(
+        lambda: WireClient(
+            "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header, rcvbuf=4096
+        )
+    )
+    big_message = json.dumps(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": new_id("c-"),
+            "agentId": "echo",
+            "text": block * 800,
+            "clientMessageId": "m-big",
+        }
+    )
 
     def spam():
         """-> rounds sent before the server closed the connection (all of them if it never did)."""
@@ -301,8 +331,9 @@ def shows_end(frame: dict, message_id: str) -> bool:
     if frame["type"] == "MESSAGE_CHUNK":
         return frame["messageId"] == message_id and frame["isComplete"]
     if frame["type"] == "HISTORY":
-        return any(m["messageId"] == message_id and m["status"] != "streaming"
-                   for m in frame["messages"])
+        return any(
+            m["messageId"] == message_id and m["status"] != "streaming" for m in frame["messages"]
+        )
     return False
 
 
@@ -352,8 +383,11 @@ async def test_subscribe_after_lagging_sees_history_then_the_rest(
     """A client falls behind on a flood (its live frames dropped, caught up from the store),
     catches up, then SUBSCRIBEs to a conversation whose reply streams fast."""
     flooded = new_id("c-flood-")
-    lagger = await in_thread(lambda: WireClient(
-        "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header, rcvbuf=4096))
+    lagger = await in_thread(
+        lambda: WireClient(
+            "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header, rcvbuf=4096
+        )
+    )
     lagger.send({"type": "SUBSCRIBE", "conversationId": flooded})
     # Its (empty) HISTORY is read, so the flood below surely comes after the SUBSCRIBE.
     first = await in_thread(lagger.recv)
@@ -431,9 +465,23 @@ MALFORMED = [
     (frame("LOAD_HISTORIES", conversationId="c"), "unknown_type"),
     (frame("subscribe", conversationId="c"), "unknown_type"),
     # afterSeq out of range or not an integer
-    *[(frame("RESUME", f'"messageId": "x", "afterSeq": {value}'), "bad_field")
-      for value in ("1e400", str(2**70), str(2**53), "1.0", "-1", "true", "false", "null",
-                    '"3"', "[]", "{}", "-0.5")],
+    *[
+        (frame("RESUME", f'"messageId": "x", "afterSeq": {value}'), "bad_field")
+        for value in (
+            "1e400",
+            str(2**70),
+            str(2**53),
+            "1.0",
+            "-1",
+            "true",
+            "false",
+            "null",
+            '"3"',
+            "[]",
+            "{}",
+            "-0.5",
+        )
+    ],
     # wrong JSON types elsewhere
     (frame("SEND_MESSAGE", **{**SEND, "text": ["hi"]}), "bad_field"),
     (frame("SEND_MESSAGE", **{**SEND, "agentId": 7}), "bad_field"),
@@ -442,25 +490,41 @@ MALFORMED = [
     (frame("LOAD_HISTORY", conversationId=None, beforeMessageId="m"), "bad_field"),
     (frame("SUBSCRIBE", conversationId="x" * 201), "bad_field"),
     # strings that are not Unicode (lone or reversed surrogates), as JSON escapes
-    *[(frame(kind, raw), "bad_field") for kind, raw in [
-        ("SEND_MESSAGE", '"conversationId": "c-\\ud800", "agentId": "echo", "text": "hi", '
-                         '"clientMessageId": "m-1"'),
-        ("SEND_MESSAGE", '"conversationId": "c", "agentId": "ec\\udc00ho", "text": "hi", '
-                         '"clientMessageId": "m-2"'),
-        ("SEND_MESSAGE", '"conversationId": "c", "agentId": "echo", "text": "\\ude00\\ud83d", '
-                         '"clientMessageId": "m-3"'),
-        ("SEND_MESSAGE", '"conversationId": "c", "agentId": "echo", "text": "hi", '
-                         '"clientMessageId": "\\udbff"'),
-        ("STOP_GENERATING", '"messageId": "\\ud800"'),
-        ("RESUME", '"messageId": "m\\udfff", "afterSeq": 0'),
-        ("SUBSCRIBE", '"conversationId": "\\ud800\\ud800"'),
-        ("LOAD_HISTORY", '"conversationId": "c", "beforeMessageId": "\\udc00"'),
-    ]],
+    *[
+        (frame(kind, raw), "bad_field")
+        for kind, raw in [
+            (
+                "SEND_MESSAGE",
+                '"conversationId": "c-\\ud800", "agentId": "echo", "text": "hi", '
+                '"clientMessageId": "m-1"',
+            ),
+            (
+                "SEND_MESSAGE",
+                '"conversationId": "c", "agentId": "ec\\udc00ho", "text": "hi", '
+                '"clientMessageId": "m-2"',
+            ),
+            (
+                "SEND_MESSAGE",
+                '"conversationId": "c", "agentId": "echo", "text": "\\ude00\\ud83d", '
+                '"clientMessageId": "m-3"',
+            ),
+            (
+                "SEND_MESSAGE",
+                '"conversationId": "c", "agentId": "echo", "text": "hi", '
+                '"clientMessageId": "\\udbff"',
+            ),
+            ("STOP_GENERATING", '"messageId": "\\ud800"'),
+            ("RESUME", '"messageId": "m\\udfff", "afterSeq": 0'),
+            ("SUBSCRIBE", '"conversationId": "\\ud800\\ud800"'),
+            ("LOAD_HISTORY", '"conversationId": "c", "beforeMessageId": "\\udc00"'),
+        ]
+    ],
 ]
 
 
-@pytest.mark.parametrize("raw, code", MALFORMED, ids=[f"{i}-{c}" for i, (_, c) in
-                                                      enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    "raw, code", MALFORMED, ids=[f"{i}-{c}" for i, (_, c) in enumerate(MALFORMED)]
+)
 async def test_malformed_request_gets_its_precise_code(chat, rest, raw, code):
     client = await chat()
     await exchange(client, "kept", "c-kept")
@@ -480,12 +544,17 @@ async def test_valid_surrogate_pairs_and_shallow_nesting_are_accepted(chat):
     """The controls of the cases above: an astral character (a proper surrogate pair in JSON)
     and a little nesting in an unknown field are fine."""
     client = await chat()
-    await client.send_raw(frame("SEND_MESSAGE", '"conversationId": "c-\\ud83d\\ude00", '
-                                '"agentId": "echo", "text": "smile \\ud83d\\ude00", '
-                                '"clientMessageId": "m-smile"'))
+    await client.send_raw(
+        frame(
+            "SEND_MESSAGE",
+            '"conversationId": "c-\\ud83d\\ude00", '
+            '"agentId": "echo", "text": "smile \\ud83d\\ude00", '
+            '"clientMessageId": "m-smile"',
+        )
+    )
     accepted = await client.expect("MESSAGE_ACCEPTED")
-    assert accepted["conversationId"] == "c-\U0001F600"
+    assert accepted["conversationId"] == "c-\U0001f600"
     frames = await client.chunks_until_complete(accepted["messageId"])
-    assert text_of(frames) == "smile \U0001F600"
+    assert text_of(frames) == "smile \U0001f600"
     await client.send_raw(frame("SUBSCRIBE", '"conversationId": "c-nest", "extra": ' + nested(5)))
     assert (await client.expect("HISTORY"))["messages"] == []

@@ -32,8 +32,7 @@ LONG_TEXT = " ".join(f"word{i}" for i in range(300))  # about 3 s of echo at 10 
 
 
 def server_on(base: Path, db: Path, *args: str, name: str = "server") -> JupyterServer:
-    return JupyterServer(base, f"--SQLiteStore.path={db}", *args, env=isolated_env(base),
-                         name=name)
+    return JupyterServer(base, f"--SQLiteStore.path={db}", *args, env=isolated_env(base), name=name)
 
 
 async def read_frames(client, message_id: str, frames: list, until_seq: float = float("inf")):
@@ -145,8 +144,9 @@ def test_disk_full_mid_reply_ends_it_with_exactly_the_stored_text(tmp_path, smal
             assert final["status"] == "error", final
             assert final["chunk"] == "", "the final frame of a failed reply carries no text"
             received = text_of(frames)
-            assert text.startswith(received) and len(received) < len(text), \
+            assert text.startswith(received) and len(received) < len(text), (
                 "the disk never filled: make the text longer or the tmpfs smaller"
+            )
             assert watched == frames  # every client holds the same frames
 
             # The disk is still full, so the end itself is not stored; yet the reply has ended
@@ -155,8 +155,11 @@ def test_disk_full_mid_reply_ends_it_with_exactly_the_stored_text(tmp_path, smal
             assert (stored["status"], stored["lastSeq"]) == ("error", final["seq"]), stored
             assert stored["text"] == received
             seen = asyncio.run(stored_view(first, conversation, mid))
-            assert (seen["status"], seen["lastSeq"], seen["text"]) == \
-                ("error", final["seq"], received)
+            assert (seen["status"], seen["lastSeq"], seen["text"]) == (
+                "error",
+                final["seq"],
+                received,
+            )
 
             async def resume(after_seq):
                 client = await first.chat()
@@ -187,8 +190,11 @@ def test_disk_full_mid_reply_ends_it_with_exactly_the_stored_text(tmp_path, smal
         with second:  # a restart on the same file: the reply is as the clients saw it
             stored = rest_reply(second, conversation, mid)
             # `error`, as its clients were told: a clean stop stores the end it still owed.
-            assert (stored["status"], stored["lastSeq"], stored["text"]) == \
-                ("error", final["seq"], received), stored
+            assert (stored["status"], stored["lastSeq"], stored["text"]) == (
+                "error",
+                final["seq"],
+                received,
+            ), stored
             seen = asyncio.run(stored_view(second, conversation, mid))
             assert (seen["status"], seen["text"]) == ("error", received)
     finally:
@@ -208,7 +214,10 @@ def test_database_file_gone_replaced_or_read_only(tmp_path, kind):
     first = server_on(tmp_path / "first", db, "--EchoAgent.delay=0.01", name="first")
     second = server_on(tmp_path / "second", db, name="second")
     kept_conversation, streaming_conversation, refused_conversation = (
-        new_id("c-kept-"), new_id("c-streaming-"), new_id("c-refused-"))
+        new_id("c-kept-"),
+        new_id("c-streaming-"),
+        new_id("c-refused-"),
+    )
     fault = None
     try:
         with first:
@@ -229,8 +238,13 @@ def test_database_file_gone_replaced_or_read_only(tmp_path, kind):
                 fault.apply()
                 refused_id = new_id("m-")
                 others = {}
-                await client.send("SEND_MESSAGE", conversationId=refused_conversation,
-                                  agentId="echo", text="after the fault", clientMessageId=refused_id)
+                await client.send(
+                    "SEND_MESSAGE",
+                    conversationId=refused_conversation,
+                    agentId="echo",
+                    text="after the fault",
+                    clientMessageId=refused_id,
+                )
                 answer = await answer_to_send(client, refused_id, others)
                 frames += others.pop(mid, [])
                 if not frames[-1]["isComplete"]:
@@ -250,8 +264,9 @@ def test_database_file_gone_replaced_or_read_only(tmp_path, kind):
 
             assert_contiguous(frames)
             assert frames[-1]["isComplete"]
-            assert frames[-1]["status"] != "complete", \
+            assert frames[-1]["status"] != "complete", (
                 "a reply reported complete while its database file was " + kind
+            )
             received = text_of(frames)
             fault.restore()
 
@@ -293,8 +308,13 @@ def test_read_only_database_at_start_is_logged_and_refuses_writes(tmp_path):
             async def send():
                 client = await later.chat()
                 try:
-                    await client.send("SEND_MESSAGE", conversationId=conversation, agentId="echo",
-                                      text="into a read-only file", clientMessageId="m-ro")
+                    await client.send(
+                        "SEND_MESSAGE",
+                        conversationId=conversation,
+                        agentId="echo",
+                        text="into a read-only file",
+                        clientMessageId="m-ro",
+                    )
                     return await answer_to_send(client, "m-ro", {})
                 finally:
                     client.close()
@@ -302,8 +322,11 @@ def test_read_only_database_at_start_is_logged_and_refuses_writes(tmp_path):
             answer = asyncio.run(send())
             log = later.log()
         assert (answer["type"], answer.get("code")) == ("ERROR", "store_unavailable"), answer
-        lines = [line for line in log.splitlines()
-                 if str(db) in line and re.search(r"read[- ]only", line, re.I)]
+        lines = [
+            line
+            for line in log.splitlines()
+            if str(db) in line and re.search(r"read[- ]only", line, re.I)
+        ]
         assert lines, f"no log line names {db} as read-only:\n{log}"
     finally:
         db.chmod(0o644)
@@ -333,7 +356,8 @@ def test_second_server_on_the_file_leaves_a_streaming_reply_alone(tmp_path):
                 # Start the second server and have it open the store while the reply streams.
                 await loop.run_in_executor(None, lambda: second.start().wait_ready())
                 seen = await loop.run_in_executor(
-                    None, lambda: second.get_json(f"streamchat/api/conversations/{conversation}"))
+                    None, lambda: second.get_json(f"streamchat/api/conversations/{conversation}")
+                )
                 await read_frames(client, mid, frames)
                 client.close()
                 return accepted, frames, seen
@@ -349,8 +373,11 @@ def test_second_server_on_the_file_leaves_a_streaming_reply_alone(tmp_path):
             assert text_of(frames) == text
             for server in (first, second):
                 stored = rest_reply(server, conversation, mid)
-                assert (stored["status"], stored["text"], stored["lastSeq"]) == \
-                    ("complete", text, frames[-1]["seq"])
+                assert (stored["status"], stored["text"], stored["lastSeq"]) == (
+                    "complete",
+                    text,
+                    frames[-1]["seq"],
+                )
     finally:
         first.stop()
         second.stop()
@@ -403,8 +430,15 @@ def test_vanishing_clients_cost_at_most_one_log_line_each(tmp_path):
             conversation = new_id("c-")
             conversations.append(conversation)
             client = WireClient.to(server)
-            client.send({"type": "SEND_MESSAGE", "conversationId": conversation,
-                         "agentId": "echo", "text": text, "clientMessageId": new_id("m-")})
+            client.send(
+                {
+                    "type": "SEND_MESSAGE",
+                    "conversationId": conversation,
+                    "agentId": "echo",
+                    "text": text,
+                    "clientMessageId": new_id("m-"),
+                }
+            )
             for _ in range(1000):  # bounded: until the first chunk is on its way
                 if client.recv()["type"] == "MESSAGE_CHUNK":
                     break

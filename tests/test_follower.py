@@ -31,8 +31,9 @@ def jp_server_config():
 @pytest.fixture
 def server(jp_serverapp, http_server, jp_http_port, jp_base_url):
     """The test server's address and token (``http_server`` makes it accept connections)."""
-    return ServerInfo(f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
-                      jp_serverapp.identity_provider.token)
+    return ServerInfo(
+        f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token
+    )
 
 
 @pytest.fixture
@@ -85,11 +86,16 @@ async def test_send_streams_the_exact_reply(follow, rest):
     assert (reply.text, reply.status, reply.error) == (WORDS, "complete", None)
     assert reply.done and reply.message_id
     assert roles_and_texts(conversation.messages) == [
-        ("user", WORDS, "complete"), ("assistant", WORDS, "complete")]
+        ("user", WORDS, "complete"),
+        ("assistant", WORDS, "complete"),
+    ]
     assert conversation.messages[1]["messageId"] == reply.message_id
     # on_change at message boundaries only: history, accepted, complete; never per chunk.
     assert [[m["status"] for m in change] for change in changes] == [
-        [], ["complete", "streaming"], ["complete", "complete"]]
+        [],
+        ["complete", "streaming"],
+        ["complete", "complete"],
+    ]
 
     stored = await rest("conversations", conversation.conversation_id)
     assert [m["text"] for m in stored["messages"]] == [WORDS, WORDS]
@@ -102,10 +108,14 @@ async def test_messages_sent_elsewhere_show_up(follow, chat):
     await browser.send_message("from the browser", conversation=conversation.conversation_id)
     mid = (await browser.expect("MESSAGE_ACCEPTED"))["messageId"]
     await browser.chunks_until_complete(mid)
-    await until(lambda: [m["status"] for m in conversation.messages] == ["complete", "complete"],
-                "the browser's exchange to reach the kernel")
+    await until(
+        lambda: [m["status"] for m in conversation.messages] == ["complete", "complete"],
+        "the browser's exchange to reach the kernel",
+    )
     assert roles_and_texts(conversation.messages) == [
-        ("user", "from the browser", "complete"), ("assistant", "from the browser", "complete")]
+        ("user", "from the browser", "complete"),
+        ("assistant", "from the browser", "complete"),
+    ]
 
 
 async def test_stop_keeps_the_partial_text(follow, rest):
@@ -145,8 +155,9 @@ async def test_unknown_agent_ends_the_reply_with_the_hubs_message(follow):
 
 async def test_reconnects_mid_stream_without_gap_or_duplicate(follow, server, rest, jp_http_port):
     with TcpProxy("127.0.0.1", jp_http_port) as proxy:
-        conversation = await synced(follow(new_id("c-"), server=through(proxy, server),
-                                           max_backoff=0.2))
+        conversation = await synced(
+            follow(new_id("c-"), server=through(proxy, server), max_backoff=0.2)
+        )
         reply = conversation.send(LONG, "echo")
         for cut in (1, 2):
             await until(lambda: len(reply.text) > cut * 150, f"text before cut {cut}")
@@ -155,16 +166,20 @@ async def test_reconnects_mid_stream_without_gap_or_duplicate(follow, server, re
         await wait(reply)
     assert (reply.text, reply.status) == (LONG, "complete")
     assert roles_and_texts(conversation.messages) == [
-        ("user", LONG, "complete"), ("assistant", LONG, "complete")]
+        ("user", LONG, "complete"),
+        ("assistant", LONG, "complete"),
+    ]
     stored = await rest("conversations", conversation.conversation_id)
     assert len(stored["messages"]) == 2
 
 
-async def test_a_message_sent_while_offline_goes_once_on_reconnect(follow, server, rest,
-                                                                 jp_http_port):
+async def test_a_message_sent_while_offline_goes_once_on_reconnect(
+    follow, server, rest, jp_http_port
+):
     with TcpProxy("127.0.0.1", jp_http_port) as proxy:
-        conversation = await synced(follow(new_id("c-"), server=through(proxy, server),
-                                           max_backoff=0.2))
+        conversation = await synced(
+            follow(new_id("c-"), server=through(proxy, server), max_backoff=0.2)
+        )
         proxy.down()
         await until(lambda: not conversation.transport.connected, "the disconnection")
         reply = conversation.send(WORDS, "echo")
@@ -194,7 +209,9 @@ async def test_reattach_gets_history_and_the_live_rest(follow, rest):
     assert again.messages[1]["text"] == WORDS
     await until(lambda: again.messages[-1]["status"] == "complete", "the reply to end")
     assert roles_and_texts(again.messages)[2:] == [
-        ("user", LONG, "complete"), ("assistant", LONG, "complete")]
+        ("user", LONG, "complete"),
+        ("assistant", LONG, "complete"),
+    ]
     assert again.messages[-1]["messageId"] == streaming.message_id
 
 
@@ -212,15 +229,23 @@ async def test_find_server_from_the_environment(server, monkeypatch):
         await asyncio.to_thread(find_server)
 
 
-async def test_find_server_that_launched_the_kernel(server, jp_http_port, jp_base_url,
-                                                    monkeypatch, tmp_path):
+async def test_find_server_that_launched_the_kernel(
+    server, jp_http_port, jp_base_url, monkeypatch, tmp_path
+):
     monkeypatch.delenv("STREAMCHAT_SERVER_URL", raising=False)
     runtime = tmp_path / "kernel-runtime"
     runtime.mkdir()
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
-    info = {"url": f"http://localhost:{jp_http_port}{jp_base_url}", "hostname": "0.0.0.0",
-            "port": jp_http_port, "base_url": jp_base_url, "sock": "", "secure": False,
-            "token": server.token, "pid": os.getpid()}
+    info = {
+        "url": f"http://localhost:{jp_http_port}{jp_base_url}",
+        "hostname": "0.0.0.0",
+        "port": jp_http_port,
+        "base_url": jp_base_url,
+        "sock": "",
+        "secure": False,
+        "token": server.token,
+        "pid": os.getpid(),
+    }
     (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps(info))
 
     monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))
@@ -275,8 +300,11 @@ def test_embedded_send_stop_and_history(isolated):
         assert refused.error_code == "unknown_agent" and "no-such-agent" in refused.error
 
         assert roles_and_texts(conversation.messages) == [
-            ("user", WORDS, "complete"), ("assistant", WORDS, "complete"),
-            ("user", LONG, "complete"), ("assistant", long_reply.text, "stopped")]
+            ("user", WORDS, "complete"),
+            ("assistant", WORDS, "complete"),
+            ("user", LONG, "complete"),
+            ("assistant", long_reply.text, "stopped"),
+        ]
         assert [len(change) for change in changes] == [0, 2, 2, 4, 4]
     finally:
         conversation.close()

@@ -37,14 +37,31 @@ AGENT_IDS = ["nb-fuzz-0", "nb-fuzz-1", "echo"]  # REGISTER_AGENT of echo: agent_
 READ_LIMIT = 20000  # frames read after one generated frame; a bound, far above what it takes
 
 # Codes a request may get, per the contract; internal_error is only for bugs.
-CODES = {"bad_json", "unknown_type", "bad_field", "too_large", "unknown_message", "not_a_reply",
-         "unknown_agent", "conversation_deleted", "store_unavailable", "too_many_subscriptions",
-         "agent_exists", "agent_taken", "too_many_agents", "unknown_request"}
+CODES = {
+    "bad_json",
+    "unknown_type",
+    "bad_field",
+    "too_large",
+    "unknown_message",
+    "not_a_reply",
+    "unknown_agent",
+    "conversation_deleted",
+    "store_unavailable",
+    "too_many_subscriptions",
+    "agent_exists",
+    "agent_taken",
+    "too_many_agents",
+    "unknown_request",
+}
 # Codes a well-formed request must never get: they mean the server misread a valid frame.
 MALFORMED_CODES = {"bad_json", "unknown_type", "bad_field", "too_large"}
 
-EXAMPLES = settings(max_examples=200, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+EXAMPLES = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 EVERY_TYPE = settings(EXAMPLES, max_examples=300)
 
 
@@ -68,8 +85,15 @@ class Bystander(threading.Thread):
                     return
                 text = f"bystander {i}: " + " ".join(f"b{j}" for j in range(100))
                 client_id = f"m-bystander-{i}"
-                self.client.send({"type": "SEND_MESSAGE", "conversationId": BYSTANDER,
-                                  "agentId": "echo", "text": text, "clientMessageId": client_id})
+                self.client.send(
+                    {
+                        "type": "SEND_MESSAGE",
+                        "conversationId": BYSTANDER,
+                        "agentId": "echo",
+                        "text": text,
+                        "clientMessageId": client_id,
+                    }
+                )
                 accepted = self.client.recv()
                 while accepted["type"] == "AGENTS_CHANGED":  # the fuzzer's agents, news
                     accepted = self.client.recv()
@@ -82,8 +106,10 @@ class Bystander(threading.Thread):
                     if frame["type"] == "MESSAGE_CHUNK":
                         frames.append(frame)
                 if frames[-1]["status"] != "complete" or text_of(frames) != text:
-                    self.failures.append(f"reply {i} ended {frames[-1]['status']} with "
-                                         f"{text_of(frames)!r}, expected {text!r}")
+                    self.failures.append(
+                        f"reply {i} ended {frames[-1]['status']} with "
+                        f"{text_of(frames)!r}, expected {text!r}"
+                    )
                 self.replies += 1
         except Exception as e:  # a closed socket, a timeout: the bystander was harmed
             self.failures.append(repr(e))
@@ -94,9 +120,12 @@ class Bystander(threading.Thread):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
-    with JupyterServer(base, "--EchoAgent.delay=0",
-                       f"--StreamChatApp.max_message_bytes={MAX_MESSAGE_BYTES}",
-                       name="fuzz") as s:
+    with JupyterServer(
+        base,
+        "--EchoAgent.delay=0",
+        f"--StreamChatApp.max_message_bytes={MAX_MESSAGE_BYTES}",
+        name="fuzz",
+    ) as s:
         yield s
 
 
@@ -121,10 +150,15 @@ class Fuzzer:
 
     def snapshot(self) -> tuple:
         """All stored conversations but the bystander's, with their messages."""
-        listing = [c for c in self.server.get_json("streamchat/api/conversations?limit=500")
-                   ["conversations"] if c["conversationId"] != BYSTANDER]
-        return listing, [self.server.get_json(f"streamchat/api/conversations/{c['conversationId']}")
-                         for c in listing]
+        listing = [
+            c
+            for c in self.server.get_json("streamchat/api/conversations?limit=500")["conversations"]
+            if c["conversationId"] != BYSTANDER
+        ]
+        return listing, [
+            self.server.get_json(f"streamchat/api/conversations/{c['conversationId']}")
+            for c in listing
+        ]
 
     def exchange(self, send) -> list:
         """Send one frame, then the probe; read until the probe's HISTORY is in and every reply
@@ -154,8 +188,9 @@ class Fuzzer:
             try:
                 frame = self.client.recv()
             except Closed as e:
-                raise AssertionError(f"the server closed the socket ({e.code} {e.reason!r}) "
-                                     f"after {frames[:5]}") from None
+                raise AssertionError(
+                    f"the server closed the socket ({e.code} {e.reason!r}) after {frames[:5]}"
+                ) from None
             if frame["type"] == "HISTORY" and frame["conversationId"] == PING:
                 assert frame["messages"] == [], frame
                 answered = True
@@ -186,10 +221,15 @@ def fuzzer(server, bystander):
 conversation_ids = st.sampled_from(CONVERSATIONS)
 texts = st.text(min_size=1, max_size=60)  # any Unicode but lone surrogates
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20) | st.sampled_from(["echo", "c-fuzz-0", "SEND_MESSAGE", ""]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                 max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+    | st.sampled_from(["echo", "c-fuzz-0", "SEND_MESSAGE", ""]),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 lone_surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
@@ -202,17 +242,28 @@ OPTIONAL_KINDS = set(p._OPTIONAL)
 made_up_ids = st.text(min_size=1, max_size=p.MAX_ID_LENGTH).map(lambda s: "zz-" + s[:197])
 # Extra fields a reader must ignore: any name but the request's own, any JSON value.
 extra_fields = st.dictionaries(
-    st.text(max_size=12).filter(lambda k: k != "type" and k not in p._ID_FIELDS
-                                and k not in {f for fs in REQUEST_FIELDS.values() for f in fs}),
-    json_values, max_size=3)
+    st.text(max_size=12).filter(
+        lambda k: (
+            k != "type"
+            and k not in p._ID_FIELDS
+            and k not in {f for fs in REQUEST_FIELDS.values() for f in fs}
+        )
+    ),
+    json_values,
+    max_size=3,
+)
 
 
 def valid_send(data) -> dict:
     reuse = data.draw(st.none() | st.integers(1, 3))
-    return {"type": "SEND_MESSAGE", "conversationId": data.draw(conversation_ids),
-            "agentId": "echo", "text": data.draw(texts),
-            # A few fixed ids come back now and then: a re-send must be idempotent.
-            "clientMessageId": f"m-again-{reuse}" if reuse else f"m-{uuid.uuid4().hex}"}
+    return {
+        "type": "SEND_MESSAGE",
+        "conversationId": data.draw(conversation_ids),
+        "agentId": "echo",
+        "text": data.draw(texts),
+        # A few fixed ids come back now and then: a re-send must be idempotent.
+        "clientMessageId": f"m-again-{reuse}" if reuse else f"m-{uuid.uuid4().hex}",
+    }
 
 
 def valid_request(data, fuzzer: Fuzzer) -> dict:
@@ -228,11 +279,17 @@ def valid_request(data, fuzzer: Fuzzer) -> dict:
     if kind in ("SUBSCRIBE", "UNSUBSCRIBE"):
         return {"type": kind, "conversationId": data.draw(conversation_ids)}
     if kind == "RESUME":
-        return {"type": kind, "messageId": data.draw(known),
-                "afterSeq": data.draw(st.integers(0, 2**53 - 1) | st.integers(0, 5))}
+        return {
+            "type": kind,
+            "messageId": data.draw(known),
+            "afterSeq": data.draw(st.integers(0, 2**53 - 1) | st.integers(0, 5)),
+        }
     if kind == "LOAD_HISTORY":
-        return {"type": kind, "conversationId": data.draw(conversation_ids),
-                "beforeMessageId": data.draw(known)}
+        return {
+            "type": kind,
+            "conversationId": data.draw(conversation_ids),
+            "beforeMessageId": data.draw(known),
+        }
     if kind in ("REGISTER_AGENT", "UNREGISTER_AGENT", "AGENT_OUTPUT", "AGENT_DONE"):
         return valid_agent_frame(data, kind)
     assert not REQUEST_FIELDS[kind], kind  # WATCH_CONVERSATIONS, UNWATCH_CONVERSATIONS
@@ -243,13 +300,23 @@ def valid_agent_frame(data, kind: str) -> dict:
     """A notebook agent's frame: registrations of a few names (one a server agent's), and
     outputs for a request never sent to this client (unknown_request)."""
     optional = {
-        "REGISTER_AGENT": {"name": st.text(max_size=p.MAX_ID_LENGTH),
-                           "description": st.text(max_size=60), "owner": st.text(max_size=20)},
-        "AGENT_OUTPUT": {"text": st.text(max_size=60), "reasoning": st.text(max_size=60),
-                         "usage": st.fixed_dictionaries({}, optional={
-                             "model": st.text(max_size=20),
-                             "inputTokens": st.integers(0, p.MAX_SEQ),
-                             "outputTokens": st.integers(0, p.MAX_SEQ)})},
+        "REGISTER_AGENT": {
+            "name": st.text(max_size=p.MAX_ID_LENGTH),
+            "description": st.text(max_size=60),
+            "owner": st.text(max_size=20),
+        },
+        "AGENT_OUTPUT": {
+            "text": st.text(max_size=60),
+            "reasoning": st.text(max_size=60),
+            "usage": st.fixed_dictionaries(
+                {},
+                optional={
+                    "model": st.text(max_size=20),
+                    "inputTokens": st.integers(0, p.MAX_SEQ),
+                    "outputTokens": st.integers(0, p.MAX_SEQ),
+                },
+            ),
+        },
         "AGENT_DONE": {"error": st.text(max_size=60)},
     }.get(kind, {})
     frame = {"type": kind, **data.draw(st.fixed_dictionaries({}, optional=optional))}
@@ -285,32 +352,43 @@ def mutated(data, fuzzer: Fuzzer) -> tuple:
     kind = request["type"]
     fields = REQUEST_KINDS[kind]
     if not fields:  # nothing to break but the type itself
-        request["type"] = data.draw(st.sampled_from(
-            [kind.lower(), kind + " ", " " + kind, kind.replace("_", "-"), kind[:-1]]))
+        request["type"] = data.draw(
+            st.sampled_from(
+                [kind.lower(), kind + " ", " " + kind, kind.replace("_", "-"), kind[:-1]]
+            )
+        )
         return request, "unknown_type"
     name = data.draw(st.sampled_from(sorted(fields)))
     check = fields[name]
-    how = data.draw(st.sampled_from(
-        (["missing"] if check not in OPTIONAL_KINDS else [])
-        + ["wrong type", "lone surrogate"]
-        + (["empty", "too long"] if check == "id" else [])
-        + (["empty", "oversize"] if check == "text" else [])
-        + (["oversize"] if check in ("piece", "why") else [])
-        + (["too long"] if check in ("label", "about") else [])
-        + (["out of range"] if check == "usage" else [])
-        + (["out of range", "not whole"] if check == "seq" else [])))
+    how = data.draw(
+        st.sampled_from(
+            (["missing"] if check not in OPTIONAL_KINDS else [])
+            + ["wrong type", "lone surrogate"]
+            + (["empty", "too long"] if check == "id" else [])
+            + (["empty", "oversize"] if check == "text" else [])
+            + (["oversize"] if check in ("piece", "why") else [])
+            + (["too long"] if check in ("label", "about") else [])
+            + (["out of range"] if check == "usage" else [])
+            + (["out of range", "not whole"] if check == "seq" else [])
+        )
+    )
     if how == "missing":
         del request[name]
         return request, "bad_field"
     if check == "usage" and how == "out of range":
         field = data.draw(st.sampled_from(["inputTokens", "outputTokens"]))
-        request[name] = {field: data.draw(st.integers(max_value=-1)
-                                          | st.integers(min_value=p.MAX_SEQ + 1))}
+        request[name] = {
+            field: data.draw(st.integers(max_value=-1) | st.integers(min_value=p.MAX_SEQ + 1))
+        }
         return request, "bad_field"
     if how == "wrong type":
-        wrong = (lambda v: not isinstance(v, int) or isinstance(v, bool)) if check == "seq" \
-            else (lambda v: not isinstance(v, dict)) if check == "usage" \
+        wrong = (
+            (lambda v: not isinstance(v, int) or isinstance(v, bool))
+            if check == "seq"
+            else (lambda v: not isinstance(v, dict))
+            if check == "usage"
             else (lambda v: not isinstance(v, str))
+        )
         request[name] = data.draw(json_values.filter(wrong))
         return request, "bad_field"
     if how == "lone surrogate":
@@ -335,23 +413,40 @@ def mutated(data, fuzzer: Fuzzer) -> tuple:
     if how == "out of range":
         request[name] = data.draw(st.integers(max_value=-1) | st.integers(min_value=p.MAX_SEQ + 1))
         return request, "bad_field"
-    request[name] = data.draw(st.floats(allow_nan=False, allow_infinity=False).filter(
-        lambda f: f != int(f)) | st.sampled_from([1.0, 0.0, 1e300]))  # not whole: not an int
+    request[name] = data.draw(
+        st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != int(f))
+        | st.sampled_from([1.0, 0.0, 1e300])
+    )  # not whole: not an int
     return request, "bad_field"
 
 
 def malformed(data) -> tuple:
     """-> (how to send it, the ERROR code the contract names, or None when several fit)."""
-    kind = data.draw(st.sampled_from(
-        ["json value", "fields of any type", "text", "binary", "lone surrogate", "oversize",
-         "not strict JSON", "too deep", "type of another JSON type"]))
+    kind = data.draw(
+        st.sampled_from(
+            [
+                "json value",
+                "fields of any type",
+                "text",
+                "binary",
+                "lone surrogate",
+                "oversize",
+                "not strict JSON",
+                "too deep",
+                "type of another JSON type",
+            ]
+        )
+    )
     if kind == "json value":  # anything that is not an object
         value = data.draw(json_values.filter(lambda v: not isinstance(v, dict)))
         return _text(json.dumps(value)), "bad_json"
     if kind == "fields of any type":
         request = data.draw(st.sampled_from(sorted(REQUEST_FIELDS)))
-        fields = data.draw(st.fixed_dictionaries(
-            {}, optional={name: json_values for name in REQUEST_FIELDS[request]}))
+        fields = data.draw(
+            st.fixed_dictionaries(
+                {}, optional={name: json_values for name in REQUEST_FIELDS[request]}
+            )
+        )
         return _text(json.dumps({"type": request, **fields})), None
     if kind == "text":
         text = data.draw(st.text(min_size=1, max_size=200))
@@ -377,8 +472,12 @@ def malformed(data) -> tuple:
         return _text('{"type": "RESUME", "messageId": "m-x", "afterSeq": %s}' % word), "bad_json"
     if kind == "too deep":
         depth = data.draw(st.integers(33, 3000))
-        return _text('{"type": "SUBSCRIBE", "conversationId": "c-fuzz-0", "x": '
-                     + "[" * depth + "]" * depth + "}"), "bad_json"
+        return _text(
+            '{"type": "SUBSCRIBE", "conversationId": "c-fuzz-0", "x": '
+            + "[" * depth
+            + "]" * depth
+            + "}"
+        ), "bad_json"
     value = data.draw(json_values.filter(lambda v: not isinstance(v, str)))
     return _text(json.dumps({"type": value, "conversationId": "c-fuzz-0"})), "bad_field"
 
@@ -402,7 +501,9 @@ def check_frames(frames: list) -> list:
         assert isinstance(error["message"], str) and error["message"], error
     accepted = {f["messageId"]: f for f in frames if f["type"] == "MESSAGE_ACCEPTED"}
     for message_id, answer in accepted.items():
-        chunks = [f for f in frames if f["type"] == "MESSAGE_CHUNK" and f["messageId"] == message_id]
+        chunks = [
+            f for f in frames if f["type"] == "MESSAGE_CHUNK" and f["messageId"] == message_id
+        ]
         assert_contiguous(chunks)  # from seq 1: a new reply, or a re-send's full replay
         assert chunks[-1]["status"] == "complete", chunks[-1]
         assert text_of(chunks) == answer["text"]  # echo says back the stored user message
@@ -443,8 +544,10 @@ def test_valid_requests_are_answered_and_replies_end_exactly(fuzzer, bystander, 
         accepted = frames[0] if frames else {}
         assert accepted.get("type") == "MESSAGE_ACCEPTED", frames[:3]
         # clientMessageId is scoped to its conversation: a reused one never answers for another
-        assert (accepted["conversationId"], accepted["clientMessageId"]) == \
-            (request["conversationId"], request["clientMessageId"]), accepted
+        assert (accepted["conversationId"], accepted["clientMessageId"]) == (
+            request["conversationId"],
+            request["clientMessageId"],
+        ), accepted
     if request["type"] == "RESUME" and not errors:  # never silence: at least the final frame
         chunks = [f for f in frames if f["type"] == "MESSAGE_CHUNK"]
         assert chunks and chunks[-1]["isComplete"], (request, frames[:3])
@@ -476,8 +579,10 @@ def test_every_request_type_about_made_up_ids_is_refused_harmlessly(fuzzer, byst
     errors = check_frames(frames)
     assert not {e["code"] for e in errors} & MALFORMED_CODES, (request, errors)
     check_refusal_changed_nothing(fuzzer, before, frames, errors)
-    if request["type"] in ("SUBSCRIBE", "LOAD_HISTORY") and request["conversationId"] not in \
-            CONVERSATIONS:
+    if (
+        request["type"] in ("SUBSCRIBE", "LOAD_HISTORY")
+        and request["conversationId"] not in CONVERSATIONS
+    ):
         if request["type"] == "SUBSCRIBE" and not errors:  # not created yet: empty HISTORY
             answer = [f for f in frames if f["type"] == "HISTORY"]
             assert answer and answer[-1]["messages"] == [], frames[:3]

@@ -52,8 +52,9 @@ async def test_history_pages_cover_the_conversation_once(chat, rest):
     for _ in range(len(stored)):  # bounded: at least one message per page
         if not has_more:
             break
-        await reader.send("LOAD_HISTORY", conversationId=conversation,
-                          beforeMessageId=pages[0][0]["messageId"])
+        await reader.send(
+            "LOAD_HISTORY", conversationId=conversation, beforeMessageId=pages[0][0]["messageId"]
+        )
         page = await reader.expect("HISTORY_PAGE")
         assert page["beforeMessageId"] == pages[0][0]["messageId"]
         assert 0 < len(page["messages"]) <= PAGE_MESSAGES
@@ -116,8 +117,9 @@ async def test_the_kernel_follower_holds_the_whole_conversation(
     long_text = " ".join(f"w{i:03}" for i in range(200))
     stored = await fill(client, conversation, [f"m{i}" for i in range(7)] + [long_text])
 
-    server = ServerInfo(f"http://127.0.0.1:{jp_http_port}{jp_base_url}",
-                        jp_serverapp.identity_provider.token)
+    server = ServerInfo(
+        f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token
+    )
     follower = Conversation(conversation, RemoteTransport(server))
     try:
         loop = asyncio.get_running_loop()

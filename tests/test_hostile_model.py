@@ -23,8 +23,18 @@ from hypothesis import strategies as st
 
 from faultfs import WireClient
 from helpers import assert_contiguous, text_of
-from hostile_model import (DONE, HostileModel, Script, answer, chunk, delta, event, finish,
-                           huge_delta, leaks)
+from hostile_model import (
+    DONE,
+    HostileModel,
+    Script,
+    answer,
+    chunk,
+    delta,
+    event,
+    finish,
+    huge_delta,
+    leaks,
+)
 from server_process import JupyterServer, isolated_env
 
 from jupyter_streamchat.core.reply import MAX_CHUNK_CHARS
@@ -53,14 +63,29 @@ def server(tmp_path_factory, model):
     env = isolated_env(base, OPENAI_API_KEY=ENV_KEY, PYTHONPATH=str(PLUGINS))
     # With the other extensions, as `jupyter lab --debug` runs: linking them logs the whole
     # config at DEBUG, with the key given in the config file and on the command line.
-    jupyter = JupyterServer(base, "--debug", f"--OpenAIAgent.api_key={KEY}",
-                            "--EchoAgent.delay=0.001", env=env, other_extensions=True)
+    jupyter = JupyterServer(
+        base,
+        "--debug",
+        f"--OpenAIAgent.api_key={KEY}",
+        "--EchoAgent.delay=0.001",
+        env=env,
+        other_extensions=True,
+    )
     config_file = base / "config" / "jupyter_server_config.json"
     config = {"OpenAIAgent": {"api_key": KEY}}
-    config["StreamChatApp"] = {"agents": {"hostile": {
-        "class": "openai", "base_url": model.url, "model": "hostile", "api_key": KEY,
-        "max_retries": 0, "timeout": AGENT_TIMEOUT},
-        "leaky": {"class": "streamchat_test_agents:LeakyAgent", "api_key": KEY}}}
+    config["StreamChatApp"] = {
+        "agents": {
+            "hostile": {
+                "class": "openai",
+                "base_url": model.url,
+                "model": "hostile",
+                "api_key": KEY,
+                "max_retries": 0,
+                "timeout": AGENT_TIMEOUT,
+            },
+            "leaky": {"class": "streamchat_test_agents:LeakyAgent", "api_key": KEY},
+        }
+    }
     config_file.write_text(json.dumps(config))
     with jupyter:
         yield jupyter
@@ -70,8 +95,15 @@ def ask(server, text: str, agent: str = "hostile", guard: float = 60.0) -> list:
     """Send ``text`` and read its reply's frames to the final one."""
     client = WireClient.to(server, timeout=guard)
     try:
-        client.send({"type": "SEND_MESSAGE", "conversationId": f"c-{uuid.uuid4().hex}",
-                     "agentId": agent, "text": text, "clientMessageId": uuid.uuid4().hex})
+        client.send(
+            {
+                "type": "SEND_MESSAGE",
+                "conversationId": f"c-{uuid.uuid4().hex}",
+                "agentId": agent,
+                "text": text,
+                "clientMessageId": uuid.uuid4().hex,
+            }
+        )
         frames = []
         while not (frames and frames[-1].get("isComplete")):
             frame = client.recv()
@@ -92,7 +124,8 @@ def run(server, model, script: Script, **kwargs) -> list:
 
 def names_the_server(error: str, model) -> bool:
     return error.startswith(f"The model server at {model.url}") and not re.search(
-        r"Traceback|JSONDecodeError|UnicodeDecodeError|Exception\b", error)
+        r"Traceback|JSONDecodeError|UnicodeDecodeError|Exception\b", error
+    )
 
 
 # -- 1. the key never leaves -----------------------------------------------------------------
@@ -118,10 +151,16 @@ def key_bodies():
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 429, 500, 503])
 def test_error_bodies_quoting_the_key_never_show_it(server, model, status):
     for name, message in key_bodies().items():
-        for body in (json.dumps({"error": {"message": message, "type": "x", "code": KEY}}),
-                     json.dumps({"error": message}), message):
-            frames = run(server, model, Script([body.encode()], status=status,
-                                               content_type="application/json"))
+        for body in (
+            json.dumps({"error": {"message": message, "type": "x", "code": KEY}}),
+            json.dumps({"error": message}),
+            message,
+        ):
+            frames = run(
+                server,
+                model,
+                Script([body.encode()], status=status, content_type="application/json"),
+            )
             error = frames[-1]["error"]
             assert frames[-1]["status"] == "error" and names_the_server(error, model), error
             assert not leaks(json.dumps(frames), KEY), (status, name, body, error)
@@ -129,8 +168,11 @@ def test_error_bodies_quoting_the_key_never_show_it(server, model, status):
 
 def test_a_midstream_error_quoting_the_key_never_shows_it(server, model):
     for name, message in key_bodies().items():
-        frames = run(server, model, Script(
-            [delta("so far "), event({"error": {"message": message, "param": KEY}}), DONE]))
+        frames = run(
+            server,
+            model,
+            Script([delta("so far "), event({"error": {"message": message, "param": KEY}}), DONE]),
+        )
         assert text_of(frames) == "so far "
         assert frames[-1]["status"] == "error" and names_the_server(frames[-1]["error"], model)
         assert not leaks(json.dumps(frames), KEY), (name, frames[-1]["error"])
@@ -139,7 +181,9 @@ def test_a_midstream_error_quoting_the_key_never_shows_it(server, model):
 def test_a_plugin_whose_exception_quotes_its_key(server):
     frames = ask(server, "hello", agent="leaky")
     assert text_of(frames) == "some text "
-    assert frames[-1]["status"] == "error" and "RuntimeError: auth failed for" in frames[-1]["error"]
+    assert (
+        frames[-1]["status"] == "error" and "RuntimeError: auth failed for" in frames[-1]["error"]
+    )
     assert not leaks(json.dumps(frames), KEY), frames[-1]["error"]
 
 
@@ -148,7 +192,7 @@ def test_a_model_that_sends_the_key_back_in_its_reply(server, model):
     deltas cut it (whole, in part, escaped, split over lines), in the answer or the thinking."""
     said = f"Your key is {KEY}, or {KEY[3:20]}, or {quote(KEY)}, or {KEY[:15]}\n{KEY[15:]}."
     for size in (1, 2, 3, 5, 7, 13, 40):
-        pieces = [said[i:i + size] for i in range(0, len(said), size)]
+        pieces = [said[i : i + size] for i in range(0, len(said), size)]
         thoughts = [event(chunk({"reasoning_content": p})) for p in pieces]
         frames = run(server, model, Script(thoughts + answer(pieces)))
         assert frames[-1]["status"] == "complete"
@@ -158,7 +202,8 @@ def test_a_model_that_sends_the_key_back_in_its_reply(server, model):
         assert thinking == shown
         assert not leaks(json.dumps(frames), KEY), (size, shown)
     status, _, body = server.request(
-        "GET", f"streamchat/api/conversations/{frames[-1]['conversationId']}")
+        "GET", f"streamchat/api/conversations/{frames[-1]['conversationId']}"
+    )
     assert status == 200 and not leaks(body.decode(), KEY)
 
 
@@ -166,13 +211,23 @@ def test_the_key_is_in_no_rest_answer_export_or_log_line(server, model):
     """After replies that failed with the key in the server's words (and in its content), and
     a plug-in's traceback quoting it."""
     ask(server, "hello", agent="leaky")
-    run(server, model, Script([json.dumps({"error": {"message": KEY}}).encode()], status=400,
-                              content_type="application/json"))
+    run(
+        server,
+        model,
+        Script(
+            [json.dumps({"error": {"message": KEY}}).encode()],
+            status=400,
+            content_type="application/json",
+        ),
+    )
     frames = run(server, model, Script([delta("a"), b"data: {" + KEY.encode() + b"\n\n"]))
     conversation = frames[-1]["conversationId"]
-    for path in ("streamchat/api/conversations", f"streamchat/api/conversations/{conversation}",
-                 f"streamchat/api/conversations/{conversation}/export",
-                 "streamchat/api/agents"):
+    for path in (
+        "streamchat/api/conversations",
+        f"streamchat/api/conversations/{conversation}",
+        f"streamchat/api/conversations/{conversation}/export",
+        "streamchat/api/agents",
+    ):
         status, _, body = server.request("GET", path)
         assert status == 200, (path, status)
         assert not leaks(body.decode(), KEY), path
@@ -224,6 +279,7 @@ def test_an_event_that_never_ends_is_cut_off(server, model):
         yield b"data: "
         for _ in range(100_000):  # 6 GB: far more than the bound lets through
             yield b"x" * 65536
+
     frames = run(server, model, Script(endless))
     assert frames[-1]["status"] == "error" and text_of(frames) == "before "
     assert "sent an event larger than 1 MiB" in frames[-1]["error"]
@@ -236,6 +292,7 @@ def test_an_event_that_trickles_in_forever_is_cut_off(server, model):
         for _ in range(200):  # a byte every 0.3 s: never silent for a whole read timeout
             yield 0.3
             yield b" "
+
     frames = run(server, model, Script(trickle))
     assert frames[-1]["status"] == "error" and text_of(frames) == "before "
     assert f"left an event unfinished for more than {AGENT_TIMEOUT:g} s" in frames[-1]["error"]
@@ -251,23 +308,46 @@ def test_a_huge_error_body_is_not_read_whole(server, model):
 MALFORMED = {
     "bad JSON first": ([b"data: {not json\n\n"], "", "not valid JSON"),
     "bad JSON later": ([delta("hello "), b'data: {"choices": [\n\n'], "hello ", "not valid JSON"),
-    "choices a string": ([delta("a "), event({"choices": "many"})], "a ", "'choices' is a string, not a list"),
+    "choices a string": (
+        [delta("a "), event({"choices": "many"})],
+        "a ",
+        "'choices' is a string, not a list",
+    ),
     "content a number": ([event(chunk({"content": 5}))], "", "'content' is a number, not a string"),
-    "delta a list": ([event({"choices": [{"index": 0, "delta": [1, 2]}]})], "",
-                     "'delta' is a list, not an object"),
-    "chunk a number": ([delta("b "), b"data: 5\n\n"], "b ", "a chunk that is a number, not an object"),
+    "delta a list": (
+        [event({"choices": [{"index": 0, "delta": [1, 2]}]})],
+        "",
+        "'delta' is a list, not an object",
+    ),
+    "chunk a number": (
+        [delta("b "), b"data: 5\n\n"],
+        "b ",
+        "a chunk that is a number, not an object",
+    ),
     "chunk a string": ([b'data: "text"\n\n'], "", "a chunk that is a string, not an object"),
-    "index a string": ([event({"choices": [{"index": "0", "delta": {}}]})], "",
-                       "'index' is a string, not a whole number"),
+    "index a string": (
+        [event({"choices": [{"index": "0", "delta": {}}]})],
+        "",
+        "'index' is a string, not a whole number",
+    ),
     "not UTF-8 first": ([b"data: \xff\xfe\x00\n\n"], "", "not UTF-8"),
-    "not UTF-8 later": ([delta("ok "), b'data: {"choices": [{"index": 0, "delta": '
-                         b'{"content": "\xc3\x28"}}]}\n\n'], "ok ", "not UTF-8"),
-    "a line cut off": ([delta("partial "), b'data: {"choices": [{"ind'], "partial ",
-                       "stream broke off"),
+    "not UTF-8 later": (
+        [delta("ok "), b'data: {"choices": [{"index": 0, "delta": {"content": "\xc3\x28"}}]}\n\n'],
+        "ok ",
+        "not UTF-8",
+    ),
+    "a line cut off": (
+        [delta("partial "), b'data: {"choices": [{"ind'],
+        "partial ",
+        "stream broke off",
+    ),
     "no finish": ([delta("all "), delta("of it")], "all of it", "stream broke off"),
     # The redactor holds back an end that may begin a part of the key ("Q7f" is in it).
-    "an error after text held back": ([delta("ends in Q7f"), b"data: {bad\n\n"],
-                                      "ends in Q7f", "not valid JSON"),
+    "an error after text held back": (
+        [delta("ends in Q7f"), b"data: {bad\n\n"],
+        "ends in Q7f",
+        "not valid JSON",
+    ),
 }
 
 
@@ -284,9 +364,16 @@ def test_a_malformed_stream_ends_with_a_sentence_naming_the_server(server, model
 
 # -- fuzzed ------------------------------------------------------------------------------------
 
-FUZZ = settings(max_examples=40, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 
 words = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
 
@@ -296,17 +383,31 @@ def hostile_streams(draw):
     """A well-formed reply, cut into reads at random points, perhaps spoilt at one place."""
     pieces = draw(st.lists(words, min_size=1, max_size=12))
     events = answer(pieces)
-    spoil = draw(st.sampled_from(["none", "truncate", "not utf-8", "bad json", "huge event",
-                                  "error status", "key in content"]))
+    spoil = draw(
+        st.sampled_from(
+            [
+                "none",
+                "truncate",
+                "not utf-8",
+                "bad json",
+                "huge event",
+                "error status",
+                "key in content",
+            ]
+        )
+    )
     at = draw(st.integers(0, len(events) - 1))
     if spoil == "truncate":
         whole = b"".join(events)
-        events = [whole[:draw(st.integers(0, len(whole) - 1))]]
+        events = [whole[: draw(st.integers(0, len(whole) - 1))]]
     elif spoil == "not utf-8":
-        events.insert(at, b'data: {"choices": [{"index": 0, "delta": {"content": "\xed\xa0"}}]}\n\n')
+        events.insert(
+            at, b'data: {"choices": [{"index": 0, "delta": {"content": "\xed\xa0"}}]}\n\n'
+        )
     elif spoil == "bad json":
-        events.insert(at, b"data: " + draw(st.binary(min_size=1, max_size=30)).replace(
-            b"\n", b"") + b"}{\n\n")
+        events.insert(
+            at, b"data: " + draw(st.binary(min_size=1, max_size=30)).replace(b"\n", b"") + b"}{\n\n"
+        )
     elif spoil == "huge event":
         events.insert(at, b"data: " + b"z" * (MAX_EVENT + 1) + b"\n\n")
     elif spoil == "error status":
@@ -343,16 +444,25 @@ def test_fuzzed_streams_end_cleanly_and_never_leak(server, model, case):
 
 def test_other_replies_stream_while_a_model_server_floods(server, model):
     """A never-ending flood of tiny deltas on one reply; an echo reply beside it completes."""
+
     def flood():
         for i in range(30_000):  # bounded: about 3 s at full speed
             yield delta("t")
         yield finish()
         yield DONE
+
     name = f"script-{uuid.uuid4().hex}"
     model.scripts[name] = Script(flood)
     flooded = WireClient.to(server)
-    flooded.send({"type": "SEND_MESSAGE", "conversationId": f"c-{uuid.uuid4().hex}",
-                  "agentId": "hostile", "text": name, "clientMessageId": uuid.uuid4().hex})
+    flooded.send(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": f"c-{uuid.uuid4().hex}",
+            "agentId": "hostile",
+            "text": name,
+            "clientMessageId": uuid.uuid4().hex,
+        }
+    )
     try:
         for _ in range(3):
             frames = ask(server, "bystander " * 50, agent="echo")

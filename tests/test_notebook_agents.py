@@ -41,10 +41,13 @@ PING_INTERVAL, PING_TIMEOUT = 0.5, 2.0  # the server's agent_host_* settings her
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("notebook-agents")
-    with JupyterServer(base, "--EchoAgent.delay=0",
-                       f"--StreamChatApp.agent_host_ping_interval={PING_INTERVAL}",
-                       f"--StreamChatApp.agent_host_timeout={PING_TIMEOUT}",
-                       name="agents") as s:
+    with JupyterServer(
+        base,
+        "--EchoAgent.delay=0",
+        f"--StreamChatApp.agent_host_ping_interval={PING_INTERVAL}",
+        f"--StreamChatApp.agent_host_timeout={PING_TIMEOUT}",
+        name="agents",
+    ) as s:
         yield s
 
 
@@ -82,8 +85,15 @@ def browser(server):
 def send(client: WireClient, agent: str, text: str, conversation: str = "") -> dict:
     """SEND_MESSAGE; -> its MESSAGE_ACCEPTED (frames of other kinds before it are skipped)."""
     client_id = new_id("m-")
-    client.send({"type": "SEND_MESSAGE", "conversationId": conversation or new_id("c-"),
-                 "agentId": agent, "text": text, "clientMessageId": client_id})
+    client.send(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": conversation or new_id("c-"),
+            "agentId": agent,
+            "text": text,
+            "clientMessageId": client_id,
+        }
+    )
     frame = next_frame(client, lambda f: f.get("clientMessageId") == client_id)
     assert frame["type"] == "MESSAGE_ACCEPTED", frame
     return frame
@@ -111,8 +121,13 @@ def chunks(client: WireClient, message_id: str, count: int = 0, guard: float = H
     """The reply's MESSAGE_CHUNK frames up to its final frame (or its first ``count``)."""
     frames = []
     while not (frames and frames[-1]["isComplete"]) and (not count or len(frames) < count):
-        frames.append(next_frame(client, lambda f: f["type"] == "MESSAGE_CHUNK"
-                                 and f["messageId"] == message_id, guard))
+        frames.append(
+            next_frame(
+                client,
+                lambda f: f["type"] == "MESSAGE_CHUNK" and f["messageId"] == message_id,
+                guard,
+            )
+        )
     return frames
 
 
@@ -215,7 +230,9 @@ def test_notebook_agent_streams_stores_and_resumes(server, kernels, browser, kin
     # Stored like any reply, and the next request gets the conversation as history.
     messages = stored(server, conversation)
     assert [(m["role"], m["status"], m["text"]) for m in messages] == [
-        ("user", "complete", "40 0.03"), ("assistant", "complete", counted(prefix, 40))]
+        ("user", "complete", "40 0.03"),
+        ("assistant", "complete", counted(prefix, 40)),
+    ]
     again = send(client, agent, "3 0", conversation)
     if kind == "sync":
         frames = chunks(client, again["messageId"])
@@ -227,8 +244,12 @@ def test_listed_while_the_kernel_lives_and_announced_live(server, kernels, brows
     kernel = kernels()
     name = new_id("nb-")
     define_agents(kernel, name)
-    changed = next_frame(watcher, lambda f: f["type"] == "AGENTS_CHANGED"
-                         and f"{name}-async" in {a["id"] for a in f["agents"]})
+    changed = next_frame(
+        watcher,
+        lambda f: (
+            f["type"] == "AGENTS_CHANGED" and f"{name}-async" in {a["id"] for a in f["agents"]}
+        ),
+    )
     ids = {a["id"] for a in changed["agents"]}
     assert {f"{name}-sync", f"{name}-async", "echo"} <= ids
 
@@ -240,8 +261,12 @@ def test_listed_while_the_kernel_lives_and_announced_live(server, kernels, brows
     assert "kernel" not in agents["echo"]
 
     kernel.shutdown()
-    gone = next_frame(watcher, lambda f: f["type"] == "AGENTS_CHANGED"
-                      and f"{name}-sync" not in {a["id"] for a in f["agents"]})
+    gone = next_frame(
+        watcher,
+        lambda f: (
+            f["type"] == "AGENTS_CHANGED" and f"{name}-sync" not in {a["id"] for a in f["agents"]}
+        ),
+    )
     assert "echo" in {a["id"] for a in gone["agents"]}
     assert f"{name}-sync" not in listed(server) and f"{name}-async" not in listed(server)
 
@@ -266,8 +291,10 @@ def test_stop_reaches_the_agent_while_a_cell_is_busy(server, kernels, browser, k
     assert kernel.state() == "busy"  # the cell still runs: the stop did not wait for it
     text = text_of(frames)
     assert 0 < len(text) < len(counted(kind[0], 1000)) and counted(kind[0], 1000).startswith(text)
-    assert [(m["status"], m["text"]) for m in stored(server, frames[0]["conversationId"])][1] \
-        == ("stopped", text)
+    assert [(m["status"], m["text"]) for m in stored(server, frames[0]["conversationId"])][1] == (
+        "stopped",
+        text,
+    )
 
     server.request("POST", f"api/kernels/{kernel.id}/interrupt")
     assert kernel.result(busy)["ename"] == "KeyboardInterrupt"
@@ -295,9 +322,12 @@ def test_a_dying_kernel_ends_its_replies_interrupted(server, kernels, browser, h
     if how == "killed":
         os.kill(kernel.pid, signal.SIGKILL)
     else:
-        restart = threading.Thread(target=server.request, daemon=True,
-                                   args=("POST", f"api/kernels/{kernel.id}/restart"),
-                                   kwargs={"timeout": KERNEL_GUARD})
+        restart = threading.Thread(
+            target=server.request,
+            daemon=True,
+            args=("POST", f"api/kernels/{kernel.id}/restart"),
+            kwargs={"timeout": KERNEL_GUARD},
+        )
         restart.start()
     frames, took = _wait_interrupted(client, reply, before, started)
     print(f"\nkernel {how} -> reply interrupted in {took * 1000:.0f} ms")
@@ -306,8 +336,12 @@ def test_a_dying_kernel_ends_its_replies_interrupted(server, kernels, browser, h
     text = text_of(frames)
     assert len(text) >= len(text_of(before)) and counted("s", 1000).startswith(text)
     assert stored(server, frames[0]["conversationId"])[1]["text"] == text  # kept, as streamed
-    next_frame(watcher, lambda f: f["type"] == "AGENTS_CHANGED"
-               and f"{name}-sync" not in {a["id"] for a in f["agents"]})
+    next_frame(
+        watcher,
+        lambda f: (
+            f["type"] == "AGENTS_CHANGED" and f"{name}-sync" not in {a["id"] for a in f["agents"]}
+        ),
+    )
     assert f"{name}-sync" not in listed(server)
     if how == "restarted":
         restart.join(KERNEL_GUARD)
@@ -331,15 +365,25 @@ def test_a_frozen_kernel_is_noticed_by_its_pings(server, kernels, browser):
         frames, took = _wait_interrupted(client, reply, before, started)
     finally:
         os.kill(kernel.pid, signal.SIGCONT)
-    print(f"\nkernel frozen -> reply interrupted in {took * 1000:.0f} ms "
-          f"(pings every {PING_INTERVAL} s, timeout {PING_TIMEOUT} s)")
+    print(
+        f"\nkernel frozen -> reply interrupted in {took * 1000:.0f} ms "
+        f"(pings every {PING_INTERVAL} s, timeout {PING_TIMEOUT} s)"
+    )
     assert frames[-1]["status"] == "interrupted"
     assert counted("s", 1000).startswith(text_of(frames))
-    next_frame(watcher, lambda f: f["type"] == "AGENTS_CHANGED"
-               and f"{name}-sync" not in {a["id"] for a in f["agents"]})
+    next_frame(
+        watcher,
+        lambda f: (
+            f["type"] == "AGENTS_CHANGED" and f"{name}-sync" not in {a["id"] for a in f["agents"]}
+        ),
+    )
     # Thawed, the kernel reconnects and registers its agents again.
-    next_frame(watcher, lambda f: f["type"] == "AGENTS_CHANGED"
-               and f"{name}-sync" in {a["id"] for a in f["agents"]})
+    next_frame(
+        watcher,
+        lambda f: (
+            f["type"] == "AGENTS_CHANGED" and f"{name}-sync" in {a["id"] for a in f["agents"]}
+        ),
+    )
     again = send(client, f"{name}-sync", "5 0")["messageId"]
     assert text_of(chunks(client, again)) == counted("s", 5)
 
@@ -350,13 +394,13 @@ def test_a_frozen_kernel_is_noticed_by_its_pings(server, kernels, browser):
 def test_running_the_cell_again_replaces_the_agent(server, kernels, browser):
     kernel = kernels()
     name = new_id("nb-")
-    cell = textwrap.dedent('''
+    cell = textwrap.dedent("""
         import jupyter_streamchat as sc
 
         @sc.agent(NAME)
         def versioned(request):
             yield VERSION
-    ''')
+    """)
     kernel.run(f"NAME, VERSION = {name!r}, 'one'\n" + cell)
     client = browser()
     assert text_of(chunks(client, send(client, name, "hi")["messageId"])) == "one"
@@ -368,13 +412,13 @@ def test_running_the_cell_again_replaces_the_agent(server, kernels, browser):
 def test_a_name_is_one_agent_the_second_kernel_is_refused(server, kernels, browser):
     first, second = kernels(), kernels()
     name = new_id("nb-")
-    cell = textwrap.dedent(f'''
+    cell = textwrap.dedent(f"""
         import jupyter_streamchat as sc
 
         @sc.agent({name!r})
         def who(request):
             yield WHO
-    ''')
+    """)
     first.run("WHO = 'first'\n" + cell)
     refused = second.result(second.submit("WHO = 'second'\n" + cell))
     assert refused["status"] == "error" and refused["ename"] == "AgentRegistrationError"
@@ -395,7 +439,8 @@ def test_a_name_is_one_agent_the_second_kernel_is_refused(server, kernels, brows
 def test_an_agent_that_raises_ends_its_reply_with_the_error(server, kernels, browser):
     kernel = kernels()
     name = new_id("nb-")
-    kernel.run(textwrap.dedent(f'''
+    kernel.run(
+        textwrap.dedent(f"""
         import jupyter_streamchat as sc
         from jupyter_streamchat import AgentError
 
@@ -408,11 +453,14 @@ def test_an_agent_that_raises_ends_its_reply_with_the_error(server, kernels, bro
         async def says(request):
             yield "partial "
             raise AgentError("The quota is used up")
-    '''))
+    """)
+    )
     client = browser()
     frames = chunks(client, send(client, f"{name}-bug", "price")["messageId"])
-    assert (frames[-1]["status"], frames[-1]["error"]) == ("error",
-                                                          "ValueError: no such column: price")
+    assert (frames[-1]["status"], frames[-1]["error"]) == (
+        "error",
+        "ValueError: no such column: price",
+    )
     assert text_of(frames) == "partial "
     frames = chunks(client, send(client, f"{name}-says", "hi")["messageId"])
     assert (frames[-1]["status"], frames[-1]["error"]) == ("error", "The quota is used up")
@@ -427,7 +475,8 @@ def test_one_connection_per_kernel(server, kernels, browser):
     name = new_id("nb-")
     assert kernel.hub_sockets() == 0
     define_agents(kernel, name)
-    out = kernel.run(textwrap.dedent(f'''
+    out = kernel.run(
+        textwrap.dedent(f"""
         a = sc.connect("c-shared-{name}")
         b = sc.connect("c-shared-{name}")   # two followers of one conversation
         c = sc.connect("c-other-{name}")
@@ -435,30 +484,41 @@ def test_one_connection_per_kernel(server, kernels, browser):
         reply = a.send("3 0", NAME + "-sync").wait(30)  # this kernel asks its own agent
         print(reply.status, repr(reply.text))
         print(chat.send("2 0").wait(30).text)
-    '''))
+    """)
+    )
     assert out == "complete 's0 s1 s2 '\na0 a1 \n"
     assert kernel.hub_sockets() == 1
     # Both followers of the shared conversation hold the reply; the other holds nothing.
-    assert kernel.run(textwrap.dedent('''
+    assert (
+        kernel.run(
+            textwrap.dedent("""
         b.wait_synced(30)
         for _ in range(300):
             if [m["status"] for m in b.messages] == ["complete", "complete"]:
                 break
             time.sleep(0.05)
         print([m["text"] for m in b.messages], c.messages)
-    ''')) == "['3 0', 's0 s1 s2 '] []\n"
+    """)
+        )
+        == "['3 0', 's0 s1 s2 '] []\n"
+    )
     # A browser sending to the shared conversation reaches both; closing one follower leaves
     # the other following.
     kernel.run("b.close()")
     client = browser()
     send(client, f"{name}-sync", "2 0", f"c-shared-{name}")
-    assert kernel.run(textwrap.dedent('''
+    assert (
+        kernel.run(
+            textwrap.dedent("""
         for _ in range(300):
             if len(a.messages) == 4 and a.messages[-1]["status"] == "complete":
                 break
             time.sleep(0.05)
         print(a.messages[-1]["text"], len(b.messages))
-    ''')) == "s0 s1  2\n"
+    """)
+        )
+        == "s0 s1  2\n"
+    )
     assert kernel.hub_sockets() == 1
     # Conversations closed, agents still there: the connection stays; without them it goes.
     kernel.run("a.close(); c.close(); chat.close()")
@@ -476,31 +536,59 @@ def test_the_agent_frames_on_the_wire(server, browser):
     """What a kernel's connection does, by hand: register, answer a request, be refused."""
     host, user, other = browser(), browser(), browser()
     name = new_id("wire-")
-    host.send({"type": "REGISTER_AGENT", "agentId": name, "name": "By hand",
-               "description": "answers over the wire", "owner": "a test"})
+    host.send(
+        {
+            "type": "REGISTER_AGENT",
+            "agentId": name,
+            "name": "By hand",
+            "description": "answers over the wire",
+            "owner": "a test",
+        }
+    )
     assert next_frame(host, lambda f: f["type"] == "AGENT_REGISTERED") == {
-        "type": "AGENT_REGISTERED", "agentId": name}
+        "type": "AGENT_REGISTERED",
+        "agentId": name,
+    }
     changed = next_frame(user, lambda f: f["type"] == "AGENTS_CHANGED")
     mine = next(a for a in changed["agents"] if a["id"] == name)
-    assert mine == {"id": name, "name": "By hand", "description": "answers over the wire",
-                    "kernel": True, "owner": "a test"}
+    assert mine == {
+        "id": name,
+        "name": "By hand",
+        "description": "answers over the wire",
+        "kernel": True,
+        "owner": "a test",
+    }
 
     conversation = new_id("c-")
     reply = send(user, name, "question", conversation)["messageId"]
     request = next_frame(host, lambda f: f["type"] == "AGENT_REQUEST")
-    assert (request["agentId"], request["conversationId"], request["text"], request["history"]) \
-        == (name, conversation, "question", [])
+    assert (request["agentId"], request["conversationId"], request["text"], request["history"]) == (
+        name,
+        conversation,
+        "question",
+        [],
+    )
     rid = request["requestId"]
-    for broken in ({"history": [{"role": "system", "text": "x"}]}, {"history": None},
-                   {"requestId": ""}, {"text": 1}):
+    for broken in (
+        {"history": [{"role": "system", "text": "x"}]},
+        {"history": None},
+        {"requestId": ""},
+        {"text": 1},
+    ):
         assert not p.is_server_frame({**request, **broken})  # what a kernel would drop
     # Only the connection asked may answer.
     other.send({"type": "AGENT_OUTPUT", "requestId": rid, "text": "forged"})
     error = next_frame(other, lambda f: f["type"] == "ERROR")
     assert (error["code"], error["requestId"]) == ("unknown_request", rid)
     host.send({"type": "AGENT_OUTPUT", "requestId": rid, "reasoning": "hm", "text": "ans"})
-    host.send({"type": "AGENT_OUTPUT", "requestId": rid, "text": "wer",
-               "usage": {"model": "hand", "inputTokens": 1, "outputTokens": 2}})
+    host.send(
+        {
+            "type": "AGENT_OUTPUT",
+            "requestId": rid,
+            "text": "wer",
+            "usage": {"model": "hand", "inputTokens": 1, "outputTokens": 2},
+        }
+    )
     host.send({"type": "AGENT_DONE", "requestId": rid})
     frames = chunks(user, reply)
     assert (text_of(frames), frames[-1]["status"]) == ("answer", "complete")
@@ -510,13 +598,17 @@ def test_the_agent_frames_on_the_wire(server, browser):
     # A stop reaches the agent as AGENT_CANCEL; what it sends after is dropped quietly.
     reply = send(user, name, "again", conversation)["messageId"]
     request = next_frame(host, lambda f: f["type"] == "AGENT_REQUEST")
-    assert request["history"] == [{"role": "user", "text": "question"},
-                                  {"role": "assistant", "text": "answer"}]
+    assert request["history"] == [
+        {"role": "user", "text": "question"},
+        {"role": "assistant", "text": "answer"},
+    ]
     host.send({"type": "AGENT_OUTPUT", "requestId": request["requestId"], "text": "par"})
     next_frame(user, lambda f: f.get("messageId") == reply)
     user.send({"type": "STOP_GENERATING", "messageId": reply})
     assert next_frame(host, lambda f: f["type"] == "AGENT_CANCEL") == {
-        "type": "AGENT_CANCEL", "requestId": request["requestId"]}
+        "type": "AGENT_CANCEL",
+        "requestId": request["requestId"],
+    }
     host.send({"type": "AGENT_OUTPUT", "requestId": request["requestId"], "text": "late"})
     host.send({"type": "AGENT_DONE", "requestId": "never-sent"})
     error = next_frame(host, lambda f: f["type"] == "ERROR")
@@ -544,11 +636,19 @@ def test_the_agent_frames_on_the_wire(server, browser):
     frames = chunks(user, reply)
     assert frames[-1]["status"] == "interrupted"
     assert stored(server, conversation)[-1]["text"] == "kept"
-    next_frame(user, lambda f: f["type"] == "AGENTS_CHANGED"
-               and name not in {a["id"] for a in f["agents"]})
+    next_frame(
+        user, lambda f: f["type"] == "AGENTS_CHANGED" and name not in {a["id"] for a in f["agents"]}
+    )
     user.send({"type": "UNREGISTER_AGENT", "agentId": name})  # not its own: nothing happens
-    user.send({"type": "SEND_MESSAGE", "conversationId": conversation, "agentId": name,
-               "text": "hi", "clientMessageId": new_id("m-")})
+    user.send(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": conversation,
+            "agentId": name,
+            "text": "hi",
+            "clientMessageId": new_id("m-"),
+        }
+    )
     assert next_frame(user, lambda f: f["type"] == "ERROR")["code"] == "unknown_agent"
 
 
@@ -562,14 +662,16 @@ def test_a_connection_has_at_most_a_hundred_agents(server, browser):
     host.send({"type": "REGISTER_AGENT", "agentId": f"{prefix}-{100}"})
     assert next_frame(host, lambda f: f["type"] == "ERROR")["code"] == "too_many_agents"
     host.send({"type": "REGISTER_AGENT", "agentId": f"{prefix}-{7}"})  # replacing is fine
-    assert next_frame(host, lambda f: f["type"] in ("ERROR", "AGENT_REGISTERED"))["type"] \
+    assert (
+        next_frame(host, lambda f: f["type"] in ("ERROR", "AGENT_REGISTERED"))["type"]
         == "AGENT_REGISTERED"
+    )
 
 
 # -- without a Jupyter server ----------------------------------------------------------------
 
 
-HEADLESS = textwrap.dedent('''
+HEADLESS = textwrap.dedent("""
     import asyncio, json
     import jupyter_streamchat as sc
     from jupyter_streamchat import AgentError
@@ -594,13 +696,19 @@ HEADLESS = textwrap.dedent('''
         reply = conversation.send("a few words", agent).wait(30)
         results.append([reply.status, reply.text, reply.error])
     print(json.dumps(results))
-''')
+""")
 
 
 def test_headless_the_decorator_over_the_in_process_hub(tmp_path):
     env = isolated_env(tmp_path, JPY_PARENT_PID=None, STREAMCHAT_SERVER_URL=None)
-    done = subprocess.run([sys.executable, "-c", HEADLESS], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=KERNEL_GUARD)
+    done = subprocess.run(
+        [sys.executable, "-c", HEADLESS],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=KERNEL_GUARD,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [
         False,
@@ -611,7 +719,7 @@ def test_headless_the_decorator_over_the_in_process_hub(tmp_path):
     assert (Path(env["JUPYTER_DATA_DIR"]) / "streamchat.db").exists()
 
 
-FAST_TOKENS = textwrap.dedent('''
+FAST_TOKENS = textwrap.dedent("""
     import json
     import jupyter_streamchat as sc
 
@@ -624,14 +732,20 @@ FAST_TOKENS = textwrap.dedent('''
     expected = "".join(f"t{i} " for i in range(20_000))
     print(json.dumps([conversation.send(f"go {n}", "fast").wait(60).text == expected
                       for n in range(5)]))
-''')
+""")
 
 
 def test_every_token_of_a_fast_sync_agent_arrives(tmp_path):
     """A generator that yields as fast as it can races the sender that takes its output: no
     token may fall between them (each reply is exactly what was yielded)."""
     env = isolated_env(tmp_path, JPY_PARENT_PID=None, STREAMCHAT_SERVER_URL=None)
-    done = subprocess.run([sys.executable, "-c", FAST_TOKENS], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=KERNEL_GUARD)
+    done = subprocess.run(
+        [sys.executable, "-c", FAST_TOKENS],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=KERNEL_GUARD,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == [True] * 5

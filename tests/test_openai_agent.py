@@ -18,7 +18,7 @@ WORDS = "alpha beta  gamma delta\nepsilon"
 def half(text):
     """What the stand-in sends of the echo before it fails on purpose."""
     pieces = split_words(text)
-    return "".join(pieces[:max(1, len(pieces) // 2)])
+    return "".join(pieces[: max(1, len(pieces) // 2)])
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +50,40 @@ def jp_server_config(closed_port):
     no_retry = {"max_retries": 0}
     return streamchat_config(
         OpenAIAgent={"api_key": SECRET},
-        StreamChatApp={"agents": {
-            "tuned": named("standin", temperature=0.25, max_tokens=50, system_prompt="Be brief.",
-                           extra_body={"standin_tokens": 5, "top_k": 7}),
-            "reasoning-content": named("standin-reasoning-content"),
-            "reasoning": named("standin-reasoning"),
-            "think": named("standin-think"),
-            "streaming": named("standin", extra_body={"standin_tokens": 400, "standin_rate": 50}),
-            "length": named("length"),
-            "flaky": named("standin", extra_body={"standin_fail_times": 1}, max_retries=2),
-            "down": named("error-500", max_retries=2),
-            "e401": named("error-401", **no_retry),
-            "wrong-key": named("standin", api_key=WRONG_KEY, **no_retry),
-            "no-key": named("standin", api_key="", **no_retry),
-            "e404": named("error-404", **no_retry),
-            "e429": named("error-429", max_retries=2),  # Retry-After 30 s: too long to wait
-            "e500": named("error-500", **no_retry),
-            "midstream": named("midstream-error", **no_retry),
-            "cutoff": named("cutoff", **no_retry),
-            "slow": named("slow", timeout=0.5, extra_body={"standin_delay": 5}, **no_retry),
-            "refused": named("standin", base_url=f"http://127.0.0.1:{closed_port}/v1", **no_retry),
-            "broken-class": {"class": "no_such_package.agents:Nothing"},
-            "broken-trait": named("standin", colour="blue"),
-        }},
+        StreamChatApp={
+            "agents": {
+                "tuned": named(
+                    "standin",
+                    temperature=0.25,
+                    max_tokens=50,
+                    system_prompt="Be brief.",
+                    extra_body={"standin_tokens": 5, "top_k": 7},
+                ),
+                "reasoning-content": named("standin-reasoning-content"),
+                "reasoning": named("standin-reasoning"),
+                "think": named("standin-think"),
+                "streaming": named(
+                    "standin", extra_body={"standin_tokens": 400, "standin_rate": 50}
+                ),
+                "length": named("length"),
+                "flaky": named("standin", extra_body={"standin_fail_times": 1}, max_retries=2),
+                "down": named("error-500", max_retries=2),
+                "e401": named("error-401", **no_retry),
+                "wrong-key": named("standin", api_key=WRONG_KEY, **no_retry),
+                "no-key": named("standin", api_key="", **no_retry),
+                "e404": named("error-404", **no_retry),
+                "e429": named("error-429", max_retries=2),  # Retry-After 30 s: too long to wait
+                "e500": named("error-500", **no_retry),
+                "midstream": named("midstream-error", **no_retry),
+                "cutoff": named("cutoff", **no_retry),
+                "slow": named("slow", timeout=0.5, extra_body={"standin_delay": 5}, **no_retry),
+                "refused": named(
+                    "standin", base_url=f"http://127.0.0.1:{closed_port}/v1", **no_retry
+                ),
+                "broken-class": {"class": "no_such_package.agents:Nothing"},
+                "broken-trait": named("standin", colour="blue"),
+            }
+        },
     )
 
 
@@ -90,8 +101,11 @@ def reasoning_of(frames):
 
 def requests_for(standin, text):
     """What the stand-in received for the user message ``text``."""
-    return [r for r in standin.requests
-            if isinstance(r.get("messages"), list) and r["messages"][-1].get("content") == text]
+    return [
+        r
+        for r in standin.requests
+        if isinstance(r.get("messages"), list) and r["messages"][-1].get("content") == text
+    ]
 
 
 async def test_streams_the_answer_with_the_conversation_so_far(chat, rest, standin):
@@ -183,8 +197,10 @@ async def test_stop_closes_the_model_connection_at_once(chat, rest, standin):
         await client.no_frame(0.02)
     assert "closed_at" in request, "the model server never saw the connection close"
     # A generous bound on loopback: the response is closed as the stop arrives, not later.
-    print(f"model connection closed {(request['closed_at'] - stopped_at) * 1000:.1f} ms "
-          "after the stop was sent")
+    print(
+        f"model connection closed {(request['closed_at'] - stopped_at) * 1000:.1f} ms "
+        "after the stop was sent"
+    )
     assert request["closed_at"] - stopped_at < 0.1
 
     reply = (await rest("conversations", conversation))["messages"][1]
@@ -210,11 +226,24 @@ def _errors(standin_url, closed_port):
     }
 
 
-@pytest.mark.parametrize("agent", ["e401", "wrong-key", "no-key", "e404", "e429", "e500",
-                                   "midstream", "cutoff", "slow",
-                                   "refused"])
-async def test_failures_end_the_reply_with_words_a_user_understands(agent, chat, rest, standin,
-                                                                     closed_port):
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "e401",
+        "wrong-key",
+        "no-key",
+        "e404",
+        "e429",
+        "e500",
+        "midstream",
+        "cutoff",
+        "slow",
+        "refused",
+    ],
+)
+async def test_failures_end_the_reply_with_words_a_user_understands(
+    agent, chat, rest, standin, closed_port
+):
     client = await chat()
     conversation, text = new_id("c-"), f"{WORDS} {new_id()}"
     _, frames = await ask(client, text, agent=agent, conversation=conversation)

@@ -50,7 +50,7 @@ def _route_paths() -> dict:
     for pattern, handler, *_ in streamchat_handlers.handlers:
         if not pattern.startswith(API_PREFIX + "/"):
             continue  # the WebSocket is described in docs/protocol.md
-        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern[len(API_PREFIX):])
+        path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern[len(API_PREFIX) :])
         assert not re.search(r"[()\[\]\\^$*+?]", path), f"route not understood: {pattern}"
         routes[path] = handler
     return routes
@@ -59,8 +59,12 @@ def _route_paths() -> dict:
 def _handler_methods(handler) -> set:
     """The HTTP methods the extension itself answers (Jupyter's APIHandler adds OPTIONS for
     CORS preflight to every API, ours included; it is not part of this API)."""
-    return {m for m in METHODS if getattr(handler, m) is not getattr(RequestHandler, m)
-            and getattr(handler, m).__module__.startswith("jupyter_streamchat")}
+    return {
+        m
+        for m in METHODS
+        if getattr(handler, m) is not getattr(RequestHandler, m)
+        and getattr(handler, m).__module__.startswith("jupyter_streamchat")
+    }
 
 
 def test_every_route_is_described_and_nothing_else(spec):
@@ -94,12 +98,22 @@ def call(jp_serverapp, http_server_client, jp_http_port, jp_base_url, spec):
     checked = []
 
     async def send(method, path, fill=None, query="", body=None, token_ok=True):
-        url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api" + \
-            path.format(**(fill or {})) + query
+        url = (
+            f"http://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/api"
+            + path.format(**(fill or {}))
+            + query
+        )
         headers = {"Authorization": f"token {token}" if token_ok else ""}
         response = await AsyncHTTPClient().fetch(
-            HTTPRequest(url, method=method.upper(), body=body, headers=headers,
-                        allow_nonstandard_methods=True), raise_error=False)
+            HTTPRequest(
+                url,
+                method=method.upper(),
+                body=body,
+                headers=headers,
+                allow_nonstandard_methods=True,
+            ),
+            raise_error=False,
+        )
         operation = spec["paths"][path][method]
         status = str(response.code)
         assert status in operation["responses"], (method, path, status, response.body[:300])
@@ -115,8 +129,7 @@ def call(jp_serverapp, http_server_client, jp_http_port, jp_base_url, spec):
             value = json.loads(response.body)
         else:
             value = response.body.decode("utf-8")
-        jsonschema.validate(value, content[media]["schema"],
-                            cls=jsonschema.Draft202012Validator)
+        jsonschema.validate(value, content[media]["schema"], cls=jsonschema.Draft202012Validator)
         for header in described.get("headers", {}):
             assert header in response.headers, (method, path, status, header)
         checked.append((method, path, status))
@@ -140,7 +153,8 @@ async def test_real_answers_match_the_spec(chat, call, spec):
     status, page = await call("get", "/conversations", query="?limit=1")
     assert status == 200 and page["conversations"]
     assert (await call("get", "/conversations", query="?q=spec+says"))[1]["conversations"][0][
-        "snippet"]
+        "snippet"
+    ]
     assert (await call("get", "/conversations", query="?limit=%D9%A1"))[0] == 400
     assert (await call("get", "/conversations", query="?after=forged"))[0] == 400
     assert (await call("get", "/conversations", token_ok=False))[0] == 403
@@ -149,12 +163,17 @@ async def test_real_answers_match_the_spec(chat, call, spec):
     assert (await call("get", "/conversations/{conversation_id}", bad_id))[0] == 400
     assert (await call("get", "/conversations/{conversation_id}/export", one))[0] == 200
     assert (await call("get", "/conversations/{conversation_id}/export", ghost))[0] == 404
-    assert (await call("patch", "/conversations/{conversation_id}", one,
-                       body=json.dumps({"title": " spec "})))[1]["title"] == "spec"
-    assert (await call("patch", "/conversations/{conversation_id}", one,
-                       body='{"title": "\\ud800"}'))[0] == 400
-    assert (await call("patch", "/conversations/{conversation_id}", ghost,
-                       body='{"title": "x"}'))[0] == 404
+    assert (
+        await call(
+            "patch", "/conversations/{conversation_id}", one, body=json.dumps({"title": " spec "})
+        )
+    )[1]["title"] == "spec"
+    assert (
+        await call("patch", "/conversations/{conversation_id}", one, body='{"title": "\\ud800"}')
+    )[0] == 400
+    assert (await call("patch", "/conversations/{conversation_id}", ghost, body='{"title": "x"}'))[
+        0
+    ] == 404
     assert (await call("delete", "/conversations/{conversation_id}", one))[0] == 204
     assert (await call("delete", "/conversations/{conversation_id}", one))[0] == 404
 

@@ -23,7 +23,10 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (path,) = out.glob("jupyter_streamchat-*.whl")
     with zipfile.ZipFile(path) as archive:
@@ -39,16 +42,21 @@ def test_wheel_has_the_prebuilt_lab_extension(wheel):
     assert LABEXT + "static/style.js" in names
     install = json.loads(wheel.read(LABEXT + "install.json"))
     assert install["packageName"] == "jupyter-streamchat"
-    server_config = ("jupyter_streamchat-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/"
-                     "jupyter_streamchat.json")
+    server_config = (
+        "jupyter_streamchat-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/"
+        "jupyter_streamchat.json"
+    )
     assert json.loads(wheel.read(server_config))["ServerApp"]["jpserver_extensions"] == {
-        "jupyter_streamchat": True}
+        "jupyter_streamchat": True
+    }
 
 
 def test_wheel_has_the_widget_bundle(wheel):
     names = set(wheel.namelist())
-    assert {"jupyter_streamchat/widget/static/widget.js",
-            "jupyter_streamchat/widget/static/widget.css"} <= names
+    assert {
+        "jupyter_streamchat/widget/static/widget.js",
+        "jupyter_streamchat/widget/static/widget.css",
+    } <= names
 
 
 # -- Notebook 7 comes with the main install (issue 14, point 2) -----------------------------
@@ -62,8 +70,11 @@ from server_process import JupyterServer, isolated_env  # noqa: E402
 
 def _main_requirements(requirements) -> set:
     """Names of the requirements that hold without an extra."""
-    return {re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-")
-            for r in requirements if "extra ==" not in r.replace('"', "'")}
+    return {
+        re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+        for r in requirements
+        if "extra ==" not in r.replace('"', "'")
+    }
 
 
 def test_notebook_is_a_main_dependency():
@@ -79,8 +90,9 @@ def test_server_as_start_sh_starts_it_serves_notebook_7(tmp_path):
     Notebook 7's file browser (/tree) and its notebook page, beside JupyterLab."""
     env = isolated_env(tmp_path)
     with JupyterServer(tmp_path, env=env, other_extensions=True) as server:
-        (server.root / "notes.ipynb").write_text(json.dumps(
-            {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+        (server.root / "notes.ipynb").write_text(
+            json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+        )
         for path in ("tree", "notebooks/notes.ipynb", "lab"):
             status, _, body = server.request("GET", path)
             assert status == 200, (path, status, server.log()[-3000:])

@@ -21,8 +21,13 @@ def _text(case: dict) -> str:
 
 
 # The usage as the follower's ``messages`` carry it: the wire's fields under Python names.
-USAGE_NAMES = {"model": "model", "inputTokens": "input_tokens", "outputTokens": "output_tokens",
-               "firstTokenSeconds": "first_token_seconds", "durationSeconds": "duration_seconds"}
+USAGE_NAMES = {
+    "model": "model",
+    "inputTokens": "input_tokens",
+    "outputTokens": "output_tokens",
+    "firstTokenSeconds": "first_token_seconds",
+    "durationSeconds": "duration_seconds",
+}
 
 
 @pytest.mark.parametrize("case", FIXTURE["clientFrames"], ids=lambda c: c["name"])
@@ -34,7 +39,10 @@ def test_client_frame(case):
     else:
         assert case["expect"] == "ok", f"parsed as {request}"
         # What the kernel's follower would send for it parses back to the same request.
-        assert p.parse_request(json.dumps(p.request_frame(request)), FIXTURE["maxTextBytes"]) == request
+        assert (
+            p.parse_request(json.dumps(p.request_frame(request)), FIXTURE["maxTextBytes"])
+            == request
+        )
 
 
 @pytest.mark.parametrize("case", FIXTURE["serverFrames"], ids=lambda c: c["name"])
@@ -90,6 +98,9 @@ def test_reply_sequence(case):
     usage = {USAGE_NAMES[k]: v for k, v in expect["usage"].items()} if "usage" in expect else None
     assert message.get("usage") == usage
     assert conversation._by_id[case["messageId"]].seq == expect["lastSeq"]
-    resumes = [f["afterSeq"] for f in transport.sent
-               if f["type"] == "RESUME" and f["messageId"] == case["messageId"]]
+    resumes = [
+        f["afterSeq"]
+        for f in transport.sent
+        if f["type"] == "RESUME" and f["messageId"] == case["messageId"]
+    ]
     assert resumes == expect["resumes"]

@@ -43,7 +43,7 @@ def encodings(secret: str) -> dict:
         "lines": secret[:half] + "\n" + secret[half:],
         "crlf twice": secret[:5] + "\r\n" + secret[5:half] + "\r\n" + secret[half:],
         "json line": secret[:half] + "\\n" + secret[half:],
-        "spaces": " ".join(secret[i:i + 8] for i in range(0, len(secret), 8)),
+        "spaces": " ".join(secret[i : i + 8] for i in range(0, len(secret), 8)),
     }
 
 
@@ -58,8 +58,12 @@ def test_every_encoding_at_every_offset(secret):
 @pytest.mark.parametrize("secret", [KEY, PASSWORD], ids=["key", "password"])
 def test_a_cut_through_the_secret_leaves_nothing_of_it(secret):
     for keep in range(1, len(secret)):
-        for text in (f"said: {secret[:keep]}", f"said: {secret[:keep]}…",
-                     f"said: {secret[:keep]}... more", f'{{"m": "{secret[:keep]}'):
+        for text in (
+            f"said: {secret[:keep]}",
+            f"said: {secret[:keep]}…",
+            f"said: {secret[:keep]}... more",
+            f'{{"m": "{secret[:keep]}',
+        ):
             shown = redact.redact(text)
             if keep >= redact.EDGE_CHARS:
                 assert not leaks(shown, secret), (keep, text, shown)
@@ -84,11 +88,15 @@ def test_ordinary_text_is_left_alone():
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(before=st.text(max_size=60), after=st.text(max_size=60),
-       encoding=st.sampled_from(sorted(encodings(KEY))), start=st.integers(0, 30),
-       length=st.integers(6, 40))
+@given(
+    before=st.text(max_size=60),
+    after=st.text(max_size=60),
+    encoding=st.sampled_from(sorted(encodings(KEY))),
+    start=st.integers(0, 30),
+    length=st.integers(6, 40),
+)
 def test_any_part_anywhere(before, after, encoding, start, length):
-    part = encodings(KEY)[encoding][start:start + length]
+    part = encodings(KEY)[encoding][start : start + length]
     shown = redact.redact(before + part + after)
     squeezed = "".join(part.split()).replace("\\n", "")
     if len(squeezed) >= redact.PART_CHARS and squeezed in KEY:
@@ -98,11 +106,16 @@ def test_any_part_anywhere(before, after, encoding, start, length):
 def test_the_config_dump_is_redacted_without_registering_first():
     redact.forget_all()
     redact.install_log_redaction()
-    config = {"OpenAIAgent": {"api_key": KEY},
-              "StreamChatApp": {"agents": {"x": {"api_key": "another-secret-value"}},
-                                "store_url": f"postgresql://u:{quote(PASSWORD, safe='')}@h/db"}}
+    config = {
+        "OpenAIAgent": {"api_key": KEY},
+        "StreamChatApp": {
+            "agents": {"x": {"api_key": "another-secret-value"}},
+            "store_url": f"postgresql://u:{quote(PASSWORD, safe='')}@h/db",
+        },
+    }
     record = logging.getLogger("any.logger").makeRecord(
-        "any.logger", logging.DEBUG, __file__, 1, "Config changed: %r", (config,), None)
+        "any.logger", logging.DEBUG, __file__, 1, "Config changed: %r", (config,), None
+    )
     message = record.getMessage()
     assert "Config changed" in message
     assert not leaks(message, KEY) and not leaks(message, PASSWORD)
@@ -123,9 +136,12 @@ def test_every_log_record_is_redacted(caplog):
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(before=st.text(max_size=40), after=st.text(max_size=40),
-       encoding=st.sampled_from(["raw", "json", "url", "spaces"]),
-       cuts=st.lists(st.integers(1, 200), max_size=30))
+@given(
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+    encoding=st.sampled_from(["raw", "json", "url", "spaces"]),
+    cuts=st.lists(st.integers(1, 200), max_size=30),
+)
 def test_a_stream_cut_anywhere_shows_nothing_of_the_secret(before, after, encoding, cuts):
     text = before + encodings(KEY)[encoding] + after
     points = sorted({c for c in cuts if c < len(text)})
@@ -136,8 +152,10 @@ def test_a_stream_cut_anywhere_shows_nothing_of_the_secret(before, after, encodi
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(text=st.text(alphabet="abcdefghij \n.,", max_size=200),
-       cuts=st.lists(st.integers(1, 200), max_size=30))
+@given(
+    text=st.text(alphabet="abcdefghij \n.,", max_size=200),
+    cuts=st.lists(st.integers(1, 200), max_size=30),
+)
 def test_a_stream_without_secrets_comes_out_as_it_went_in(text, cuts):
     points = sorted({c for c in cuts if c < len(text)})
     pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]

@@ -5,7 +5,12 @@ import random
 import pytest
 
 from helpers import (
-    HANG_GUARD, RawWebSocket, assert_contiguous, new_id, streamchat_config, text_of,
+    HANG_GUARD,
+    RawWebSocket,
+    assert_contiguous,
+    new_id,
+    streamchat_config,
+    text_of,
 )
 
 
@@ -81,10 +86,21 @@ async def test_slow_client_holds_up_nobody_and_catches_up(
 
     # A client that sends, then stops reading: its receive window fills and stays full.
     loop = asyncio.get_running_loop()  # the server shares this loop: block only in threads
-    stuck = await loop.run_in_executor(None, lambda: RawWebSocket(
-        "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header))
-    stuck.send({"type": "SEND_MESSAGE", "conversationId": conversation, "agentId": "flood",
-                "text": "flood me", "clientMessageId": new_id("m-")})
+    stuck = await loop.run_in_executor(
+        None,
+        lambda: RawWebSocket(
+            "127.0.0.1", jp_http_port, f"{jp_base_url}streamchat/ws", jp_auth_header
+        ),
+    )
+    stuck.send(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": conversation,
+            "agentId": "flood",
+            "text": "flood me",
+            "clientMessageId": new_id("m-"),
+        }
+    )
     mid = (await watcher.expect("MESSAGE_ACCEPTED"))["messageId"]
 
     # The agent and the other client go on at full speed.

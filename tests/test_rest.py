@@ -35,13 +35,25 @@ async def test_conversations_list_get_delete(chat, rest, jp_fetch):
     user, reply = (dict(m) for m in body["messages"])
     # When each was made, in seconds since the epoch, in the order they were made.
     assert time.time() - 60 < user.pop("createdAt") <= reply.pop("createdAt") <= time.time()
-    assert user == {"messageId": accepted["userMessageId"], "role": "user", "agentId": "echo",
-                    "text": "first words", "status": "complete", "lastSeq": 0}
+    assert user == {
+        "messageId": accepted["userMessageId"],
+        "role": "user",
+        "agentId": "echo",
+        "text": "first words",
+        "status": "complete",
+        "lastSeq": 0,
+    }
     usage = reply.pop("usage")  # the hub's timings; echo reports no model or tokens
     assert set(usage) == {"firstTokenSeconds", "durationSeconds"}
     assert 0 <= usage["firstTokenSeconds"] <= usage["durationSeconds"]
-    assert reply == {"messageId": accepted["messageId"], "role": "assistant", "agentId": "echo",
-                     "text": text_of(frames), "status": "complete", "lastSeq": frames[-1]["seq"]}
+    assert reply == {
+        "messageId": accepted["messageId"],
+        "role": "assistant",
+        "agentId": "echo",
+        "text": text_of(frames),
+        "status": "complete",
+        "lastSeq": frames[-1]["seq"],
+    }
 
     # Same message shape as HISTORY.
     await client.send("SUBSCRIBE", conversationId=conversation)
@@ -72,8 +84,10 @@ async def test_delete_stops_a_streaming_reply(chat, jp_fetch):
     assert frames[-1]["status"] == "stopped"
 
 
-@pytest.mark.parametrize("path", [("agents",), ("conversations",), ("conversations", "x"),
-                                  ("conversations", "x", "export")])
+@pytest.mark.parametrize(
+    "path",
+    [("agents",), ("conversations",), ("conversations", "x"), ("conversations", "x", "export")],
+)
 async def test_rest_without_token_is_403(jp_fetch, path):
     with pytest.raises(HTTPClientError) as e:
         await jp_fetch("streamchat", "api", *path, headers={"Authorization": ""})
@@ -91,8 +105,9 @@ async def test_cross_origin_websocket_is_refused(jp_fetch, jp_serverapp, jp_http
     # A browser page elsewhere carries the user's login cookie, not the token: Jupyter skips
     # the origin check only for token-authenticated requests.
     token = jp_serverapp.identity_provider.token
-    response = await jp_fetch("api", "status", params={"token": token},
-                              headers={"Authorization": ""})
+    response = await jp_fetch(
+        "api", "status", params={"token": token}, headers={"Authorization": ""}
+    )
     cookie = response.headers["Set-Cookie"].split(";", 1)[0]  # named for 127.0.0.1:port
     url = f"ws://127.0.0.1:{jp_http_port}{jp_base_url}streamchat/ws"
 
@@ -152,8 +167,13 @@ async def test_conversation_list_is_paged_most_recent_first(chat, rest, jp_fetch
     everything = (await rest("conversations"))["conversations"]  # default: a page of 50
     assert [c["conversationId"] for c in everything][:8] == seen[:8]
 
-    for bad in ({"limit": "0"}, {"limit": "501"}, {"limit": "x"}, {"after": "nonsense"},
-                {"after": "WzEsMl0"}):  # the last: a well-formed cursor of the wrong shape
+    for bad in (
+        {"limit": "0"},
+        {"limit": "501"},
+        {"limit": "x"},
+        {"after": "nonsense"},
+        {"after": "WzEsMl0"},
+    ):  # the last: a well-formed cursor of the wrong shape
         with pytest.raises(HTTPClientError) as failed:
             await jp_fetch("streamchat", "api", "conversations", params=bad)
         assert failed.value.code == 400, bad
@@ -168,15 +188,23 @@ async def test_rename_a_conversation(chat, rest, jp_fetch):
         await client.chunks_until_complete(accepted["messageId"])
 
     async def patch(cid, body):
-        response = await jp_fetch("streamchat", "api", "conversations", cid, method="PATCH",
-                                  body=body if isinstance(body, str) else json.dumps(body))
+        response = await jp_fetch(
+            "streamchat",
+            "api",
+            "conversations",
+            cid,
+            method="PATCH",
+            body=body if isinstance(body, str) else json.dumps(body),
+        )
         return json.loads(response.body)
 
     def listed(listing, cid):
         return next(c for c in listing["conversations"] if c["conversationId"] == cid)
 
     assert await patch(conversation, {"title": "  My   plan "}) == {
-        "conversationId": conversation, "title": "My plan"}
+        "conversationId": conversation,
+        "title": "My plan",
+    }
     listing = await rest("conversations")
     assert listed(listing, conversation)["title"] == "My plan"
     ids = [c["conversationId"] for c in listing["conversations"]]
@@ -193,7 +221,8 @@ async def test_rename_a_conversation(chat, rest, jp_fetch):
 
 
 async def test_a_search_whose_client_goes_away_is_cancelled(
-        chat, jp_fetch, streamchat_app, jp_serverapp, jp_http_port, jp_base_url, monkeypatch):
+    chat, jp_fetch, streamchat_app, jp_serverapp, jp_http_port, jp_base_url, monkeypatch
+):
     client = await chat()
     await client.send_message("something to find later")
     accepted = await client.expect("MESSAGE_ACCEPTED")
@@ -215,9 +244,10 @@ async def test_a_search_whose_client_goes_away_is_cancelled(
     monkeypatch.setattr(store, "search_conversations", long_search)
     token = jp_serverapp.identity_provider.token
     reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
-    writer.write(f"GET {jp_base_url}streamchat/api/conversations?q=find HTTP/1.1\r\n"
-                 f"Host: 127.0.0.1:{jp_http_port}\r\nAuthorization: token {token}\r\n\r\n"
-                 .encode())
+    writer.write(
+        f"GET {jp_base_url}streamchat/api/conversations?q=find HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{jp_http_port}\r\nAuthorization: token {token}\r\n\r\n".encode()
+    )
     await writer.drain()
     await asyncio.wait_for(started.wait(), 15)
     writer.close()  # the client goes away mid-search
@@ -237,8 +267,10 @@ async def test_a_search_over_its_cost_budget_is_a_400(streamchat_app, jp_fetch, 
 
     async def refusing_search(query, *args, **kwargs):
         if query == "aaa":
-            raise SearchTooCostly("searching for this text would take longer than this server "
-                                  "allows one search; try a longer or more distinctive text")
+            raise SearchTooCostly(
+                "searching for this text would take longer than this server "
+                "allows one search; try a longer or more distinctive text"
+            )
         return await real_search(query, *args, **kwargs)
 
     monkeypatch.setattr(store, "search_conversations", refusing_search)

@@ -41,9 +41,15 @@ def server(tmp_path_factory):
         client = WireClient.to(s)
         try:
             for i, conversation in enumerate(SEEDED):
-                client.send({"type": "SEND_MESSAGE", "conversationId": conversation,
-                             "agentId": "echo", "text": f"seeded conversation {i}: é ü 字",
-                             "clientMessageId": f"m-seed-{i}"})
+                client.send(
+                    {
+                        "type": "SEND_MESSAGE",
+                        "conversationId": conversation,
+                        "agentId": "echo",
+                        "text": f"seeded conversation {i}: é ü 字",
+                        "clientMessageId": f"m-seed-{i}",
+                    }
+                )
                 while True:
                     frame = client.recv()
                     if frame["type"] == "MESSAGE_CHUNK" and frame["isComplete"]:
@@ -57,24 +63,28 @@ def server(tmp_path_factory):
 
 # A valid cursor is one the server gave out (`next`): made the server's way, from any time and
 # any id, so that valid data is what the server must accept.
-schemathesis.openapi.format("streamchat-cursor", st.builds(
-    p.list_cursor, st.floats(0, 4e9), st.text(min_size=1, max_size=p.MAX_ID_LENGTH)))
+schemathesis.openapi.format(
+    "streamchat-cursor",
+    st.builds(p.list_cursor, st.floats(0, 4e9), st.text(min_size=1, max_size=p.MAX_ID_LENGTH)),
+)
 SCHEMA = schemathesis.openapi.from_path(str(SPEC))
 # This API ignores query parameters it does not read (the token may come as one).
 SCHEMA.config.generation.update(allow_extra_parameters=False)
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 STORED = [op for op in OPERATIONS if "{conversation_id}" in op.path and op.method != "delete"]
 MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
-FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def _check(server, strategy) -> None:
     @given(case=strategy)
     @FUZZ
     def run(case):
-        case.call_and_validate(base_url=server.http_url("streamchat/api"),
-                               headers=server.auth_headers(), timeout=30)
+        case.call_and_validate(
+            base_url=server.http_url("streamchat/api"), headers=server.auth_headers(), timeout=30
+        )
 
     run()
 
@@ -89,5 +99,11 @@ def test_fuzzed_requests_get_documented_answers(server, operation, mode):
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 @pytest.mark.parametrize("operation", STORED, ids=lambda op: op.label)
 def test_fuzzed_requests_about_stored_conversations(server, operation, mode):
-    _check(server, st.sampled_from(SEEDED).flatmap(lambda cid: operation.as_strategy(
-        generation_mode=mode, path_parameters={"conversation_id": cid})))
+    _check(
+        server,
+        st.sampled_from(SEEDED).flatmap(
+            lambda cid: operation.as_strategy(
+                generation_mode=mode, path_parameters={"conversation_id": cid}
+            )
+        ),
+    )

@@ -27,8 +27,9 @@ def find(jp_fetch):
     """``await find("text", limit=3)`` -> the parsed answer of GET api/conversations?q=..."""
 
     async def get(query, **params):
-        response = await jp_fetch("streamchat", "api", "conversations",
-                                  params={"q": query, **params})
+        response = await jp_fetch(
+            "streamchat", "api", "conversations", params={"q": query, **params}
+        )
         return json.loads(response.body)
 
     return get
@@ -38,20 +39,28 @@ def ids(answer: dict) -> list:
     return [c["conversationId"] for c in answer["conversations"]]
 
 
-async def test_search_finds_user_messages_replies_and_titles(chat, rest, find, jp_fetch,
-                                                            streamchat_app):
+async def test_search_finds_user_messages_replies_and_titles(
+    chat, rest, find, jp_fetch, streamchat_app
+):
     streamchat_app.agent_instances["demo"].delay = 0
     client = await chat()
     garden = await converse(client, "Planning the GARDEN layout for the spring")
     demo = await converse(client, "What can you do?", agent="demo")  # its reply has code
     kitchen = await converse(client, "unrelated words")
-    await jp_fetch("streamchat", "api", "conversations", kitchen, method="PATCH",
-                   body=json.dumps({"title": "Kitchen renovation"}))
+    await jp_fetch(
+        "streamchat",
+        "api",
+        "conversations",
+        kitchen,
+        method="PATCH",
+        body=json.dumps({"title": "Kitchen renovation"}),
+    )
 
     found = await find("garden")
     assert ids(found) == [garden] and found["next"] is None
-    listed = next(c for c in (await rest("conversations"))["conversations"]
-                  if c["conversationId"] == garden)
+    listed = next(
+        c for c in (await rest("conversations"))["conversations"] if c["conversationId"] == garden
+    )
     entry = found["conversations"][0]
     assert entry.pop("snippet") == "Planning the GARDEN layout for the spring"
     assert entry == listed  # the list's entry, and a snippet
@@ -111,8 +120,14 @@ async def test_renamed_and_deleted_conversations(chat, find, jp_fetch):
     conversation = await converse(client, "some words")
 
     async def rename(title):
-        await jp_fetch("streamchat", "api", "conversations", conversation, method="PATCH",
-                       body=json.dumps({"title": title}))
+        await jp_fetch(
+            "streamchat",
+            "api",
+            "conversations",
+            conversation,
+            method="PATCH",
+            body=json.dumps({"title": title}),
+        )
 
     await rename("Alpha plan")
     assert ids(await find("alpha")) == [conversation]
@@ -162,22 +177,32 @@ async def test_files_of_schema_4_get_an_index_of_what_they_hold(tmp_path):
     indexed when it is ended as interrupted."""
     path = tmp_path / "v4.db"
     with schema_4_file(path) as db:
-        db.executemany("INSERT INTO conversations VALUES (?, ?, 1, 1)",
-                       [("c1", ""), ("c2", "Holiday Plans")])
+        db.executemany(
+            "INSERT INTO conversations VALUES (?, ?, 1, 1)", [("c1", ""), ("c2", "Holiday Plans")]
+        )
         db.executemany(
             "INSERT INTO messages (id, conversation_id, role, agent_id, reply_to, "
             "client_message_id, status, text, chars, last_seq, owner, created_at, updated_at) "
             "VALUES (?, ?, ?, 'echo', ?, ?, ?, ?, 0, ?, ?, 1, 1)",
-            [("u1", "c1", "user", None, "k1", "complete", "first question", 0, None),
-             ("r1", "c1", "assistant", "u1", None, "complete", "", 2, None),
-             ("u2", "c2", "user", None, "k2", "complete", "second question", 0, None),
-             ("r2", "c2", "assistant", "u2", None, "streaming", "", 1, "a-dead-process")])
-        db.executemany("INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)",
-                       [("r1", 1, "an answer in two fra"), ("r1", 2, "mes"),
-                        ("r2", 1, "cut short by a crash")])
+            [
+                ("u1", "c1", "user", None, "k1", "complete", "first question", 0, None),
+                ("r1", "c1", "assistant", "u1", None, "complete", "", 2, None),
+                ("u2", "c2", "user", None, "k2", "complete", "second question", 0, None),
+                ("r2", "c2", "assistant", "u2", None, "streaming", "", 1, "a-dead-process"),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)",
+            [
+                ("r1", 1, "an answer in two fra"),
+                ("r1", 2, "mes"),
+                ("r2", 1, "cut short by a crash"),
+            ],
+        )
     store = SQLiteStore(path=str(path))
     assert await store.open() == 1  # r2's producer is gone: it ends interrupted
     try:
+
         async def found(query):
             return [c.conversation_id for c in await store.search_conversations(query)]
 
@@ -227,15 +252,24 @@ async def test_search_of_10000_conversations_reads_the_index(tmp_path):
     query is then answered from the index (a MATCH, not a read of every message)."""
     path = str(tmp_path / "many.db")
     with schema_4_file(path) as db:
-        db.executemany("INSERT INTO conversations (id, title, created_at, updated_at) "
-                       "VALUES (?, '', ?, ?)", [(f"c{i:05d}", i, i) for i in range(10_000)])
+        db.executemany(
+            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
+            [(f"c{i:05d}", i, i) for i in range(10_000)],
+        )
         db.executemany(
             "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
             "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
             "'complete', ?, 20, 1, 1)",
-            [(f"m{i:05d}", f"c{i:05d}", f"k{i}",
-              f"note {i}: " + ("a rare word" if i % 1000 == 0 else "common text"))
-             for i in range(10_000)])
+            [
+                (
+                    f"m{i:05d}",
+                    f"c{i:05d}",
+                    f"k{i}",
+                    f"note {i}: " + ("a rare word" if i % 1000 == 0 else "common text"),
+                )
+                for i in range(10_000)
+            ],
+        )
     store = SQLiteStore(path=path)
     started = time.perf_counter()
     await store.open()
@@ -251,9 +285,13 @@ async def test_search_of_10000_conversations_reads_the_index(tmp_path):
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        plan = " ".join(row[-1] for row in db.execute(
-            "EXPLAIN QUERY PLAN SELECT conversation_id FROM search WHERE search MATCH ?",
-            ('"rare word"',)))
+        plan = " ".join(
+            row[-1]
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT conversation_id FROM search WHERE search MATCH ?",
+                ('"rare word"',),
+            )
+        )
     assert "VIRTUAL TABLE INDEX 0:M" in plan, plan
 
 
@@ -267,11 +305,16 @@ async def test_snippets_are_plain_text_not_markdown(tmp_path):
     await store.open()
     try:
         exchange = await store.create_exchange("c1", "echo", "how do I load a CSV?", "k1")
-        await end_reply(store, exchange, [
-            "## Loading *data*\n\nUse **pandas** (see [the docs](https://pandas.pydata.org) "
-            "and ![a chart](chart.png)):\n\n```python\nimport pandas as pd\n",
-            "df = pd.read_csv(`data.csv`)\n```\n\n| Step | Call |\n|---|:---:|\n"
-            "| read | `pd.read_csv` |\n| tokens_per_second | _fast_ |\n"])
+        await end_reply(
+            store,
+            exchange,
+            [
+                "## Loading *data*\n\nUse **pandas** (see [the docs](https://pandas.pydata.org) "
+                "and ![a chart](chart.png)):\n\n```python\nimport pandas as pd\n",
+                "df = pd.read_csv(`data.csv`)\n```\n\n| Step | Call |\n|---|:---:|\n"
+                "| read | `pd.read_csv` |\n| tokens_per_second | _fast_ |\n",
+            ],
+        )
 
         async def snippet_of(query):
             (hit,) = await store.search_conversations(query)
@@ -291,11 +334,19 @@ async def test_snippets_are_plain_text_not_markdown(tmp_path):
 
 def test_plain_text_keeps_what_only_looks_like_markdown():
     """Underscores inside words, lone stars and escaped marks are text, not emphasis."""
-    assert search.plain_text("a snake_case_name, 2 * 3 * 4 and a\\*b") == \
-        "a snake_case_name, 2 * 3 * 4 and a*b"
-    assert search.plain_text("> quoted ~~struck~~ text\n- item\n1. first\n***") == \
-        "quoted struck text\nitem\n1. first\n"
-    assert search.plain_text("<https://jupyter.org> and [ref link][1]") == \
-        "https://jupyter.org and ref link"
-    assert search.snippet("## Title\n\n```python\nimport pandas\n```", "IMPORT") == \
-        "Title import pandas"
+    assert (
+        search.plain_text("a snake_case_name, 2 * 3 * 4 and a\\*b")
+        == "a snake_case_name, 2 * 3 * 4 and a*b"
+    )
+    assert (
+        search.plain_text("> quoted ~~struck~~ text\n- item\n1. first\n***")
+        == "quoted struck text\nitem\n1. first\n"
+    )
+    assert (
+        search.plain_text("<https://jupyter.org> and [ref link][1]")
+        == "https://jupyter.org and ref link"
+    )
+    assert (
+        search.snippet("## Title\n\n```python\nimport pandas\n```", "IMPORT")
+        == "Title import pandas"
+    )

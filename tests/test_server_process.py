@@ -113,8 +113,13 @@ def server(tmp_path_factory):
     """Default store, echo at 10 ms a word, no unauthenticated access allowed, and every
     installed server extension loaded beside ours (JupyterLab's among them), as a user has it."""
     base = tmp_path_factory.mktemp("shared")
-    with JupyterServer(base, ECHO_FAST, "--ServerApp.allow_unauthenticated_access=False",
-                       name="shared", other_extensions=True) as s:
+    with JupyterServer(
+        base,
+        ECHO_FAST,
+        "--ServerApp.allow_unauthenticated_access=False",
+        name="shared",
+        other_extensions=True,
+    ) as s:
         yield s
 
 
@@ -123,8 +128,11 @@ def server(tmp_path_factory):
 
 def test_extension_list_shows_it_enabled_by_shipped_config(tmp_path):
     result = subprocess.run(
-        ["jupyter", "server", "extension", "list"], env=isolated_env(tmp_path),
-        capture_output=True, text=True, timeout=60,
+        ["jupyter", "server", "extension", "list"],
+        env=isolated_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     out = strip_ansi(result.stdout + result.stderr)
@@ -153,7 +161,8 @@ def test_default_store_is_in_jupyter_data_dir(server):
     asyncio.run(echo_round_trip(server, "where do I live", conversation))
     assert db.is_file()
     assert stored_messages(db, conversation) == [
-        ("user", "complete", "where do I live"), ("assistant", "complete", "where do I live"),
+        ("user", "complete", "where do I live"),
+        ("assistant", "complete", "where do I live"),
     ]
     assert not list(server.root.rglob("*.db")), "nothing goes into the server's root dir"
 
@@ -178,7 +187,11 @@ def test_store_location_is_configurable(tmp_path, how):
         conversation = new_id("c-")
         asyncio.run(echo_round_trip(server, f"stored via {how}", conversation))
         assert db.is_file()
-        assert stored_messages(db, conversation)[-1] == ("assistant", "complete", f"stored via {how}")
+        assert stored_messages(db, conversation)[-1] == (
+            "assistant",
+            "complete",
+            f"stored via {how}",
+        )
         assert not (server.data_dir / "streamchat.db").exists()
         assert not decoy.exists()
 
@@ -254,8 +267,10 @@ def test_shutdown_mid_stream_stores_what_was_streamed(tmp_path):
     is recovered as after a crash (marked interrupted by the next start).
     """
     env = isolated_env(tmp_path)
-    servers = [JupyterServer(tmp_path, ECHO_FAST, env=env, name=name)
-               for name in ("sigterm", "api-shutdown", "sigint", "after")]
+    servers = [
+        JupyterServer(tmp_path, ECHO_FAST, env=env, name=name)
+        for name in ("sigterm", "api-shutdown", "sigint", "after")
+    ]
     sigterm, api, sigint, after = servers
 
     def shutdown_by_api():
@@ -365,13 +380,15 @@ def test_auth_on_a_real_server(server):
         return {
             "no token": await handshake_status(token=False),
             "bad token": await handshake_status(
-                token=False, headers={"Authorization": "token not-the-token"}),
+                token=False, headers={"Authorization": "token not-the-token"}
+            ),
             "token": await handshake_status(),
             "cookie, same origin": await handshake_status(
-                token=False,
-                headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{server.port}"}),
+                token=False, headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{server.port}"}
+            ),
             "cookie, cross origin": await handshake_status(
-                token=False, headers={"Cookie": cookie, "Origin": "http://evil.example"}),
+                token=False, headers={"Cookie": cookie, "Origin": "http://evil.example"}
+            ),
         }
 
     # A page on another site can make a browser send the login cookie, never the token: the
@@ -390,8 +407,9 @@ def test_auth_on_a_real_server(server):
     # that lacks an auth decorator; none of ours may be among them.
     log = server.log()
     assert "403 GET /streamchat/ws" in log  # the handshakes above: this is the right log
-    for block in re.findall(r"Extension endpoints without @allow_unauthenticated.*?:\n((?:- .*\n)*)",
-                            log):
+    for block in re.findall(
+        r"Extension endpoints without @allow_unauthenticated.*?:\n((?:- .*\n)*)", log
+    ):
         assert block, "the warning's format changed: this check would see nothing"
         assert "streamchat" not in block.lower(), block
     for line in log.splitlines():

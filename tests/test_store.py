@@ -13,8 +13,11 @@ from jupyter_streamchat.store.schema import SCHEMA_VERSION
 @pytest.fixture
 def jp_server_config():
     # Writes a locked database refuses are retried for 0.3 s, then the reply ends.
-    return streamchat_config(EchoAgent={"delay": 0.01}, SQLiteStore={"busy_timeout": 0.2},
-                             StreamChatApp={"store_retry_seconds": 0.3})
+    return streamchat_config(
+        EchoAgent={"delay": 0.01},
+        SQLiteStore={"busy_timeout": 0.2},
+        StreamChatApp={"store_retry_seconds": 0.3},
+    )
 
 
 async def send_and_finish(client, text, conversation=None):
@@ -162,7 +165,9 @@ async def test_a_failing_write_fails_only_its_own_request(tmp_path):
         assert isinstance(results[1], StoreError), results
         messages = await store.get_conversation("c")
         assert [(m.role, m.text, m.status) for m in messages] == [
-            ("user", "fine", "complete"), ("assistant", "one two", "complete")]
+            ("user", "fine", "complete"),
+            ("assistant", "one two", "complete"),
+        ]
     finally:
         await store.close()
 
@@ -190,7 +195,11 @@ async def test_a_second_process_leaves_live_replies_alone(tmp_path):
         with pytest.raises(LeaseLost):
             await first.append(Append(exchange.message_id, 3, [" too late"]))
         message = await second.get_message(exchange.message_id)
-        assert (message.status, message.text, message.last_seq) == ("interrupted", "partial more", 3)
+        assert (message.status, message.text, message.last_seq) == (
+            "interrupted",
+            "partial more",
+            3,
+        )
     finally:
         await second.close()
         await first.close()
@@ -208,15 +217,20 @@ async def test_schema_1_files_are_migrated(tmp_path):
             "INSERT INTO messages (id, conversation_id, role, agent_id, reply_to, "
             "client_message_id, status, text, last_seq, created_at, updated_at) "
             "VALUES (?, 'c', ?, 'echo', ?, ?, ?, ?, ?, 1, 1)",
-            [("u", "user", None, "m1", "complete", "hello", 0),
-             ("r", "assistant", "u", None, "complete", "hello", 2)])
+            [
+                ("u", "user", None, "m1", "complete", "hello", 0),
+                ("r", "assistant", "u", None, "complete", "hello", 2),
+            ],
+        )
         db.executemany("INSERT INTO chunks VALUES ('r', ?, ?)", [(1, "hello"), (2, "")])
     store = SQLiteStore(path=str(path))
     await store.open()
     try:
         messages = await store.get_conversation("c")
         assert [(m.message_id, m.text, m.last_seq) for m in messages] == [
-            ("u", "hello", 0), ("r", "hello", 2)]
+            ("u", "hello", 0),
+            ("r", "hello", 2),
+        ]
         again = await store.create_exchange("c", "echo", "hello", "m1")
         assert not again.created and again.message_id == "r"
         other = await store.create_exchange("d", "echo", "hello", "m1")  # per conversation
@@ -239,8 +253,9 @@ async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_pa
     path = str(tmp_path / "many.db")
     store = SQLiteStore(path=path)
     await store.open()
-    replies = [(await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id
-               for i in range(20)]
+    replies = [
+        (await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id for i in range(20)
+    ]
     with sqlite3.connect(path) as db:  # another process took reply 7 over
         db.execute("UPDATE messages SET owner = 'someone-else' WHERE id = ?", (replies[7],))
 
@@ -271,8 +286,9 @@ async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_pa
         assert chunks == expected and message.last_seq == len(expected)
     # All valid and one frame per reply: written in two statements; each reply's text grows.
     valid = [mid for i, mid in enumerate(replies) if i not in (0, 7)]
-    assert await asyncio.gather(*(store.append(Append(mid, 2, ["+"], reasoning=["~"]))
-                                  for mid in valid)) == [None] * len(valid)
+    assert await asyncio.gather(
+        *(store.append(Append(mid, 2, ["+"], reasoning=["~"])) for mid in valid)
+    ) == [None] * len(valid)
     for mid in valid:
         message = await store.get_message(mid)
         assert (message.last_seq, message.text, message.reasoning) == (2, f"<{mid}>+", "~")
@@ -286,13 +302,17 @@ async def test_frames_written_together_keep_nul_characters(tmp_path):
 
     store = SQLiteStore(path=str(tmp_path / "nul.db"))
     await store.open()
-    replies = [(await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id
-               for i in range(5)]
+    replies = [
+        (await store.create_exchange(f"c{i}", "echo", "go", f"m{i}")).message_id for i in range(5)
+    ]
     texts = ["\x001\x00é", "plain", "a\x00", "\x00", "b"]
     thinking = ["", "\x00t", "", "", "x\x00y"]
-    assert await asyncio.gather(*(store.append(Append(mid, 1, [text], reasoning=[thought]))
-                                  for mid, text, thought in zip(replies, texts, thinking))) \
-        == [None] * len(replies)
+    assert await asyncio.gather(
+        *(
+            store.append(Append(mid, 1, [text], reasoning=[thought]))
+            for mid, text, thought in zip(replies, texts, thinking)
+        )
+    ) == [None] * len(replies)
     for mid, text, thought in zip(replies, texts, thinking):
         message = await store.get_message(mid)
         assert (message.text, message.reasoning) == (text, thought)
@@ -308,8 +328,12 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
     path = str(tmp_path / "ckpt.db")
     store = SQLiteStore(path=path, checkpoint_seconds=0.1)
     await store.open()
-    assert await store._writer.submit(
-        lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+    assert (
+        await store._writer.submit(
+            lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        == 0
+    )
     exchange = await store.create_exchange("c", "echo", "x" * 20000, "m1")
     for seq in range(1, 51):
         await store.append(Append(exchange.message_id, seq, ["y" * 1000]))
@@ -324,8 +348,9 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
     await store.close()
     assert store._checkpointer is None
     with sqlite3.connect(path) as db:  # everything is in the file
-        (chars,) = db.execute("SELECT chars FROM messages WHERE id = ?",
-                              (exchange.message_id,)).fetchone()
+        (chars,) = db.execute(
+            "SELECT chars FROM messages WHERE id = ?", (exchange.message_id,)
+        ).fetchone()
     assert chars == 50 * 1000
 
 
@@ -336,16 +361,24 @@ async def test_conversation_list_of_10000_reads_one_page(tmp_path):
     store = SQLiteStore(path=path)
     await store.open()
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO conversations (id, title, created_at, updated_at) "
-                       "VALUES (?, '', ?, ?)", [(f"c{i:05d}", i, i) for i in range(10_000)])
+        db.executemany(
+            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
+            [(f"c{i:05d}", i, i) for i in range(10_000)],
+        )
         db.executemany(
             "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
             "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
             "'complete', ?, 5, ?, ?)",
-            [(f"m{i:05d}", f"c{i:05d}", f"k{i}", f"hello {i}", i, i) for i in range(10_000)])
-        plan = " ".join(row[-1] for row in db.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE (c.updated_at, c.id) < "
-            "(?, ?) ORDER BY c.updated_at DESC, c.id DESC LIMIT 50", (5000, "c05000")))
+            [(f"m{i:05d}", f"c{i:05d}", f"k{i}", f"hello {i}", i, i) for i in range(10_000)],
+        )
+        plan = " ".join(
+            row[-1]
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE (c.updated_at, c.id) < "
+                "(?, ?) ORDER BY c.updated_at DESC, c.id DESC LIMIT 50",
+                (5000, "c05000"),
+            )
+        )
     assert "conversations_by_update" in plan and "TEMP B-TREE" not in plan, plan
     first = await store.list_conversations(50)
     assert [c.conversation_id for c in first][:2] == ["c09999", "c09998"] and len(first) == 50

@@ -12,11 +12,20 @@ import sqlite3
 import pytest
 
 from helpers import HANG_GUARD, new_id
-from jupyter_streamchat.store import Append, SearchTooCostly, SQLiteStore, StoreError, readers, search
+from jupyter_streamchat.store import (
+    Append,
+    SearchTooCostly,
+    SQLiteStore,
+    StoreError,
+    readers,
+    search,
+)
 
 # A read that takes seconds of SQLite's own work (and can be interrupted anywhere in it).
-SLOW_SQL = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) "
-            "SELECT count(*) FROM n")
+SLOW_SQL = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) "
+    "SELECT count(*) FROM n"
+)
 
 
 def slow(conn):
@@ -114,15 +123,20 @@ async def test_long_reads_leave_one_reader_to_the_others(store):
 def bulk_messages(path, rows: int) -> None:
     """``rows`` conversations of one user message each, written straight into the schema."""
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO conversations (id, title, created_at, updated_at) "
-                       "VALUES (?, '', ?, ?)", [(f"b{i}", i, i) for i in range(rows)])
+        db.executemany(
+            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
+            [(f"b{i}", i, i) for i in range(rows)],
+        )
         db.executemany(
             "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
             "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
             "'complete', ?, 30, 1, 1)",
-            [(f"bm{i}", f"b{i}", f"k{i}", f"bulk message number {i} here") for i in range(rows)])
-        db.execute("INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
-                   "conversation_id, text FROM messages WHERE id LIKE 'bm%'")
+            [(f"bm{i}", f"b{i}", f"k{i}", f"bulk message number {i} here") for i in range(rows)],
+        )
+        db.execute(
+            "INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
+            "conversation_id, text FROM messages WHERE id LIKE 'bm%'"
+        )
 
 
 async def test_a_search_over_its_deadline_is_too_costly(store, tmp_path, monkeypatch):
@@ -156,9 +170,25 @@ async def test_repetitive_queries_find_what_the_phrase_finds(store):
         }
         for name, text in texts.items():
             await exchange(s, text, ["ok"], conversation=name)
-        queries = ["a" * 200, "a" * 5, "a" * 6, "A" * 7, "aAaAa", "ababab", "babab!", "bababab!",
-                   "ééééé", "ÉÉÉÉ", "éÉé", "the the the", "he the t", "the the the the the the",
-                   "nothing repeats", "aaa", "zzzzzz"]
+        queries = [
+            "a" * 200,
+            "a" * 5,
+            "a" * 6,
+            "A" * 7,
+            "aAaAa",
+            "ababab",
+            "babab!",
+            "bababab!",
+            "ééééé",
+            "ÉÉÉÉ",
+            "éÉé",
+            "the the the",
+            "he the t",
+            "the the the the the the",
+            "nothing repeats",
+            "aaa",
+            "zzzzzz",
+        ]
         for query in queries:
             expected = sorted(n for n, t in texts.items() if query.lower() in t.lower())
             found = sorted(c.conversation_id for c in await guard(s.search_conversations(query)))
@@ -178,9 +208,9 @@ async def test_a_long_reply_is_indexed_a_slice_per_write(store, tmp_path):
         filler = "lorem ipsum " * (20 * size // 12)
         text = list(filler)
         for at, word in ((size - 5, "STRADDLE"), (len(text) - 20, "NEAREND")):
-            text[at:at + len(word)] = word
+            text[at : at + len(word)] = word
         text = "".join(text)
-        frames = [text[i:i + 4000] for i in range(0, len(text), 4000)]
+        frames = [text[i : i + 4000] for i in range(0, len(text), 4000)]
         ex = await exchange(s, "write a lot", frames)
         assert await s._write(search.backlog)  # slices still wait after the reply ended...
         other = await exchange(s, "meanwhile", ["another reply"])  # ...and other writes go on
@@ -188,17 +218,20 @@ async def test_a_long_reply_is_indexed_a_slice_per_write(store, tmp_path):
         await guard(s.search_index_idle())
         assert not await s._write(search.backlog)
         for word in ("straddle", "NEAREND", "write a lot"):
-            assert [c.conversation_id for c in await s.search_conversations(word)] == \
-                [ex.conversation_id], word
+            assert [c.conversation_id for c in await s.search_conversations(word)] == [
+                ex.conversation_id
+            ], word
         hit = (await s.search_conversations("nearend"))[0]
         assert hit.snippet.startswith("…") and "NEAREND" in hit.snippet and len(hit.snippet) < 300
-        assert [c.conversation_id for c in await s.search_conversations("another")] == \
-            [other.conversation_id]
+        assert [c.conversation_id for c in await s.search_conversations("another")] == [
+            other.conversation_id
+        ]
         assert await s.delete_conversation(ex.conversation_id)
         assert await s.search_conversations("nearend") == []
         with sqlite3.connect(str(tmp_path / "chat.db")) as db:
-            assert db.execute("SELECT count(*) FROM search WHERE rowid >= ?",
-                              (search.SLICE_BASE,)).fetchone() == (0,)
+            assert db.execute(
+                "SELECT count(*) FROM search WHERE rowid >= ?", (search.SLICE_BASE,)
+            ).fetchone() == (0,)
 
 
 async def test_slices_left_by_a_stopped_process_are_indexed_when_it_opens_again(store):
@@ -210,10 +243,12 @@ async def test_slices_left_by_a_stopped_process_are_indexed_when_it_opens_again(
         await s.close()  # before the slices were indexed (the indexer is cancelled)
         s = await open_store()
         await guard(s.search_index_idle())
-        assert [c.conversation_id for c in await s.search_conversations("foundlate")] == \
-            [ex.conversation_id]
-        assert [c.conversation_id for c in await s.search_conversations("z" * 200)] == \
-            [ex.conversation_id]
+        assert [c.conversation_id for c in await s.search_conversations("foundlate")] == [
+            ex.conversation_id
+        ]
+        assert [c.conversation_id for c in await s.search_conversations("z" * 200)] == [
+            ex.conversation_id
+        ]
 
 
 async def test_history_over_the_wire_is_not_held_by_a_slow_read(chat, streamchat_app):

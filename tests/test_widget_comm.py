@@ -76,8 +76,11 @@ class Kernel:
 
     @staticmethod
     def _is_idle(msg: dict, msg_id: str) -> bool:
-        return (msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
-                and msg["parent_header"].get("msg_id") == msg_id)
+        return (
+            msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+            and msg["parent_header"].get("msg_id") == msg_id
+        )
 
     # -- the view's side -------------------------------------------------------------------
 
@@ -85,8 +88,9 @@ class Kernel:
         """Send one envelope from view ``view``, as the widget's JavaScript does."""
         assert self.comm_id, "no widget yet"
         data = {"method": "custom", "content": {ENVELOPE: kind, "view": view, **fields}}
-        self.kc.shell_channel.send(self.kc.session.msg(
-            "comm_msg", {"comm_id": self.comm_id, "data": data}))
+        self.kc.shell_channel.send(
+            self.kc.session.msg("comm_msg", {"comm_id": self.comm_id, "data": data})
+        )
 
     def frame(self, view: str, frame) -> None:
         self.post(view, "frame", frame=frame)
@@ -168,8 +172,9 @@ class Kernel:
 def kernel(tmp_path):
     # Jupyter state in tmp_path, and no server to find: the widget uses the kernel's own hub,
     # over streamchat.db in the isolated Jupyter data dir.
-    env = isolated_env(tmp_path, STREAMCHAT_SERVER_URL=None, STREAMCHAT_TOKEN=None,
-                       JPY_PARENT_PID=None)
+    env = isolated_env(
+        tmp_path, STREAMCHAT_SERVER_URL=None, STREAMCHAT_TOKEN=None, JPY_PARENT_PID=None
+    )
     manager = KernelManager(kernel_name="python3")
     manager.start_kernel(env=env, cwd=str(tmp_path))
     client = manager.client()
@@ -177,9 +182,11 @@ def kernel(tmp_path):
     try:
         client.wait_for_ready(timeout=GUARD)
         k = Kernel(client)
-        k.run('from jupyter_streamchat import ChatWidget\n'
-              'w = ChatWidget(agent="echo", conversation_id="c-comm")\n'
-              'print(w.remote)')
+        k.run(
+            "from jupyter_streamchat import ChatWidget\n"
+            'w = ChatWidget(agent="echo", conversation_id="c-comm")\n'
+            "print(w.remote)"
+        )
         assert k.comm_id, "the widget opened no comm"
         yield k
     finally:
@@ -188,8 +195,13 @@ def kernel(tmp_path):
 
 
 def send_frame(text: str, conversation: str = "c-comm") -> dict:
-    return {"type": "SEND_MESSAGE", "conversationId": conversation, "agentId": "echo",
-            "text": text, "clientMessageId": uuid.uuid4().hex}
+    return {
+        "type": "SEND_MESSAGE",
+        "conversationId": conversation,
+        "agentId": "echo",
+        "text": text,
+        "clientMessageId": uuid.uuid4().hex,
+    }
 
 
 def test_a_view_chats_through_the_kernel(kernel):
@@ -203,8 +215,12 @@ def test_a_view_chats_through_the_kernel(kernel):
     assert "echo" in [a["id"] for a in agents["agents"]]
     assert agents["maxMessageBytes"] == MAX_MESSAGE_BYTES
     kernel.frame("v1", {"type": "SUBSCRIBE", "conversationId": "c-comm"})
-    assert kernel.recv("v1") == {"type": "HISTORY", "conversationId": "c-comm", "messages": [],
-                                 "hasMore": False}
+    assert kernel.recv("v1") == {
+        "type": "HISTORY",
+        "conversationId": "c-comm",
+        "messages": [],
+        "hasMore": False,
+    }
     sent = send_frame("hello **there** from the view")
     kernel.frame("v1", sent)
     accepted = kernel.expect("v1", "MESSAGE_ACCEPTED")
@@ -215,22 +231,24 @@ def test_a_view_chats_through_the_kernel(kernel):
     assert "".join(f["chunk"] for f in frames) == sent["text"]
     assert frames[-1]["status"] == "complete"
     # The widget's Python object follows the same conversation.
-    out = kernel.run("import time\n"
-                     "for _ in range(300):\n"
-                     "    if len(w.messages) == 2 and w.messages[-1]['status'] == 'complete':\n"
-                     "        break\n"
-                     "    time.sleep(0.1)\n"
-                     "print([(m['role'], m['text'], m['status']) for m in w.messages])")
-    assert out == (f"[('user', {sent['text']!r}, 'complete'), "
-                   f"('assistant', {sent['text']!r}, 'complete')]\n")
+    out = kernel.run(
+        "import time\n"
+        "for _ in range(300):\n"
+        "    if len(w.messages) == 2 and w.messages[-1]['status'] == 'complete':\n"
+        "        break\n"
+        "    time.sleep(0.1)\n"
+        "print([(m['role'], m['text'], m['status']) for m in w.messages])"
+    )
+    assert out == (
+        f"[('user', {sent['text']!r}, 'complete'), ('assistant', {sent['text']!r}, 'complete')]\n"
+    )
 
 
 def test_python_api_streams_into_the_view_while_its_cell_runs(kernel):
     kernel.open("v1")
     kernel.frame("v1", {"type": "SUBSCRIBE", "conversationId": "c-comm"})
     kernel.expect("v1", "HISTORY")
-    cell = kernel.start_cell('r = w.send("from python, word by word")\n'
-                             'print(r.wait(30).status)')
+    cell = kernel.start_cell('r = w.send("from python, word by word")\nprint(r.wait(30).status)')
     accepted = kernel.expect("v1", "MESSAGE_ACCEPTED")
     assert accepted["text"] == "from python, word by word"
     frames = kernel.reply("v1", accepted["messageId"])
@@ -239,8 +257,9 @@ def test_python_api_streams_into_the_view_while_its_cell_runs(kernel):
     # The frames went out from the hub's thread while the cell still waited in r.wait(): all
     # of them come before the end of that cell on IOPub (which keeps the order things are sent).
     idle = kernel.wait_idle(cell)
-    positions = [i for i, frame in kernel.logged_frames()
-                 if frame.get("messageId") == accepted["messageId"]]
+    positions = [
+        i for i, frame in kernel.logged_frames() if frame.get("messageId") == accepted["messageId"]
+    ]
     assert len(positions) == len(frames) + 1 and max(positions) < idle
 
 
@@ -263,11 +282,13 @@ def test_stop_from_the_view_waits_for_the_running_cell(kernel):
     text = "".join(f["chunk"] for f in frames)
     assert 0 < len(text) < len(sent["text"]) and sent["text"].startswith(text)
     # The partial reply is kept, as the Python object sees it.
-    out = kernel.run("import time\n"
-                     "for _ in range(300):\n"
-                     "    if w.messages and w.messages[-1]['status'] == 'stopped': break\n"
-                     "    time.sleep(0.1)\n"
-                     "print(w.messages[-1]['status'], len(w.messages[-1]['text']))")
+    out = kernel.run(
+        "import time\n"
+        "for _ in range(300):\n"
+        "    if w.messages and w.messages[-1]['status'] == 'stopped': break\n"
+        "    time.sleep(0.1)\n"
+        "print(w.messages[-1]['status'], len(w.messages[-1]['text']))"
+    )
     assert out == f"stopped {len(text)}\n"
 
 
@@ -277,11 +298,13 @@ def test_python_stop_ends_a_reply_the_view_started(kernel):
     accepted = kernel.expect("v1", "MESSAGE_ACCEPTED")
     kernel.expect("v1", "MESSAGE_CHUNK")
     # The object learns of the reply from the hub; then w.stop() stops it.
-    kernel.run("import time\n"
-               "for _ in range(300):\n"
-               "    if w.messages and w.messages[-1]['status'] == 'streaming': break\n"
-               "    time.sleep(0.1)\n"
-               "w.stop()")
+    kernel.run(
+        "import time\n"
+        "for _ in range(300):\n"
+        "    if w.messages and w.messages[-1]['status'] == 'streaming': break\n"
+        "    time.sleep(0.1)\n"
+        "w.stop()"
+    )
     assert kernel.reply("v1", accepted["messageId"])[-1]["status"] == "stopped"
 
 
@@ -322,8 +345,10 @@ def test_each_view_has_its_own_connection(kernel):
         kernel.frame(view, {"type": "SUBSCRIBE", "conversationId": "c-comm"})
         kernel.expect(view, "HISTORY")
     # An answer goes to the view that asked only.
-    kernel.frame("v1", {"type": "LOAD_HISTORY", "conversationId": "c-comm",
-                        "beforeMessageId": "no-such-message"})
+    kernel.frame(
+        "v1",
+        {"type": "LOAD_HISTORY", "conversationId": "c-comm", "beforeMessageId": "no-such-message"},
+    )
     assert kernel.recv("v1")["code"] == "unknown_message"
     # Live frames of the conversation reach both, once each.
     sent = send_frame("seen twice")

@@ -26,7 +26,14 @@ async def test_echo_streams_contiguous_frames(chat, rest):
     frames = await client.chunks_until_complete(accepted["messageId"])
     assert_contiguous(frames)
     for frame in frames:
-        assert set(frame) >= {"messageId", "conversationId", "agentId", "seq", "chunk", "isComplete"}
+        assert set(frame) >= {
+            "messageId",
+            "conversationId",
+            "agentId",
+            "seq",
+            "chunk",
+            "isComplete",
+        }
         assert frame["conversationId"] == conversation and frame["agentId"] == "echo"
     assert frames[-1]["isComplete"] is True and frames[-1]["status"] == "complete"
     assert text_of(frames) == WORDS
@@ -37,13 +44,19 @@ async def test_echo_streams_contiguous_frames(chat, rest):
 
     stored = await rest("conversations", conversation)
     user, reply = stored["messages"]
-    assert (user["role"], user["text"], user["messageId"]) == ("user", WORDS, accepted["userMessageId"])
+    assert (user["role"], user["text"], user["messageId"]) == (
+        "user",
+        WORDS,
+        accepted["userMessageId"],
+    )
     assert (reply["role"], reply["status"], reply["text"]) == ("assistant", "complete", WORDS)
     assert reply["lastSeq"] == frames[-1]["seq"]
 
 
 async def test_echo_delay_is_configurable(streamchat_app):
-    assert streamchat_app.agent_instances["echo"].delay == 0.02  # from c.EchoAgent.delay in conftest
+    assert (
+        streamchat_app.agent_instances["echo"].delay == 0.02
+    )  # from c.EchoAgent.delay in conftest
 
 
 async def test_demo_agent_streams_markdown(chat, streamchat_app):
@@ -132,7 +145,7 @@ async def test_subscribe_sends_history_then_live_to_every_tab(chat):
         # HISTORY text up to lastSeq, then every later frame once: no gap, no duplicate.
         assert_contiguous(live, first_seq=reply2["lastSeq"] + 1)
         assert reply2["text"] + text_of(live) == WORDS
-        assert live == full[reply2["lastSeq"]:]
+        assert live == full[reply2["lastSeq"] :]
 
     # A new message in the conversation reaches the other tabs, the user's text included.
     third = await start(sender, "from tab one", conversation=conversation)
@@ -185,8 +198,12 @@ async def test_subscribe_to_new_conversation_is_empty_history(chat):
     client = await chat()
     await client.send("SUBSCRIBE", conversationId="brand-new")
     history = await client.expect("HISTORY")
-    assert history == {"type": "HISTORY", "conversationId": "brand-new", "messages": [],
-                       "hasMore": False}
+    assert history == {
+        "type": "HISTORY",
+        "conversationId": "brand-new",
+        "messages": [],
+        "hasMore": False,
+    }
 
 
 async def test_send_is_idempotent_on_client_message_id(chat, rest):
@@ -263,6 +280,8 @@ def test_encoded_frames_match_rfc6455():
             return struct.pack("!BBH", 0x81, 126, n) + payload
         return struct.pack("!BBQ", 0x81, 127, n) + payload
 
-    for texts in (["a", "b" * 125, "c" * 126, "d" * 65535, "e" * 65536],
-                  ["ascii", "non-ascii é ✓", "x" * 300]):
+    for texts in (
+        ["a", "b" * 125, "c" * 126, "d" * 65535, "e" * 65536],
+        ["ascii", "non-ascii é ✓", "x" * 300],
+    ):
         assert encode_text_frames(texts) == b"".join(map(reference, texts))

@@ -15,8 +15,17 @@ from tornado.websocket import WebSocketProtocol13
 
 from jupyter_streamchat.server.wsframes import encode_text_frames, fast_path_fits
 
-TEXTS = ["", "a", "é" * 62, "x" * 125, "x" * 126, "ü" * 40_000, "x" * 65_535, "x" * 65_536,
-         '{"type":"MESSAGE_CHUNK","chunk":"\\u2603"}']
+TEXTS = [
+    "",
+    "a",
+    "é" * 62,
+    "x" * 125,
+    "x" * 126,
+    "ü" * 40_000,
+    "x" * 65_535,
+    "x" * 65_536,
+    '{"type":"MESSAGE_CHUNK","chunk":"\\u2603"}',
+]
 
 
 class _Capture:

@@ -6,17 +6,30 @@ import os
 from collections import Counter
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # What a trace records: tasks (toplevel), their parts (timeline) and script (v8.execute).
-TRACE_CATEGORIES = ["devtools.timeline", "disabled-by-default-devtools.timeline",
-                    "v8.execute", "toplevel"]
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "v8.execute",
+    "toplevel",
+]
 
 
 def add_chromium_option(parser) -> None:
-    parser.add_argument("--chromium", default=os.environ.get("STREAMCHAT_CHROMIUM", CHROMIUM),
-                        help=f"Chromium binary (default {CHROMIUM})")
+    parser.add_argument(
+        "--chromium",
+        default=os.environ.get("STREAMCHAT_CHROMIUM", CHROMIUM),
+        help=f"Chromium binary (default {CHROMIUM})",
+    )
 
 
 def launch(playwright, executable: str):

@@ -21,10 +21,12 @@ async def connect(url: str, token: str | None = None, max_frame: int = MAX_FRAME
     Small frames leave at once: with Nagle's algorithm a frame written while the one before is
     unacknowledged waits for the server's delayed ACK (some 40 ms). Browsers send so too."""
     headers = {"Authorization": f"token {token}"} if token else {}
-    request = HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT,
-                          request_timeout=CONNECT_TIMEOUT)
-    ws = await asyncio.wait_for(websocket_connect(request, max_message_size=max_frame),
-                                CONNECT_TIMEOUT + 5)
+    request = HTTPRequest(
+        url, headers=headers, connect_timeout=CONNECT_TIMEOUT, request_timeout=CONNECT_TIMEOUT
+    )
+    ws = await asyncio.wait_for(
+        websocket_connect(request, max_message_size=max_frame), CONNECT_TIMEOUT + 5
+    )
     ws.stream.set_nodelay(True)
     return ws
 
@@ -35,8 +37,14 @@ def send(ws, type: str, **fields):
 
 def send_message(ws, agent: str, text: str, conversation_id: str | None = None):
     """SEND_MESSAGE to ``agent``, in a new conversation unless ``conversation_id`` is given."""
-    return send(ws, "SEND_MESSAGE", conversationId=conversation_id or "c-" + uuid.uuid4().hex,
-                agentId=agent, text=text, clientMessageId="m-" + uuid.uuid4().hex)
+    return send(
+        ws,
+        "SEND_MESSAGE",
+        conversationId=conversation_id or "c-" + uuid.uuid4().hex,
+        agentId=agent,
+        text=text,
+        clientMessageId="m-" + uuid.uuid4().hex,
+    )
 
 
 async def next_frame(ws) -> tuple:
@@ -47,8 +55,9 @@ async def next_frame(ws) -> tuple:
     return json.loads(raw), len(raw)
 
 
-async def frame_of(ws, kinds: tuple, conversation_id: str | None = None,
-                   max_frames: int = 10_000) -> tuple:
+async def frame_of(
+    ws, kinds: tuple, conversation_id: str | None = None, max_frames: int = 10_000
+) -> tuple:
     """Skip frames until one of ``kinds`` (for ``conversation_id``, if given) or an ERROR;
     -> (that frame, its size)."""
     for _ in range(max_frames):
@@ -71,8 +80,9 @@ class Reply:
     error: str | None = None
 
 
-async def read_reply(ws, message_id: str | None = None, max_frames: int = 1_000_000,
-                     on_text=None) -> Reply:
+async def read_reply(
+    ws, message_id: str | None = None, max_frames: int = 1_000_000, on_text=None
+) -> Reply:
     """Read one reply up to its final frame, checking seq order: the reply MESSAGE_ACCEPTED
     names, or ``message_id`` (a RESUME has no MESSAGE_ACCEPTED). ``on_text(chunk)`` is called
     for every chunk with text as it arrives. Bounded by ``max_frames``; the caller bounds the

@@ -19,8 +19,9 @@ WORDS = (
     "fast slow large small first last next previous every each many few more less new old "
     "simple careful stable bounded linear constant quadratic measured expected observed"
 ).split()
-IDENTS = ("value count items result frame chunk total text offset limit index store reply "
-          "buffer window").split()
+IDENTS = (
+    "value count items result frame chunk total text offset limit index store reply buffer window"
+).split()
 
 
 class MarkdownWriter:
@@ -65,8 +66,9 @@ class MarkdownWriter:
         return "\n".join(lines)
 
     def numbered(self) -> str:
-        return "\n".join(f"{i}. " + self.sentence(5, 18)
-                         for i in range(1, self.r.randint(3, 6) + 1))
+        return "\n".join(
+            f"{i}. " + self.sentence(5, 18) for i in range(1, self.r.randint(3, 6) + 1)
+        )
 
     def table(self) -> str:
         r = self.r
@@ -76,7 +78,8 @@ class MarkdownWriter:
         for _ in range(r.randint(4, 12)):
             cells = [r.choice(IDENTS)] + [
                 f"{r.uniform(0, 1000):.1f}" if r.random() < 0.5 else self.words(1, 3)
-                for _ in range(cols - 1)]
+                for _ in range(cols - 1)
+            ]
             rows.append("| " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
@@ -87,25 +90,36 @@ class MarkdownWriter:
         if lang == "python":
             body = [f"def {a}_{b}({a}, {b}=None):", f'    """{self.sentence(4, 9)}"""']
             for _ in range(r.randint(3, 14)):
-                body.append(f"    {r.choice(IDENTS)} = {r.choice(IDENTS)}.get({r.randint(0, 9)})"
-                            f" + {r.randint(1, 500)}")
+                body.append(
+                    f"    {r.choice(IDENTS)} = {r.choice(IDENTS)}.get({r.randint(0, 9)})"
+                    f" + {r.randint(1, 500)}"
+                )
                 if r.random() < 0.15:
                     body.append("")  # blank lines inside a fence must not end the block
             body.append(f"    return {a}")
         elif lang == "javascript":
             body = [f"export function {a}{b.title()}({a}) {{"]
-            body += [f"  const {r.choice(IDENTS)}{r.randint(0, 9)} = "
-                     f"{a}.{r.choice(IDENTS)}({r.randint(0, 99)});"
-                     for _ in range(r.randint(3, 14))]
+            body += [
+                f"  const {r.choice(IDENTS)}{r.randint(0, 9)} = "
+                f"{a}.{r.choice(IDENTS)}({r.randint(0, 99)});"
+                for _ in range(r.randint(3, 14))
+            ]
             body += [f"  return {a};", "}"]
         elif lang == "bash":
             body = [f"python -m {a} --{b}={r.randint(1, 64)} \\", f"  --out /tmp/{a}.json"]
-            body += [f"grep -n '{r.choice(WORDS)}' /var/log/{b}.log | head -{r.randint(5, 50)}"
-                     for _ in range(r.randint(1, 5))]
+            body += [
+                f"grep -n '{r.choice(WORDS)}' /var/log/{b}.log | head -{r.randint(5, 50)}"
+                for _ in range(r.randint(1, 5))
+            ]
         else:
-            body = [f"SELECT {a}, {b}, count(*) AS n", f"FROM {a}s",
-                    f"WHERE {b} > {r.randint(0, 999)}", f"GROUP BY {a}, {b}",
-                    "ORDER BY n DESC", f"LIMIT {r.randint(5, 100)};"]
+            body = [
+                f"SELECT {a}, {b}, count(*) AS n",
+                f"FROM {a}s",
+                f"WHERE {b} > {r.randint(0, 999)}",
+                f"GROUP BY {a}, {b}",
+                "ORDER BY n DESC",
+                f"LIMIT {r.randint(5, 100)};",
+            ]
         return f"```{lang}\n" + "\n".join(body) + "\n```"
 
     def quote(self) -> str:
@@ -116,7 +130,8 @@ class MarkdownWriter:
         for _ in range(self.r.randint(1, 3)):
             kind = self.r.choices(
                 (self.paragraph, self.bullets, self.numbered, self.table, self.code, self.quote),
-                weights=(4, 2, 1.5, 1, 2, 0.5))[0]
+                weights=(4, 2, 1.5, 1, 2, 0.5),
+            )[0]
             blocks.append(kind())
         return blocks
 
@@ -140,8 +155,9 @@ def make_document(tokens: int, seed: int = 2024) -> str:
         blocks += section
         count += need
     if tokens > count:
-        blocks.append(" ".join(writer.r.choice(WORDS) for _ in range(tokens - count))
-                      .capitalize() + ".")
+        blocks.append(
+            " ".join(writer.r.choice(WORDS) for _ in range(tokens - count)).capitalize() + "."
+        )
     text = "\n\n".join(blocks)
     got = len(split_tokens(text))
     if got != tokens:

@@ -58,14 +58,17 @@ class Children(list):
             await child.stop()
 
 
-async def start_announcing(name: str, command: list, log_path: Path,
-                           timeout: float = STARTUP_TIMEOUT) -> tuple:
+async def start_announcing(
+    name: str, command: list, log_path: Path, timeout: float = STARTUP_TIMEOUT
+) -> tuple:
     """Start ``command``, which prints one line on stdout once it is ready (a port, a URL) and
     logs to stderr; -> (child, that line without its end)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdout=asyncio.subprocess.PIPE, stderr=log,
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
             stdin=asyncio.subprocess.DEVNULL,
         )
     child = Child(name, proc, log_path)
@@ -75,8 +78,9 @@ async def start_announcing(name: str, command: list, log_path: Path,
             raise RuntimeError(f"{name} exited:\n{child.log_tail()}")
     except asyncio.TimeoutError:
         await child.stop()
-        raise RuntimeError(f"{name} did not come up in {timeout:.0f} s:\n"
-                           f"{child.log_tail()}") from None
+        raise RuntimeError(
+            f"{name} did not come up in {timeout:.0f} s:\n{child.log_tail()}"
+        ) from None
     except BaseException:
         await child.stop()
         raise

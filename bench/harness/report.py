@@ -14,8 +14,11 @@ def table(header: list, rows: list, align: str = "") -> list:
     left and the figures right."""
     align = align or "l" + "r" * (len(header) - 1)
     rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
-    return ["| " + " | ".join(map(str, header)) + " |", rule,
-            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(map(str, header)) + " |",
+        rule,
+        *("| " + " | ".join(map(str, row)) + " |" for row in rows),
+    ]
 
 
 def verdict(ok: bool) -> str:

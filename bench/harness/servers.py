@@ -46,8 +46,10 @@ def isolated_env(base: Path, python_path=(), own_env: bool = False) -> dict:
 
 def quiet_config(**sections) -> dict:
     """A server's user config: other server extensions off, then ``sections``."""
-    return {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)},
-            **sections}
+    return {
+        "ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)},
+        **sections,
+    }
 
 
 @dataclass
@@ -67,27 +69,46 @@ class Jupyter:
         return {"Authorization": f"token {self.token}"}
 
 
-async def start_jupyter(base: Path, args=(), *, config: dict | None = None,
-                        python: str = sys.executable, python_path=(),
-                        ready: str = "streamchat/api/agents", agents=(),
-                        name: str = "jupyter server") -> Jupyter:
+async def start_jupyter(
+    base: Path,
+    args=(),
+    *,
+    config: dict | None = None,
+    python: str = sys.executable,
+    python_path=(),
+    ready: str = "streamchat/api/agents",
+    agents=(),
+    name: str = "jupyter server",
+) -> Jupyter:
     """A ``jupyter server`` of ``python`` with ``config`` (default: ``quiet_config()``) as its
     user config and ``args`` on its command line; up once ``ready`` answers 200 and it has
     the chat ``agents`` named."""
     base.mkdir(parents=True)
     env = isolated_env(base, python_path, own_env=python != sys.executable)
     (Path(env["JUPYTER_CONFIG_DIR"]) / "jupyter_server_config.json").write_text(
-        json.dumps(quiet_config() if config is None else config))
+        json.dumps(quiet_config() if config is None else config)
+    )
     (base / "root").mkdir()
     port, token = free_port(), secrets.token_hex(16)
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            python, "-m", "jupyter_server", "--allow-root", "--no-browser",
-            f"--ServerApp.ip={HOST}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={base / 'root'}",
+            python,
+            "-m",
+            "jupyter_server",
+            "--allow-root",
+            "--no-browser",
+            f"--ServerApp.ip={HOST}",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={base / 'root'}",
             *args,
-            stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, env=env, cwd=base,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+            env=env,
+            cwd=base,
         )
     server = Jupyter(Child(name, proc, log_path), f"http://{HOST}:{port}/", token, base)
     try:
@@ -111,31 +132,42 @@ async def wait_until_up(server: Jupyter, path: str) -> None:
             return
         except HTTPClientError as e:
             if e.code != 599:  # the server is up and says no: 404 if the extension did not load
-                raise RuntimeError(f"{child.name}: GET {path} answered {e.code}: "
-                                   f"{extension_errors(child)}") from None
+                raise RuntimeError(
+                    f"{child.name}: GET {path} answered {e.code}: {extension_errors(child)}"
+                ) from None
         except OSError:  # not listening yet
             pass
         await asyncio.sleep(0.2)
-    state = ("exited" if child.proc.returncode is not None
-             else f"no answer in {STARTUP_TIMEOUT:.0f} s")
+    state = (
+        "exited" if child.proc.returncode is not None else f"no answer in {STARTUP_TIMEOUT:.0f} s"
+    )
     raise RuntimeError(f"{child.name} did not come up ({state}): {extension_errors(child)}")
 
 
 def extension_errors(child: Child) -> str:
     """The server log's error lines about the extension, or its last lines."""
     lines = child.log_tail(400).splitlines()
-    errors = [line for line in lines
-              if "streamchat" in line.lower() and line.startswith(("[E", "[W", "[C"))
-              and "GET /streamchat" not in line]
+    errors = [
+        line
+        for line in lines
+        if "streamchat" in line.lower()
+        and line.startswith(("[E", "[W", "[C"))
+        and "GET /streamchat" not in line
+    ]
     return " / ".join(errors[-3:]) or "\n" + "\n".join(lines[-15:])
 
 
 async def api(server: Jupyter, method: str, path: str, body=None, timeout: float = 30):
     """One REST request; -> the parsed JSON answer (None for an empty one)."""
-    response = await AsyncHTTPClient().fetch(HTTPRequest(
-        server.base_url + path, method=method,
-        body=None if body is None else json.dumps(body), headers=server.auth,
-        request_timeout=timeout))
+    response = await AsyncHTTPClient().fetch(
+        HTTPRequest(
+            server.base_url + path,
+            method=method,
+            body=None if body is None else json.dumps(body),
+            headers=server.auth,
+            request_timeout=timeout,
+        )
+    )
     return json.loads(response.body) if response.body else None
 
 
@@ -145,8 +177,11 @@ async def agent_ids(server: Jupyter) -> set:
 
 def agent_skipped_reason(server: Jupyter, agent: str) -> str:
     """Why the server lacks ``agent``, from its log."""
-    lines = [line for line in server.child.log_tail(600).splitlines()
-             if "skipping" in line and agent in line]
+    lines = [
+        line
+        for line in server.child.log_tail(600).splitlines()
+        if "skipping" in line and agent in line
+    ]
     return " ".join(lines[-1].split()[4:])[:200] if lines else "not among the server's agents"
 
 
@@ -156,8 +191,10 @@ async def require_agents(server: Jupyter, *agents: str) -> set:
     missing = [agent for agent in agents if agent not in found]
     if missing:
         reasons = "; ".join(f"{a}: {agent_skipped_reason(server, a)}" for a in missing)
-        raise RuntimeError(f"the server lacks the {'/'.join(missing)} agent(s) (agents: "
-                           f"{sorted(found)}; {reasons})")
+        raise RuntimeError(
+            f"the server lacks the {'/'.join(missing)} agent(s) (agents: "
+            f"{sorted(found)}; {reasons})"
+        )
     return found
 
 

@@ -11,7 +11,7 @@ BATCH = 500  # chunks per append: the hub appends what a batch window gathered, 
 async def append_chunks(store, message_id: str, chunks: list, first_seq: int = 1) -> None:
     """Store ``chunks`` as frames ``first_seq``, ``first_seq + 1``, ... of a streaming reply."""
     for first in range(0, len(chunks), BATCH):
-        await store.append(Append(message_id, first_seq + first, chunks[first:first + BATCH]))
+        await store.append(Append(message_id, first_seq + first, chunks[first : first + BATCH]))
 
 
 async def store_reply(store, message_id: str, chunks: list) -> None:

@@ -18,8 +18,20 @@ TASK = "ThreadControllerImpl::RunTask"  # one per task a thread runs
 SCRIPT = ("FunctionCall", "EvaluateScript", "RunMicrotasks")  # the ways a task enters V8
 STYLE, LAYOUT, PAINT = ("UpdateLayoutTree",), ("Layout",), ("PrePaint", "Paint", "Layerize")
 # Work inside a task, named in the notes on what the longest task did.
-INSIDE = ("FunctionCall", "EvaluateScript", "RunMicrotasks", "ParseHTML", "Layout",
-          "UpdateLayoutTree", "PrePaint", "Paint", "Layerize", "MinorGC", "MajorGC", "HitTest")
+INSIDE = (
+    "FunctionCall",
+    "EvaluateScript",
+    "RunMicrotasks",
+    "ParseHTML",
+    "Layout",
+    "UpdateLayoutTree",
+    "PrePaint",
+    "Paint",
+    "Layerize",
+    "MinorGC",
+    "MajorGC",
+    "HitTest",
+)
 
 
 def wall(event: dict) -> float:
@@ -38,8 +50,9 @@ class Window:
     ``prefix`` picks the page's marks (every ``console.timeStamp`` message starting with it),
     of which ``required`` must all be there; ``label`` starts every error message."""
 
-    def __init__(self, trace: bytes, start: str, end: str, prefix: str, required=(),
-                 label: str = "trace"):
+    def __init__(
+        self, trace: bytes, start: str, end: str, prefix: str, required=(), label: str = "trace"
+    ):
         events = json.loads(trace)
         events = events["traceEvents"] if isinstance(events, dict) else events
         marks = {}
@@ -49,18 +62,26 @@ class Window:
                 if message.startswith(prefix):
                     marks[message] = e
         if not {start, end, *required} <= set(marks):
-            raise AssertionError(f"{label}: the trace lacks the window's marks "
-                                 f"(found {sorted(marks)})")
+            raise AssertionError(
+                f"{label}: the trace lacks the window's marks (found {sorted(marks)})"
+            )
         pid, tid = marks[start]["pid"], marks[start]["tid"]
-        names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
-                 if e.get("ph") == "M" and e.get("name") == "thread_name"}
+        names = {
+            (e["pid"], e["tid"]): e["args"]["name"]
+            for e in events
+            if e.get("ph") == "M" and e.get("name") == "thread_name"
+        }
         if names.get((pid, tid)) != "CrRendererMain":
-            raise AssertionError(f"{label}: the marks came from thread "
-                                 f"{names.get((pid, tid))!r}, not CrRendererMain")
+            raise AssertionError(
+                f"{label}: the marks came from thread {names.get((pid, tid))!r}, not CrRendererMain"
+            )
         self.marks = {message: e["ts"] for message, e in marks.items()}  # µs
         self.start, self.end = self.marks[start], self.marks[end]
-        self.main = [e for e in events if e.get("pid") == pid and e.get("tid") == tid
-                     and e.get("ph") == "X" and "dur" in e]
+        self.main = [
+            e
+            for e in events
+            if e.get("pid") == pid and e.get("tid") == tid and e.get("ph") == "X" and "dur" in e
+        ]
         self.tasks = self.outermost((TASK,))
         if not self.tasks:
             raise AssertionError(f"{label}: no {TASK} events on the main thread in the window")
@@ -70,9 +91,14 @@ class Window:
     def outermost(self, names) -> list:
         """Events of those names that overlap the window and are not inside another one."""
         found, reach = [], -1
-        for e in sorted((e for e in self.main if e["name"] in names
-                         and e["ts"] + e["dur"] > self.start and e["ts"] < self.end),
-                        key=lambda e: (e["ts"], -e["dur"])):
+        for e in sorted(
+            (
+                e
+                for e in self.main
+                if e["name"] in names and e["ts"] + e["dur"] > self.start and e["ts"] < self.end
+            ),
+            key=lambda e: (e["ts"], -e["dur"]),
+        ):
             if e["ts"] >= reach:
                 found.append(e)
                 reach = e["ts"] + e["dur"]
@@ -84,8 +110,10 @@ class Window:
         return {
             "longest_ms": wall(self.longest),
             "longest_cpu_ms": cpu(self.longest_cpu),
-            "busy_ms": sum(min(e["ts"] + e["dur"], self.end) - max(e["ts"], self.start)
-                           for e in self.tasks) / 1000,
+            "busy_ms": sum(
+                min(e["ts"] + e["dur"], self.end) - max(e["ts"], self.start) for e in self.tasks
+            )
+            / 1000,
             "busy_cpu_ms": sum(map(cpu, self.tasks)),
             "script_cpu_ms": sum(map(cpu, self.outermost(SCRIPT))),
         }
@@ -93,9 +121,15 @@ class Window:
     def work_ms(self) -> dict:
         """Wall time of each kind of work in the window; a layout forced by script counts in
         the script's time too."""
-        return {f"{kind}_ms": sum(map(wall, self.outermost(names)))
-                for kind, names in (("script", SCRIPT), ("style", STYLE), ("layout", LAYOUT),
-                                    ("paint", PAINT))}
+        return {
+            f"{kind}_ms": sum(map(wall, self.outermost(names)))
+            for kind, names in (
+                ("script", SCRIPT),
+                ("style", STYLE),
+                ("layout", LAYOUT),
+                ("paint", PAINT),
+            )
+        }
 
     def inside(self, task: dict) -> list:
         """The main thread's events that began within ``task``."""

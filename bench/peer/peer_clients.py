@@ -48,16 +48,24 @@ class ChatClient:
 
     async def connect(self):
         headers = {"Authorization": f"token {self.token}"}
-        response = await AsyncHTTPClient().fetch(HTTPRequest(
-            f"{self.base}api/collaboration/session/{quote(self.path)}", method="PUT",
-            body=json.dumps({"format": "text", "type": "chat"}), headers=headers,
-            request_timeout=30))
+        response = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                f"{self.base}api/collaboration/session/{quote(self.path)}",
+                method="PUT",
+                body=json.dumps({"format": "text", "type": "chat"}),
+                headers=headers,
+                request_timeout=30,
+            )
+        )
         session = json.loads(response.body)
-        url = (f"{self.base.replace('http', 'ws', 1)}api/collaboration/room/"
-               f"text:chat:{session['fileId']}?sessionId={session['sessionId']}")
+        url = (
+            f"{self.base.replace('http', 'ws', 1)}api/collaboration/room/"
+            f"text:chat:{session['fileId']}?sessionId={session['sessionId']}"
+        )
         self.ws = await websocket_connect(
             HTTPRequest(url, headers=headers, connect_timeout=30, request_timeout=30),
-            max_message_size=256 * 1024 * 1024)
+            max_message_size=256 * 1024 * 1024,
+        )
         await self.ws.write_message(create_sync_message(self.doc), binary=True)
         self.reader = asyncio.ensure_future(self.read())
 
@@ -100,18 +108,22 @@ class ChatClient:
 
 async def main():
     request = json.loads(sys.stdin.readline())
-    clients = [ChatClient(request["base"], request["token"], path, request["tokens"])
-               for path in request["paths"]]
+    clients = [
+        ChatClient(request["base"], request["token"], path, request["tokens"])
+        for path in request["paths"]
+    ]
     # Opened ten at a time, as the peer's rooms share one YStore database: many rooms
     # initialising it at the same moment fail with "database is locked".
     for first in range(0, len(clients), 10):
-        batch = clients[first:first + 10]
+        batch = clients[first : first + 10]
         try:
             await asyncio.wait_for(asyncio.gather(*(c.connect() for c in batch)), 60)
             await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in batch)), 60)
         except asyncio.TimeoutError:
-            raise RuntimeError(f"{sum(not c.synced.is_set() for c in batch)} of {len(batch)} "
-                               "clients got no SYNC_STEP2 within 60 s") from None
+            raise RuntimeError(
+                f"{sum(not c.synced.is_set() for c in batch)} of {len(batch)} "
+                "clients got no SYNC_STEP2 within 60 s"
+            ) from None
     for client in clients:
         client.recording = True
     print("READY", flush=True)
@@ -119,20 +131,30 @@ async def main():
     await loop.run_in_executor(None, sys.stdin.readline)
     started, cpu = time.monotonic(), time.process_time()
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in clients)),
-                               request["timeout"])
+        await asyncio.wait_for(
+            asyncio.gather(*(c.done.wait() for c in clients)), request["timeout"]
+        )
         error = None
     except asyncio.TimeoutError:
-        error = (f"timed out after {request['timeout']} s: "
-                 f"{sum(c.done.is_set() for c in clients)} of {len(clients)} chats complete")
+        error = (
+            f"timed out after {request['timeout']} s: "
+            f"{sum(c.done.is_set() for c in clients)} of {len(clients)} chats complete"
+        )
     elapsed = time.monotonic() - started
-    print(json.dumps({
-        "latencies": [x for c in clients for x in c.latencies],
-        "tokens": sum(c.tokens for c in clients),
-        "updates": sum(c.updates for c in clients),
-        "update_bytes": sum(c.update_bytes for c in clients),
-        "seconds": elapsed, "client_cpu": time.process_time() - cpu, "error": error,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "latencies": [x for c in clients for x in c.latencies],
+                "tokens": sum(c.tokens for c in clients),
+                "updates": sum(c.updates for c in clients),
+                "update_bytes": sum(c.update_bytes for c in clients),
+                "seconds": elapsed,
+                "client_cpu": time.process_time() - cpu,
+                "error": error,
+            }
+        ),
+        flush=True,
+    )
     # Stay in the rooms until told (the server may still be writing what it was sent: a room
     # left by its last client is cleaned up, and its pending writes with it).
     await loop.run_in_executor(None, sys.stdin.readline)

@@ -60,8 +60,7 @@ async def _stream(chat, count: int, rate: float, state: _State, created: asyncio
         created.set_result(message_id)
         async for token in paced_tokens(count, rate):
             chat.update_message(
-                Message(id=message_id, body=token, time=time.time(), sender=SENDER,
-                        raw_time=False),
+                Message(id=message_id, body=token, time=time.time(), sender=SENDER, raw_time=False),
                 append=True,
             )
         state.finished += 1
@@ -82,8 +81,9 @@ class StreamHandler(APIHandler):
         ydoc = _ydoc_extension(self.serverapp)
         chats = []
         for path in body["paths"]:
-            chat = await ydoc.get_document(path=path, content_type="chat", file_format="text",
-                                           copy=False)
+            chat = await ydoc.get_document(
+                path=path, content_type="chat", file_format="text", copy=False
+            )
             if chat is None:
                 raise web.HTTPError(409, f"chat {path!r} is not open (no client in its room)")
             chats.append(chat)
@@ -100,8 +100,15 @@ class StreamHandler(APIHandler):
 
     @web.authenticated
     def get(self):
-        self.finish(json.dumps({"running": len(self.state.tasks), "finished": self.state.finished,
-                                "errors": self.state.errors[-5:]}))
+        self.finish(
+            json.dumps(
+                {
+                    "running": len(self.state.tasks),
+                    "finished": self.state.finished,
+                    "errors": self.state.errors[-5:],
+                }
+            )
+        )
 
 
 def _load_jupyter_server_extension(serverapp):

@@ -46,7 +46,7 @@ def parse_size(word: str) -> int:
     """``"50M"`` -> 50 MiB, ``"200K"`` -> 200 KiB, ``"123"`` -> 123 bytes."""
     word = word.strip().upper()
     unit = word[-1:] if word[-1:] in ("K", "M") else ""
-    number = word[:len(word) - len(unit)]
+    number = word[: len(word) - len(unit)]
     if not number.isdigit():
         raise ValueError(f"not a size: {word!r} (say 50M, 200K or 123)")
     return int(number) * _UNITS[unit]
@@ -60,7 +60,7 @@ def bulk_pieces(size: int, piece_bytes: int = BULK_PIECE_BYTES):
     """
     filler = "lorem ipsum dolor sit amet " * (piece_bytes // 27 + 1)
     for number, start in enumerate(range(0, size, piece_bytes)):
-        yield (f"{number:>9} " + filler)[:min(piece_bytes, size - start)]
+        yield (f"{number:>9} " + filler)[: min(piece_bytes, size - start)]
 
 
 class BulkAgent(Agent):

@@ -29,9 +29,15 @@ from chat import MESSAGE, ROOT as CHAT, send  # noqa: E402
 from labserver import LabServer  # noqa: E402
 
 # As the browser tests launch it (tests/browser/conftest.py).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 GUARD_MS = 60_000
 QUESTION = "How do I summarise a list of numbers?"
@@ -46,11 +52,14 @@ def show_start(chat) -> None:
 
 def capture() -> None:
     executable = os.environ.get("STREAMCHAT_CHROMIUM") or "/usr/bin/chromium"
-    with LabServer(["--DemoAgent.delay=0.005"], disabled_plugins=()) as lab, \
-            sync_playwright() as playwright:
+    with (
+        LabServer(["--DemoAgent.delay=0.005"], disabled_plugins=()) as lab,
+        sync_playwright() as playwright,
+    ):
         lab.write_notebook("analysis.ipynb", [CELL, "numbers = [3, 1, 4, 1, 5, 9, 2, 6]"])
-        browser = playwright.chromium.launch(headless=True, executable_path=executable,
-                                             args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            headless=True, executable_path=executable, args=CHROMIUM_ARGS
+        )
         page = browser.new_page(viewport={"width": 1500, "height": 800})
         jlab.open_notebook(page, lab, "analysis.ipynb")
         jlab.execute_command(page, "notebook:run-cell")
@@ -69,7 +78,8 @@ def capture() -> None:
         entry.click()
         panel = page.locator(f'[data-testid="streamchat-sidebar"] {CHAT}')
         expect(panel.locator(f'{MESSAGE}[data-role="assistant"]').last).to_have_attribute(
-            "data-status", "complete", timeout=GUARD_MS)
+            "data-status", "complete", timeout=GUARD_MS
+        )
         page.mouse.move(0, 0)
         show_start(panel)
         page.screenshot(path=str(HERE / "sidebar.png"))

@@ -12,35 +12,47 @@ const DEFAULT = { agentId: 'demo', chosenAt: null };
 describe('chooseAgent', () => {
   test('a new conversation starts with the host agent, with no note', () => {
     assert.deepEqual(chooseAgent(DEFAULT, null, null), { agentId: 'demo', note: '' });
-    assert.deepEqual(chooseAgent({ agentId: 'echo', chosenAt: 100 }, null, null),
-      { agentId: 'echo', note: '' });
+    assert.deepEqual(chooseAgent({ agentId: 'echo', chosenAt: 100 }, null, null), {
+      agentId: 'echo',
+      note: ''
+    });
   });
 
   test('a stored conversation opens with the agent it last used over a default', () => {
     // The bug of issue 14: the cell said demo, the conversation went on with echo.
-    assert.deepEqual(chooseAgent(DEFAULT, { agentId: 'echo', at: 200 }, null),
-      { agentId: 'echo', note: '' });
+    assert.deepEqual(chooseAgent(DEFAULT, { agentId: 'echo', at: 200 }, null), {
+      agentId: 'echo',
+      note: ''
+    });
   });
 
   test('over a host choice made before the last message too', () => {
-    assert.deepEqual(chooseAgent({ agentId: 'demo', chosenAt: 100 }, { agentId: 'echo', at: 200 }, null),
-      { agentId: 'echo', note: '' });
+    assert.deepEqual(
+      chooseAgent({ agentId: 'demo', chosenAt: 100 }, { agentId: 'echo', at: 200 }, null),
+      { agentId: 'echo', note: '' }
+    );
   });
 
   test('a host choice made after the last message wins, and the view says so', () => {
-    assert.deepEqual(chooseAgent({ agentId: 'echo', chosenAt: 300 }, { agentId: 'demo', at: 200 }, null),
-      { agentId: 'echo', note: 'This conversation last used demo; echo will answer.' });
+    assert.deepEqual(
+      chooseAgent({ agentId: 'echo', chosenAt: 300 }, { agentId: 'demo', at: 200 }, null),
+      { agentId: 'echo', note: 'This conversation last used demo; echo will answer.' }
+    );
   });
 
   test('a host choice with the agent last used needs no note', () => {
-    assert.deepEqual(chooseAgent({ agentId: 'demo', chosenAt: 300 }, { agentId: 'demo', at: 200 }, null),
-      { agentId: 'demo', note: '' });
+    assert.deepEqual(
+      chooseAgent({ agentId: 'demo', chosenAt: 300 }, { agentId: 'demo', at: 200 }, null),
+      { agentId: 'demo', note: '' }
+    );
   });
 
   test('a pick in the view wins over all, with the note when it differs from the last', () => {
     const last = { agentId: 'demo', at: 200 };
-    assert.deepEqual(chooseAgent({ agentId: 'think', chosenAt: 300 }, last, 'echo'),
-      { agentId: 'echo', note: 'This conversation last used demo; echo will answer.' });
+    assert.deepEqual(chooseAgent({ agentId: 'think', chosenAt: 300 }, last, 'echo'), {
+      agentId: 'echo',
+      note: 'This conversation last used demo; echo will answer.'
+    });
     assert.deepEqual(chooseAgent(DEFAULT, last, 'demo'), { agentId: 'demo', note: '' });
     assert.deepEqual(chooseAgent(DEFAULT, null, 'echo'), { agentId: 'echo', note: '' });
   });
@@ -64,8 +76,10 @@ describe('lastUsed', () => {
   });
 
   test('skips messages without an agent and keeps no malformed time', () => {
-    assert.deepEqual(lastUsed([{ agentId: 'demo', createdAt: 'yesterday' }, { agentId: '' }]),
-      { agentId: 'demo', at: null });
+    assert.deepEqual(lastUsed([{ agentId: 'demo', createdAt: 'yesterday' }, { agentId: '' }]), {
+      agentId: 'demo',
+      at: null
+    });
   });
 });
 

@@ -6,7 +6,12 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 
 import {
-  CommModel, CommTransport, ENVELOPE, REOPEN_FIRST_MS, serverHasHub, TRANSPORT_NOTE,
+  CommModel,
+  CommTransport,
+  ENVELOPE,
+  REOPEN_FIRST_MS,
+  serverHasHub,
+  TRANSPORT_NOTE,
   WAITING_NOTICE_MS
 } from '../src/widget/commtransport';
 import type { ConnectionState } from '../src/view/connection';
@@ -50,11 +55,18 @@ function recorder() {
 }
 
 const CHUNK = {
-  type: 'MESSAGE_CHUNK', messageId: 'm1', conversationId: 'c1', agentId: 'echo', seq: 1,
-  chunk: 'Hi', isComplete: false
+  type: 'MESSAGE_CHUNK',
+  messageId: 'm1',
+  conversationId: 'c1',
+  agentId: 'echo',
+  seq: 1,
+  chunk: 'Hi',
+  isComplete: false
 };
 const AGENTS = {
-  type: 'AGENTS', agents: [{ id: 'echo', name: 'echo', description: '' }], maxMessageBytes: 10
+  type: 'AGENTS',
+  agents: [{ id: 'echo', name: 'echo', description: '' }],
+  maxMessageBytes: 10
 };
 
 beforeEach(() => mock.timers.enable({ apis: ['setTimeout'] }));
@@ -75,7 +87,8 @@ describe('CommTransport', () => {
     assert.deepEqual(log.states.at(-1), ['connected', '']);
     assert.equal(transport.send({ type: 'SUBSCRIBE', conversationId: 'c1' }), true);
     assert.deepEqual(model.sent.at(-1), {
-      [ENVELOPE]: 'frame', view: transport.viewId,
+      [ENVELOPE]: 'frame',
+      view: transport.viewId,
       frame: { type: 'SUBSCRIBE', conversationId: 'c1' }
     });
     // Frames for this view pass; others', non-envelopes and frames off the contract do not.
@@ -123,10 +136,16 @@ describe('CommTransport', () => {
     assert.equal(transport.maxMessageBytes, 10);
     // A message over the hub's limit is refused here, never sent.
     const before = model.sent.length;
-    assert.equal(transport.send({
-      type: 'SEND_MESSAGE', conversationId: 'c1', agentId: 'echo', text: 'x'.repeat(11),
-      clientMessageId: 'k1'
-    }), false);
+    assert.equal(
+      transport.send({
+        type: 'SEND_MESSAGE',
+        conversationId: 'c1',
+        agentId: 'echo',
+        text: 'x'.repeat(11),
+        clientMessageId: 'k1'
+      }),
+      false
+    );
     assert.equal(model.sent.length, before);
     // Closed, a question gets no list.
     const third = transport.listAgents();
@@ -221,7 +240,9 @@ describe('serverHasHub', () => {
     globals.fetch = saved;
   });
   const server = (port: number): ServerSettings => ({
-    baseUrl: `http://127.0.0.1:${port}/base/`, wsUrl: `ws://127.0.0.1:${port}/base/`, token: ''
+    baseUrl: `http://127.0.0.1:${port}/base/`,
+    wsUrl: `ws://127.0.0.1:${port}/base/`,
+    token: ''
   });
 
   test('no server on the page: through the kernel', async () => {

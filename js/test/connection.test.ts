@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 
 import {
-  FIRST_DELAY_MS, HEALTHY_AFTER_MS, HubConnection, MAX_DELAY_MS
+  FIRST_DELAY_MS,
+  HEALTHY_AFTER_MS,
+  HubConnection,
+  MAX_DELAY_MS
 } from '../src/view/connection';
 import { ClientFrame, ServerFrame } from '../src/view/protocol';
 import { ServerSettings } from '../src/view/server';
@@ -50,7 +53,9 @@ class FakeWebSocket {
 }
 
 const SERVER: ServerSettings = {
-  baseUrl: 'http://127.0.0.1:8888/', wsUrl: 'ws://127.0.0.1:8888/', token: 't'
+  baseUrl: 'http://127.0.0.1:8888/',
+  wsUrl: 'ws://127.0.0.1:8888/',
+  token: 't'
 };
 const SUBSCRIBE: ClientFrame = { type: 'SUBSCRIBE', conversationId: 'c-1' };
 const REFUSED = { type: 'ERROR', code: 'bad_field', message: 'SUBSCRIBE.conversationId ...' };
@@ -123,7 +128,10 @@ describe('reconnect backoff', () => {
       for (let retry = 0; retry < 12; retry++) {
         const ws = last();
         ws.accept();
-        assert.deepEqual(ws.sent.map(t => JSON.parse(t)), [SUBSCRIBE]); // one small frame
+        assert.deepEqual(
+          ws.sent.map(t => JSON.parse(t)),
+          [SUBSCRIBE]
+        ); // one small frame
         if (how !== 'closes at once') {
           ws.answer(REFUSED);
         }
@@ -139,11 +147,15 @@ describe('reconnect backoff', () => {
         const most = ceiling(retry);
         assert.ok(gap >= most / 2 && gap <= most + 40, `retry ${retry}: ${gap} ms (${gaps})`);
       });
-      assert.ok(new Set(gaps.map((g, r) => Math.round(100 * g / ceiling(r)))).size > 3,
-        `jitter: ${gaps}`);
+      assert.ok(
+        new Set(gaps.map((g, r) => Math.round((100 * g) / ceiling(r)))).size > 3,
+        `jitter: ${gaps}`
+      );
       // So in a minute: a dozen attempts at most, not hundreds.
-      const inAMinute = gaps.reduce((n, _, i) =>
-        gaps.slice(0, i + 1).reduce((a, b) => a + b, 0) <= 60_000 ? n + 1 : n, 1);
+      const inAMinute = gaps.reduce(
+        (n, _, i) => (gaps.slice(0, i + 1).reduce((a, b) => a + b, 0) <= 60_000 ? n + 1 : n),
+        1
+      );
       assert.ok(inAMinute <= 13, `${inAMinute} attempts in 60 s: ${gaps}`);
       assert.equal(fetches, 0, 'a socket that opened needs no diagnosis');
     });
@@ -187,7 +199,8 @@ describe('reconnect backoff', () => {
       gaps.push((await nextAttempt())!);
     }
     gaps.forEach((gap, retry) =>
-      assert.ok(gap >= ceiling(retry) / 2 && gap <= ceiling(retry) + 10, `${gaps}`));
+      assert.ok(gap >= ceiling(retry) / 2 && gap <= ceiling(retry) + 10, `${gaps}`)
+    );
     assert.equal(fetches, 8);
     assert.ok(!states.includes('connected'));
     connection.close();
@@ -216,12 +229,27 @@ describe('frames the server would refuse are not sent', () => {
       { type: 'UNSUBSCRIBE', conversationId: '\ud800' },
       { type: 'RESUME', messageId: 'r', afterSeq: -1 },
       { type: 'STOP_GENERATING', messageId: '' },
-      { type: 'SEND_MESSAGE', conversationId: 'c', agentId: 'a', clientMessageId: 'm',
-        text: 'x'.repeat(1024 * 1024 + 1) },
-      { type: 'SEND_MESSAGE', conversationId: 'c', agentId: 'a', clientMessageId: 'm',
-        text: 'lone \udc00' },
-      { type: 'SEND_MESSAGE', conversationId: 'c', agentId: 42, clientMessageId: 'm',
-        text: 'hi' } as unknown as ClientFrame
+      {
+        type: 'SEND_MESSAGE',
+        conversationId: 'c',
+        agentId: 'a',
+        clientMessageId: 'm',
+        text: 'x'.repeat(1024 * 1024 + 1)
+      },
+      {
+        type: 'SEND_MESSAGE',
+        conversationId: 'c',
+        agentId: 'a',
+        clientMessageId: 'm',
+        text: 'lone \udc00'
+      },
+      {
+        type: 'SEND_MESSAGE',
+        conversationId: 'c',
+        agentId: 42,
+        clientMessageId: 'm',
+        text: 'hi'
+      } as unknown as ClientFrame
     ];
     for (const frame of refused) {
       assert.equal(connection.send(frame), false, frame.type);
@@ -231,7 +259,10 @@ describe('frames the server would refuse are not sent', () => {
     // A smaller limit the server announced holds too; within it, frames go.
     connection.maxMessageBytes = 10;
     const text = (n: number): ClientFrame => ({
-      type: 'SEND_MESSAGE', conversationId: 'c', agentId: 'a', clientMessageId: 'm',
+      type: 'SEND_MESSAGE',
+      conversationId: 'c',
+      agentId: 'a',
+      clientMessageId: 'm',
       text: 'x'.repeat(n)
     });
     assert.equal(connection.send(text(11)), false);

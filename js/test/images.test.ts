@@ -10,15 +10,24 @@ const verdict = (src: string, hosts: string[] = []) =>
 
 describe('images', () => {
   test('remote images wait for a click, naming their host', () => {
-    assert.deepEqual(verdict('https://example.com/a.png'),
-      { load: 'on-click', url: 'https://example.com/a.png', from: 'example.com' });
-    assert.deepEqual(verdict('http://example.com:8080/a.png?q=secret'),
-      { load: 'on-click', url: 'http://example.com:8080/a.png?q=secret', from: 'example.com:8080' });
+    assert.deepEqual(verdict('https://example.com/a.png'), {
+      load: 'on-click',
+      url: 'https://example.com/a.png',
+      from: 'example.com'
+    });
+    assert.deepEqual(verdict('http://example.com:8080/a.png?q=secret'), {
+      load: 'on-click',
+      url: 'http://example.com:8080/a.png?q=secret',
+      from: 'example.com:8080'
+    });
   });
 
   test('same-origin and relative images wait too', () => {
-    assert.deepEqual(verdict('/files/x.png'),
-      { load: 'on-click', url: 'http://127.0.0.1:8888/files/x.png', from: '127.0.0.1:8888' });
+    assert.deepEqual(verdict('/files/x.png'), {
+      load: 'on-click',
+      url: 'http://127.0.0.1:8888/files/x.png',
+      from: '127.0.0.1:8888'
+    });
     assert.equal(verdict('x.png').load, 'on-click');
     assert.equal(verdict('//evil.example/x.png').load, 'on-click');
   });

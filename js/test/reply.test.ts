@@ -6,7 +6,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import { parseServerFrame } from '../src/view/protocol';
-import { applyChunk, applyStored, isEnded, NEW_REPLY, ReplyState, ReplyStep, resumed } from '../src/view/reply';
+import {
+  applyChunk,
+  applyStored,
+  isEnded,
+  NEW_REPLY,
+  ReplyState,
+  ReplyStep,
+  resumed
+} from '../src/view/reply';
 import { fixture, ReplyCase, wireText } from './fixture';
 
 interface Played {
@@ -32,15 +40,19 @@ function play(item: ReplyCase): Played {
   };
   for (const entry of item.frames) {
     if ('client' in entry) {
-      if (!isEnded(state)) { // reconnected: RESUME from what is held, as the view's onOpen does
+      if (!isEnded(state)) {
+        // reconnected: RESUME from what is held, as the view's onOpen does
         resumes.push(state.lastSeq);
         state = resumed(state);
       }
       continue;
     }
     const frame = parseServerFrame('type' in entry ? JSON.stringify(entry) : wireText(entry));
-    if (frame === null || !('conversationId' in frame) ||
-        frame.conversationId !== item.conversationId) {
+    if (
+      frame === null ||
+      !('conversationId' in frame) ||
+      frame.conversationId !== item.conversationId
+    ) {
       continue;
     }
     if (frame.type === 'MESSAGE_CHUNK' && frame.messageId === item.messageId) {
@@ -75,8 +87,15 @@ describe('reply reducer', () => {
 
   test('a step never changes the state it was given', () => {
     const before = { ...NEW_REPLY };
-    const frame = { type: 'MESSAGE_CHUNK' as const, messageId: 'm', conversationId: 'c',
-      agentId: 'a', seq: 1, chunk: 'x', isComplete: false };
+    const frame = {
+      type: 'MESSAGE_CHUNK' as const,
+      messageId: 'm',
+      conversationId: 'c',
+      agentId: 'a',
+      seq: 1,
+      chunk: 'x',
+      isComplete: false
+    };
     applyChunk(before, frame);
     assert.deepEqual(before, NEW_REPLY);
   });

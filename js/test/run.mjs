@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const outdir = join(here, '..', 'node_modules', '.cache', 'streamchat-tests');
-const tests = readdirSync(here).filter(name => name.endsWith('.test.ts')).sort();
+const tests = readdirSync(here)
+  .filter(name => name.endsWith('.test.ts'))
+  .sort();
 if (tests.length === 0) {
   console.error(`no *.test.ts files in ${here}`);
   process.exit(1);
@@ -29,6 +31,7 @@ await esbuild.build({
 });
 
 const compiled = tests.map(name => join(outdir, name.replace(/\.ts$/, '.mjs')));
-const run = spawnSync(process.execPath, ['--enable-source-maps', '--test', ...compiled],
-  { stdio: 'inherit' });
+const run = spawnSync(process.execPath, ['--enable-source-maps', '--test', ...compiled], {
+  stdio: 'inherit'
+});
 process.exit(run.status ?? 1);

@@ -5,8 +5,15 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  ClientFrame, clientFrameProblem, DEFAULT_MAX_MESSAGE_BYTES, idProblem, isWellFormed,
-  MAX_ID_LENGTH, parseChatOutput, textProblem, utf8Length
+  ClientFrame,
+  clientFrameProblem,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  idProblem,
+  isWellFormed,
+  MAX_ID_LENGTH,
+  parseChatOutput,
+  textProblem,
+  utf8Length
 } from '../src/view/protocol';
 
 const LONE_HIGH = '\ud800';
@@ -15,8 +22,15 @@ const PAIR = '\ud83d\ude00'; // 😀, one character outside the BMP
 
 /** Values that are not strings, as JSON (and a saved notebook) can hold them. */
 const NOT_STRINGS: [string, unknown][] = [
-  ['a number', 42], ['zero', 0], ['a float', 1.5], ['true', true], ['false', false],
-  ['null', null], ['a list', ['c-1']], ['an empty list', []], ['an object', { id: 'c-1' }],
+  ['a number', 42],
+  ['zero', 0],
+  ['a float', 1.5],
+  ['true', true],
+  ['false', false],
+  ['null', null],
+  ['a list', ['c-1']],
+  ['an empty list', []],
+  ['an object', { id: 'c-1' }],
   ['a nested object', { a: { b: { c: 'c-1' } } }]
 ];
 
@@ -49,8 +63,15 @@ describe('isWellFormed and utf8Length', () => {
       assert.equal(utf8Length(text), Buffer.byteLength(text, 'utf8'));
     });
   }
-  for (const text of [LONE_HIGH, LONE_LOW, `a${LONE_HIGH}`, `${LONE_LOW}a`, LONE_LOW + LONE_HIGH,
-    `${PAIR}${LONE_HIGH}`, `${LONE_HIGH}${LONE_HIGH}${LONE_LOW}`]) {
+  for (const text of [
+    LONE_HIGH,
+    LONE_LOW,
+    `a${LONE_HIGH}`,
+    `${LONE_LOW}a`,
+    LONE_LOW + LONE_HIGH,
+    `${PAIR}${LONE_HIGH}`,
+    `${LONE_HIGH}${LONE_HIGH}${LONE_LOW}`
+  ]) {
     test(`not well-formed: ${JSON.stringify(text)}`, () => {
       assert.equal(isWellFormed(text), false);
       // Node encodes a lone surrogate as U+FFFD, 3 bytes: the count agrees.
@@ -78,7 +99,10 @@ describe('idProblem', () => {
     assert.equal(idProblem(''), 'is empty');
     assert.equal(idProblem(7), 'is a number, not a string');
     assert.equal(idProblem({}), 'is an object, not a string');
-    assert.match(idProblem('x'.repeat(5_000_000))!, /5,000,000 characters long; ids are at most 200/);
+    assert.match(
+      idProblem('x'.repeat(5_000_000))!,
+      /5,000,000 characters long; ids are at most 200/
+    );
     assert.match(idProblem(LONE_HIGH)!, /lone surrogate/);
   });
 });
@@ -92,7 +116,10 @@ describe('textProblem', () => {
     assert.equal(textProblem(PAIR.repeat(limit / 4), limit), null); // 4 bytes each
   });
   test('refuses one byte over, whatever the characters', () => {
-    assert.match(textProblem('x'.repeat(limit + 1), limit)!, /1,048,577 bytes; .* at most 1,048,576/);
+    assert.match(
+      textProblem('x'.repeat(limit + 1), limit)!,
+      /1,048,577 bytes; .* at most 1,048,576/
+    );
     assert.match(textProblem('é'.repeat(limit / 2) + 'x', limit)!, /1,048,577 bytes/);
     assert.equal(textProblem('日'.repeat(349_525) + 'x', limit), null); // 1,048,576 bytes
     assert.match(textProblem('日'.repeat(349_525) + 'xx', limit)!, /1,048,577 bytes/);
@@ -115,7 +142,13 @@ describe('textProblem', () => {
 
 describe('clientFrameProblem', () => {
   const good: ClientFrame[] = [
-    { type: 'SEND_MESSAGE', conversationId: 'c', agentId: 'echo', text: 'hi', clientMessageId: 'm' },
+    {
+      type: 'SEND_MESSAGE',
+      conversationId: 'c',
+      agentId: 'echo',
+      text: 'hi',
+      clientMessageId: 'm'
+    },
     { type: 'STOP_GENERATING', messageId: 'r' },
     { type: 'SUBSCRIBE', conversationId: 'c' },
     { type: 'UNSUBSCRIBE', conversationId: 'c' },
@@ -133,13 +166,25 @@ describe('clientFrameProblem', () => {
       if (name === 'type') {
         continue;
       }
-      const bad: [string, unknown][] = name === 'afterSeq'
-        ? [['-1', -1], ['1.5', 1.5], ['2^53', 2 ** 53], ['a string', '3'], ['NaN', NaN],
-          ['missing', undefined]]
-        : name === 'text'
-          ? [['empty', ''], ['over 1 MiB', 'x'.repeat(DEFAULT_MAX_MESSAGE_BYTES + 1)],
-            ['a lone surrogate', LONE_LOW], ['missing', undefined], ...NOT_STRINGS]
-          : [...BAD_IDS, ['missing', undefined], ...NOT_STRINGS];
+      const bad: [string, unknown][] =
+        name === 'afterSeq'
+          ? [
+              ['-1', -1],
+              ['1.5', 1.5],
+              ['2^53', 2 ** 53],
+              ['a string', '3'],
+              ['NaN', NaN],
+              ['missing', undefined]
+            ]
+          : name === 'text'
+            ? [
+                ['empty', ''],
+                ['over 1 MiB', 'x'.repeat(DEFAULT_MAX_MESSAGE_BYTES + 1)],
+                ['a lone surrogate', LONE_LOW],
+                ['missing', undefined],
+                ...NOT_STRINGS
+              ]
+            : [...BAD_IDS, ['missing', undefined], ...NOT_STRINGS];
       for (const [what, wrong] of bad) {
         test(`${frame.type}.${name} ${what} is refused`, () => {
           const broken = { ...frame, [name]: wrong } as unknown as ClientFrame;
@@ -156,12 +201,18 @@ describe('clientFrameProblem', () => {
   }
   test('the limit given is the one that holds', () => {
     const frame: ClientFrame = {
-      type: 'SEND_MESSAGE', conversationId: 'c', agentId: 'a', text: 'x'.repeat(2000),
+      type: 'SEND_MESSAGE',
+      conversationId: 'c',
+      agentId: 'a',
+      text: 'x'.repeat(2000),
       clientMessageId: 'm'
     };
     assert.equal(clientFrameProblem(frame, 2000), null);
     assert.match(clientFrameProblem(frame, 1999)!, /^the message is 2,000 bytes/);
-    assert.equal(clientFrameProblem({ ...frame, text: 'x'.repeat(DEFAULT_MAX_MESSAGE_BYTES) }), null);
+    assert.equal(
+      clientFrameProblem({ ...frame, text: 'x'.repeat(DEFAULT_MAX_MESSAGE_BYTES) }),
+      null
+    );
   });
   test('an unknown type is refused', () => {
     assert.ok(clientFrameProblem({ type: 'NOPE' } as unknown as ClientFrame));
@@ -172,10 +223,14 @@ describe('parseChatOutput (a saved notebook output, from anyone)', () => {
   test('a well-formed output', () => {
     assert.deepEqual(
       parseChatOutput({ conversationId: 'c-1', agentId: 'echo', outputKey: 'k', extra: [1] }),
-      { output: { conversationId: 'c-1', agentId: 'echo', outputKey: 'k' } });
+      { output: { conversationId: 'c-1', agentId: 'echo', outputKey: 'k' } }
+    );
   });
   test('agentId and outputKey may be absent or empty', () => {
-    for (const value of [{ conversationId: 'c' }, { conversationId: 'c', agentId: '', outputKey: '' }]) {
+    for (const value of [
+      { conversationId: 'c' },
+      { conversationId: 'c', agentId: '', outputKey: '' }
+    ]) {
       assert.deepEqual(parseChatOutput(value), {
         output: { conversationId: 'c', agentId: '', outputKey: '' }
       });
@@ -211,8 +266,10 @@ describe('parseChatOutput (a saved notebook output, from anyone)', () => {
         }
         const parsed = parseChatOutput(value);
         assert.ok('problem' in parsed, `accepted ${name}`);
-        assert.ok(parsed.problem.startsWith('This chat output cannot be shown: its ' + field),
-          parsed.problem);
+        assert.ok(
+          parsed.problem.startsWith('This chat output cannot be shown: its ' + field),
+          parsed.problem
+        );
         assert.ok(parsed.problem.length < 160, 'the problem does not quote the value');
       });
     }

@@ -4,6 +4,12 @@ from .base import Agent, AgentError, AgentRequest, Reasoning, Usage, split_token
 from .registry import ENTRY_POINT_GROUP, load_agents
 
 __all__ = [
-    "Agent", "AgentError", "AgentRequest", "ENTRY_POINT_GROUP", "Reasoning", "Usage",
-    "load_agents", "split_tokens",
+    "Agent",
+    "AgentError",
+    "AgentRequest",
+    "ENTRY_POINT_GROUP",
+    "Reasoning",
+    "Usage",
+    "load_agents",
+    "split_tokens",
 ]

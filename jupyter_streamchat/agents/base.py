@@ -90,7 +90,7 @@ _TOKEN = re.compile(r"\s*\S+")
 def split_tokens(text: str) -> list:
     """Cut text into word-sized pieces at whitespace boundaries; they concatenate to text."""
     pieces = _TOKEN.findall(text)
-    tail = text[sum(map(len, pieces)):]  # trailing whitespace
+    tail = text[sum(map(len, pieces)) :]  # trailing whitespace
     if tail:
         if pieces:
             pieces[-1] += tail

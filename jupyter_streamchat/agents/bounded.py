@@ -47,8 +47,7 @@ def _human(size: int) -> str:
     return f"{size} bytes"
 
 
-def bounded_http_client(max_event_bytes: int, max_body_bytes: int, event_seconds: float,
-                        **kwargs):
+def bounded_http_client(max_event_bytes: int, max_body_bytes: int, event_seconds: float, **kwargs):
     """An HTTP client for ``openai.AsyncOpenAI(http_client=...)`` whose responses are bounded."""
     library = _http_library()
 
@@ -58,9 +57,12 @@ def bounded_http_client(max_event_bytes: int, max_body_bytes: int, event_seconds
     async def bound(response) -> None:
         kind = response.headers.get("content-type", "")
         response.stream = Stream(
-            response.stream, streaming=kind.startswith("text/event-stream"),
-            max_event_bytes=max_event_bytes, max_body_bytes=max_body_bytes,
-            event_seconds=event_seconds)
+            response.stream,
+            streaming=kind.startswith("text/event-stream"),
+            max_event_bytes=max_event_bytes,
+            max_body_bytes=max_body_bytes,
+            event_seconds=event_seconds,
+        )
 
     return openai.DefaultAsyncHttpxClient(event_hooks={"response": [bound]}, **kwargs)
 
@@ -68,8 +70,14 @@ def bounded_http_client(max_event_bytes: int, max_body_bytes: int, event_seconds
 class BoundedStream:
     """A response's byte stream that stops with :class:`ServerMisbehaved` past its bounds."""
 
-    def __init__(self, inner, streaming: bool, max_event_bytes: int, max_body_bytes: int,
-                 event_seconds: float):
+    def __init__(
+        self,
+        inner,
+        streaming: bool,
+        max_event_bytes: int,
+        max_body_bytes: int,
+        event_seconds: float,
+    ):
         self.inner = inner
         self.streaming = streaming
         self.max_event_bytes = max_event_bytes
@@ -86,7 +94,8 @@ class BoundedStream:
             total += len(chunk)
             if total > self.max_body_bytes:
                 raise ServerMisbehaved(
-                    f"sent a response body larger than {_human(self.max_body_bytes)}")
+                    f"sent a response body larger than {_human(self.max_body_bytes)}"
+                )
             yield chunk
 
     async def _events(self):
@@ -98,8 +107,9 @@ class BoundedStream:
                 continue
             now = time.monotonic()
             seen = tail + chunk
-            end = max((seen.rfind(mark) + len(mark) for mark in _EVENT_ENDS
-                       if mark in seen), default=-1)
+            end = max(
+                (seen.rfind(mark) + len(mark) for mark in _EVENT_ENDS if mark in seen), default=-1
+            )
             if end >= 0:
                 pending = len(seen) - end
                 started = now if pending else 0.0
@@ -108,11 +118,11 @@ class BoundedStream:
                     started = now
                 pending += len(chunk)
             if pending > self.max_event_bytes:
-                raise ServerMisbehaved(
-                    f"sent an event larger than {_human(self.max_event_bytes)}")
+                raise ServerMisbehaved(f"sent an event larger than {_human(self.max_event_bytes)}")
             if pending and now - started > self.event_seconds:
                 raise ServerMisbehaved(
-                    f"left an event unfinished for more than {self.event_seconds:g} s")
+                    f"left an event unfinished for more than {self.event_seconds:g} s"
+                )
             tail = seen[-_TAIL:]
             yield chunk
 

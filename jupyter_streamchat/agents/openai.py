@@ -76,38 +76,59 @@ _STREAM_FAILURES = (openai.APIError, _BrokeOff, _StreamError, *_UNREADABLE)
 class OpenAIAgent(Agent):
     """Chat completions from an OpenAI-compatible server, streamed token by token."""
 
-    base_url = Unicode(help="""The server's API root, ending in /v1 for most servers
+    base_url = Unicode(
+        help="""The server's API root, ending in /v1 for most servers
         (Ollama: http://127.0.0.1:11434/v1). Default: $OPENAI_BASE_URL, else OpenAI's.""",
-                       ).tag(config=True)
-    model = Unicode(help="Model name as the server knows it. Default: $OPENAI_MODEL, else "
-                    "gpt-4.1-mini.").tag(config=True)
-    api_key = Unicode(help="""API key, sent as a bearer token. Default: $OPENAI_API_KEY. May be
-        empty for local servers that need none.""").tag(config=True)
+    ).tag(config=True)
+    model = Unicode(
+        help="Model name as the server knows it. Default: $OPENAI_MODEL, else gpt-4.1-mini."
+    ).tag(config=True)
+    api_key = Unicode(
+        help="""API key, sent as a bearer token. Default: $OPENAI_API_KEY. May be
+        empty for local servers that need none."""
+    ).tag(config=True)
     system_prompt = Unicode(
         "You are a helpful assistant inside Jupyter. Answer in Markdown.",
         help="Sent first in every request; empty sends none.",
     ).tag(config=True)
-    temperature = Float(None, allow_none=True,
-                        help="Sampling temperature; None leaves it to the server.").tag(config=True)
-    max_tokens = Int(None, allow_none=True,
-                     help="Longest reply in tokens; None leaves it to the server.").tag(config=True)
-    extra_body = Dict(help="""Extra fields merged into each request body, for server-specific
+    temperature = Float(
+        None, allow_none=True, help="Sampling temperature; None leaves it to the server."
+    ).tag(config=True)
+    max_tokens = Int(
+        None, allow_none=True, help="Longest reply in tokens; None leaves it to the server."
+    ).tag(config=True)
+    extra_body = Dict(
+        help="""Extra fields merged into each request body, for server-specific
         options (e.g. {"reasoning_effort": "low"} or Ollama's {"keep_alive": "10m"}).""",
-                      ).tag(config=True)
-    timeout = Float(60.0, help="""Seconds to wait for the first token, and for any later one,
-        before the reply ends with an error.""").tag(config=True)
-    max_retries = Int(2, help="""Times a request is tried again (with backoff) when it fails
+    ).tag(config=True)
+    timeout = Float(
+        60.0,
+        help="""Seconds to wait for the first token, and for any later one,
+        before the reply ends with an error.""",
+    ).tag(config=True)
+    max_retries = Int(
+        2,
+        help="""Times a request is tried again (with backoff) when it fails
         before the first token: connection refused, rate limited, server error. Once text has
-        streamed, a failure ends the reply with what arrived.""").tag(config=True)
-    max_event_bytes = Int(1024 * 1024, help="""Largest server-sent event accepted from the
+        streamed, a failure ends the reply with what arrived.""",
+    ).tag(config=True)
+    max_event_bytes = Int(
+        1024 * 1024,
+        help="""Largest server-sent event accepted from the
         model server, in bytes; a larger one ends the reply with an error (a real server's
         events are a few hundred bytes). Bounds the memory one reply can take.""",
-                          ).tag(config=True)
-    max_error_bytes = Int(256 * 1024, help="""Largest error body (or other non-streamed
-        answer) read from the model server, in bytes.""").tag(config=True)
-    max_reply_chars = Int(4_000_000, help="""Most characters (answer and thinking) one reply
+    ).tag(config=True)
+    max_error_bytes = Int(
+        256 * 1024,
+        help="""Largest error body (or other non-streamed
+        answer) read from the model server, in bytes.""",
+    ).tag(config=True)
+    max_reply_chars = Int(
+        4_000_000,
+        help="""Most characters (answer and thinking) one reply
         may stream; past it the reply ends with an error and keeps what came. Bounds what a
-        runaway or hostile server can write to the store.""").tag(config=True)
+        runaway or hostile server can write to the store.""",
+    ).tag(config=True)
 
     @default("base_url")
     def _default_base_url(self):
@@ -157,8 +178,12 @@ class OpenAIAgent(Agent):
         return messages
 
     def _params(self, request: AgentRequest) -> dict:
-        params = dict(model=self.model, messages=self.messages(request), stream=True,
-                      stream_options={"include_usage": True})
+        params = dict(
+            model=self.model,
+            messages=self.messages(request),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         if self.temperature is not None:
             params["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -168,15 +193,25 @@ class OpenAIAgent(Agent):
         return params
 
     def _client(self) -> openai.AsyncOpenAI:
-        settings = (self.base_url, self.api_key, self.timeout, self.max_event_bytes,
-                    self.max_error_bytes)
+        settings = (
+            self.base_url,
+            self.api_key,
+            self.timeout,
+            self.max_event_bytes,
+            self.max_error_bytes,
+        )
         if self._client_for is None or self._client_for[0] != settings:
             # max_retries=0: retries are ours, so that the first-token deadline and the backoff
             # are too. The client's timeout bounds each read, so a stream that stalls later on
             # ends as well; an event that trickles in must still end within it.
             http = bounded_http_client(self.max_event_bytes, self.max_error_bytes, self.timeout)
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or _NO_KEY,
-                                        timeout=self.timeout, max_retries=0, http_client=http)
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self.api_key or _NO_KEY,
+                timeout=self.timeout,
+                max_retries=0,
+                http_client=http,
+            )
             self._client_for = (settings, client)
         return self._client_for[1]
 
@@ -201,9 +236,14 @@ class OpenAIAgent(Agent):
                     if wait is None:
                         raise AgentError(self._explain(error, attempt + 1, started=False)) from None
                     attempt += 1
-                    self.log.info("streamchat: agent %r tries again (%d of %d) in %.1f s: %s",
-                                  self.agent_id, attempt, self.max_retries, wait,
-                                  self._explain(error, 1, started=False))
+                    self.log.info(
+                        "streamchat: agent %r tries again (%d of %d) in %.1f s: %s",
+                        self.agent_id,
+                        attempt,
+                        self.max_retries,
+                        wait,
+                        self._explain(error, 1, started=False),
+                    )
                     await asyncio.sleep(wait)
                     continue
                 yield first
@@ -241,8 +281,9 @@ class OpenAIAgent(Agent):
                             break
                         chunk = json.loads(event.decode("utf-8"))
                         if not isinstance(chunk, dict):
-                            raise _Malformed(f"sent a chunk that is {_json_kind(chunk)}, not an "
-                                             "object")
+                            raise _Malformed(
+                                f"sent a chunk that is {_json_kind(chunk)}, not an object"
+                            )
                         if chunk.get("error"):
                             raise _StreamError(chunk["error"])
                         model = _field(chunk, "model", str) or model
@@ -252,8 +293,9 @@ class OpenAIAgent(Agent):
                             output_tokens = _count(usage, "completion_tokens")
                         for choice in _field(chunk, "choices", list) or ():
                             if not isinstance(choice, dict):
-                                raise _Malformed(f"sent a choice that is {_json_kind(choice)}, "
-                                                 "not an object")
+                                raise _Malformed(
+                                    f"sent a choice that is {_json_kind(choice)}, not an object"
+                                )
                             if _field(choice, "index", int) not in (0, None):
                                 continue
                             delta = _field(choice, "delta", dict)
@@ -262,8 +304,10 @@ class OpenAIAgent(Agent):
                                 content = _field(delta, "content", str)
                                 left -= len(reasoning) + len(content or "")
                                 if left < 0:
-                                    raise _Malformed(f"sent more than {self.max_reply_chars:,} "
-                                                     "characters in one reply (max_reply_chars)")
+                                    raise _Malformed(
+                                        f"sent more than {self.max_reply_chars:,} "
+                                        "characters in one reply (max_reply_chars)"
+                                    )
                                 reasoning = thinking.feed(reasoning) if reasoning else ""
                                 if reasoning:
                                     yield Reasoning(reasoning)
@@ -296,7 +340,7 @@ class OpenAIAgent(Agent):
         """Seconds to wait before trying again, or None to give up now."""
         if attempt >= self.max_retries:
             return None
-        backoff = min(_BACKOFF_FIRST * 2 ** attempt, _BACKOFF_MAX) * random.uniform(0.5, 1.0)
+        backoff = min(_BACKOFF_FIRST * 2**attempt, _BACKOFF_MAX) * random.uniform(0.5, 1.0)
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
             if status not in (408, 409, 429) and status < 500:
@@ -322,15 +366,17 @@ class OpenAIAgent(Agent):
         if isinstance(error, (ServerMisbehaved, _Malformed)):
             return f"{where} {error}.{cut}"
         if isinstance(error, json.JSONDecodeError):
-            return (f"{where} sent an event that is not valid JSON ({error.msg} at character "
-                    f"{error.pos}).{cut}")
+            return (
+                f"{where} sent an event that is not valid JSON ({error.msg} at character "
+                f"{error.pos}).{cut}"
+            )
         if isinstance(error, UnicodeDecodeError):
             return f"{where} sent bytes that are not UTF-8 text.{cut}"
         if isinstance(error, _BrokeOff):
             return f"{where} ended the reply early: the stream broke off{tries}."
         if isinstance(error, (TimeoutError, openai.APITimeoutError)):
             if started:
-                return (f"{where} sent nothing for {self.timeout:g} s: the stream broke off.")
+                return f"{where} sent nothing for {self.timeout:g} s: the stream broke off."
             return f"{where} sent no reply within {self.timeout:g} s{tries}."
         if isinstance(error, openai.APIConnectionError):
             if started:
@@ -339,8 +385,11 @@ class OpenAIAgent(Agent):
         if isinstance(error, openai.APIStatusError):
             return self._explain_status(error, tries)
         # An error event inside a stream that had begun well (HTTP 200).
-        detail = _detail(error.body) if isinstance(error, _StreamError) else _detail(
-            getattr(error, "body", None))
+        detail = (
+            _detail(error.body)
+            if isinstance(error, _StreamError)
+            else _detail(getattr(error, "body", None))
+        )
         return f"{where} reported an error mid-reply: {detail or 'no details'}."
 
     def _explain_status(self, error: openai.APIStatusError, tries: str) -> str:
@@ -350,15 +399,21 @@ class OpenAIAgent(Agent):
         if status == 401:
             # Never the server's text: servers quote the key they were given in it.
             if not self.api_key:
-                return (f"{where} needs an API key (401). Set the agent's api_key "
-                        "(c.OpenAIAgent.api_key) or OPENAI_API_KEY.")
-            return (f"{where} refused the API key (401). Check the agent's api_key "
-                    "(c.OpenAIAgent.api_key or OPENAI_API_KEY).")
+                return (
+                    f"{where} needs an API key (401). Set the agent's api_key "
+                    "(c.OpenAIAgent.api_key) or OPENAI_API_KEY."
+                )
+            return (
+                f"{where} refused the API key (401). Check the agent's api_key "
+                "(c.OpenAIAgent.api_key or OPENAI_API_KEY)."
+            )
         if status == 403:
             return f"{where} denied access (403){said}."
         if status == 404:
-            return (f"{where} has no model '{self.model}' (404){said}. Check the model name, "
-                    "and that the base URL is the API root (often ending in /v1).")
+            return (
+                f"{where} has no model '{self.model}' (404){said}. Check the model name, "
+                "and that the base URL is the API root (often ending in /v1)."
+            )
         if status == 429:
             after = _retry_after(error.response)
             when = f"try again in {after:g} s" if after is not None else "try again shortly"
@@ -366,8 +421,6 @@ class OpenAIAgent(Agent):
         if status >= 500:
             return f"{where} failed ({status}){said}{tries}."
         return f"{where} refused the request ({status}){said}."
-
-
 
 
 def _held(thinking, answer, think) -> list:
@@ -395,16 +448,21 @@ def _field(obj: dict, name: str, kind: type):
     """``obj[name]`` when it is of ``kind``, or None when absent or null: a value of another
     type is a malformed stream."""
     value = obj.get(name)
-    if value is None or (isinstance(value, kind) and not (
-            kind is int and isinstance(value, bool))):
+    if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
         return value
     wanted = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}[kind]
     raise _Malformed(f"sent a chunk whose {name!r} is {_json_kind(value)}, not {wanted}")
 
 
 def _json_kind(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def _count(obj: dict, name: str):
@@ -480,15 +538,15 @@ class ThinkSplitter:
             at = text.find(tag)
             if at >= 0:
                 self._emit(out, text[:at].rstrip() if self.thinking else text[:at])
-                text = text[at + len(tag):]
+                text = text[at + len(tag) :]
                 self.thinking = not self.thinking
                 self.after_tag = True
                 continue
             keep = _tag_prefix_at_end(text, tag)
             if self.thinking:  # whitespace before </think> is layout too: hold it back as well
-                keep += len(text[:len(text) - keep]) - len(text[:len(text) - keep].rstrip())
-            self._emit(out, text[:len(text) - keep])
-            self.held = text[len(text) - keep:]
+                keep += len(text[: len(text) - keep]) - len(text[: len(text) - keep].rstrip())
+            self._emit(out, text[: len(text) - keep])
+            self.held = text[len(text) - keep :]
             break
         return out
 

@@ -32,8 +32,11 @@ def load_agents(parent, log, named: dict | None = None) -> dict:
     classes: dict = {}  # entry-point name -> class, for named agents
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         if ep.name in agents:
-            log.warning("streamchat: agent id %r defined twice; keeping the first (%s)",
-                        ep.name, type(agents[ep.name]).__module__)
+            log.warning(
+                "streamchat: agent id %r defined twice; keeping the first (%s)",
+                ep.name,
+                type(agents[ep.name]).__module__,
+            )
             continue
         try:
             cls = classes[ep.name] = _check(ep.load(), ep.value)
@@ -57,8 +60,9 @@ def _named(agent_id: str, settings, classes: dict, parent) -> Agent:
     unknown = sorted(set(settings) - set(cls.class_trait_names(config=True)))
     if unknown:
         known = ", ".join(sorted(cls.class_trait_names(config=True)))
-        raise ValueError(f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; "
-                         f"it has: {known}")
+        raise ValueError(
+            f"{cls.__name__} has no setting {', '.join(map(repr, unknown))}; it has: {known}"
+        )
     return cls(agent_id, parent=parent, **settings)
 
 
@@ -66,8 +70,9 @@ def _import(path: str):
     """``package.module:Class`` or ``package.module.Class``."""
     module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     if not module or not attr:
-        raise ValueError(f"no agent plug-in {path!r}, and it is not an import path "
-                         "(package.module:Class)")
+        raise ValueError(
+            f"no agent plug-in {path!r}, and it is not an import path (package.module:Class)"
+        )
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:

@@ -19,7 +19,12 @@ from typing import Optional
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from ..kernel.discovery import (
-    SERVER_URL_ENV, TOKEN_ENV, ServerInfo, check_server, running_servers, server_url,
+    SERVER_URL_ENV,
+    TOKEN_ENV,
+    ServerInfo,
+    check_server,
+    running_servers,
+    server_url,
 )
 from .errors import NoServer, UsageError
 

@@ -31,8 +31,7 @@ class Transport(Protocol):
         """Send JSON texts, one WebSocket message each. May return a future that resolves when
         the bytes have left for the network (used to bound what waits unsent)."""
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        ...
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None: ...
 
 
 CatchUp = Callable[["Subscriber", str, int], None]
@@ -147,8 +146,10 @@ class Subscriber:
         """The answer of the request served inside :meth:`snapshot` (a HISTORY): written now,
         ahead of the live frames held meanwhile, which it may already contain."""
         if self._buffered and self._buffered + len(frame) > self.max_buffer:
-            self.close(CLOSE_NOT_READING, "the client did not read its frames; reconnect to "
-                       "catch up from the store")
+            self.close(
+                CLOSE_NOT_READING,
+                "the client did not read its frames; reconnect to catch up from the store",
+            )
             return
         self._write([frame])
 

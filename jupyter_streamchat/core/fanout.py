@@ -1,9 +1,10 @@
 """Subscription state in one place: which client follows which conversation and which reply.
 
 A client follows a conversation after SUBSCRIBE and a reply after sending its message or
-RESUME; UNSUBSCRIBE ends both for that conversation (a view switched to another one). Every frame published on the bus goes to the followers of its conversation and of its
-reply, each through its own :class:`~.delivery.Subscriber`, which drops what that client
-already holds and catches it up from the store when it fell behind.
+RESUME; UNSUBSCRIBE ends both for that conversation (a view switched to another one). Every
+frame published on the bus goes to the followers of its conversation and of its reply, each
+through its own :class:`~.delivery.Subscriber`, which drops what that client already holds and
+catches it up from the store when it fell behind.
 
 A client watches the conversation list after WATCH_CONVERSATIONS, until UNWATCH_CONVERSATIONS
 or its socket closes; the list's frames (``ListingChange``) go to the watchers alone.
@@ -31,8 +32,10 @@ class Fanout:
         subscriber.detach()
         self.clients.discard(subscriber)
         self._list_watchers.discard(subscriber)
-        for keys, index in ((subscriber.conversations, self._conversations),
-                            (subscriber.replies, self._replies)):
+        for keys, index in (
+            (subscriber.conversations, self._conversations),
+            (subscriber.replies, self._replies),
+        ):
             for key in keys:
                 self._unfollow(index, key, subscriber)
 
@@ -92,8 +95,11 @@ class Fanout:
                     subscriber.send(event.text)
             return
         assert isinstance(event, ReplyFrame)
-        watchers = self._replies.pop(event.message_id, None) if event.final else \
-            self._replies.get(event.message_id)
+        watchers = (
+            self._replies.pop(event.message_id, None)
+            if event.final
+            else self._replies.get(event.message_id)
+        )
         targets = watchers.union(followers) if watchers and followers else (watchers or followers)
         for subscriber in targets:
             subscriber.deliver_chunk(event.message_id, event.seq, event.text)

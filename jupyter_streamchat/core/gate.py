@@ -28,7 +28,8 @@ class ConversationGate:
             raise p.ProtocolError(
                 p.CONVERSATION_DELETED,
                 f"conversation {conversation_id!r} is being deleted",
-                client_message_id=client_message_id, conversation_id=conversation_id,
+                client_message_id=client_message_id,
+                conversation_id=conversation_id,
             )
         self._sending[conversation_id] += 1
         try:

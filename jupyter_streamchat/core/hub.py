@@ -69,8 +69,9 @@ class Hub:
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
-        self.listing = ListUpdates(store, self.bus.publish, lambda: self.fanout.list_watched,
-                                   self._track, self.log)
+        self.listing = ListUpdates(
+            store, self.bus.publish, lambda: self.fanout.list_watched, self._track, self.log
+        )
         store.on_lease_lost = self._lease_lost
         self.kernel_agents = KernelAgents(self)  # agents a kernel registered (notebook agents)
 
@@ -135,12 +136,19 @@ class Hub:
             subscriber.send(p.dumps(p.error_frame(e.code, e.message, **e.ids)))
         except Exception:
             self.log.exception("streamchat: request failed: %.200r", text)
-            subscriber.send(p.dumps(p.error_frame(
-                p.INTERNAL, "internal error in the chat hub; its log (the Jupyter server's, or "
-                "the kernel's for an in-process hub) says more")))
+            subscriber.send(
+                p.dumps(
+                    p.error_frame(
+                        p.INTERNAL,
+                        "internal error in the chat hub; its log (the Jupyter server's, or "
+                        "the kernel's for an in-process hub) says more",
+                    )
+                )
+            )
 
-    async def handle(self, subscriber: Subscriber, request: p.Request,
-                     max_bytes: Optional[int] = None) -> None:
+    async def handle(
+        self, subscriber: Subscriber, request: p.Request, max_bytes: Optional[int] = None
+    ) -> None:
         """Carry out one parsed request; raises ProtocolError for the client to see.
         ``max_bytes``: the limit the request was parsed with, which AGENTS tells."""
         try:
@@ -155,8 +163,9 @@ class Hub:
             elif isinstance(request, p.Resume):
                 await self.resume(subscriber, request.message_id, request.after_seq)
             elif isinstance(request, p.LoadHistory):
-                await self.load_history(subscriber, request.conversation_id,
-                                        request.before_message_id)
+                await self.load_history(
+                    subscriber, request.conversation_id, request.before_message_id
+                )
             elif isinstance(request, p.WatchConversations):
                 self.fanout.watch_list(subscriber)
             elif isinstance(request, p.UnwatchConversations):
@@ -173,12 +182,16 @@ class Hub:
         if agent is None:
             known = ", ".join(sorted(self.agents)) or "none"
             raise p.ProtocolError(
-                p.UNKNOWN_AGENT, f"no agent {request.agent_id!r}; available: {known}",
+                p.UNKNOWN_AGENT,
+                f"no agent {request.agent_id!r}; available: {known}",
                 client_message_id=request.client_message_id,
             )
         if self._closing:
-            raise p.ProtocolError(p.STORE_UNAVAILABLE, "the server is shutting down",
-                                  client_message_id=request.client_message_id)
+            raise p.ProtocolError(
+                p.STORE_UNAVAILABLE,
+                "the server is shutting down",
+                client_message_id=request.client_message_id,
+            )
         await self.ensure_open()
         async with self._gate.sending(request.conversation_id, request.client_message_id):
             # The store checks clientMessageId inside the same serialized write, so a duplicate
@@ -196,7 +209,9 @@ class Hub:
             try:
                 # What came before the new message, newest first up to the agent's budget.
                 earlier = await self.store.history(
-                    exchange.conversation_id, exchange.user_message_id, MAX_CONTEXT_MESSAGES,
+                    exchange.conversation_id,
+                    exchange.user_message_id,
+                    MAX_CONTEXT_MESSAGES,
                     agent.max_history_chars,
                 )
                 history = earlier.messages if earlier else []
@@ -209,9 +224,15 @@ class Hub:
                 history=[{"role": m.role, "text": m.text} for m in history if m.text],
             )
             reply = Reply(
-                exchange, agent, request_for_agent, self.store, self.bus.publish,
-                self._reply_ended, clock=self.clock,
-                retry_seconds=self.retry_seconds, log=self.log,
+                exchange,
+                agent,
+                request_for_agent,
+                self.store,
+                self.bus.publish,
+                self._reply_ended,
+                clock=self.clock,
+                retry_seconds=self.retry_seconds,
+                log=self.log,
             )
             self.replies[reply.message_id] = reply
             self.fanout.follow_reply(subscriber, reply.message_id, reply.conversation_id)
@@ -237,7 +258,8 @@ class Hub:
             raise p.ProtocolError(
                 p.TOO_MANY_SUBSCRIPTIONS,
                 f"this connection already follows {len(followed)} conversations, the most it "
-                "may; UNSUBSCRIBE from one first", conversation_id=conversation_id,
+                "may; UNSUBSCRIBE from one first",
+                conversation_id=conversation_id,
             )
         await self.ensure_open()
         async with subscriber.snapshot():  # live frames wait until the HISTORY is out
@@ -251,8 +273,9 @@ class Hub:
                     subscriber.holds(message.message_id, message.last_seq)
             subscriber.answer(p.dumps(p.history_frame(page)))
 
-    async def load_history(self, subscriber: Subscriber, conversation_id: str,
-                           before_message_id: str) -> None:
+    async def load_history(
+        self, subscriber: Subscriber, conversation_id: str, before_message_id: str
+    ) -> None:
         await self.ensure_open()
         async with subscriber.snapshot():
             page = await self.store.history(
@@ -262,7 +285,8 @@ class Hub:
                 raise p.ProtocolError(
                     p.UNKNOWN_MESSAGE,
                     f"no message {before_message_id!r} in conversation {conversation_id!r}",
-                    message_id=before_message_id, conversation_id=conversation_id,
+                    message_id=before_message_id,
+                    conversation_id=conversation_id,
                 )
             self._answer_for_unstored(page.messages)
             subscriber.answer(p.dumps(p.history_page_frame(page, before_message_id)))
@@ -271,8 +295,9 @@ class Hub:
         await self.ensure_open()
         async with subscriber.snapshot():
             if message_id in self.replies:
-                self.fanout.follow_reply(subscriber, message_id,
-                                         self.replies[message_id].conversation_id)
+                self.fanout.follow_reply(
+                    subscriber, message_id, self.replies[message_id].conversation_id
+                )
             # Held live frames are filtered by after_seq once the replay is out.
             with subscriber.replaying(message_id, after_seq):
                 await self._replay(subscriber, message_id, after_seq, asked=True)
@@ -296,8 +321,9 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _replay(self, subscriber: Subscriber, message_id: str, after_seq: int,
-                      asked: bool = False) -> None:
+    async def _replay(
+        self, subscriber: Subscriber, message_id: str, after_seq: int, asked: bool = False
+    ) -> None:
         message, chunks = await self.store.replay(message_id, after_seq)
         _check_reply(message, message_id)
         self._answer_for_unstored([message])
@@ -316,8 +342,10 @@ class Hub:
                     _, chunks = await self.store.replay(message_id, message.last_seq - 1)
             elif after_seq > message.last_seq:
                 raise p.ProtocolError(
-                    p.BAD_FIELD, f"afterSeq {after_seq} is past the reply's last frame "
-                    f"({message.last_seq}); the reply is still streaming", message_id=message_id,
+                    p.BAD_FIELD,
+                    f"afterSeq {after_seq} is past the reply's last frame "
+                    f"({message.last_seq}); the reply is still streaming",
+                    message_id=message_id,
                 )
             if not chunks:
                 return
@@ -365,8 +393,9 @@ class Hub:
         """What GET api/agents lists: every agent's ``info()``, by id."""
         return [agent.info() for _, agent in sorted(self.agents.items())]
 
-    async def list_conversations(self, limit: int, after: Optional[tuple] = None,
-                                 query: str = "") -> list:
+    async def list_conversations(
+        self, limit: int, after: Optional[tuple] = None, query: str = ""
+    ) -> list:
         """A page of the list, most recent first; with ``query``, those holding that text."""
         await self.ensure_open()
         if query:
@@ -412,10 +441,12 @@ class Hub:
 
 def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:
     if message is None:
-        raise p.ProtocolError(p.UNKNOWN_MESSAGE, f"no message {message_id!r}", message_id=message_id)
+        raise p.ProtocolError(
+            p.UNKNOWN_MESSAGE, f"no message {message_id!r}", message_id=message_id
+        )
     if message.role != "assistant":
         raise p.ProtocolError(
-            p.NOT_A_REPLY, f"message {message_id!r} is a user message, not a reply",
+            p.NOT_A_REPLY,
+            f"message {message_id!r} is a user message, not a reply",
             message_id=message_id,
         )
-

@@ -53,8 +53,14 @@ _DONE = object()  # the kernel said AGENT_DONE without an error
 class KernelAgent(Agent):
     """The hub's side of a notebook agent: runs in the kernel that registered it."""
 
-    def __init__(self, agent_id: str, owner: "Subscriber", agents: "KernelAgents",
-                 owner_label: str = "", **kwargs):
+    def __init__(
+        self,
+        agent_id: str,
+        owner: "Subscriber",
+        agents: "KernelAgents",
+        owner_label: str = "",
+        **kwargs,
+    ):
         super().__init__(agent_id, **kwargs)
         self.owner = owner
         self.owner_label = owner_label
@@ -82,8 +88,17 @@ class KernelAgent(Agent):
 class _Call:
     """One AGENT_REQUEST: what the kernel sent for it, waiting for the reply to take it."""
 
-    __slots__ = ("request_id", "agent_id", "owner", "items", "chars", "outcome", "closed",
-                 "wake", "room")
+    __slots__ = (
+        "request_id",
+        "agent_id",
+        "owner",
+        "items",
+        "chars",
+        "outcome",
+        "closed",
+        "wake",
+        "room",
+    )
 
     def __init__(self, request_id: str, agent_id: str, owner: "Subscriber"):
         self.request_id = request_id
@@ -141,8 +156,11 @@ class KernelAgents:
         elif isinstance(request, p.AgentDone):
             call = self._call_of(subscriber, request.request_id)
             if call is not None:
-                call.end(_DONE if request.error is None else AgentError(
-                    request.error or "the notebook agent failed without saying why"))
+                call.end(
+                    _DONE
+                    if request.error is None
+                    else AgentError(request.error or "the notebook agent failed without saying why")
+                )
 
     # -- registering --------------------------------------------------------------------
 
@@ -151,31 +169,48 @@ class KernelAgents:
         held = self.hub.agents.get(agent_id)
         if held is not None and not isinstance(held, KernelAgent):
             raise p.ProtocolError(
-                p.AGENT_EXISTS, f"{agent_id!r} is one of the chat server's own agents "
+                p.AGENT_EXISTS,
+                f"{agent_id!r} is one of the chat server's own agents "
                 f"({held.name}, installed or configured there); give the notebook agent "
-                "another name", agent_id=agent_id)
+                "another name",
+                agent_id=agent_id,
+            )
         if isinstance(held, KernelAgent) and held.owner is not subscriber:
             where = f" ({held.owner_label})" if held.owner_label else ""
             raise p.ProtocolError(
-                p.AGENT_TAKEN, f"agent {agent_id!r} is already defined by another kernel{where}; "
+                p.AGENT_TAKEN,
+                f"agent {agent_id!r} is already defined by another kernel{where}; "
                 "a name means one agent for every chat and stored conversation, so this one "
                 "was not registered. Give it another name, or remove it from that kernel "
                 f"(jupyter_streamchat.agent.unregister({agent_id!r}), or shut the kernel "
-                "down) and run this again", agent_id=agent_id)
+                "down) and run this again",
+                agent_id=agent_id,
+            )
         owned = self._owned.setdefault(subscriber, {})
         if agent_id not in owned and len(owned) >= MAX_AGENTS:
             raise p.ProtocolError(
-                p.TOO_MANY_AGENTS, f"this connection already has {len(owned)} notebook agents, "
-                "the most it may; unregister one first", agent_id=agent_id)
+                p.TOO_MANY_AGENTS,
+                f"this connection already has {len(owned)} notebook agents, "
+                "the most it may; unregister one first",
+                agent_id=agent_id,
+            )
         if subscriber.closed:
             return  # it went away meanwhile: nothing to keep for it
         name = request.name or agent_id
-        same = isinstance(held, KernelAgent) and (held.name, held.description, held.owner_label) \
-            == (name, request.description, request.owner)
+        same = isinstance(held, KernelAgent) and (
+            held.name,
+            held.description,
+            held.owner_label,
+        ) == (name, request.description, request.owner)
         if not same:
             owned[agent_id] = self.hub.agents[agent_id] = KernelAgent(
-                agent_id, subscriber, self, request.owner, name=name,
-                description=request.description)
+                agent_id,
+                subscriber,
+                self,
+                request.owner,
+                name=name,
+                description=request.description,
+            )
         subscriber.send(p.dumps(p.agent_registered_frame(agent_id)))
         if not same:
             self._changed()
@@ -197,8 +232,9 @@ class KernelAgents:
             if self.hub.agents.get(agent_id) is agent:
                 del self.hub.agents[agent_id]
         for call in [c for c in self._calls.values() if c.owner is subscriber]:
-            call.end(AgentInterrupted(
-                f"the kernel running notebook agent {call.agent_id!r} went away"))
+            call.end(
+                AgentInterrupted(f"the kernel running notebook agent {call.agent_id!r} went away")
+            )
             call.room.set()  # an AGENT_OUTPUT waiting for room gives up
         if owned:
             self._changed()
@@ -214,11 +250,13 @@ class KernelAgents:
         call = _Call(uuid.uuid4().hex, agent.agent_id, agent.owner)
         self._calls[call.request_id] = call
         if agent.owner.closed:  # gone between the message and the start of its reply
-            call.end(AgentInterrupted(
-                f"the kernel running notebook agent {agent.agent_id!r} went away"))
+            call.end(
+                AgentInterrupted(f"the kernel running notebook agent {agent.agent_id!r} went away")
+            )
         else:
-            agent.owner.send(p.dumps(p.agent_request_frame(call.request_id, agent.agent_id,
-                                                           request)))
+            agent.owner.send(
+                p.dumps(p.agent_request_frame(call.request_id, agent.agent_id, request))
+            )
         return call
 
     def close_call(self, call: _Call) -> None:
@@ -247,16 +285,26 @@ class KernelAgents:
             return None
         if call is None:
             raise p.ProtocolError(
-                p.UNKNOWN_REQUEST, f"no request {request_id!r} is open on this connection "
-                "(it was never sent here, or ended long ago)", request_id=request_id)
+                p.UNKNOWN_REQUEST,
+                f"no request {request_id!r} is open on this connection "
+                "(it was never sent here, or ended long ago)",
+                request_id=request_id,
+            )
         raise p.ProtocolError(
-            p.UNKNOWN_REQUEST, f"request {request_id!r} was sent to another connection; only "
-            "the kernel it was sent to may answer it", request_id=request_id)
+            p.UNKNOWN_REQUEST,
+            f"request {request_id!r} was sent to another connection; only "
+            "the kernel it was sent to may answer it",
+            request_id=request_id,
+        )
 
     async def output(self, subscriber: "Subscriber", request: p.AgentOutput) -> None:
         call = self._call_of(subscriber, request.request_id)
-        while call is not None and call.chars >= MAX_QUEUED_CHARS and not call.closed \
-                and call.outcome is None:
+        while (
+            call is not None
+            and call.chars >= MAX_QUEUED_CHARS
+            and not call.closed
+            and call.outcome is None
+        ):
             # Back-pressure: this connection is read no further until the reply catches up.
             call.room.clear()
             await call.room.wait()

@@ -24,9 +24,14 @@ from .bus import ListingChange, Published
 
 
 class ListUpdates:
-    def __init__(self, store: Store, publish: Callable[[Published], None],
-                 watched: Callable[[], bool], track: Callable[[asyncio.Task], None],
-                 log: logging.Logger):
+    def __init__(
+        self,
+        store: Store,
+        publish: Callable[[Published], None],
+        watched: Callable[[], bool],
+        track: Callable[[asyncio.Task], None],
+        log: logging.Logger,
+    ):
         self.store = store
         self.publish = publish
         self.watched = watched  # whether any client watches the list
@@ -50,8 +55,11 @@ class ListUpdates:
         try:
             record = await self.store.get_conversation_record(conversation_id)
         except StoreError as e:
-            self.log.warning("streamchat: cannot tell the conversation list of a change to %s: "
-                             "%s", conversation_id, e)
+            self.log.warning(
+                "streamchat: cannot tell the conversation list of a change to %s: %s",
+                conversation_id,
+                e,
+            )
             record = None
         if self._latest.get(conversation_id) != number:
             return  # a later change, or a deletion, has its say

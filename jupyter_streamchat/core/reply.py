@@ -195,8 +195,9 @@ class Reply:
                     self._usage.update((k, v) for k, v in vars(piece).items() if v is not None)
                     continue
                 else:
-                    raise TypeError(f"agent yielded {type(piece).__name__}, expected str, "
-                                    "Reasoning or Usage")
+                    raise TypeError(
+                        f"agent yielded {type(piece).__name__}, expected str, Reasoning or Usage"
+                    )
                 if text:
                     if self._first_token is None:
                         self._first_token = loop.time()
@@ -220,12 +221,21 @@ class Reply:
             self.log.info("streamchat: reply %s interrupted: %s", self.message_id, e)
             self._finish(INTERRUPTED)
         except AgentError as e:
-            self.log.info("streamchat: agent %r ended reply %s with an error: %s",
-                          self.agent.agent_id, self.message_id, e)
+            self.log.info(
+                "streamchat: agent %r ended reply %s with an error: %s",
+                self.agent.agent_id,
+                self.message_id,
+                e,
+            )
             self._finish(ERROR, _said(str(e) or type(e).__name__))
         except Exception as e:
-            self.log.warning("streamchat: agent %r failed on reply %s: %s",
-                             self.agent.agent_id, self.message_id, e, exc_info=True)
+            self.log.warning(
+                "streamchat: agent %r failed on reply %s: %s",
+                self.agent.agent_id,
+                self.message_id,
+                e,
+                exc_info=True,
+            )
             self._finish(ERROR, _said(f"{type(e).__name__}: {e}"))
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -247,7 +257,8 @@ class Reply:
         """
         await asyncio.sleep(0)  # the flusher, woken by this token, starts its commit
         if not self._stored.is_set() and (
-                self.seq == 0 or now - self._commit_started > MAX_COMMIT_LAG_SECONDS):
+            self.seq == 0 or now - self._commit_started > MAX_COMMIT_LAG_SECONDS
+        ):
             await self._stored.wait()
 
     async def _flush_loop(self) -> None:
@@ -316,8 +327,11 @@ class Reply:
             chunks, thoughts, status, error = [""], [""], ERROR, self._unstorable
         usage = self._final_usage()
         try:
-            await self._store(Append(self.message_id, first, chunks, status, error,
-                                     reasoning=thoughts, usage=usage))
+            await self._store(
+                Append(
+                    self.message_id, first, chunks, status, error, reasoning=thoughts, usage=usage
+                )
+            )
         except LeaseLost:
             raise
         except StoreError as e:
@@ -326,15 +340,22 @@ class Reply:
                 self.log.error("streamchat: reply %s: %s", self.message_id, e)
                 self._unstorable = f"the reply could not be stored: {e}"
                 return await self._commit_final([""], [""], (ERROR, self._unstorable))
-            self.log.error("streamchat: reply %s ended, but its end is not stored yet: %s",
-                           self.message_id, e)
+            self.log.error(
+                "streamchat: reply %s ended, but its end is not stored yet: %s", self.message_id, e
+            )
             self._published(first, chunks, thoughts, (status, error), usage)
             return first, error, usage
         self._published(first, chunks, thoughts, (status, error), usage)
         return None
 
-    def _published(self, first: int, chunks: list, thoughts: list, ending: Optional[tuple],
-                   usage: Optional[dict] = None) -> None:
+    def _published(
+        self,
+        first: int,
+        chunks: list,
+        thoughts: list,
+        ending: Optional[tuple],
+        usage: Optional[dict] = None,
+    ) -> None:
         self.seq = first + len(chunks) - 1
         for seq, frame, final in self.frames.run(first, chunks, thoughts, ending, usage):
             self.publish(ReplyFrame(self.conversation_id, self.message_id, seq, frame, final))

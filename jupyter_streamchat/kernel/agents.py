@@ -107,7 +107,7 @@ def agent(agent_id: str, *, name: Optional[str] = None, description: str = ""):
         if not callable(fn):
             raise TypeError(f"@agent({agent_id!r}) decorates a function, not {type(fn).__name__}")
         about = description or _first_line(inspect.getdoc(fn))
-        entry = _Entry(agent_id, fn, name or agent_id, about[:p.MAX_DESCRIPTION_LENGTH])
+        entry = _Entry(agent_id, fn, name or agent_id, about[: p.MAX_DESCRIPTION_LENGTH])
         Link.host_agent(entry).announce(entry, REGISTER_TIMEOUT)
         return fn
 
@@ -134,9 +134,9 @@ def _owner() -> str:
     path = os.environ.get("JPY_SESSION_NAME", "")
     home = os.path.expanduser("~")
     if path and home not in ("", "/") and path.startswith(home + os.sep):
-        path = "~" + path[len(home):]
+        path = "~" + path[len(home) :]
     label = path or f"process {os.getpid()}"
-    return label[-p.MAX_ID_LENGTH:]
+    return label[-p.MAX_ID_LENGTH :]
 
 
 @dataclass(eq=False)
@@ -151,8 +151,9 @@ class _Entry:
     retakes: int = 0  # tries to register it again after agent_taken on a reconnection
 
     def frame(self) -> dict:
-        return p.request_frame(p.RegisterAgent(self.agent_id, self.name, self.description,
-                                               _owner()))
+        return p.request_frame(
+            p.RegisterAgent(self.agent_id, self.name, self.description, _owner())
+        )
 
 
 class AgentHost:
@@ -193,9 +194,12 @@ class AgentHost:
             return
         if not answered:
             where = getattr(self.link.transport, "server", None)
-            log.warning("streamchat: notebook agent %r: no answer from the chat hub%s yet; it "
-                        "is registered when the connection is back", entry.agent_id,
-                        f" at {where.url}" if where else "")
+            log.warning(
+                "streamchat: notebook agent %r: no answer from the chat hub%s yet; it "
+                "is registered when the connection is back",
+                entry.agent_id,
+                f" at {where.url}" if where else "",
+            )
             return
         if entry.refusal is not None:
             raise AgentRegistrationError(*entry.refusal)
@@ -271,9 +275,16 @@ class AgentHost:
         if code != p.UNKNOWN_REQUEST:
             # The hub refused what the agent sent (too large for its limit, say): end the
             # reply with why, rather than leave it waiting.
-            self.link.send(p.request_frame(p.AgentDone(
-                request_id, f"the chat hub refused this agent's output: {frame.get('message')}"
-                [:MAX_ERROR_CHARS])))
+            self.link.send(
+                p.request_frame(
+                    p.AgentDone(
+                        request_id,
+                        f"the chat hub refused this agent's output: {frame.get('message')}"[
+                            :MAX_ERROR_CHARS
+                        ],
+                    )
+                )
+            )
         self.link.close_if_idle()
 
     def _refused(self, agent_id: str, code: str, message: str) -> None:
@@ -290,8 +301,11 @@ class AgentHost:
             del self._agents[agent_id]
         entry.refusal = (code, message)
         if not entry.waited:
-            log.warning("streamchat: notebook agent %r was refused when registered again: %s",
-                        agent_id, message)
+            log.warning(
+                "streamchat: notebook agent %r was refused when registered again: %s",
+                agent_id,
+                message,
+            )
         entry.answered.set()
         self.link.close_if_idle()
 
@@ -302,17 +316,25 @@ class AgentHost:
             self.link.send(entry.frame())
 
     def _start(self, frame: dict) -> None:
-        request = AgentRequest(frame["conversationId"], frame["text"],
-                               [{"role": m["role"], "text": m["text"]} for m in frame["history"]])
+        request = AgentRequest(
+            frame["conversationId"],
+            frame["text"],
+            [{"role": m["role"], "text": m["text"]} for m in frame["history"]],
+        )
         with self._lock:
             entry = self._agents.get(frame["agentId"])
             if entry is not None:
                 call = _Call(self, frame["requestId"], entry, request, self.generation)
                 self._calls[call.request_id] = call
         if entry is None:  # unregistered just now
-            self.link.send(p.request_frame(p.AgentDone(
-                frame["requestId"], f"this kernel has no notebook agent {frame['agentId']!r} "
-                "any more")))
+            self.link.send(
+                p.request_frame(
+                    p.AgentDone(
+                        frame["requestId"],
+                        f"this kernel has no notebook agent {frame['agentId']!r} any more",
+                    )
+                )
+            )
             return
         fn = entry.fn
         if inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn):
@@ -325,8 +347,9 @@ class AgentHost:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="streamchat-agents",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._loop.run_forever, name="streamchat-agents", daemon=True
+                ).start()
             return self._loop
 
     def forget(self, call: "_Call") -> None:
@@ -340,8 +363,14 @@ class _Call:
     """One AGENT_REQUEST being answered: the function's run, and what it produced that is not
     sent yet (gathered under ``_cond``, taken by the sender)."""
 
-    def __init__(self, host: AgentHost, request_id: str, entry: _Entry, request: AgentRequest,
-                 generation: int):
+    def __init__(
+        self,
+        host: AgentHost,
+        request_id: str,
+        entry: _Entry,
+        request: AgentRequest,
+        generation: int,
+    ):
         self.host = host
         self.request_id = request_id
         self.entry = entry
@@ -435,8 +464,11 @@ class _Call:
             message = str(e) or "AgentError"
         else:
             message = f"{type(e).__name__}: {e}".rstrip(": ")
-            _kernel_log().error("notebook agent %r failed:\n%s", self.entry.agent_id,
-                                "".join(traceback.format_exception(e)).rstrip())
+            _kernel_log().error(
+                "notebook agent %r failed:\n%s",
+                self.entry.agent_id,
+                "".join(traceback.format_exception(e)).rstrip(),
+            )
         self.finish(message[:MAX_ERROR_CHARS])
 
     def cancel(self) -> None:
@@ -456,8 +488,9 @@ class _Call:
         elif isinstance(item, (str, Usage)):
             thinking = False
         else:
-            raise TypeError(f"a notebook agent yields str, Reasoning or Usage, not "
-                            f"{type(item).__name__}")
+            raise TypeError(
+                f"a notebook agent yields str, Reasoning or Usage, not {type(item).__name__}"
+            )
         with self._cond:
             # The lists are picked under the lock: take() swaps them for new ones.
             if isinstance(item, Usage):
@@ -476,8 +509,9 @@ class _Call:
 
     def _wait_room(self) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: self._chars <= MAX_BUFFERED_CHARS
-                                or self.cancelled.is_set())
+            self._cond.wait_for(
+                lambda: self._chars <= MAX_BUFFERED_CHARS or self.cancelled.is_set()
+            )
 
     def finish(self, error: Optional[str]) -> None:
         with self._cond:
@@ -504,8 +538,16 @@ class _Call:
         for i in range(count):
             piece = slice(i * PIECE_CHARS, (i + 1) * PIECE_CHARS)
             last = i == count - 1
-            frames.append(p.request_frame(p.AgentOutput(
-                self.request_id, text[piece], reasoning[piece], (usage or None) if last else None)))
+            frames.append(
+                p.request_frame(
+                    p.AgentOutput(
+                        self.request_id,
+                        text[piece],
+                        reasoning[piece],
+                        (usage or None) if last else None,
+                    )
+                )
+            )
         if usage and not count:
             frames.append(p.request_frame(p.AgentOutput(self.request_id, usage=usage)))
         if end is not None:
@@ -537,8 +579,9 @@ class _Sender:
             self._ready.append(call)
             self._cond.notify()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="streamchat-agent-sender",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="streamchat-agent-sender", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
@@ -595,8 +638,9 @@ class _Workers:
         with self._lock:
             if self._idle <= 0 and self._count < self.most:
                 self._count += 1
-                threading.Thread(target=self._work, name=f"streamchat-agent-{self._count}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._work, name=f"streamchat-agent-{self._count}", daemon=True
+                ).start()
             else:
                 self._idle -= 1  # that one is taken
 

@@ -56,8 +56,15 @@ class RemoteTransport:
     backoff (``min_backoff`` doubling up to ``max_backoff``) and jitter, until :meth:`close`.
     """
 
-    def __init__(self, server: ServerInfo, *, min_backoff: float = 0.25, max_backoff: float = 5.0,
-                 connect_timeout: float = 10.0, ping_interval: float = 20.0):
+    def __init__(
+        self,
+        server: ServerInfo,
+        *,
+        min_backoff: float = 0.25,
+        max_backoff: float = 5.0,
+        connect_timeout: float = 10.0,
+        ping_interval: float = 20.0,
+    ):
         self.server = server
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
@@ -79,7 +86,7 @@ class RemoteTransport:
     def ws_url(self) -> str:
         url = self.server.url
         scheme = "wss" if url.startswith("https:") else "ws"
-        return scheme + url[url.index(":"):] + "streamchat/ws"
+        return scheme + url[url.index(":") :] + "streamchat/ws"
 
     def start(self, on_frame: OnFrame, on_connect: OnConnect) -> None:
         self._on_frame, self._on_connect = on_frame, on_connect
@@ -176,7 +183,7 @@ class RemoteTransport:
             await asyncio.sleep(self._backoff(failures))
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self.max_backoff, self.min_backoff * 2 ** failures)
+        delay = min(self.max_backoff, self.min_backoff * 2**failures)
         # Jitter, so kernels cut off by one server restart do not all come back in lockstep.
         return delay * random.uniform(0.5, 1.0)
 
@@ -188,8 +195,12 @@ class RemoteTransport:
 
     def _request(self) -> HTTPRequest:
         headers = {"Authorization": f"token {self.server.token}"} if self.server.token else {}
-        return HTTPRequest(self.ws_url, headers=headers, connect_timeout=self.connect_timeout,
-                           request_timeout=self.connect_timeout)
+        return HTTPRequest(
+            self.ws_url,
+            headers=headers,
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.connect_timeout,
+        )
 
     async def _serve(self, ws) -> None:
         """Read frames until the socket closes; a writer task drains the outbox meanwhile."""

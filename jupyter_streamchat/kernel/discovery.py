@@ -63,8 +63,12 @@ def find_server(timeout: float = 2.0) -> Optional[ServerInfo]:
         log.debug("streamchat: no running Jupyter server launched this process")
         return None
     if info.get("sock"):
-        log.debug("streamchat: the parent Jupyter server listens on a Unix socket (%s); "
-                  "set %s to reach it over TCP", info["sock"], SERVER_URL_ENV)
+        log.debug(
+            "streamchat: the parent Jupyter server listens on a Unix socket (%s); "
+            "set %s to reach it over TCP",
+            info["sock"],
+            SERVER_URL_ENV,
+        )
         return None
     server = ServerInfo(server_url(info), info.get("token") or "")
     problem = check_server(server, timeout)

@@ -5,10 +5,10 @@
     reply.wait(30).text
 
 :class:`Conversation` follows one conversation over a transport (see
-:mod:`jupyter_streamchat.kernel.connection`): a WebSocket to the Jupyter server when one launched this
-kernel, else the hub in this process. The store is the source of truth, so the state here is
-only ever what the hub sent: a message shows once the hub has accepted it, wherever it was sent
-from (this kernel, the browser, another kernel).
+:mod:`jupyter_streamchat.kernel.connection`): a WebSocket to the Jupyter server when one
+launched this kernel, else the hub in this process. The store is the source of truth, so the
+state here is only ever what the hub sent: a message shows once the hub has accepted it,
+wherever it was sent from (this kernel, the browser, another kernel).
 
 On every (re)connection it sends, in this order, each SEND_MESSAGE not yet answered (the hub
 is idempotent on ``clientMessageId``), RESUME for each reply it holds that is still streaming
@@ -41,12 +41,32 @@ class _Message:
     """One message. For a reply, ``seq`` is the last frame held and ``held`` the length of the
     text those frames make (the text is their concatenation)."""
 
-    __slots__ = ("message_id", "role", "agent_id", "parts", "status", "seq", "held", "error",
-                 "thoughts", "thought", "usage")
+    __slots__ = (
+        "message_id",
+        "role",
+        "agent_id",
+        "parts",
+        "status",
+        "seq",
+        "held",
+        "error",
+        "thoughts",
+        "thought",
+        "usage",
+    )
 
-    def __init__(self, message_id: str, role: str, agent_id: str, text: str = "",
-                 status: str = p.STREAMING, seq: int = 0, error: Optional[str] = None,
-                 reasoning: str = "", usage: Optional[dict] = None):
+    def __init__(
+        self,
+        message_id: str,
+        role: str,
+        agent_id: str,
+        text: str = "",
+        status: str = p.STREAMING,
+        seq: int = 0,
+        error: Optional[str] = None,
+        reasoning: str = "",
+        usage: Optional[dict] = None,
+    ):
         self.message_id = message_id
         self.role = role
         self.agent_id = agent_id
@@ -95,8 +115,13 @@ class _Message:
         return self.role == "assistant" and self.status == p.STREAMING
 
     def snapshot(self) -> dict:
-        snap = {"messageId": self.message_id, "role": self.role, "agentId": self.agent_id,
-                "text": self.text, "status": self.status}
+        snap = {
+            "messageId": self.message_id,
+            "role": self.role,
+            "agentId": self.agent_id,
+            "text": self.text,
+            "status": self.status,
+        }
         if self.error is not None:
             snap["error"] = self.error
         if self.thoughts:
@@ -211,9 +236,12 @@ class ChatReply:
         while True:
             with self._news:
                 if not self._news.wait_for(
-                        lambda: self._arrivals != seen or self._ended.is_set(), timeout):
-                    raise TimeoutError(f"no news of the reply after {timeout} s; "
-                                       f"{self._conversation._connection_state()}")
+                    lambda: self._arrivals != seen or self._ended.is_set(), timeout
+                ):
+                    raise TimeoutError(
+                        f"no news of the reply after {timeout} s; "
+                        f"{self._conversation._connection_state()}"
+                    )
                 seen = self._arrivals
             ended = self._ended.is_set()  # before the text: the last chunk comes before the end
             with self._conversation._lock:
@@ -260,7 +288,7 @@ class ChatReply:
         text = self.text
         shown = text if len(text) <= 60 else text[:57] + "..."
         extra = f" error={self.error!r}" if self.error else ""
-        return (f"<ChatReply {self.agent_id} {self.status} {len(text)} chars: {shown!r}{extra}>")
+        return f"<ChatReply {self.agent_id} {self.status} {len(text)} chars: {shown!r}{extra}>"
 
     def _repr_markdown_(self) -> str:
         if self.error:
@@ -395,8 +423,10 @@ class Conversation:
             # arrive twice, replayed and in the HISTORY, are dropped by seq), stops, SUBSCRIBE.
             frames = [frame for _reply, frame in self._pending.values()]
             self._resuming = {m.message_id: m.seq for m in self._messages if m.streaming}
-            frames += [p.request_frame(p.Resume(message_id, seq))
-                       for message_id, seq in self._resuming.items()]
+            frames += [
+                p.request_frame(p.Resume(message_id, seq))
+                for message_id, seq in self._resuming.items()
+            ]
             frames += [p.request_frame(p.StopGenerating(i)) for i in self._stopping]
             frames.append(p.request_frame(p.Subscribe(self.conversation_id)))
         for frame in frames:
@@ -494,12 +524,21 @@ class Conversation:
         after.synced = True
 
     def _apply_older(self, frame: dict, after: "_After") -> None:
-        older = [m for m in (self._merge_stored(wire, after) for wire in frame["messages"])
-                 if m not in self._messages]
+        older = [
+            m
+            for m in (self._merge_stored(wire, after) for wire in frame["messages"])
+            if m not in self._messages
+        ]
         if not older:
             return
-        at = next((i for i, m in enumerate(self._messages)
-                   if m.message_id == frame.get("beforeMessageId")), 0)
+        at = next(
+            (
+                i
+                for i, m in enumerate(self._messages)
+                if m.message_id == frame.get("beforeMessageId")
+            ),
+            0,
+        )
         self._messages[at:at] = older
         if frame.get("hasMore"):
             self._ask_older(older, after)
@@ -507,8 +546,9 @@ class Conversation:
 
     def _ask_older(self, page: list, after: "_After") -> None:
         if page:
-            after.sends.append(p.request_frame(
-                p.LoadHistory(self.conversation_id, page[0].message_id)))
+            after.sends.append(
+                p.request_frame(p.LoadHistory(self.conversation_id, page[0].message_id))
+            )
 
     def _merge_stored(self, wire: dict, after: "_After") -> _Message:
         """Take one message of a HISTORY or HISTORY_PAGE into what is held."""
@@ -518,13 +558,21 @@ class Conversation:
         message = self._by_id.get(wire["messageId"])
         usage = p.usage_from_wire(wire["usage"]) if wire.get("usage") else None
         if message is None:
-            message = _Message(wire["messageId"], wire["role"], wire["agentId"],
-                               wire["text"], status, wire["lastSeq"], wire.get("error"),
-                               wire.get("reasoning", ""), usage)
+            message = _Message(
+                wire["messageId"],
+                wire["role"],
+                wire["agentId"],
+                wire["text"],
+                status,
+                wire["lastSeq"],
+                wire.get("error"),
+                wire.get("reasoning", ""),
+                usage,
+            )
             self._by_id[message.message_id] = message
         elif wire["lastSeq"] > message.seq and message.status not in p.FINAL_STATUSES:
             # Only the text past what is held is new: the held text is the start of it.
-            message.add(wire["text"][message.held:], wire.get("reasoning", "")[message.thought:])
+            message.add(wire["text"][message.held :], wire.get("reasoning", "")[message.thought :])
             message.seq = wire["lastSeq"]
             if status != p.STREAMING:
                 message.status, message.error = status, wire.get("error")
@@ -564,8 +612,11 @@ class Conversation:
         if pending is not None:
             reply._ended.set()
         else:
-            log.warning("streamchat: the hub refused a request: %s: %s",
-                        frame.get("code"), frame.get("message"))
+            log.warning(
+                "streamchat: the hub refused a request: %s: %s",
+                frame.get("code"),
+                frame.get("message"),
+            )
 
     def _run(self, after: "_After") -> None:
         """What a frame caused, done with the lock released."""
@@ -597,8 +648,9 @@ class _After:
         self.snapshot: Optional[list] = None
 
 
-def connect(conversation_id: str, on_change: Optional[OnChange] = None,
-            store_url: str = "") -> Conversation:
+def connect(
+    conversation_id: str, on_change: Optional[OnChange] = None, store_url: str = ""
+) -> Conversation:
     """Follow ``conversation_id`` on the Jupyter server that launched this kernel, or, without
     one (a notebook run headless, a script), on a hub in this process over ``store_url``
     (default: ``streamchat.db`` in the Jupyter data dir, shared with Jupyter servers).

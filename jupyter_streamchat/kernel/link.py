@@ -305,8 +305,10 @@ class Link:
             if conversation_id in self._channels:
                 return list(self._channels[conversation_id])
             if client_id is not None or message_id is not None:
-                log.debug("streamchat: an ERROR for a request no follower waits for: %s",
-                          frame.get("message"))
+                log.debug(
+                    "streamchat: an ERROR for a request no follower waits for: %s",
+                    frame.get("message"),
+                )
                 return []
             # Tied to no request: every follower hears it.
             return [c for followers in self._channels.values() for c in followers]

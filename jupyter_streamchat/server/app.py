@@ -143,19 +143,27 @@ class StreamChatApp(ExtensionApp):
         self.store = self._make_store()
         self.agent_instances = load_agents(self, self.log, self.agents)
         self.hub = Hub(
-            self.store, self.agent_instances, batch_window=self.batch_window,
-            max_batch_window=self.max_batch_window, log=self.log,
-            history_messages=self.history_page_messages, history_chars=self.history_page_chars,
-            retry_seconds=self.store_retry_seconds, max_subscriptions=self.max_subscriptions,
+            self.store,
+            self.agent_instances,
+            batch_window=self.batch_window,
+            max_batch_window=self.max_batch_window,
+            log=self.log,
+            history_messages=self.history_page_messages,
+            history_chars=self.history_page_chars,
+            retry_seconds=self.store_retry_seconds,
+            max_subscriptions=self.max_subscriptions,
         )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())
         self.log.info("streamchat: agents: %s", ", ".join(sorted(self.agent_instances)) or "none")
         for name, agent in sorted(self.agent_instances.items()):
             # Where each model agent points (never its key; a password in the URL is masked).
             if agent.has_trait("base_url") and agent.has_trait("model"):
-                self.log.info("streamchat: agent %s: model %s at %s", name,
-                              agent.model or "(none)", redact.without_password(agent.base_url or "")
-                              or "(no base URL)")
+                self.log.info(
+                    "streamchat: agent %s: model %s at %s",
+                    name,
+                    agent.model or "(none)",
+                    redact.without_password(agent.base_url or "") or "(no base URL)",
+                )
 
     def initialize_handlers(self):
         self.handlers.extend(handlers)

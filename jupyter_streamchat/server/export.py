@@ -52,8 +52,10 @@ PIECE_CHARS = 64 * 1024
 
 
 # What the line under the title says the document holds.
-_CONTENTS = ("*Each message with its author and time (the server's local time, with its offset "
-             "from UTC).{thinking} Token usage is not included.*")
+_CONTENTS = (
+    "*Each message with its author and time (the server's local time, with its offset "
+    "from UTC).{thinking} Token usage is not included.*"
+)
 _WITH_THINKING = " Each reply's thinking comes before its text, in a folded section, Thinking."
 _WITHOUT_THINKING = " Thinking is not included."
 
@@ -161,14 +163,16 @@ _ATX = re.compile(r" {0,3}(#{1,6})(?=[ \t]|$)")
 _SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
 # Lines that cannot be (the last line of) a paragraph that a setext underline would make a
 # heading: blank, indented code, block quotes, list items, headings, fences, tables, HTML.
-_NOT_PARAGRAPH = re.compile(r"\s*$| {4}|\t| {0,3}([>#<|]|[-+*][ \t]|[-+*]$|\d{1,9}[.)]([ \t]|$)|"
-                            r"```|~~~|([-*_][ \t]*){3,}$)")
+_NOT_PARAGRAPH = re.compile(
+    r"\s*$| {4}|\t| {0,3}([>#<|]|[-+*][ \t]|[-+*]$|\d{1,9}[.)]([ \t]|$)|"
+    r"```|~~~|([-*_][ \t]*){3,}$)"
+)
 
 
 def _heading_edits(text: str, start: int, stop: int, paragraph, piece: int, edits: list):
     """Adds to ``edits`` what moves a heading on the line ``text[start:stop]`` (outside code)
     HEADING_SHIFT levels down; returns where this line starts if it may be a paragraph's."""
-    head = text[start:min(stop, start + 80)]
+    head = text[start : min(stop, start + 80)]
     atx = _ATX.match(head)
     if atx:
         level = min(6, len(atx.group(1)) + HEADING_SHIFT)
@@ -203,7 +207,7 @@ def _edited(text: str, start: int, end: int, edits: list) -> str:
 
 def _fence_after(text: str, start: int, stop: int, opened):
     """The open fence after the line ``text[start:stop]``, given the one before it."""
-    fence = _FENCE.match(text[start:min(stop, start + 64)])
+    fence = _FENCE.match(text[start : min(stop, start + 64)])
     if fence is None:
         return opened
     marks = fence.group(1)
@@ -212,13 +216,16 @@ def _fence_after(text: str, start: int, stop: int, opened):
         end = rest
         while end < stop and text[end] == marks[0]:
             end += 1
-        marks, rest = text[start + fence.start(1):end], end
+        marks, rest = text[start + fence.start(1) : end], end
     if opened is None:
         if not (marks[0] == "`" and text.find("`", rest, stop) >= 0):
             return marks  # backticks cannot be in the info string
         return None
-    if marks[0] == opened[0] and len(marks) >= len(opened) and \
-            _NONSPACE.search(text, rest, stop) is None:
+    if (
+        marks[0] == opened[0]
+        and len(marks) >= len(opened)
+        and _NONSPACE.search(text, rest, stop) is None
+    ):
         return None
     return opened
 
@@ -229,8 +236,14 @@ _UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9 _.()+=@&!~#$'\[\]{}^-]")
 # What the title loses to become a file name: path separators, characters file systems
 # refuse, and the parameter separator.
 _UNSAFE_NAME = re.compile(r'[/\\:*?"<>|;]')
-_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                    *(f"LPT{i}" for i in range(1, 10))}
+_WINDOWS_DEVICES = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
 
 
 def content_disposition(title: str) -> str:

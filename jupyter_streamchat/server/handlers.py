@@ -111,8 +111,11 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
             return
         silent = IOLoop.current().time() - self._heard
         if silent > self.extensionapp.agent_host_timeout:
-            self.log.warning("streamchat: a connection with notebook agents answered nothing "
-                             "for %.1f s; taking it as gone", silent)
+            self.log.warning(
+                "streamchat: a connection with notebook agents answered nothing "
+                "for %.1f s; taking it as gone",
+                silent,
+            )
             self._stop_watching()
             # Its replies end now, not after the closing handshake's own timeout.
             self.hub.disconnect(self.subscriber)
@@ -279,8 +282,9 @@ class ConversationsHandler(_RestHandler):
     def _limit(self) -> int:
         text = self._argument("limit", str(p.LIST_PAGE))
         if not _WHOLE_NUMBER.fullmatch(text) or not 1 <= int(text) <= p.LIST_PAGE_MAX:
-            raise web.HTTPError(400, f"limit must be a whole number from 1 to {p.LIST_PAGE_MAX} "
-                                "in ASCII digits")
+            raise web.HTTPError(
+                400, f"limit must be a whole number from 1 to {p.LIST_PAGE_MAX} in ASCII digits"
+            )
         return int(text)
 
     def _after(self):
@@ -349,15 +353,18 @@ class ConversationExportHandler(_RestHandler):
         includes each reply's thinking; ``0`` (the default) leaves it out."""
         thinking = self._argument("thinking", "0")
         if thinking not in ("0", "1"):
-            raise web.HTTPError(400, "thinking is 0 (leave each reply's thinking out, the "
-                                     "default) or 1 (include it)")
+            raise web.HTTPError(
+                400,
+                "thinking is 0 (leave each reply's thinking out, the default) or 1 (include it)",
+            )
         found = await self.hub.export_conversation(conversation_id)
         if found is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         conversation, messages = found
         self.set_header("Content-Disposition", content_disposition(conversation.title))
-        await self.send_pieces(markdown_pieces(conversation, messages, thinking == "1"),
-                               "text/markdown; charset=utf-8")
+        await self.send_pieces(
+            markdown_pieces(conversation, messages, thinking == "1"), "text/markdown; charset=utf-8"
+        )
 
 
 handlers = [
@@ -365,6 +372,5 @@ handlers = [
     (r"/streamchat/api/agents", AgentsHandler),
     (r"/streamchat/api/conversations", ConversationsHandler),
     (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)", ConversationHandler),
-    (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)/export",
-     ConversationExportHandler),
+    (r"/streamchat/api/conversations/(?P<conversation_id>[^/]+)/export", ConversationExportHandler),
 ]

@@ -37,7 +37,7 @@ def _parts(value, size: int) -> Iterator[str]:
             return
         yield '"'
         for start in range(0, len(value), size):
-            yield encode_basestring_ascii(value[start:start + size])[1:-1]
+            yield encode_basestring_ascii(value[start : start + size])[1:-1]
         yield '"'
     elif isinstance(value, dict):
         yield "{"

@@ -18,6 +18,15 @@ def store_from_url(url: str, **kwargs) -> Store:
 
 
 __all__ = [
-    "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
-    "SQLiteStore", "SearchTooCostly", "Store", "StoreError", "store_from_url",
+    "Append",
+    "ConversationRecord",
+    "Exchange",
+    "HistoryPage",
+    "LeaseLost",
+    "MessageRecord",
+    "SQLiteStore",
+    "SearchTooCostly",
+    "Store",
+    "StoreError",
+    "store_from_url",
 ]

@@ -40,10 +40,16 @@ def _measure(append) -> tuple:
     writing it store."""
     reasoning = append.reasoning or [""] * len(append.chunks)
     first = append.first_seq
-    rows = [(append.message_id, first + i, chunk, thinking)
-            for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))]
-    return (first + len(append.chunks) - 1, sum(map(len, append.chunks)),
-            sum(map(len, reasoning)), rows)
+    rows = [
+        (append.message_id, first + i, chunk, thinking)
+        for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))
+    ]
+    return (
+        first + len(append.chunks) - 1,
+        sum(map(len, append.chunks)),
+        sum(map(len, reasoning)),
+        rows,
+    )
 
 
 def write_one(conn: sqlite3.Connection, append, owner_id: str) -> bool:
@@ -70,7 +76,8 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> bool:
     if cursor.rowcount != 1:
         raise _lease_lost(append.message_id)
     conn.executemany(
-        "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows)
+        "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows
+    )
     if append.status is not None:
         return search.add_reply(conn, append.message_id)  # its text is whole now
     return False

@@ -79,7 +79,10 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def history(
-        self, conversation_id: str, before_message_id: Optional[str], max_messages: int,
+        self,
+        conversation_id: str,
+        before_message_id: Optional[str],
+        max_messages: int,
         max_chars: int,
     ) -> Optional[HistoryPage]:
         """The latest messages (older than ``before_message_id`` if given) within the budget,
@@ -92,8 +95,7 @@ class Store(LoggingConfigurable):
         """All the conversation's messages in order, or None if there is no such conversation."""
         raise NotImplementedError
 
-    async def list_conversations(self, limit: int = 0,
-                                 after: Optional[tuple] = None) -> list:
+    async def list_conversations(self, limit: int = 0, after: Optional[tuple] = None) -> list:
         """ConversationRecords, most recently updated first: at most ``limit`` (0: all), and
         only those after ``after``, the ``(updated_at, conversation_id)`` of the last one of
         the page before."""
@@ -103,8 +105,9 @@ class Store(LoggingConfigurable):
         """The conversation as ``list_conversations`` lists it, or None if there is none."""
         raise NotImplementedError
 
-    async def search_conversations(self, query: str, limit: int = 0,
-                                   after: Optional[tuple] = None) -> list:
+    async def search_conversations(
+        self, query: str, limit: int = 0, after: Optional[tuple] = None
+    ) -> list:
         """The conversations in which ``query`` occurs, ordered and paged as by
         ``list_conversations``.
 
@@ -134,6 +137,13 @@ class Store(LoggingConfigurable):
 
 
 __all__ = [
-    "Append", "ConversationRecord", "Exchange", "HistoryPage", "LeaseLost", "MessageRecord",
-    "SearchTooCostly", "Store", "StoreError",
+    "Append",
+    "ConversationRecord",
+    "Exchange",
+    "HistoryPage",
+    "LeaseLost",
+    "MessageRecord",
+    "SearchTooCostly",
+    "Store",
+    "StoreError",
 ]

@@ -39,7 +39,7 @@ def _started(pid: int) -> Optional[str]:
     except OSError:
         return ""
     # Field 22, counted after the command name, which may hold spaces and parentheses.
-    return stat[stat.rindex(b")") + 2:].split()[19].decode()
+    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
 
 
 def _machine() -> str:
@@ -66,10 +66,13 @@ class Owner:
         """Extend the lease; False if it had expired already (it is then lost for good:
         others may have ended this owner's replies, and may do so any time)."""
         now = time.time()
-        return conn.execute(
-            "UPDATE owners SET lease_until = ? WHERE id = ? AND lease_until >= ?",
-            (now + lease_seconds, self.id, now),
-        ).rowcount == 1
+        return (
+            conn.execute(
+                "UPDATE owners SET lease_until = ? WHERE id = ? AND lease_until >= ?",
+                (now + lease_seconds, self.id, now),
+            ).rowcount
+            == 1
+        )
 
     def release(self, conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM owners WHERE id = ?", (self.id,))

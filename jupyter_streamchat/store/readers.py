@@ -66,8 +66,9 @@ class Readers:
         self._loop = loop
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._run, args=(conn,), daemon=True,
-                             name=f"streamchat-sqlite-reader-{i}")
+            threading.Thread(
+                target=self._run, args=(conn,), daemon=True, name=f"streamchat-sqlite-reader-{i}"
+            )
             for i, conn in enumerate(conns)
         ]
         for thread in self._threads:
@@ -126,9 +127,13 @@ class Readers:
             result = read.job(conn)
         except BaseException as e:  # handed to the awaiting task
             error = e
-            if isinstance(e, sqlite3.OperationalError) and "interrupted" in str(e) \
-                    and not read.cancelled and read.deadline is not None \
-                    and time.monotonic() > read.deadline:
+            if (
+                isinstance(e, sqlite3.OperationalError)
+                and "interrupted" in str(e)
+                and not read.cancelled
+                and read.deadline is not None
+                and time.monotonic() > read.deadline
+            ):
                 error = Overtime(str(e))
         finally:
             with read.lock:

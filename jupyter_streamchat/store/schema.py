@@ -148,7 +148,9 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                         conn.execute(statement)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
-                    raise sqlite3.IntegrityError(f"migration {number + 1} broke references: {broken[:3]}")
+                    raise sqlite3.IntegrityError(
+                        f"migration {number + 1} broke references: {broken[:3]}"
+                    )
                 conn.execute(f"PRAGMA user_version={number + 1}")
                 conn.execute("COMMIT")
             except BaseException:

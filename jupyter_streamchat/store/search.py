@@ -28,9 +28,10 @@ of one character, a word said over and over) would make FTS5 check the same trig
 positions for each of them; such a query is looked up by the shortest start of it that holds
 all its distinct trigrams, and the rows found are then checked for the whole text with
 ``instr(lower(...))`` where the query's letters are ASCII (SQLite's ``lower`` folds those as
-the index does), else by ``streamchat_contains``, Python's ``lower`` on each row found. Snippets are cut out of the text by SQL, so a long message is never read whole
-into Python for its 160 characters, and shown as plain text (``plain_text``: the Markdown's
-syntax dropped); the client marks the query in them itself.
+the index does), else by ``streamchat_contains``, Python's ``lower`` on each row found. Snippets
+are cut out of the text by SQL, so a long message is never read whole into Python for its 160
+characters, and shown as plain text (``plain_text``: the Markdown's syntax dropped); the client
+marks the query in them itself.
 
 Every function here runs inside the caller's transaction, on the writer's (or the reader's)
 connection.
@@ -64,8 +65,10 @@ SLICES = 4096
 SLICE_BASE = 1 << 60
 
 # The message (pos) and slice of a search row, as one number that sorts in text order.
-_ORDER_KEY = (f"CASE WHEN search.rowid >= {SLICE_BASE} THEN search.rowid - {SLICE_BASE} "
-              f"ELSE search.rowid * {SLICES} END")
+_ORDER_KEY = (
+    f"CASE WHEN search.rowid >= {SLICE_BASE} THEN search.rowid - {SLICE_BASE} "
+    f"ELSE search.rowid * {SLICES} END"
+)
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -94,23 +97,32 @@ def is_full_text(conn: sqlite3.Connection) -> bool:
     except sqlite3.OperationalError as e:
         raise sqlite3.OperationalError(
             f"its search index needs SQLite 3.34 or later with FTS5, and this Python has "
-            f"SQLite {sqlite3.sqlite_version} ({e})") from e
+            f"SQLite {sqlite3.sqlite_version} ({e})"
+        ) from e
     return True
 
 
 def create_index(conn: sqlite3.Connection) -> None:
     """Migration 5: make the index and fill it with what the file already holds."""
     if trigram_available():
-        conn.execute("CREATE VIRTUAL TABLE search USING fts5("
-                     "conversation_id UNINDEXED, text, tokenize='trigram')")
+        conn.execute(
+            "CREATE VIRTUAL TABLE search USING fts5("
+            "conversation_id UNINDEXED, text, tokenize='trigram')"
+        )
     else:
-        conn.execute("CREATE TABLE search (id INTEGER PRIMARY KEY, "
-                     "conversation_id TEXT NOT NULL, text TEXT NOT NULL)")
-    conn.execute("INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
-                 "conversation_id, text FROM messages WHERE role = 'user' AND text != ''")
-    conn.execute("INSERT INTO search (rowid, conversation_id, text) SELECT -min(m.pos), c.id, "
-                 "c.title FROM conversations c JOIN messages m ON m.conversation_id = c.id "
-                 "WHERE c.title != '' GROUP BY c.id")
+        conn.execute(
+            "CREATE TABLE search (id INTEGER PRIMARY KEY, "
+            "conversation_id TEXT NOT NULL, text TEXT NOT NULL)"
+        )
+    conn.execute(
+        "INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
+        "conversation_id, text FROM messages WHERE role = 'user' AND text != ''"
+    )
+    conn.execute(
+        "INSERT INTO search (rowid, conversation_id, text) SELECT -min(m.pos), c.id, "
+        "c.title FROM conversations c JOIN messages m ON m.conversation_id = c.id "
+        "WHERE c.title != '' GROUP BY c.id"
+    )
     # Replies that have ended, each one's chunks in order, in one pass over both tables.
     frames = conn.execute(
         "SELECT m.pos, m.conversation_id, c.chunk FROM messages m JOIN chunks c "
@@ -126,16 +138,19 @@ def create_index(conn: sqlite3.Connection) -> None:
 
 def add_user_message(conn: sqlite3.Connection, message_id: str) -> None:
     """Index a user message as it is stored."""
-    conn.execute("INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
-                 "conversation_id, text FROM messages WHERE id = ? AND text != ''",
-                 (message_id,))
+    conn.execute(
+        "INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
+        "conversation_id, text FROM messages WHERE id = ? AND text != ''",
+        (message_id,),
+    )
 
 
 def add_reply(conn: sqlite3.Connection, message_id: str) -> bool:
     """Index a reply that has just ended (its final frame is stored): its first slice now,
     the others queued in ``search_backlog``. True if some are queued."""
-    row = conn.execute("SELECT pos, conversation_id, last_seq FROM messages WHERE id = ?",
-                       (message_id,)).fetchone()
+    row = conn.execute(
+        "SELECT pos, conversation_id, last_seq FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
     if row is None:
         return False
     pos, conversation_id, last_seq = row
@@ -144,8 +159,11 @@ def add_reply(conn: sqlite3.Connection, message_id: str) -> bool:
     text, seq, offset, done = _read_span(conn, message_id, last_seq, 1, 0, SLICE_CHARS)
     _put(conn, pos, conversation_id, text)
     if not done:
-        conn.execute("INSERT INTO search_backlog (message_id, next_seq, next_offset, slice, "
-                     "carry) VALUES (?, ?, ?, 0, ?)", (message_id, seq, offset, text[-OVERLAP:]))
+        conn.execute(
+            "INSERT INTO search_backlog (message_id, next_seq, next_offset, slice, "
+            "carry) VALUES (?, ?, ?, 0, ?)",
+            (message_id, seq, offset, text[-OVERLAP:]),
+        )
     return not done
 
 
@@ -155,7 +173,8 @@ def index_next_slice(conn: sqlite3.Connection) -> bool:
     row = conn.execute(
         "SELECT b.message_id, b.next_seq, b.next_offset, b.slice, b.carry, m.pos, "
         "m.conversation_id, m.last_seq FROM search_backlog b JOIN messages m "
-        "ON m.id = b.message_id ORDER BY b.rowid LIMIT 1").fetchone()
+        "ON m.id = b.message_id ORDER BY b.rowid LIMIT 1"
+    ).fetchone()
     if row is None:
         return False
     message_id, seq, offset, done_slices, carry, pos, conversation_id, last_seq = row
@@ -166,9 +185,11 @@ def index_next_slice(conn: sqlite3.Connection) -> bool:
     if done or number + 1 >= SLICES:
         conn.execute("DELETE FROM search_backlog WHERE message_id = ?", (message_id,))
     else:
-        conn.execute("UPDATE search_backlog SET next_seq = ?, next_offset = ?, slice = ?, "
-                     "carry = ? WHERE message_id = ?",
-                     (seq, offset, number, (carry + text)[-OVERLAP:], message_id))
+        conn.execute(
+            "UPDATE search_backlog SET next_seq = ?, next_offset = ?, slice = ?, "
+            "carry = ? WHERE message_id = ?",
+            (seq, offset, number, (carry + text)[-OVERLAP:], message_id),
+        )
     return conn.execute("SELECT 1 FROM search_backlog LIMIT 1").fetchone() is not None
 
 
@@ -186,19 +207,21 @@ def _slice_range(pos: int) -> tuple:
     return SLICE_BASE + pos * SLICES + 1, SLICE_BASE + pos * SLICES + SLICES - 1
 
 
-def _read_span(conn: sqlite3.Connection, message_id: str, last_seq: int, seq: int,
-               offset: int, need: int) -> tuple:
+def _read_span(
+    conn: sqlite3.Connection, message_id: str, last_seq: int, seq: int, offset: int, need: int
+) -> tuple:
     """Up to ``need`` characters of a reply's text from character ``offset`` of frame ``seq``
     on, without reading more of any frame than is taken: ``(text, seq, offset, done)`` where
     the next span starts at ``offset`` of frame ``seq``, and ``done`` when none is left."""
     frames = conn.execute(
         "SELECT seq, length(chunk), substr(chunk, CASE WHEN seq = ? THEN ? ELSE 1 END, ?) "
         "FROM chunks WHERE message_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
-        (seq, offset + 1, need, message_id, seq, last_seq))
+        (seq, offset + 1, need, message_id, seq, last_seq),
+    )
     parts, got = [], 0
     for frame_seq, length, piece in frames:
         start = offset if frame_seq == seq else 0
-        piece = piece[:need - got]
+        piece = piece[: need - got]
         parts.append(piece)
         got += len(piece)
         if got >= need:
@@ -209,35 +232,42 @@ def _read_span(conn: sqlite3.Connection, message_id: str, last_seq: int, seq: in
             rest = conn.execute(
                 "SELECT 1 FROM chunks WHERE message_id = ? AND seq >= ? AND seq <= ? "
                 "AND (seq > ? OR length(chunk) > ?) LIMIT 1",
-                (message_id, frame_seq, last_seq, frame_seq, end)).fetchone()
+                (message_id, frame_seq, last_seq, frame_seq, end),
+            ).fetchone()
             return "".join(parts), frame_seq, end, rest is None
     return "".join(parts), last_seq + 1, 0, True
 
 
 def set_title(conn: sqlite3.Connection, conversation_id: str, title: str) -> None:
     """Index a conversation's own title ("" when it has none again)."""
-    (first,) = conn.execute("SELECT min(pos) FROM messages WHERE conversation_id = ?",
-                            (conversation_id,)).fetchone()
+    (first,) = conn.execute(
+        "SELECT min(pos) FROM messages WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
     if first is not None:
         _put(conn, -first, conversation_id, title)
 
 
 def forget_conversation(conn: sqlite3.Connection, conversation_id: str) -> None:
     """Drop a conversation's rows; call before its messages are deleted (they hold the keys)."""
-    rows = conn.execute("SELECT pos, role FROM messages WHERE conversation_id = ? ORDER BY pos",
-                        (conversation_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT pos, role FROM messages WHERE conversation_id = ? ORDER BY pos", (conversation_id,)
+    ).fetchall()
     if rows:
         keys = [(pos,) for pos, _ in rows] + [(-rows[0][0],)]
         conn.executemany("DELETE FROM search WHERE rowid = ?", keys)
-        conn.executemany("DELETE FROM search WHERE rowid BETWEEN ? AND ?",
-                         [_slice_range(pos) for pos, role in rows if role == "assistant"])
+        conn.executemany(
+            "DELETE FROM search WHERE rowid BETWEEN ? AND ?",
+            [_slice_range(pos) for pos, role in rows if role == "assistant"],
+        )
 
 
 def _put(conn: sqlite3.Connection, rowid: int, conversation_id: str, text: str) -> None:
     conn.execute("DELETE FROM search WHERE rowid = ?", (rowid,))
     if text:
-        conn.execute("INSERT INTO search (rowid, conversation_id, text) VALUES (?, ?, ?)",
-                     (rowid, conversation_id, text))
+        conn.execute(
+            "INSERT INTO search (rowid, conversation_id, text) VALUES (?, ?, ?)",
+            (rowid, conversation_id, text),
+        )
 
 
 # -- querying -----------------------------------------------------------------------------
@@ -251,10 +281,14 @@ def condition(query: str, full_text: bool) -> tuple:
             return "search MATCH ?", [_phrase(query)]
         # Rows holding all the query's trigrams in the order of its start, then the text.
         if _ascii_cased(query):
-            return ("search MATCH ? AND instr(lower(search.text), ?) > 0",
-                    [_phrase(cover), query.translate(_ASCII_LOWER)])
-        return ("search MATCH ? AND streamchat_contains(search.text, ?)",
-                [_phrase(cover), query.lower()])
+            return (
+                "search MATCH ? AND instr(lower(search.text), ?) > 0",
+                [_phrase(cover), query.translate(_ASCII_LOWER)],
+            )
+        return (
+            "search MATCH ? AND streamchat_contains(search.text, ?)",
+            [_phrase(cover), query.lower()],
+        )
     # LIKE's own wildcards, and the escape character, stand for themselves.
     escaped = re.sub(r"([\\%_])", r"\\\1", query)
     return "search.text LIKE ? ESCAPE '\\'", [f"%{escaped}%"]
@@ -286,7 +320,7 @@ def _cover(query: str) -> Optional[str]:
     """For a query whose trigrams repeat, the shortest start of it that holds each of them;
     else None."""
     folded = query.lower()
-    grams = [folded[i:i + 3] for i in range(len(folded) - 2)]
+    grams = [folded[i : i + 3] for i in range(len(folded) - 2)]
     distinct = set(grams)
     if len(distinct) == len(grams):
         return None
@@ -294,7 +328,7 @@ def _cover(query: str) -> Optional[str]:
     for i, gram in enumerate(grams):
         seen.add(gram)
         if len(seen) == len(distinct):
-            return query[:i + 3]
+            return query[: i + 3]
     return query
 
 
@@ -337,7 +371,7 @@ def _plain_inline(text: str) -> str:
     parts = []
     last = 0
     for span in _CODE_SPAN.finditer(text):
-        parts.append(_plain_words(text[last:span.start()]))
+        parts.append(_plain_words(text[last : span.start()]))
         parts.append(span.group(2).strip() if span.group(2).strip() else span.group(2))
         last = span.end()
     parts.append(_plain_words(text[last:]))
@@ -390,8 +424,9 @@ def plain_text(text: str, in_code: bool = False) -> str:
     return "\n".join(lines)
 
 
-def snippet(text: str, query: str, cut_before: bool = False, cut_after: bool = False,
-            in_code: bool = False) -> str:
+def snippet(
+    text: str, query: str, cut_before: bool = False, cut_after: bool = False, in_code: bool = False
+) -> str:
     """About SNIPPET_CHARS characters of ``text`` (Markdown, shown as plain text: see
     ``plain_text``) around the first occurrence of ``query`` (ignoring case), on one line, with
     "…" where the text was cut (or, by the flags, where ``text`` is itself a piece cut out of a
@@ -409,8 +444,11 @@ def snippet(text: str, query: str, cut_before: bool = False, cut_after: bool = F
         spaces = list(_SPACE.finditer(text, end, stop))
         stop = spaces[-1].start() if spaces else stop
     shown = " ".join(text[begin:stop].split())
-    return (("…" if begin > 0 or cut_before else "") + shown
-            + ("…" if stop < len(text) or cut_after else ""))
+    return (
+        ("…" if begin > 0 or cut_before else "")
+        + shown
+        + ("…" if stop < len(text) or cut_after else "")
+    )
 
 
 # How much of a message is read to find a match that ``instr(lower(...))`` cannot (a letter
@@ -423,8 +461,10 @@ def snippet_of(conn: sqlite3.Connection, rowid: Optional[int], query: str) -> Op
     text around the match; None if there is no such row."""
     if rowid is None:
         return None
-    row = conn.execute("SELECT length(text), instr(lower(text), ?) FROM search WHERE rowid = ?",
-                       (query.translate(_ASCII_LOWER), rowid)).fetchone()
+    row = conn.execute(
+        "SELECT length(text), instr(lower(text), ?) FROM search WHERE rowid = ?",
+        (query.translate(_ASCII_LOWER), rowid),
+    ).fetchone()
     if row is None:
         return None
     length, at = row
@@ -442,6 +482,12 @@ def snippet_of(conn: sqlite3.Connection, rowid: Optional[int], query: str) -> Op
         "(length(pre) - length(replace(pre, char(10) || '~~~', ''))) / 4 + "
         "(substr(pre, 1, 3) IN ('```', '~~~')) "
         "FROM (SELECT text, substr(text, 1, ? - 1) AS pre FROM search WHERE rowid = ?)",
-        (first, size, first, rowid)).fetchone()
-    return snippet(piece, query, cut_before=first > 1, cut_after=first - 1 + len(piece) < length,
-                   in_code=bool(fences % 2))
+        (first, size, first, rowid),
+    ).fetchone()
+    return snippet(
+        piece,
+        query,
+        cut_before=first > 1,
+        cut_after=first - 1 + len(piece) < length,
+        in_code=bool(fences % 2),
+    )

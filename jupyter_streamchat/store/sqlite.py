@@ -5,9 +5,10 @@ connection each (``readers.py``: WAL lets them run beside writes and beside one 
 slow read never holds the others); the event loop never waits on the disk. A search has a
 deadline (``search_seconds``), and at most all readers but one run the reads that may be long
 (searches, whole conversations), so a HISTORY always finds a reader free. A long reply is
-indexed for search a slice per write job, after the write that ends it (``search.py``). The schema and its migrations are in ``schema.py``, the leases of the processes sharing
-the file and the recovery of replies whose producer is gone in ``leases.py``, and the check that
-the file is still the one opened in ``fileguard.py``.
+indexed for search a slice per write job, after the write that ends it (``search.py``). The
+schema and its migrations are in ``schema.py``, the leases of the processes sharing the file and
+the recovery of replies whose producer is gone in ``leases.py``, and the check that the file is
+still the one opened in ``fileguard.py``.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ _AFTER = "(c.updated_at, c.id) < (?, ?)"
 def _conversation(row: tuple) -> ConversationRecord:
     """A ConversationRecord from a row of ``_CONVERSATION_COLUMNS``."""
     cid, title, created, updated, count, agent, streaming = row
-    return ConversationRecord(cid, " ".join(title.split()), created, updated, count,
-                              agent or "", bool(streaming))
+    return ConversationRecord(
+        cid, " ".join(title.split()), created, updated, count, agent or "", bool(streaming)
+    )
 
 
 def _new_id() -> str:
@@ -243,11 +245,15 @@ class SQLiteStore(Store):
                 continue
             if recovered:
                 self._index_backlog()
-                self.log.warning("streamchat: %d reply(ies) of a stopped process were marked "
-                                 "interrupted", recovered)
+                self.log.warning(
+                    "streamchat: %d reply(ies) of a stopped process were marked interrupted",
+                    recovered,
+                )
             if not renewed:
-                self.log.error("streamchat: this server's lease on its replies expired (was "
-                               "the process suspended?); they are ended as interrupted")
+                self.log.error(
+                    "streamchat: this server's lease on its replies expired (was "
+                    "the process suspended?); they are ended as interrupted"
+                )
                 await self._new_owner()
                 if self.on_lease_lost is not None:
                     self.on_lease_lost()
@@ -321,8 +327,12 @@ class SQLiteStore(Store):
             raise StoreError("the chat database is closed")
         return self._writer.submit(job)
 
-    async def _read(self, job: Callable[[sqlite3.Connection], object], long: bool = False,
-                    seconds: Optional[float] = None):
+    async def _read(
+        self,
+        job: Callable[[sqlite3.Connection], object],
+        long: bool = False,
+        seconds: Optional[float] = None,
+    ):
         """``job(conn)`` on a reader thread. ``long``: a read that may take long, run only
         while another reader stays free for the short ones. ``seconds``: a deadline, past
         which the job is interrupted and :class:`Overtime` raised. Cancelling the awaiting
@@ -362,8 +372,9 @@ class SQLiteStore(Store):
                 (conversation_id, client_message_id),
             ).fetchone()
             if seen:
-                return Exchange(client_message_id, conversation_id, seen[0], seen[1], seen[2],
-                                seen[3], False)
+                return Exchange(
+                    client_message_id, conversation_id, seen[0], seen[1], seen[2], seen[3], False
+                )
             now = time.time()
             conn.execute(
                 "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
@@ -376,14 +387,40 @@ class SQLiteStore(Store):
                 "client_message_id, status, text, chars, owner, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (user_id, conversation_id, "user", agent_id, None, client_message_id,
-                     COMPLETE, text, len(text), None, now, now),
-                    (reply_id, conversation_id, "assistant", agent_id, user_id, None,
-                     STREAMING, "", 0, owner.id, now, now),
+                    (
+                        user_id,
+                        conversation_id,
+                        "user",
+                        agent_id,
+                        None,
+                        client_message_id,
+                        COMPLETE,
+                        text,
+                        len(text),
+                        None,
+                        now,
+                        now,
+                    ),
+                    (
+                        reply_id,
+                        conversation_id,
+                        "assistant",
+                        agent_id,
+                        user_id,
+                        None,
+                        STREAMING,
+                        "",
+                        0,
+                        owner.id,
+                        now,
+                        now,
+                    ),
                 ],
             )
             search.add_user_message(conn, user_id)  # the reply is added when it ends
-            return Exchange(client_message_id, conversation_id, user_id, reply_id, agent_id, text, True)
+            return Exchange(
+                client_message_id, conversation_id, user_id, reply_id, agent_id, text, True
+            )
 
         return await self._write(job)
 
@@ -398,9 +435,10 @@ class SQLiteStore(Store):
     async def delete_conversation(self, conversation_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             search.forget_conversation(conn, conversation_id)
-            return conn.execute(
-                "DELETE FROM conversations WHERE id = ?", (conversation_id,)
-            ).rowcount > 0
+            return (
+                conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+                > 0
+            )
 
         return await self._write(job)
 
@@ -418,13 +456,27 @@ class SQLiteStore(Store):
     # -- reads -----------------------------------------------------------------------------
 
     @staticmethod
-    def _record(conn: sqlite3.Connection, row: tuple, max_chars: Optional[int] = None) -> MessageRecord:
+    def _record(
+        conn: sqlite3.Connection, row: tuple, max_chars: Optional[int] = None
+    ) -> MessageRecord:
         """A message from a ``_MESSAGE_COLUMNS`` row; a reply's text (and thinking) is read from
         its chunks, up to ``max_chars`` of whole frames if given."""
-        (message_id, conversation_id, role, agent_id, status, last_seq, error, created, chars,
-         usage, text) = row
-        record = MessageRecord(message_id, conversation_id, role, agent_id, text, status,
-                               last_seq, error, created)
+        (
+            message_id,
+            conversation_id,
+            role,
+            agent_id,
+            status,
+            last_seq,
+            error,
+            created,
+            chars,
+            usage,
+            text,
+        ) = row
+        record = MessageRecord(
+            message_id, conversation_id, role, agent_id, text, status, last_seq, error, created
+        )
         if role != "assistant":
             return record
         record.usage = json.loads(usage) if usage else None
@@ -450,9 +502,10 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _conversation_exists(conn: sqlite3.Connection, conversation_id: str) -> bool:
-        return conn.execute(
-            "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
-        ).fetchone() is not None
+        return (
+            conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            is not None
+        )
 
     @staticmethod
     @contextlib.contextmanager
@@ -489,14 +542,29 @@ class SQLiteStore(Store):
                     (message_id, after_seq, row[5]),
                 ).fetchall()
                 mid, cid, role, agent_id, status, last_seq, error, created = row[:8]
-                record = MessageRecord(mid, cid, role, agent_id, "", status, last_seq, error,
-                                       created, usage=json.loads(row[9]) if row[9] else None)
+                record = MessageRecord(
+                    mid,
+                    cid,
+                    role,
+                    agent_id,
+                    "",
+                    status,
+                    last_seq,
+                    error,
+                    created,
+                    usage=json.loads(row[9]) if row[9] else None,
+                )
                 return record, chunks
 
         return await self._read(job)
 
-    async def history(self, conversation_id: str, before_message_id: Optional[str],
-                      max_messages: int, max_chars: int) -> Optional[HistoryPage]:
+    async def history(
+        self,
+        conversation_id: str,
+        before_message_id: Optional[str],
+        max_messages: int,
+        max_chars: int,
+    ) -> Optional[HistoryPage]:
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
                 if not self._conversation_exists(conn, conversation_id):
@@ -549,8 +617,7 @@ class SQLiteStore(Store):
 
         return await self._read(job, long=True)
 
-    async def list_conversations(self, limit: int = 0,
-                                 after: Optional[tuple] = None) -> list:
+    async def list_conversations(self, limit: int = 0, after: Optional[tuple] = None) -> list:
         def job(conn: sqlite3.Connection):
             # Keyset paging on the (updated_at, id) index: a page costs the same in a store of
             # ten conversations or of a hundred thousand.
@@ -574,8 +641,9 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
-    async def search_conversations(self, query: str, limit: int = 0,
-                                   after: Optional[tuple] = None) -> list:
+    async def search_conversations(
+        self, query: str, limit: int = 0, after: Optional[tuple] = None
+    ) -> list:
         full_text = self._full_text
 
         def job(conn: sqlite3.Connection):
@@ -610,4 +678,5 @@ class SQLiteStore(Store):
         except Overtime:
             raise SearchTooCostly(
                 f"searching for this text would take longer than this server allows one search "
-                f"({self.search_seconds:g} s); try a longer or more distinctive text") from None
+                f"({self.search_seconds:g} s); try a longer or more distinctive text"
+            ) from None

@@ -27,8 +27,13 @@ Job = Callable[[sqlite3.Connection], object]
 class Writer(threading.Thread):
     MAX_BATCH = 2000
 
-    def __init__(self, conn: sqlite3.Connection, guard: FileGuard,
-                 loop: asyncio.AbstractEventLoop, after_commit: Optional[Callable] = None):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        guard: FileGuard,
+        loop: asyncio.AbstractEventLoop,
+        after_commit: Optional[Callable] = None,
+    ):
         super().__init__(name="streamchat-sqlite-writer", daemon=True)
         self._conn = conn
         self._after_commit = after_commit
@@ -124,9 +129,7 @@ class Writer(threading.Thread):
             elif self._after_commit is not None:
                 self._after_commit()
             break
-        return [
-            (future, results.get(i), failed.get(i)) for i, (_job, future) in enumerate(jobs)
-        ]
+        return [(future, results.get(i), failed.get(i)) for i, (_job, future) in enumerate(jobs)]
 
 
 def _rollback_to_savepoint(conn: sqlite3.Connection) -> None:
@@ -154,4 +157,3 @@ def _settle(outcomes: list) -> None:
             future.set_exception(error)
         else:
             future.set_result(result)
-

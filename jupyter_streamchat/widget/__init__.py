@@ -66,13 +66,18 @@ class ChatWidget(anywidget.AnyWidget):
         help="The conversation as last stored: updated per message, never per token.",
     ).tag(sync=True)
 
-    def __init__(self, agent: Optional[str] = None, conversation_id: Optional[str] = None,
-                 **kwargs):
+    def __init__(
+        self, agent: Optional[str] = None, conversation_id: Optional[str] = None, **kwargs
+    ):
         # An agent named here is a choice made now; none is the default ("demo"), which a
         # stored conversation's own last agent overrides in the view.
         chosen = {"agent": agent, "_agent_set_at": time.time()} if agent else {}
-        super().__init__(conversation_id=conversation_id or uuid.uuid4().hex,
-                         _output_key=uuid.uuid4().hex, **chosen, **kwargs)
+        super().__init__(
+            conversation_id=conversation_id or uuid.uuid4().hex,
+            _output_key=uuid.uuid4().hex,
+            **chosen,
+            **kwargs,
+        )
         self._conversation: Conversation = self._follow(self.conversation_id)
         # Views without a hub of their own talk to the one this object uses, through it.
         self._relay = CommRelay(self, lambda: transport_like(self._conversation.transport))
@@ -100,8 +105,11 @@ class ChatWidget(anywidget.AnyWidget):
         if bundle is None:
             return None
         data, metadata = bundle
-        data[OUTPUT_MIME] = {"conversationId": self.conversation_id, "agentId": self.agent,
-                             "outputKey": self._output_key}
+        data[OUTPUT_MIME] = {
+            "conversationId": self.conversation_id,
+            "agentId": self.agent,
+            "outputKey": self._output_key,
+        }
         if self._agent_set_at:
             data[OUTPUT_MIME]["agentChosenAt"] = self._agent_set_at
         return data, metadata
@@ -115,7 +123,8 @@ class ChatWidget(anywidget.AnyWidget):
 
     @property
     def remote(self) -> bool:
-        """True when this object talks to a Jupyter server's hub, False when to an in-process one."""
+        """True when this object talks to a Jupyter server's hub, False when to an in-process
+        one."""
         return self._conversation.remote
 
     def _follow(self, conversation_id: str) -> Conversation:

@@ -148,8 +148,12 @@ class CommRelay:
         while len(self._views) > MAX_VIEWS:
             gone, oldest = self._views.popitem(last=False)
             oldest.close()
-            self._post(gone, "closed", reason=f"this chat is shown in more than {MAX_VIEWS} "
-                       "places; the one used least recently was let go")
+            self._post(
+                gone,
+                "closed",
+                reason=f"this chat is shown in more than {MAX_VIEWS} "
+                "places; the one used least recently was let go",
+            )
 
     def _forward(self, view: str, frame: Any) -> None:
         transport = self._views.get(view)
@@ -191,6 +195,9 @@ def _frame_problem(frame: Any) -> dict | None:
     except (TypeError, ValueError, RecursionError):
         return p.error_frame(p.BAD_JSON, "frame is not JSON", **p.frame_ids(frame))
     if size > MAX_FRAME_BYTES:
-        return p.error_frame(p.TOO_LARGE, f"frame is {size} bytes; the limit is "
-                             f"{MAX_FRAME_BYTES}", **p.frame_ids(frame))
+        return p.error_frame(
+            p.TOO_LARGE,
+            f"frame is {size} bytes; the limit is {MAX_FRAME_BYTES}",
+            **p.frame_ids(frame),
+        )
     return None

@@ -27,8 +27,9 @@ def words(n: int, prefix: str = "w") -> str:
     return " ".join(f"{prefix}{i:04d}" for i in range(n))
 
 
-def open_chat(page: Page, lab, name: str, agent: str = "echo", cells=(), via=None,
-              conversation_id: str = "") -> Locator:
+def open_chat(
+    page: Page, lab, name: str, agent: str = "echo", cells=(), via=None, conversation_id: str = ""
+) -> Locator:
     """A notebook whose first cell shows a ChatWidget, opened and run; returns the chat root."""
     extra = f', conversation_id="{conversation_id}"' if conversation_id else ""
     lab.write_notebook(name, [WIDGET_CELL.format(agent=agent, extra=extra), *cells])
@@ -66,7 +67,10 @@ def body_text(message: Locator) -> str:
 def wait_text_longer(message: Locator, chars: int, timeout: float = GUARD_MS) -> None:
     message.page.wait_for_function(
         "([el, n]) => el.querySelector('.streamchat-body').textContent.length > n",
-        arg=[message.element_handle(), chars], timeout=timeout, polling=50)
+        arg=[message.element_handle(), chars],
+        timeout=timeout,
+        polling=50,
+    )
 
 
 def run_code(page: Page, code: str) -> Locator:
@@ -85,15 +89,15 @@ def run_code(page: Page, code: str) -> Locator:
         code,
     )
     cell = jlab.cell(page, index)
-    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(re.compile(r"\[\d+\]:"),
-                                                             timeout=GUARD_MS)
+    expect(cell.locator(".jp-InputArea-prompt")).to_have_text(
+        re.compile(r"\[\d+\]:"), timeout=GUARD_MS
+    )
     return cell.locator(".jp-OutputArea")
 
 
 def stored(lab, conversation_id: str) -> list:
     """The conversation as the server stored it (REST)."""
     return lab.api("GET", f"streamchat/api/conversations/{conversation_id}")["messages"]
-
 
 
 # The chat of a notebook output as the JupyterLab extension draws it from the saved output
@@ -113,13 +117,20 @@ def quick_chat(lab, conversation_id: str, text: str, agent: str = "echo") -> dic
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "from jupyter_streamchat import connect\n"
-            "with connect(sys.argv[1]) as chat:\n"
-            "    reply = chat.send(sys.argv[2], sys.argv[3]).wait(30)\n"
-            "print(reply.status)\n")
+    code = (
+        "import sys\n"
+        "from jupyter_streamchat import connect\n"
+        "with connect(sys.argv[1]) as chat:\n"
+        "    reply = chat.send(sys.argv[2], sys.argv[3]).wait(30)\n"
+        "print(reply.status)\n"
+    )
     env = {**os.environ, "STREAMCHAT_SERVER_URL": lab.url(), "STREAMCHAT_TOKEN": lab.token}
-    done = subprocess.run([sys.executable, "-c", code, conversation_id, text, agent], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, conversation_id, text, agent],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.strip() == "complete", (done.stdout, done.stderr)
     return stored(lab, conversation_id)[-1]

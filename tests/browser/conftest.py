@@ -26,14 +26,22 @@ HERE = Path(__file__).parent
 ARTIFACTS = HERE / "artifacts"
 
 # Without the background-networking flags Chromium waits on services it cannot reach here.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SYSTEM_CHROMIUM = "/usr/bin/chromium"
-INSTALL_HINT = ("install Debian's chromium (`apt-get install -y chromium`) and "
-                "`pip install playwright` (or `pip install -e '.[test]'`), or point "
-                "STREAMCHAT_CHROMIUM at a Chromium binary; `playwright install chromium` works "
-                "too where it can download")
+INSTALL_HINT = (
+    "install Debian's chromium (`apt-get install -y chromium`) and "
+    "`pip install playwright` (or `pip install -e '.[test]'`), or point "
+    "STREAMCHAT_CHROMIUM at a Chromium binary; `playwright install chromium` works "
+    "too where it can download"
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -80,14 +88,18 @@ def browser():
         _unavailable(f"cannot import playwright ({exc})")
 
     executable = os.environ.get("STREAMCHAT_CHROMIUM") or (
-        SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else None)
+        SYSTEM_CHROMIUM if os.path.exists(SYSTEM_CHROMIUM) else None
+    )
     with sync_playwright() as playwright:
         if executable is None and not os.path.exists(playwright.chromium.executable_path):
-            _unavailable(f"no {SYSTEM_CHROMIUM} and no Playwright Chromium at "
-                         f"{playwright.chromium.executable_path}")
+            _unavailable(
+                f"no {SYSTEM_CHROMIUM} and no Playwright Chromium at "
+                f"{playwright.chromium.executable_path}"
+            )
         try:
             browser = playwright.chromium.launch(
-                headless=True, executable_path=executable, args=CHROMIUM_ARGS)
+                headless=True, executable_path=executable, args=CHROMIUM_ARGS
+            )
         except Error as exc:
             _unavailable(f"Chromium ({executable or 'Playwright own'}) did not start: {exc}")
         yield browser
@@ -135,4 +147,3 @@ def page(browser, lab, request):
             print(f"no screenshot: {exc}")
         print(f"--- jupyter lab log (tail) ---\n{lab.log_tail()}")
     context.close()
-

@@ -36,8 +36,13 @@ _NOTEBOOK_READY_JS = """
 """
 
 
-def open_notebook(page: Page, lab: LabServer, path: str, via: Optional[TcpProxy] = None,
-                  timeout: float = LOAD_GUARD) -> Locator:
+def open_notebook(
+    page: Page,
+    lab: LabServer,
+    path: str,
+    via: Optional[TcpProxy] = None,
+    timeout: float = LOAD_GUARD,
+) -> Locator:
     """Load JupyterLab on ``path`` (through the proxy ``via`` if given) and wait until the
     notebook is shown and its kernel is connected and idle; returns the notebook panel.
 
@@ -97,8 +102,9 @@ def wait_for_output(page: Page, index: int, text: str, timeout: float = OUTPUT_G
     return output
 
 
-def wait_for_execution_count(page: Page, index: int, count: int,
-                             timeout: float = OUTPUT_GUARD) -> None:
+def wait_for_execution_count(
+    page: Page, index: int, count: int, timeout: float = OUTPUT_GUARD
+) -> None:
     """Wait until cell ``index`` shows ``[count]:`` as its prompt, i.e. that run finished."""
     from playwright.sync_api import expect
 
@@ -126,8 +132,9 @@ def open_lab(page: Page, lab: LabServer, timeout: float = LOAD_GUARD) -> None:
     page.evaluate("async () => { await window.jupyterapp.restored; }")
 
 
-def open_without_kernel(page: Page, lab: LabServer, path: str,
-                        timeout: float = LOAD_GUARD) -> Locator:
+def open_without_kernel(
+    page: Page, lab: LabServer, path: str, timeout: float = LOAD_GUARD
+) -> Locator:
     """Open the notebook ``path`` the way a reader would who never runs it: JupyterLab is told
     neither to start a kernel nor to ask for one (opening ``lab/tree/<path>`` would start the
     notebook's kernel). Returns the notebook panel once its file is loaded."""
@@ -149,8 +156,9 @@ def open_without_kernel(page: Page, lab: LabServer, path: str,
     return panel
 
 
-def open_in_notebook7(page: Page, server: LabServer, path: str,
-                      timeout: float = LOAD_GUARD) -> Locator:
+def open_in_notebook7(
+    page: Page, server: LabServer, path: str, timeout: float = LOAD_GUARD
+) -> Locator:
     """Load Jupyter Notebook 7's page of the notebook ``path`` (``/notebooks/<path>``) and wait
     until its kernel is connected and idle; returns the notebook panel."""
     from playwright.sync_api import expect
@@ -184,4 +192,5 @@ def cell_sources(page: Page) -> list:
     """``[(cell type, source), ...]`` of the notebook shown, as the page holds it now."""
     return page.evaluate(
         """() => window.jupyterapp.shell.currentWidget.content.widgets.map(
-             cell => [cell.model.type, cell.model.sharedModel.getSource()])""")
+             cell => [cell.model.type, cell.model.sharedModel.getSource()])"""
+    )

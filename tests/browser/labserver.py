@@ -64,10 +64,18 @@ class LabServer:
     ``"jupyter-streamchat:sidebar"``).
     """
 
-    def __init__(self, args: Sequence[str] = (), *, base_dir: Optional[Path] = None,
-                 port: Optional[int] = None, base_url: str = "/",
-                 env: Optional[dict] = None, token: Optional[str] = None, app: str = "lab",
-                 disabled_plugins: Sequence[str] = ()):
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        base_dir: Optional[Path] = None,
+        port: Optional[int] = None,
+        base_url: str = "/",
+        env: Optional[dict] = None,
+        token: Optional[str] = None,
+        app: str = "lab",
+        disabled_plugins: Sequence[str] = (),
+    ):
         if app not in APP_FLAGS:
             raise ValueError(f"app must be one of {sorted(APP_FLAGS)}, not {app!r}")
         self.app = app
@@ -86,9 +94,15 @@ class LabServer:
             **(env or {}),
         )
         self.args = [
-            sys.executable, "-m", "jupyter", app, "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+            sys.executable,
+            "-m",
+            "jupyter",
+            app,
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
             *APP_FLAGS[app],
             *([f"--ServerApp.base_url={self.base_url}"] if self.base_url != "/" else []),
@@ -108,12 +122,17 @@ class LabServer:
         if self.disabled_plugins:  # JupyterLab's page config: plugins it does not activate
             page_config = Path(self.env["JUPYTER_CONFIG_DIR"]) / "labconfig" / "page_config.json"
             page_config.parent.mkdir(parents=True, exist_ok=True)
-            page_config.write_text(json.dumps(
-                {"disabledExtensions": {name: True for name in self.disabled_plugins}}))
+            page_config.write_text(
+                json.dumps({"disabledExtensions": {name: True for name in self.disabled_plugins}})
+            )
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                self.args, env=self.env, cwd=self.root, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
+                self.args,
+                env=self.env,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 # Its own process group, so a Ctrl-C meant for pytest does not reach it first
                 # and stop() alone decides when it goes.
                 start_new_session=True,
@@ -129,8 +148,9 @@ class LabServer:
         deadline = time.monotonic() + guard
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter {self.app} exited with {self.proc.returncode}:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"jupyter {self.app} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "api/status", timeout=2)
                 break
@@ -182,16 +202,18 @@ class LabServer:
         empty). Raises RuntimeError with the status and body if the status is not 2xx."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url(path), data=data, method=method,
-            headers={"Authorization": f"token {self.token}",
-                     "Content-Type": "application/json"},
+            self.url(path),
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 payload = response.read()
         except urllib.error.HTTPError as err:
-            raise RuntimeError(f"{method} {path} -> {err.code}: "
-                               f"{err.read().decode(errors='replace')[:500]}") from None
+            raise RuntimeError(
+                f"{method} {path} -> {err.code}: {err.read().decode(errors='replace')[:500]}"
+            ) from None
         return json.loads(payload) if payload else None
 
     # -- notebooks and kernels -------------------------------------------------------------
@@ -201,11 +223,15 @@ class LabServer:
         its kernel without asking) through the contents API; returns ``path``."""
         nb = nbformat.v4.new_notebook(
             cells=[nbformat.v4.new_code_cell(source) for source in cells],
-            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                     "language": "python"}},
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
         )
-        self.api("PUT", f"api/contents/{urllib.parse.quote(path)}",
-                 {"type": "notebook", "format": "json", "content": nb})
+        self.api(
+            "PUT",
+            f"api/contents/{urllib.parse.quote(path)}",
+            {"type": "notebook", "format": "json", "content": nb},
+        )
         return path
 
     def sessions(self) -> list:
@@ -231,8 +257,10 @@ class LabServer:
             if kernel and kernel.get("execution_state") == "idle":
                 return kernel
             time.sleep(0.2)
-        raise AssertionError(f"kernel of {path} not idle after {timeout} s (last: {kernel}); "
-                             f"sessions: {self.sessions()}\n{self.log_tail()}")
+        raise AssertionError(
+            f"kernel of {path} not idle after {timeout} s (last: {kernel}); "
+            f"sessions: {self.sessions()}\n{self.log_tail()}"
+        )
 
     def restart_kernel(self, kernel_id: str) -> dict:
         return self.api("POST", f"api/kernels/{kernel_id}/restart", timeout=60)
@@ -240,8 +268,11 @@ class LabServer:
     def put_notebook(self, path: str, nb: Any) -> str:
         """Save a notebook built by the caller (an ``nbformat`` node, outputs and all) through
         the contents API, as if a user had saved it; returns ``path``."""
-        self.api("PUT", f"api/contents/{urllib.parse.quote(path)}",
-                 {"type": "notebook", "format": "json", "content": nb})
+        self.api(
+            "PUT",
+            f"api/contents/{urllib.parse.quote(path)}",
+            {"type": "notebook", "format": "json", "content": nb},
+        )
         return path
 
     def read_notebook(self, path: str) -> dict:

@@ -19,8 +19,19 @@ from playwright.sync_api import Page, expect
 
 import jlab
 from chat import (
-    AGENT, GUARD_MS, INPUT, ROOT, last_reply, open_chat, output_chat, quick_chat, replies,
-    run_code, send, stored, wait_status,
+    AGENT,
+    GUARD_MS,
+    INPUT,
+    ROOT,
+    last_reply,
+    open_chat,
+    output_chat,
+    quick_chat,
+    replies,
+    run_code,
+    send,
+    stored,
+    wait_status,
 )
 from labserver import LabServer
 
@@ -156,8 +167,9 @@ def test_python_asking_for_another_agent_is_said(page, lab):
 
 
 def _open_lab(page: Page, lab, reset: bool = True) -> None:
-    query = urllib.parse.urlencode({"reset": "", "token": lab.token} if reset else
-                                   {"token": lab.token})
+    query = urllib.parse.urlencode(
+        {"reset": "", "token": lab.token} if reset else {"token": lab.token}
+    )
     page.goto(f"{lab.url('lab')}?{query}", timeout=GUARD_MS * 2)
     expect(page.locator(SIDEBAR_TAB)).to_be_visible(timeout=GUARD_MS * 2)
     page.evaluate("async () => { await window.jupyterapp.restored; }")
@@ -199,8 +211,9 @@ def test_panel_opens_with_the_agent_last_used_and_says_who_answers(page, lab):
     # stays (nothing switches under the user's hand), and says which agent will answer.
     quick_chat(lab, conversation, "from elsewhere", agent="demo")
     note = chat.locator(NOTE)
-    expect(note).to_have_text("This conversation last used demo; echo will answer.",
-                              timeout=GUARD_MS)
+    expect(note).to_have_text(
+        "This conversation last used demo; echo will answer.", timeout=GUARD_MS
+    )
     expect(note).to_be_visible()
     expect(chat.locator(AGENT)).to_have_value("echo")
     _sends_to(lab, chat, conversation, "echo", "from the panel again")

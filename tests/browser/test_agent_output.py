@@ -16,7 +16,15 @@ from playwright.sync_api import expect
 
 import jlab
 from chat import (
-    GUARD_MS, MESSAGE, ROOT, body_text, last_reply, open_chat, run_code, send, wait_status,
+    GUARD_MS,
+    MESSAGE,
+    ROOT,
+    body_text,
+    last_reply,
+    open_chat,
+    run_code,
+    send,
+    wait_status,
 )
 
 PLACEHOLDER = '[data-testid="streamchat-image-placeholder"]'
@@ -24,8 +32,10 @@ LOAD_EARLIER = '[data-testid="streamchat-load-earlier"]'
 MESSAGES = '[data-testid="streamchat-messages"]'
 
 # A 1x1 PNG.
-PIXEL_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
-             "RU5ErkJggg==")
+PIXEL_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJ"
+    "RU5ErkJggg=="
+)
 PIXEL = base64.b64decode(PIXEL_B64)
 
 
@@ -68,8 +78,10 @@ def _pixel_url(server, name: str) -> str:
 
 def _open_widget(page, lab, name: str, args: str):
     """A notebook whose first cell shows ``ChatWidget(agent="echo", <args>)``; the chat root."""
-    lab.write_notebook(name, [f'from jupyter_streamchat import ChatWidget\n'
-                              f'w = ChatWidget(agent="echo", {args})\nw'])
+    lab.write_notebook(
+        name,
+        [f'from jupyter_streamchat import ChatWidget\nw = ChatWidget(agent="echo", {args})\nw'],
+    )
     jlab.open_notebook(page, lab, name)
     jlab.execute_command(page, "notebook:run-cell")
     root = page.locator(ROOT).first
@@ -79,8 +91,11 @@ def _open_widget(page, lab, name: str, args: str):
 
 def _wait_loaded(image) -> None:
     """Wait until an <img> has loaded its picture (the 1x1 pixel)."""
-    image.page.wait_for_function("img => img.complete && img.naturalWidth === 1",
-                                 arg=image.element_handle(), timeout=GUARD_MS)
+    image.page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 1",
+        arg=image.element_handle(),
+        timeout=GUARD_MS,
+    )
 
 
 def test_images_load_only_on_click(page, lab, pixels):
@@ -102,10 +117,12 @@ def test_images_load_only_on_click(page, lab, pixels):
     expect(buttons).to_have_count(2)
     pixel_host = f"127.0.0.1:{pixels.server_address[1]}"
     lab_host = f"127.0.0.1:{lab.port}"
-    expect(reply.get_by_role("button", name=f'Image "x" from {pixel_host}: click to load')) \
-        .to_be_visible()
-    expect(reply.get_by_role("button", name=f'Image "y" from {lab_host}: click to load')) \
-        .to_be_visible()
+    expect(
+        reply.get_by_role("button", name=f'Image "x" from {pixel_host}: click to load')
+    ).to_be_visible()
+    expect(
+        reply.get_by_role("button", name=f'Image "y" from {lab_host}: click to load')
+    ).to_be_visible()
     shown = reply.locator("img")
     expect(shown).to_have_count(1)
     expect(shown).to_have_attribute("alt", "z")
@@ -163,9 +180,13 @@ def test_reference_links_resolve_while_streaming(page, lab):
                  }
                }
              }).observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
-    send(root, "See [the docs][d] and ![logo][img]\n\nmore text\n\n"
-               "[d]: https://example.org/docs\n[img]: https://example.org/logo.png")
+           }"""
+    )
+    send(
+        root,
+        "See [the docs][d] and ![logo][img]\n\nmore text\n\n"
+        "[d]: https://example.org/docs\n[img]: https://example.org/logo.png",
+    )
     reply = last_reply(root)
     wait_status(reply, "complete")
 
@@ -185,10 +206,13 @@ def test_reference_links_resolve_while_streaming(page, lab):
 def test_long_conversation_pages_back_on_scroll(page, lab, browser):
     # 60 exchanges (120 messages) sent from the kernel: more than one HISTORY holds (100).
     open_chat(page, lab, "seed.ipynb", conversation_id="c-paging")
-    out = run_code(page, 'for i in range(60):\n'
-                         '    r = w.send(f"m{i:03d}", agent="echo")\n'
-                         '    assert r.wait(30) and r.status == "complete", r.status\n'
-                         'print("SEEDED")')
+    out = run_code(
+        page,
+        "for i in range(60):\n"
+        '    r = w.send(f"m{i:03d}", agent="echo")\n'
+        '    assert r.wait(30) and r.status == "complete", r.status\n'
+        'print("SEEDED")',
+    )
     expect(out).to_contain_text("SEEDED", timeout=120_000)
     assert len(lab.api("GET", "streamchat/api/conversations/c-paging")["messages"]) == 120
 
@@ -197,8 +221,13 @@ def test_long_conversation_pages_back_on_scroll(page, lab, browser):
     try:
         requests_sent = []
         # Text frames the page sends on its WebSockets (the kernel's binary ones are left out).
-        fresh.on("websocket", lambda ws: ws.on(
-            "framesent", lambda payload: isinstance(payload, str) and requests_sent.append(payload)))
+        fresh.on(
+            "websocket",
+            lambda ws: ws.on(
+                "framesent",
+                lambda payload: isinstance(payload, str) and requests_sent.append(payload),
+            ),
+        )
         chat = open_chat(fresh, lab, "paging.ipynb", conversation_id="c-paging")
         messages = chat.locator(MESSAGE)
         expect(messages).to_have_count(100, timeout=GUARD_MS)
@@ -216,7 +245,8 @@ def test_long_conversation_pages_back_on_scroll(page, lab, browser):
                  window.__markerShown = false;
                  new MutationObserver(() => { if (!marker.hidden) window.__markerShown = true; })
                    .observe(marker, { attributes: true, attributeFilter: ['hidden'] });
-               }""")
+               }"""
+        )
         listing = chat.locator(MESSAGES)
         oldest = messages.first.element_handle()
         # To the top, measured at once: the scroll event (which asks) comes after this task.
@@ -225,7 +255,8 @@ def test_long_conversation_pages_back_on_scroll(page, lab, browser):
                  list.scrollTop = 0;
                  return m.getBoundingClientRect().top - list.getBoundingClientRect().top;
                }""",
-            [listing.element_handle(), oldest])
+            [listing.element_handle(), oldest],
+        )
         expect(messages).to_have_count(120, timeout=GUARD_MS)
         expect(messages.first).to_have_text("m000")
         assert fresh.evaluate("window.__markerShown")
@@ -237,10 +268,12 @@ def test_long_conversation_pages_back_on_scroll(page, lab, browser):
         fresh.wait_for_function(
             """() => Array.from(document.querySelectorAll('[data-role="assistant"]'))
                  .every(m => !m.querySelector('.streamchat-raw, .streamchat-tail:not(:empty)'))""",
-            timeout=GUARD_MS)
+            timeout=GUARD_MS,
+        )
         top_after = fresh.evaluate(
             "([list, m]) => m.getBoundingClientRect().top - list.getBoundingClientRect().top",
-            [listing.element_handle(), oldest])
+            [listing.element_handle(), oldest],
+        )
         assert abs(top_after - top_before) <= 4, (top_before, top_after)
         assert listing.evaluate("el => el.scrollTop") > 0
 

@@ -22,17 +22,23 @@ ENTRY = '[data-testid="streamchat-conversation"]'
 EMPTY_CHAT = '[data-testid="streamchat-empty-chat"]'
 DEFAULT_SIDEBAR_PX = 250  # JupyterLab's --jp-sidebar-min-width, what a new user gets
 
-TABLE = "\n".join([
-    "Agents compared:", "",
-    "| Agent name | Needs a network | Good for what | Where it runs |",
-    "|---|---|---|---|",
-    "| echo agent | not at all | automated tests | the Jupyter server |",
-    "| demo agent | not at all | trying it out | the Jupyter server |",
-    "| openai agent | yes it does | real work here | a model server |",
-    "", "```python",
-    "result = compute_something_long(first_argument, second_argument, third_argument)",
-    "```", "", "done",
-])
+TABLE = "\n".join(
+    [
+        "Agents compared:",
+        "",
+        "| Agent name | Needs a network | Good for what | Where it runs |",
+        "|---|---|---|---|",
+        "| echo agent | not at all | automated tests | the Jupyter server |",
+        "| demo agent | not at all | trying it out | the Jupyter server |",
+        "| openai agent | yes it does | real work here | a model server |",
+        "",
+        "```python",
+        "result = compute_something_long(first_argument, second_argument, third_argument)",
+        "```",
+        "",
+        "done",
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,9 @@ def fits_one_line(locator, text_js: str) -> dict:
                needed: ctx.measureText(text).width,
                room: el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight),
              };
-           }""" % text_js)
+           }"""
+        % text_js
+    )
 
 
 def test_new_chat_at_250px_says_what_to_do_and_fits(page, lab):
@@ -126,7 +134,8 @@ def test_tables_and_code_scroll_sideways_at_250px(page, lab):
              const line = parseFloat(cs.lineHeight) || parseFloat(cs.fontSize) * 1.5;
              const inner = td.clientHeight - parseFloat(cs.paddingTop) - parseFloat(cs.paddingBottom);
              return [td.textContent, inner / line];
-           })""")
+           })"""
+    )
     assert len(heights) == 16
     assert all(lines < 1.5 for _, lines in heights), heights
     # The table scrolls inside the reply: its end comes into view, the reply keeps its width.
@@ -159,7 +168,8 @@ def test_chat_in_a_tab_fills_the_tab_on_one_background(page, lab):
                borders: ['Left', 'Right', 'Top', 'Bottom'].map(
                  side => getComputedStyle(root)[`border${side}Width`]),
              };
-           }""")
+           }"""
+    )
     panel, chat = geometry["panel"], geometry["root"]
     assert panel["width"] > 1100, panel  # a wide tab: the case where a column shows
     for side in ("left", "right", "top", "bottom"):
@@ -177,8 +187,10 @@ def test_chat_in_a_tab_fills_the_tab_on_one_background(page, lab):
 
 
 def test_search_snippets_are_plain_text_with_the_match_marked(page, lab):
-    text = ("Here is how to load it:\n\n```python\nimport pandas as pd\n"
-            "df = pd.read_csv('data.csv')\n```\n\nThen **look** at [the docs](https://x.org).")
+    text = (
+        "Here is how to load it:\n\n```python\nimport pandas as pd\n"
+        "df = pd.read_csv('data.csv')\n```\n\nThen **look** at [the docs](https://x.org)."
+    )
     quick_chat(lab, "narrow-search", text)
     panel = open_panel(page, lab)
     panel.locator('[data-testid="streamchat-search"]').fill("IMPORT pa")
@@ -194,4 +206,5 @@ def test_search_snippets_are_plain_text_with_the_match_marked(page, lab):
     expect(marks).to_have_text("import pa")  # as the message has it, whatever the query's case
     # Text nodes and <mark> only: the snippet is someone's message, never HTML.
     assert snippet.evaluate(
-        "el => Array.from(el.childNodes).every(n => n.nodeType === 3 || n.nodeName === 'MARK')")
+        "el => Array.from(el.childNodes).every(n => n.nodeType === 3 || n.nodeName === 'MARK')"
+    )

@@ -16,15 +16,28 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import (
-    AGENT, MESSAGE, STOP, TYPING, body_text, last_reply, open_chat, replies, run_code, send,
-    wait_status, wait_text_longer, words,
+    AGENT,
+    MESSAGE,
+    STOP,
+    TYPING,
+    body_text,
+    last_reply,
+    open_chat,
+    replies,
+    run_code,
+    send,
+    wait_status,
+    wait_text_longer,
+    words,
 )
 from conftest import ARTIFACTS
 from labserver import READY_GUARD, LabServer
 
 NOTE = '[data-testid="streamchat-transport-note"]'
-NOTE_TEXT = ("Streaming through the kernel: resuming after a kernel restart needs the "
-             "jupyter_streamchat server extension.")
+NOTE_TEXT = (
+    "Streaming through the kernel: resuming after a kernel restart needs the "
+    "jupyter_streamchat server extension."
+)
 # The server extension stays installed but is not loaded.
 WITHOUT_EXTENSION = ["--ServerApp.jpserver_extensions=jupyter_streamchat=False"]
 
@@ -36,15 +49,17 @@ class LabWithoutHub(LabServer):
         deadline = time.monotonic() + guard
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"jupyter lab exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "api/status", timeout=2)
                 break
             except (OSError, RuntimeError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab not ready after {guard} s:\n"
-                                       f"{self.log_tail()}") from None
+                    raise RuntimeError(
+                        f"jupyter lab not ready after {guard} s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.2)
         # These tests are pointless if the extension answers after all.
         try:
@@ -57,8 +72,9 @@ class LabWithoutHub(LabServer):
 
 @pytest.fixture(scope="module")
 def lab(lab_env, tmp_path_factory):
-    with LabWithoutHub(WITHOUT_EXTENSION, env=lab_env,
-                       base_dir=tmp_path_factory.mktemp("lab")) as server:
+    with LabWithoutHub(
+        WITHOUT_EXTENSION, env=lab_env, base_dir=tmp_path_factory.mktemp("lab")
+    ) as server:
         yield server
 
 
@@ -96,7 +112,8 @@ def _record_streaming_lengths(page) -> None:
                }
              }).observe(list, { childList: true, subtree: true, characterData: true,
                                 attributes: true });
-           }""")
+           }"""
+    )
 
 
 def _send_for_reply(root, text: str):
@@ -141,18 +158,22 @@ def test_chat_streams_through_the_kernel(page, lab):
     assert 0 < len(shown) < len(words(400))
 
     # The Python object follows the same conversation, in the same hub.
-    out = run_code(page, "import time\n"
-                         "for _ in range(100):\n"
-                         "    if len(w.messages) == 4 and w.messages[-1]['status'] == 'stopped':\n"
-                         "        break\n"
-                         "    time.sleep(0.1)\n"
-                         "print('REMOTE', w.remote, [m['status'] for m in w.messages])\n"
-                         "print('KEPT', len(w.messages[-1]['text']))")
+    out = run_code(
+        page,
+        "import time\n"
+        "for _ in range(100):\n"
+        "    if len(w.messages) == 4 and w.messages[-1]['status'] == 'stopped':\n"
+        "        break\n"
+        "    time.sleep(0.1)\n"
+        "print('REMOTE', w.remote, [m['status'] for m in w.messages])\n"
+        "print('KEPT', len(w.messages[-1]['text']))",
+    )
     expect(out).to_contain_text("REMOTE False ['complete', 'complete', 'complete', 'stopped']")
     assert f"KEPT {len(shown)}" in " ".join(out.inner_text().split())
     # And what it sends shows in the view.
-    out = run_code(page, 'r = w.send("hi from python", agent="echo")\n'
-                         'print("STATUS", r.wait(30).status)')
+    out = run_code(
+        page, 'r = w.send("hi from python", agent="echo")\nprint("STATUS", r.wait(30).status)'
+    )
     expect(out).to_contain_text("STATUS complete")
     expect(root.locator(f'{MESSAGE}[data-role="user"]').last).to_have_text("hi from python")
     wait_status(last_reply(root), "complete")
@@ -180,8 +201,12 @@ def test_python_send_streams_while_its_cell_waits(page, lab):
 def test_plain_widget_view_streams_through_the_kernel(browser, lab_env, tmp_path_factory):
     """Without the project's JupyterLab extension too: the view is anywidget's own, as in VS
     Code or Colab (the page still names a server, whose streamchat API answers 404)."""
-    with LabWithoutHub(WITHOUT_EXTENSION, env=lab_env, base_dir=tmp_path_factory.mktemp("plain"),
-                       disabled_plugins=["jupyter-streamchat"]) as plain:
+    with LabWithoutHub(
+        WITHOUT_EXTENSION,
+        env=lab_env,
+        base_dir=tmp_path_factory.mktemp("plain"),
+        disabled_plugins=["jupyter-streamchat"],
+    ) as plain:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         try:
             page = context.new_page()

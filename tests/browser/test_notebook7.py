@@ -9,8 +9,16 @@ from playwright.sync_api import expect
 
 import jlab
 from chat import (
-    AGENT, GUARD_MS, WIDGET_CELL, body_text, last_reply, output_chat, send, stored,
-    wait_status, words,
+    AGENT,
+    GUARD_MS,
+    WIDGET_CELL,
+    body_text,
+    last_reply,
+    output_chat,
+    send,
+    stored,
+    wait_status,
+    words,
 )
 from labserver import LabServer
 
@@ -20,15 +28,17 @@ SIDEBAR = '[data-testid="streamchat-sidebar"]'
 @pytest.fixture(scope="module")
 def lab(lab_args, lab_env, tmp_path_factory):
     """Notebook 7 in place of JupyterLab, for every test of this module."""
-    with LabServer(lab_args, env=lab_env, base_dir=tmp_path_factory.mktemp("nb7"),
-                   app="notebook") as server:
+    with LabServer(
+        lab_args, env=lab_env, base_dir=tmp_path_factory.mktemp("nb7"), app="notebook"
+    ) as server:
         yield server
 
 
 def test_notebook_page_cell_streams_a_reply(page, lab):
     name = "nb7-cell.ipynb"
-    lab.write_notebook(name, [WIDGET_CELL.format(agent="echo",
-                                                 extra=', conversation_id="c-nb7-cell"')])
+    lab.write_notebook(
+        name, [WIDGET_CELL.format(agent="echo", extra=', conversation_id="c-nb7-cell"')]
+    )
     jlab.open_in_notebook7(page, lab, name)
     jlab.execute_command(page, "notebook:run-cell")
     chat = output_chat(page, 0)
@@ -61,6 +71,7 @@ def test_side_panel_starts_a_chat(page, lab):
     wait_status(reply, "complete")
     assert body_text(reply) == text
     conversation = page.evaluate(
-        "() => document.querySelector('#streamchat-sidebar').dataset.openConversation")
+        "() => document.querySelector('#streamchat-sidebar').dataset.openConversation"
+    )
     assert conversation
     assert stored(lab, conversation)[-1]["text"] == text

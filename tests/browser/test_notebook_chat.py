@@ -14,8 +14,21 @@ from playwright.sync_api import expect
 
 import jlab
 from chat import (
-    GUARD_MS, MESSAGE, WIDGET_CELL, body_text, last_reply, open_chat, output_chat, quick_chat,
-    replies, run_code, send, stored, wait_status, wait_text_longer, words,
+    GUARD_MS,
+    MESSAGE,
+    WIDGET_CELL,
+    body_text,
+    last_reply,
+    open_chat,
+    output_chat,
+    quick_chat,
+    replies,
+    run_code,
+    send,
+    stored,
+    wait_status,
+    wait_text_longer,
+    words,
 )
 from labserver import LabServer
 
@@ -30,8 +43,9 @@ def _user_texts(root) -> list:
 def _saved_chat_output(lab, path: str) -> dict:
     """The streamchat part of the first cell's saved outputs."""
     outputs = lab.read_notebook(path)["cells"][0]["outputs"]
-    bundles = [output["data"][OUTPUT_MIME] for output in outputs
-               if OUTPUT_MIME in output.get("data", {})]
+    bundles = [
+        output["data"][OUTPUT_MIME] for output in outputs if OUTPUT_MIME in output.get("data", {})
+    ]
     assert len(bundles) == 1, outputs
     return bundles[0]
 
@@ -74,9 +88,12 @@ def test_cell_chat_is_the_extensions_and_python_drives_it(page, lab):
     assert stored(lab, "c-drawn")[-1]["text"] == "from python"
 
     # A trait set in Python switches the view to that conversation, history and all.
-    run_code(page, 'from jupyter_streamchat import connect\n'
-                   'with connect("c-other") as other:\n'
-                   '    other.send("in the other one", "echo").wait(60)')
+    run_code(
+        page,
+        "from jupyter_streamchat import connect\n"
+        'with connect("c-other") as other:\n'
+        '    other.send("in the other one", "echo").wait(60)',
+    )
     run_code(page, 'w.conversation_id = "c-other"')
     expect(chat.locator(MESSAGE)).to_have_count(2, timeout=GUARD_MS)
     assert _user_texts(chat) == ["in the other one"]
@@ -159,15 +176,24 @@ def test_saved_chat_opens_without_any_kernel(page, lab):
     widget_view = {"version_major": 2, "version_minor": 1, "model_id": "0" * 32}
     output = nbformat.v4.new_output(
         "display_data",
-        data={"text/plain": "ChatWidget(...)",
-              "application/vnd.jupyter.widget-view+json": widget_view,
-              OUTPUT_MIME: {"conversationId": conversation, "agentId": "echo",
-                            "outputKey": "0" * 32}})
-    cell = nbformat.v4.new_code_cell(WIDGET_CELL.format(agent="echo", extra=""),
-                                     execution_count=1, outputs=[output])
-    lab.put_notebook(name, nbformat.v4.new_notebook(
-        cells=[cell], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                               "language": "python"}}))
+        data={
+            "text/plain": "ChatWidget(...)",
+            "application/vnd.jupyter.widget-view+json": widget_view,
+            OUTPUT_MIME: {"conversationId": conversation, "agentId": "echo", "outputKey": "0" * 32},
+        },
+    )
+    cell = nbformat.v4.new_code_cell(
+        WIDGET_CELL.format(agent="echo", extra=""), execution_count=1, outputs=[output]
+    )
+    lab.put_notebook(
+        name,
+        nbformat.v4.new_notebook(
+            cells=[cell],
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
+        ),
+    )
 
     jlab.open_without_kernel(page, lab, name)
     chat = output_chat(page, 0)
@@ -183,7 +209,8 @@ def test_saved_chat_opens_without_any_kernel(page, lab):
     wait_status(last_reply(chat), "complete")
     assert body_text(last_reply(chat)) == "added today"
     assert lab.kernel_for(name) is None and not any(
-        session.get("path") == name for session in lab.sessions())
+        session.get("path") == name for session in lab.sessions()
+    )
 
 
 def test_rerun_cell_binds_python_to_the_new_output(page, lab):
@@ -230,7 +257,10 @@ def test_insert_button_puts_code_in_a_new_cell_below(page, lab):
     page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
     insert.click()
     expected = [before[0], ["code", code], *before[1:]]
-    page.wait_for_function("(n) => window.jupyterapp.shell.currentWidget.content.widgets.length"
-                           " === n", arg=len(expected), timeout=GUARD_MS)
+    page.wait_for_function(
+        "(n) => window.jupyterapp.shell.currentWidget.content.widgets.length === n",
+        arg=len(expected),
+        timeout=GUARD_MS,
+    )
     assert jlab.cell_sources(page) == expected
     assert page.evaluate("() => window.jupyterapp.shell.currentWidget.content.activeCellIndex") == 1

@@ -20,8 +20,20 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import jlab
-from chat import (AGENT, GUARD_MS, INPUT, MESSAGE, ROOT, body_text, last_reply, open_chat,
-                  send, stored, wait_status, words)
+from chat import (
+    AGENT,
+    GUARD_MS,
+    INPUT,
+    MESSAGE,
+    ROOT,
+    body_text,
+    last_reply,
+    open_chat,
+    send,
+    stored,
+    wait_status,
+    words,
+)
 from server_process import isolated_env
 
 pytestmark = pytest.mark.browser
@@ -41,10 +53,12 @@ def _seed(path: Path, count: int) -> None:
         store = SQLiteStore(path=str(path))
         await store.open()
         for i in range(count):
-            exchange = await store.create_exchange(f"seed-{i:03d}", "echo", f"seeded question {i:03d}",
-                                                   f"m-seed-{i}")
-            await store.append(Append(exchange.message_id, 1, [f"seeded answer {i:03d}"],
-                                      status="complete"))
+            exchange = await store.create_exchange(
+                f"seed-{i:03d}", "echo", f"seeded question {i:03d}", f"m-seed-{i}"
+            )
+            await store.append(
+                Append(exchange.message_id, 1, [f"seeded answer {i:03d}"], status="complete")
+            )
         await store.close()
 
     # In a thread of its own: Playwright's sync API may already run an event loop here.
@@ -89,7 +103,8 @@ def new_chat(panel, text: str, agent: str = "echo"):
     reply = last_reply(root)
     expect(reply).to_be_visible(timeout=GUARD_MS)
     conversation_id = panel.page.evaluate(
-        "() => document.querySelector('#streamchat-sidebar').dataset.openConversation")
+        "() => document.querySelector('#streamchat-sidebar').dataset.openConversation"
+    )
     return root, conversation_id
 
 
@@ -100,14 +115,20 @@ def back_to_list(panel) -> None:
 def test_extension_is_prebuilt_and_enabled(lab):
     """Installed with the package: listed OK, with no JupyterLab build."""
     env = isolated_env(lab.base)
-    listing = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"],
-                             env=env, capture_output=True, text=True, timeout=60)
+    listing = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     text = listing.stdout + listing.stderr
     # The extension's own line, "jupyter-streamchat v0.1.0 enabled OK (python, ...)", not the
     # first line naming it: a folder line does too when the checkout is called jupyter-streamchat.
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colours, where the listing has them
-    words = next((l.split() for l in plain.splitlines()
-                  if re.match(r"\s*jupyter-streamchat v\d", l)), [])
+    words = next(
+        (l.split() for l in plain.splitlines() if re.match(r"\s*jupyter-streamchat v\d", l)), []
+    )
     assert words[2:4] == ["enabled", "OK"], text
 
 
@@ -118,7 +139,8 @@ def test_panel_lists_conversations_most_recent_first_and_pages(page, lab):
     first = entries.first
     expect(first).to_have_attribute("data-conversation-id", f"seed-{SEEDED - 1:03d}")
     expect(first.locator('[data-testid="streamchat-conversation-title"]')).to_have_text(
-        f"seeded question {SEEDED - 1:03d}")
+        f"seeded question {SEEDED - 1:03d}"
+    )
     expect(first.locator('[data-testid="streamchat-conversation-agent"]')).to_have_text("echo")
     expect(first.locator('[data-testid="streamchat-conversation-time"]')).not_to_be_empty()
     # Scrolling to the end of the list loads the next pages.
@@ -138,7 +160,9 @@ def test_new_chat_streams_with_live_marker_and_moves_to_top(page, lab):
     expect(item).to_have_attribute("data-streaming", "true", timeout=GUARD_MS)
     expect(item.locator('[data-testid="streamchat-live"]')).to_be_visible()
     expect(panel.locator(ENTRY).first).to_have_attribute("data-conversation-id", conversation_id)
-    expect(item.locator('[data-testid="streamchat-conversation-title"]')).to_contain_text("sidebar w0000")
+    expect(item.locator('[data-testid="streamchat-conversation-title"]')).to_contain_text(
+        "sidebar w0000"
+    )
     expect(item).to_have_attribute("data-streaming", "false", timeout=GUARD_MS)
     expect(item.locator('[data-testid="streamchat-live"]')).to_have_count(0)
     assert stored(lab, conversation_id)[-1]["text"] == text
@@ -153,7 +177,9 @@ def test_other_tab_sees_new_rename_and_delete(page, lab, browser):
         _, conversation_id = new_chat(other_panel, "from the other tab")
         item = entry(panel, conversation_id)
         expect(item).to_be_visible(timeout=GUARD_MS)
-        expect(panel.locator(ENTRY).first).to_have_attribute("data-conversation-id", conversation_id)
+        expect(panel.locator(ENTRY).first).to_have_attribute(
+            "data-conversation-id", conversation_id
+        )
         back_to_list(other_panel)
         # Rename in the other tab: a dialog, like JupyterLab's own.
         other_item = entry(other_panel, conversation_id)
@@ -296,7 +322,9 @@ def test_commands_in_palette_and_shortcut_focuses_input(page, lab):
     page.keyboard.press("Control+Shift+C")
     palette = page.locator(".lm-CommandPalette:visible input")
     palette.fill("New Chat")
-    expect(page.locator(".lm-CommandPalette-item:visible", has_text="New Chat").first).to_be_visible()
+    expect(
+        page.locator(".lm-CommandPalette-item:visible", has_text="New Chat").first
+    ).to_be_visible()
     page.keyboard.press("Escape")
     page.locator(".jp-NotebookPanel, .jp-Launcher").first.click()
     page.keyboard.press("Control+Shift+;")
@@ -353,16 +381,22 @@ def test_reads_well_in_light_and_dark_themes(page, lab):
     for theme, light in (("JupyterLab Dark", "false"), ("JupyterLab Light", "true")):
         jlab.execute_command(page, "apputils:change-theme", {"theme": theme})
         expect(page.locator(f"body[data-jp-theme-light='{light}']")).to_have_count(
-            1, timeout=GUARD_MS)
+            1, timeout=GUARD_MS
+        )
         # The theme's stylesheet applies after the attribute changes: wait for the panel.
         page.wait_for_function(
             """(light) => {
                  const c = getComputedStyle(document.getElementById('streamchat-sidebar'))
                    .backgroundColor.match(/[\\d.]+/g).map(Number);
                  return (c[0] + c[1] + c[2] > 382) === light;
-               }""", arg=light == "true", timeout=GUARD_MS)
-        for part, least in (("streamchat-conversation-title", 4.5),
-                            ("streamchat-conversation-time", 3.0)):
+               }""",
+            arg=light == "true",
+            timeout=GUARD_MS,
+        )
+        for part, least in (
+            ("streamchat-conversation-title", 4.5),
+            ("streamchat-conversation-time", 3.0),
+        ):
             ratio = first.locator(f'[data-testid="{part}"]').evaluate(_CONTRAST_JS)
             assert ratio >= least, (theme, part, ratio)
         name = "dark" if light == "false" else "light"

@@ -68,7 +68,8 @@ def _watch_phases(page) -> None:
                  w.openWhenAnswerStarted = thinking.open;
                }
              }).observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
+           }"""
+    )
 
 
 def test_thinking_streams_folds_and_comes_back_after_reload(page, lab):
@@ -85,7 +86,8 @@ def test_thinking_streams_folds_and_comes_back_after_reload(page, lab):
     expect(thinking).to_be_visible(timeout=GUARD_MS)
     expect(thinking.locator("summary")).to_have_text("Thinking")
     page.wait_for_function(
-        "() => window.__phases.thinkingLengthsWhileNoAnswer.length >= 3", timeout=GUARD_MS)
+        "() => window.__phases.thinkingLengthsWhileNoAnswer.length >= 3", timeout=GUARD_MS
+    )
     assert reply.get_attribute("data-status") == "streaming"
     root.screenshot(path=str(ARTIFACTS / "thinking_streaming.png"))
 

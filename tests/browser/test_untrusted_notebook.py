@@ -29,19 +29,34 @@ BIG = 5 * 1024 * 1024  # a 5 MB id
 
 # (what the saved output holds, the output, what the page must say about it)
 BAD_OUTPUTS = [
-    ("a 5 MB conversationId", {"conversationId": "c" * BIG, "agentId": "echo", "outputKey": "k"},
-     "conversationId is 5,242,880 characters long; ids are at most 200"),
-    ("a number", {"conversationId": 12345, "agentId": "echo"},
-     "conversationId is a number, not a string"),
-    ("a nested object", {"conversationId": {"id": {"id": {"id": "c-good"}}}, "agentId": "echo"},
-     "conversationId is an object, not a string"),
+    (
+        "a 5 MB conversationId",
+        {"conversationId": "c" * BIG, "agentId": "echo", "outputKey": "k"},
+        "conversationId is 5,242,880 characters long; ids are at most 200",
+    ),
+    (
+        "a number",
+        {"conversationId": 12345, "agentId": "echo"},
+        "conversationId is a number, not a string",
+    ),
+    (
+        "a nested object",
+        {"conversationId": {"id": {"id": {"id": "c-good"}}}, "agentId": "echo"},
+        "conversationId is an object, not a string",
+    ),
     ("a list", ["c-good", "echo"], "it is a list, not an object"),
     ("no fields", {}, "conversationId is missing"),
-    ("a 5 MB agentId", {"conversationId": "c-good", "agentId": "a" * BIG},
-     "agentId is 5,242,880 characters long"),
+    (
+        "a 5 MB agentId",
+        {"conversationId": "c-good", "agentId": "a" * BIG},
+        "agentId is 5,242,880 characters long",
+    ),
     ("a 201-character id", {"conversationId": "x" * 201}, "is 201 characters long"),
-    ("an agentId of the wrong type", {"conversationId": "c-good", "agentId": ["echo"]},
-     "agentId is a list, not a string"),
+    (
+        "an agentId of the wrong type",
+        {"conversationId": "c-good", "agentId": ["echo"]},
+        "agentId is a list, not a string",
+    ),
 ]
 GOOD = {"conversationId": "c-good", "agentId": "echo", "outputKey": "0" * 32}
 
@@ -49,16 +64,24 @@ GOOD = {"conversationId": "c-good", "agentId": "echo", "outputKey": "0" * 32}
 @pytest.fixture(scope="module")
 def lab(lab_args, lab_env, tmp_path_factory):
     """Without the Chat panel, whose own socket would mix with the notebook's in the counts."""
-    with LabServer(lab_args, env=lab_env, base_dir=tmp_path_factory.mktemp("lab"),
-                   disabled_plugins=["jupyter-streamchat:sidebar"]) as server:
+    with LabServer(
+        lab_args,
+        env=lab_env,
+        base_dir=tmp_path_factory.mktemp("lab"),
+        disabled_plugins=["jupyter-streamchat:sidebar"],
+    ) as server:
         yield server
 
 
 def _output_cell(data) -> nbformat.NotebookNode:
-    output = nbformat.v4.new_output("display_data",
-                                    data={"text/plain": "ChatWidget(...)", OUTPUT_MIME: data})
-    return nbformat.v4.new_code_cell("from jupyter_streamchat import ChatWidget\nChatWidget()",
-                                     execution_count=1, outputs=[output])
+    output = nbformat.v4.new_output(
+        "display_data", data={"text/plain": "ChatWidget(...)", OUTPUT_MIME: data}
+    )
+    return nbformat.v4.new_code_cell(
+        "from jupyter_streamchat import ChatWidget\nChatWidget()",
+        execution_count=1,
+        outputs=[output],
+    )
 
 
 def _untrusted_notebook(lab, name: str, outputs: list) -> str:
@@ -66,8 +89,10 @@ def _untrusted_notebook(lab, name: str, outputs: list) -> str:
     JupyterLab opens it untrusted. Its first cell is empty (a test fills its output)."""
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(""), *(_output_cell(data) for data in outputs)],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}})
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     (lab.root / name).write_text(json.dumps(nb))  # json.dumps keeps any odd string escaped
     return name
 
@@ -87,8 +112,10 @@ class SentFrames:
 
     @property
     def bytes(self) -> int:
-        return sum(len(f.encode("utf-8", "surrogatepass") if isinstance(f, str) else f)
-                   for f in self.frames)
+        return sum(
+            len(f.encode("utf-8", "surrogatepass") if isinstance(f, str) else f)
+            for f in self.frames
+        )
 
     def types(self) -> list:
         return [json.loads(f)["type"] for f in self.frames]
@@ -112,9 +139,12 @@ def test_hostile_saved_outputs_show_a_sentence_and_cost_no_traffic(page, lab):
              cell.model.outputs.add({ output_type: 'display_data', metadata: {},
                data: { [mime]: { conversationId: 'c-\\ud800', agentId: 'echo' } } });
            }""",
-        OUTPUT_MIME)
-    cases = [("a lone surrogate", None, "not valid Unicode (it holds a lone surrogate)"),
-             *BAD_OUTPUTS]
+        OUTPUT_MIME,
+    )
+    cases = [
+        ("a lone surrogate", None, "not valid Unicode (it holds a lone surrogate)"),
+        *BAD_OUTPUTS,
+    ]
     for index, (what, _, says) in enumerate(cases):
         note = jlab.cell(page, index).locator(REFUSED)
         expect(note, what).to_contain_text("This chat output cannot be shown", timeout=GUARD_MS)
@@ -152,8 +182,16 @@ def test_server_closing_every_socket_sees_retries_back_off(page, lab, server):
         def on_message(message) -> None:
             received.append(message)
             if server != "closes at once":
-                ws.send(json.dumps({"type": "ERROR", "code": "bad_field",
-                                    "message": "refused", "conversationId": "c-good"}))
+                ws.send(
+                    json.dumps(
+                        {
+                            "type": "ERROR",
+                            "code": "bad_field",
+                            "message": "refused",
+                            "conversationId": "c-good",
+                        }
+                    )
+                )
             ws.close()
 
         ws.on_message(on_message)

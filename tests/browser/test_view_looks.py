@@ -19,8 +19,19 @@ from playwright.sync_api import expect
 
 import jlab
 from chat import (
-    GUARD_MS, INPUT, MESSAGE, ROOT, SEND, STOP, last_reply, open_chat, run_code, send,
-    wait_status, wait_text_longer, words,
+    GUARD_MS,
+    INPUT,
+    MESSAGE,
+    ROOT,
+    SEND,
+    STOP,
+    last_reply,
+    open_chat,
+    run_code,
+    send,
+    wait_status,
+    wait_text_longer,
+    words,
 )
 from conftest import ARTIFACTS
 
@@ -37,12 +48,23 @@ DARK = "JupyterLab Dark"
 HIGH_CONTRAST = "JupyterLab Dark High Contrast"
 
 CODE = "import os\n\ndef size(path):\n    # bytes on disk\n    return os.path.getsize(path)"
-SHOWCASE = "\n".join([
-    "Here is **a table** and some `code`:", "",
-    "| Agent | Needs network | Good for |", "|---|---|---|",
-    "| `echo` | no | tests |", "| `demo` | no | trying it out |", "| `openai` | yes | real work |",
-    "", "```python", CODE, "```", "", "See [the docs](https://jupyter.org).",
-])
+SHOWCASE = "\n".join(
+    [
+        "Here is **a table** and some `code`:",
+        "",
+        "| Agent | Needs network | Good for |",
+        "|---|---|---|",
+        "| `echo` | no | tests |",
+        "| `demo` | no | trying it out |",
+        "| `openai` | yes | real work |",
+        "",
+        "```python",
+        CODE,
+        "```",
+        "",
+        "See [the docs](https://jupyter.org).",
+    ]
+)
 
 # Colours as the page paints them: any CSS colour (rgb(), color(srgb ...) from color-mix(), ...)
 # through a canvas; backgrounds composited from the page down to the element; text composited
@@ -105,7 +127,9 @@ def set_theme(page, theme: str) -> None:
     page.wait_for_function(
         "([name, light]) => document.body.dataset.jpThemeName === name &&"
         " document.body.dataset.jpThemeLight === light",
-        arg=[theme, light], timeout=GUARD_MS)
+        arg=[theme, light],
+        timeout=GUARD_MS,
+    )
     page.wait_for_timeout(300)  # the theme's stylesheet applies after the attributes change
 
 
@@ -120,7 +144,9 @@ def wait_rendered(root) -> None:
         """root => Array.from(root.querySelectorAll('[data-role="assistant"]')).every(m =>
              m.dataset.status !== 'streaming' &&
              !m.querySelector('.streamchat-raw, .streamchat-tail:not(:empty)'))""",
-        arg=root.element_handle(), timeout=GUARD_MS)
+        arg=root.element_handle(),
+        timeout=GUARD_MS,
+    )
 
 
 def test_text_reads_in_light_dark_and_high_contrast_themes(page, lab):
@@ -134,17 +160,26 @@ def test_text_reads_in_light_dark_and_high_contrast_themes(page, lab):
     cell = reply.locator("td").first
     meta = reply.locator(META)
     ARTIFACTS.mkdir(exist_ok=True)
-    for theme, shot in [(LIGHT, "view_light.png"), (DARK, "view_dark.png"),
-                        (HIGH_CONTRAST, "view_high_contrast.png")]:
+    for theme, shot in [
+        (LIGHT, "view_light.png"),
+        (DARK, "view_dark.png"),
+        (HIGH_CONTRAST, "view_high_contrast.png"),
+    ]:
         set_theme(page, theme)
-        for what, locator in [("user text", user), ("reply text", paragraph),
-                              ("table text", cell), ("reply header", meta)]:
+        for what, locator in [
+            ("user text", user),
+            ("reply text", paragraph),
+            ("table text", cell),
+            ("reply header", meta),
+        ]:
             measured = contrast(locator)
             assert measured["ratio"] >= 4.5, (theme, what, measured)
         # Table rules stand out from the cells they divide.
         rule = contrast(cell, "border")
-        assert rule["width"] >= 1 and rule["ratio"] >= (1.5 if theme == LIGHT else 2.0), \
-            (theme, rule)
+        assert rule["width"] >= 1 and rule["ratio"] >= (1.5 if theme == LIGHT else 2.0), (
+            theme,
+            rule,
+        )
         root.screenshot(path=str(ARTIFACTS / shot))
     set_theme(page, LIGHT)
 
@@ -153,8 +188,20 @@ def test_long_code_and_wide_tables_scroll_inside_the_message(page, lab):
     root = open_chat(page, lab, "wide.ipynb")
     long_line = "values = [" + ", ".join(str(i) for i in range(200)) + "]"
     header = "| " + " | ".join(f"column{i:02d}" for i in range(30)) + " |"
-    send(root, "\n".join(["```python", long_line, "```", "", header,
-                          "|" + "---|" * 30, "| " + " | ".join(["x"] * 30) + " |"]))
+    send(
+        root,
+        "\n".join(
+            [
+                "```python",
+                long_line,
+                "```",
+                "",
+                header,
+                "|" + "---|" * 30,
+                "| " + " | ".join(["x"] * 30) + " |",
+            ]
+        ),
+    )
     reply = last_reply(root)
     wait_status(reply, "complete")
     wait_rendered(root)
@@ -173,8 +220,9 @@ def test_long_code_and_wide_tables_scroll_inside_the_message(page, lab):
 
 
 def test_copy_buttons_put_code_and_markdown_on_the_clipboard(browser, lab):
-    context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                  permissions=["clipboard-read", "clipboard-write"])
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"]
+    )
     page = context.new_page()
     try:
         root = open_chat(page, lab, "copy.ipynb")
@@ -220,7 +268,8 @@ def test_python_block_is_highlighted_once_it_has_ended(page, lab):
                }
                if (tail && tail.querySelector('[class^="hljs"]')) w.highlightedWhileOpen = true;
              }).observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
+           }"""
+    )
     send(root, f"```python\n{CODE}\n```\n\nafter the code")
     reply = last_reply(root)
     wait_status(reply, "complete")
@@ -238,7 +287,8 @@ def test_python_block_is_highlighted_once_it_has_ended(page, lab):
     keyword = code.locator("span.hljs-keyword").first.evaluate(
         """el => window.__contrast.same(getComputedStyle(el).color,
              getComputedStyle(document.body)
-               .getPropertyValue('--jp-mirror-editor-keyword-color'))""")
+               .getPropertyValue('--jp-mirror-editor-keyword-color'))"""
+    )
     assert keyword
 
 
@@ -262,9 +312,13 @@ def test_inline_formatting_shows_while_the_paragraph_streams(page, lab):
                longest('a', 'link');
                if (/\\*\\*|`|\\]\\(/.test(tail.textContent)) w.rawMarks = true;
              }).observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
-    send(root, "Plain words then **bold words that keep on coming for a while** and "
-               "`inline code that grows too` then [a link text](https://jupyter.org/x) end.")
+           }"""
+    )
+    send(
+        root,
+        "Plain words then **bold words that keep on coming for a while** and "
+        "`inline code that grows too` then [a link text](https://jupyter.org/x) end.",
+    )
     reply = last_reply(root)
     wait_status(reply, "complete")
     seen = page.evaluate("window.__inline")
@@ -312,7 +366,7 @@ def test_escape_stops_the_reply_and_focus_stays_in_the_input(page, lab):
 
 def test_jupyterlab_shortcuts_work_while_the_input_has_focus(page, lab):
     root = open_chat(page, lab, "keys.ipynb")
-    dirty = ("() => window.jupyterapp.shell.currentWidget.context.model.dirty")
+    dirty = "() => window.jupyterapp.shell.currentWidget.context.model.dirty"
     page.wait_for_function(dirty, timeout=GUARD_MS)  # the run put the widget in its output
     cells = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
     box = root.locator(INPUT)
@@ -321,8 +375,9 @@ def test_jupyterlab_shortcuts_work_while_the_input_has_focus(page, lab):
     # (A and B insert cells, D D deletes one, M makes it markdown).
     box.press_sequentially("abd dm y")
     expect(box).to_have_value("abd dm y")
-    assert page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.content.widgets.length") == cells
+    assert (
+        page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length") == cells
+    )
     # Ctrl+S saves the notebook.
     box.press("Control+s")
     page.wait_for_function(f"() => !({dirty})()", timeout=GUARD_MS)
@@ -343,10 +398,13 @@ def test_jupyterlab_shortcuts_work_while_the_input_has_focus(page, lab):
 def test_view_opens_at_the_bottom_after_a_reload_and_follows(page, lab):
     root = open_chat(page, lab, "tall.ipynb", conversation_id="c-tall")
     tall = "\n\n".join(f"paragraph {i:02d} of a tall reply" for i in range(25))
-    out = run_code(page, "for _ in range(3):\n"
-                         f"    r = w.send({tall!r}, agent='echo')\n"
-                         "    assert r.wait(60) and r.status == 'complete', r.status\n"
-                         "print('SENT')")
+    out = run_code(
+        page,
+        "for _ in range(3):\n"
+        f"    r = w.send({tall!r}, agent='echo')\n"
+        "    assert r.wait(60) and r.status == 'complete', r.status\n"
+        "print('SENT')",
+    )
     expect(out).to_contain_text("SENT", timeout=120_000)
 
     page.reload()
@@ -359,8 +417,9 @@ def test_view_opens_at_the_bottom_after_a_reload_and_follows(page, lab):
     listing = root.locator(MESSAGES)
     gap = "el => el.scrollHeight - el.scrollTop - el.clientHeight"
     assert listing.evaluate("el => el.scrollHeight > 3 * el.clientHeight")
-    page.wait_for_function(f"el => ({gap})(el) < 30", arg=listing.element_handle(),
-                           timeout=GUARD_MS)
+    page.wait_for_function(
+        f"el => ({gap})(el) < 30", arg=listing.element_handle(), timeout=GUARD_MS
+    )
     # Replies stored before the page loaded name their agent and the time they were made.
     expect(last_reply(root).locator(META)).to_have_text(re.compile(r"^echo · \d{1,2}:\d{2}"))
 
@@ -374,8 +433,9 @@ def test_view_opens_at_the_bottom_after_a_reload_and_follows(page, lab):
     expect(reply.locator(META)).to_have_text(re.compile(r"^echo · "))
     wait_status(reply, "complete")
     wait_rendered(root)
-    page.wait_for_function(f"el => ({gap})(el) < 30", arg=listing.element_handle(),
-                           timeout=GUARD_MS)
+    page.wait_for_function(
+        f"el => ({gap})(el) < 30", arg=listing.element_handle(), timeout=GUARD_MS
+    )
 
 
 def test_every_control_has_a_name_and_the_list_is_a_log(page, lab):
@@ -390,7 +450,8 @@ def test_every_control_has_a_name_and_the_list_is_a_log(page, lab):
     unnamed = root.evaluate(
         """root => Array.from(root.querySelectorAll('button, select, textarea'))
              .filter(el => !(el.getAttribute('aria-label') || el.textContent).trim())
-             .map(el => el.outerHTML.slice(0, 80))""")
+             .map(el => el.outerHTML.slice(0, 80))"""
+    )
     assert unnamed == []
     expect(root.get_by_role("button", name="Send")).to_be_visible()
     expect(root.get_by_role("combobox", name="Agent")).to_be_visible()
@@ -430,7 +491,8 @@ def plain_site(tmp_path_factory):
     for name in ("widget.js", "widget.css"):
         shutil.copy(STATIC / name, root / name)
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
@@ -439,11 +501,27 @@ def plain_site(tmp_path_factory):
 
 def test_plain_page_falls_back_to_readable_colours_and_offers_insert(browser, plain_site):
     root_dir, url = plain_site
-    state = {"conversation_id": "c1", "agent": "demo", "markdown": SHOWCASE, "messages": [
-        {"messageId": "u1", "role": "user", "agentId": "demo", "text": "hi", "status": "complete"},
-        {"messageId": "a1", "role": "assistant", "agentId": "demo", "text": SHOWCASE,
-         "status": "complete"},
-    ]}
+    state = {
+        "conversation_id": "c1",
+        "agent": "demo",
+        "markdown": SHOWCASE,
+        "messages": [
+            {
+                "messageId": "u1",
+                "role": "user",
+                "agentId": "demo",
+                "text": "hi",
+                "status": "complete",
+            },
+            {
+                "messageId": "a1",
+                "role": "assistant",
+                "agentId": "demo",
+                "text": SHOWCASE,
+                "status": "complete",
+            },
+        ],
+    }
     (root_dir / "plain.html").write_text(PLAIN_PAGE % json.dumps(state))
     context = browser.new_context()
     page = context.new_page()
@@ -453,8 +531,11 @@ def test_plain_page_falls_back_to_readable_colours_and_offers_insert(browser, pl
         chat = page.locator(ROOT)
         reply = chat.locator('[data-role="assistant"]')
         expect(reply.locator("td").first).to_have_text("echo")
-        for locator in [chat.locator('[data-role="user"] .streamchat-body'),
-                        reply.locator("p").first, reply.locator("td").first]:
+        for locator in [
+            chat.locator('[data-role="user"] .streamchat-body'),
+            reply.locator("p").first,
+            reply.locator("td").first,
+        ]:
             assert contrast(locator)["ratio"] >= 4.5
         expect(reply.locator("pre code span.hljs-keyword").first).to_be_visible()
         # A host that can insert code gets an Insert button on each code block.

@@ -96,25 +96,42 @@ def plain_page(browser):
 
 def test_static_viewer_says_there_is_no_server(plain_page, site):
     root_dir, url = site
-    state = {"conversation_id": "c1", "agent": "demo", "messages": [
-        {"messageId": "u1", "role": "user", "agentId": "demo", "text": "hi", "status": "complete"},
-        {"messageId": "a1", "role": "assistant", "agentId": "demo", "text": "**hello**",
-         "status": "complete"},
-    ]}
+    state = {
+        "conversation_id": "c1",
+        "agent": "demo",
+        "messages": [
+            {
+                "messageId": "u1",
+                "role": "user",
+                "agentId": "demo",
+                "text": "hi",
+                "status": "complete",
+            },
+            {
+                "messageId": "a1",
+                "role": "assistant",
+                "agentId": "demo",
+                "text": "**hello**",
+                "status": "complete",
+            },
+        ],
+    }
     (root_dir / "viewer.html").write_text(VIEWER_PAGE % json.dumps(state))
     plain_page.goto(url + "viewer.html")
     root = plain_page.locator('[data-testid="streamchat"]')
     expect(root).to_have_attribute("data-connection", "offline")
     expect(root.locator('[data-testid="streamchat-notice"]')).to_contain_text(
-        "Cannot reach a streamchat server")
+        "Cannot reach a streamchat server"
+    )
     # The saved conversation still shows, read-only.
     expect(root.locator('[data-testid="streamchat-message"]')).to_have_count(2)
     expect(root.locator('[data-role="assistant"] strong')).to_have_text("hello")
     expect(root.locator('[data-testid="streamchat-input"]')).to_be_disabled()
 
 
-@pytest.mark.parametrize("sizes", [[1], [3, 1, 7, 2], [64], [100000]],
-                         ids=["1-char", "mixed", "64-char", "whole"])
+@pytest.mark.parametrize(
+    "sizes", [[1], [3, 1, 7, 2], [64], [100000]], ids=["1-char", "mixed", "64-char", "whole"]
+)
 def test_streamed_markdown_matches_a_whole_render(plain_page, site, sizes):
     """However the text is cut into chunks, streaming renders what one render of the whole text
     does, and never removes a node while streaming."""
@@ -122,11 +139,32 @@ def test_streamed_markdown_matches_a_whole_render(plain_page, site, sizes):
     (root_dir / "render.html").write_text(RENDER_PAGE)
     plain_page.goto(url + "render.html")
     plain_page.wait_for_function("window.ready === true")
-    text = _REPLY.format(question="What?") + "\n".join([
-        "", "- item one", "- item two", "", "  continued in item two", "", "- item three", "",
-        "Setext heading", "==============", "", "~~~", "fenced", "", "with a blank line", "~~~",
-        "3. starts at three", "4. four", "", "    indented code", "", "last paragraph",
-    ])
+    text = _REPLY.format(question="What?") + "\n".join(
+        [
+            "",
+            "- item one",
+            "- item two",
+            "",
+            "  continued in item two",
+            "",
+            "- item three",
+            "",
+            "Setext heading",
+            "==============",
+            "",
+            "~~~",
+            "fenced",
+            "",
+            "with a blank line",
+            "~~~",
+            "3. starts at three",
+            "4. four",
+            "",
+            "    indented code",
+            "",
+            "last paragraph",
+        ]
+    )
     result = plain_page.evaluate("([t, s]) => window.render(t, s)", [text, sizes])
     assert result["removedWhileStreaming"] == 0
     assert result["renderedWhileStreaming"] >= 1  # blocks render as they end, not at finish()

@@ -9,8 +9,24 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import (
-    AGENT, GUARD_MS, INPUT, MESSAGE, NOTICE, SEND, STOP, TYPING, body_text, last_reply,
-    open_chat, replies, run_code, send, stored, wait_status, wait_text_longer, words,
+    AGENT,
+    GUARD_MS,
+    INPUT,
+    MESSAGE,
+    NOTICE,
+    SEND,
+    STOP,
+    TYPING,
+    body_text,
+    last_reply,
+    open_chat,
+    replies,
+    run_code,
+    send,
+    stored,
+    wait_status,
+    wait_text_longer,
+    words,
 )
 import jlab
 from conftest import ARTIFACTS
@@ -44,7 +60,8 @@ def _record_first_token(page) -> None:
                }
              });
              seen.observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
+           }"""
+    )
 
 
 def _watch_replacements(page) -> None:
@@ -70,7 +87,8 @@ def _watch_replacements(page) -> None:
                  }
                }
              }).observe(list, { childList: true, subtree: true, characterData: true });
-           }""")
+           }"""
+    )
 
 
 def test_chat_streams_demo_reply_as_markdown(page, lab):
@@ -108,16 +126,22 @@ def test_chat_streams_demo_reply_as_markdown(page, lab):
     # Mid-stream: blocks already rendered stay the very same nodes until the end.
     page.wait_for_function(
         "() => document.querySelectorAll('[data-role=\"assistant\"] .streamchat-block').length >= 2",
-        timeout=GUARD_MS, polling=20)
+        timeout=GUARD_MS,
+        polling=20,
+    )
     expect(root.locator(STOP)).to_be_visible()
-    page.evaluate("window.__firstBlock = document.querySelector("
-                  "'[data-role=\"assistant\"] .streamchat-block')")
+    page.evaluate(
+        "window.__firstBlock = document.querySelector("
+        "'[data-role=\"assistant\"] .streamchat-block')"
+    )
     root.screenshot(path=str(ARTIFACTS / "streaming.png"))
 
     wait_status(reply, "complete")
     assert page.evaluate("window.__blockChangesWhileStreaming") == 0
-    assert page.evaluate("window.__firstBlock.isConnected && window.__firstBlock === "
-                         "document.querySelector('[data-role=\"assistant\"] .streamchat-block')")
+    assert page.evaluate(
+        "window.__firstBlock.isConnected && window.__firstBlock === "
+        "document.querySelector('[data-role=\"assistant\"] .streamchat-block')"
+    )
     expect(root.locator(TYPING)).to_be_hidden()
     expect(root.locator(STOP)).to_be_hidden()
     # The whole reply as formatted markdown: heading, list, table, fenced code.
@@ -129,7 +153,8 @@ def test_chat_streams_demo_reply_as_markdown(page, lab):
     root.screenshot(path=str(ARTIFACTS / "finished.png"))
     # The view kept to the bottom as the reply grew.
     gap = root.locator('[data-testid="streamchat-messages"]').evaluate(
-        "el => el.scrollHeight - el.scrollTop - el.clientHeight")
+        "el => el.scrollHeight - el.scrollTop - el.clientHeight"
+    )
     assert gap < 30
 
 
@@ -147,12 +172,27 @@ def test_scrolled_up_view_stays_put(page, lab):
 
 def test_markdown_is_rendered_and_html_is_inert(page, lab):
     root = open_chat(page, lab, "markdown.ipynb")
-    text = "\n".join([
-        "# Title", "", "- one", "- two", "", "| x | y |", "|---|---|", "| 1 | 2 |", "",
-        "```python", "print('code')", "```", "",
-        '<img src=x onerror="window.__pwned = 1">', "",
-        "[click me](javascript:window.__pwned=2) and [docs](https://jupyter.org)", "",
-    ])
+    text = "\n".join(
+        [
+            "# Title",
+            "",
+            "- one",
+            "- two",
+            "",
+            "| x | y |",
+            "|---|---|",
+            "| 1 | 2 |",
+            "",
+            "```python",
+            "print('code')",
+            "```",
+            "",
+            '<img src=x onerror="window.__pwned = 1">',
+            "",
+            "[click me](javascript:window.__pwned=2) and [docs](https://jupyter.org)",
+            "",
+        ]
+    )
     send(root, text)
     reply = last_reply(root)
     wait_status(reply, "complete")
@@ -190,9 +230,12 @@ def test_stop_generating(page, lab):
 
 def test_python_object_follows_the_conversation(page, lab):
     root = open_chat(page, lab, "python.ipynb")
-    out = run_code(page, 'r = w.send("from python", agent="echo")\n'
-                         'r.wait(30)\nprint("STATUS", r.status, repr(r.text), w.remote)\n'
-                         'print("LAST", w.messages[-1]["status"])')
+    out = run_code(
+        page,
+        'r = w.send("from python", agent="echo")\n'
+        'r.wait(30)\nprint("STATUS", r.status, repr(r.text), w.remote)\n'
+        'print("LAST", w.messages[-1]["status"])',
+    )
     # The kernel found the Jupyter server that started it (not an in-process hub), and the
     # snapshot is up to date when wait() returns.
     expect(out).to_contain_text("STATUS complete 'from python' True")
@@ -203,15 +246,22 @@ def test_python_object_follows_the_conversation(page, lab):
     # A message typed in the view shows in the Python object.
     send(root, "typed in the view")
     wait_status(last_reply(root), "complete")
-    out = run_code(page, "import time\nfor _ in range(100):\n"
-                         "    if len(w.messages) == 4 and w.messages[-1]['status'] == 'complete': break\n"
-                         "    time.sleep(0.1)\n"
-                         "print([(m['role'], m['text'], m['status']) for m in w.messages])")
-    expect(out).to_contain_text("('user', 'typed in the view', 'complete'), "
-                                "('assistant', 'typed in the view', 'complete')")
+    out = run_code(
+        page,
+        "import time\nfor _ in range(100):\n"
+        "    if len(w.messages) == 4 and w.messages[-1]['status'] == 'complete': break\n"
+        "    time.sleep(0.1)\n"
+        "print([(m['role'], m['text'], m['status']) for m in w.messages])",
+    )
+    expect(out).to_contain_text(
+        "('user', 'typed in the view', 'complete'), ('assistant', 'typed in the view', 'complete')"
+    )
     # widget.stop() from Python stops the reply in the view.
-    out = run_code(page, f'r = w.send("{words(300)}")\nimport time\ntime.sleep(1.5)\nw.stop()\n'
-                         'r.wait(10)\nprint("STOPPED", r.status, len(r.text) > 0)')
+    out = run_code(
+        page,
+        f'r = w.send("{words(300)}")\nimport time\ntime.sleep(1.5)\nw.stop()\n'
+        'r.wait(10)\nprint("STOPPED", r.status, len(r.text) > 0)',
+    )
     expect(out).to_contain_text("STOPPED stopped True")
     wait_status(last_reply(root), "stopped")
     expect(last_reply(root).locator(".streamchat-note")).to_have_text("(Stopped)")
@@ -240,8 +290,14 @@ def test_switching_conversation_stops_the_old_ones_frames(page, lab):
     # after the UNSUBSCRIBE took effect.
     switched = None
     for _ in range(100):  # hang guard: 10 s
-        switched = next((i for i, f in enumerate(received)
-                         if f["type"] == "HISTORY" and f["conversationId"] == "c-switch-b"), None)
+        switched = next(
+            (
+                i
+                for i, f in enumerate(received)
+                if f["type"] == "HISTORY" and f["conversationId"] == "c-switch-b"
+            ),
+            None,
+        )
         if switched is not None:
             break
         page.wait_for_timeout(100)
@@ -307,8 +363,10 @@ def test_quickstart_notebook_in_jupyterlab(page, lab):
     """The README's first steps: open the quickstart, run it, chat with the demo agent."""
     import shutil
 
-    shutil.copy(Path(__file__).parent.parent.parent / "notebooks" / "quickstart.ipynb",
-                lab.root / "quickstart.ipynb")
+    shutil.copy(
+        Path(__file__).parent.parent.parent / "notebooks" / "quickstart.ipynb",
+        lab.root / "quickstart.ipynb",
+    )
     jlab.open_notebook(page, lab, "quickstart.ipynb")
     jlab.run_all(page)
     root = page.locator('[data-testid="streamchat"]').first

@@ -8,8 +8,17 @@ from playwright.sync_api import expect
 
 import jlab
 from chat import (
-    GUARD_MS, NOTICE, ROOT, body_text, last_reply, open_chat, send, stored, wait_status,
-    wait_text_longer, words,
+    GUARD_MS,
+    NOTICE,
+    ROOT,
+    body_text,
+    last_reply,
+    open_chat,
+    send,
+    stored,
+    wait_status,
+    wait_text_longer,
+    words,
 )
 from labserver import LabServer
 from tcpproxy import TcpProxy
@@ -21,8 +30,12 @@ WS = "/streamchat/ws"
 def lab(lab_args, lab_env, tmp_path_factory):
     """Without the Chat panel, whose own socket (it watches the conversation list) would mix
     with the notebook chat's in the connection counts and retry timings measured here."""
-    with LabServer(lab_args, env=lab_env, base_dir=tmp_path_factory.mktemp("lab"),
-                   disabled_plugins=["jupyter-streamchat:sidebar"]) as server:
+    with LabServer(
+        lab_args,
+        env=lab_env,
+        base_dir=tmp_path_factory.mktemp("lab"),
+        disabled_plugins=["jupyter-streamchat:sidebar"],
+    ) as server:
         yield server
 
 
@@ -33,7 +46,8 @@ def _record_connection_states(page) -> None:
              window.__states = [root.dataset.connection];
              new MutationObserver(() => window.__states.push(root.dataset.connection))
                .observe(root, { attributes: true, attributeFilter: ['data-connection'] });
-           }""")
+           }"""
+    )
 
 
 def _shown_chars(reply) -> int:
@@ -119,14 +133,15 @@ def test_unreachable_server_is_explained_and_retried_with_backoff(page, lab):
     finally:
         proxy.close()  # the server is gone, as far as this page can tell
     expect(root).to_have_attribute("data-connection", "reconnecting", timeout=GUARD_MS)
-    expect(root.locator(NOTICE)).to_contain_text("Cannot reach the Jupyter server",
-                                                 timeout=GUARD_MS)
+    expect(root.locator(NOTICE)).to_contain_text(
+        "Cannot reach the Jupyter server", timeout=GUARD_MS
+    )
     page.wait_for_function("window.__chatSockets.length >= 6", timeout=GUARD_MS)
     opened = page.evaluate("window.__chatSockets")
     # opened[1] is the first retry after the drop; the gaps after it are retries 1, 2, 3, 4,
     # each waiting between half and all of 250 ms * 2**retry (plus the failed try itself).
     gaps = [b - a for a, b in zip(opened[1:], opened[2:])]
-    ceilings = [250 * 2 ** retry for retry in range(1, 5)]
+    ceilings = [250 * 2**retry for retry in range(1, 5)]
     for gap, ceiling in zip(gaps, ceilings):
         assert ceiling / 2 - 20 <= gap <= ceiling + 1000, (gaps, ceilings)
     assert gaps[3] > gaps[0] * 2, gaps  # it backs off

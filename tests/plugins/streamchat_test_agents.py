@@ -83,5 +83,6 @@ class LeakyAgent(Agent):
     async def stream(self, request):
         yield "some text "
         key = self.api_key
-        raise RuntimeError(f"auth failed for {key}; retried with {key[:12]}...; "
-                           f"header was:\n{key[:9]}\n{key[9:]}")
+        raise RuntimeError(
+            f"auth failed for {key}; retried with {key[:12]}...; header was:\n{key[:9]}\n{key[9:]}"
+        )

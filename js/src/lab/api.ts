@@ -17,7 +17,10 @@ export interface AgentEntry {
 
 /** A failed call, with the server's own words when it sent some. */
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string
+  ) {
     super(message);
   }
 }
@@ -27,7 +30,9 @@ export class ConversationsApi {
 
   /** A page of the list, most recent first; with `query`, only conversations whose title or
    * messages contain it. */
-  list(options: { limit?: number; after?: string | null; query?: string } = {}): Promise<ConversationPage> {
+  list(
+    options: { limit?: number; after?: string | null; query?: string } = {}
+  ): Promise<ConversationPage> {
     const params = new URLSearchParams();
     params.set('limit', String(options.limit ?? 50));
     if (options.after) {
@@ -53,9 +58,15 @@ export class ConversationsApi {
 
   /** The Markdown export (a download: the server names the file). */
   async exportMarkdown(conversationId: string): Promise<{ filename: string; text: string }> {
-    const response = await this.fetch('GET', `conversations/${encodeURIComponent(conversationId)}/export`);
+    const response = await this.fetch(
+      'GET',
+      `conversations/${encodeURIComponent(conversationId)}/export`
+    );
     const disposition = response.headers.get('Content-Disposition') ?? '';
-    return { filename: filenameOf(disposition) || `${conversationId}.md`, text: await response.text() };
+    return {
+      filename: filenameOf(disposition) || `${conversationId}.md`,
+      text: await response.text()
+    };
   }
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {

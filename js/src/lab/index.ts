@@ -7,7 +7,10 @@
 // - code from a reply inserted as a new cell below the active one.
 
 import {
-  ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin
+  ILabShell,
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
@@ -56,19 +59,27 @@ function insertCodeCell(notebooks: INotebookTracker | null, code: string): void 
  * no kernel to show their chat. */
 const notebookOutput: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-streamchat:notebook-output',
-  description: 'Draws a notebook\'s chat from its saved output, so it outlives the kernel.',
+  description: "Draws a notebook's chat from its saved output, so it outlives the kernel.",
   autoStart: true,
   requires: [IRenderMimeRegistry],
   optional: [INotebookTracker],
-  activate: (app: JupyterFrontEnd, rendermime: IRenderMimeRegistry, notebooks: INotebookTracker | null) => {
-    rendermime.addFactory(outputRendererFactory(code => insertCodeCell(notebooks, code)), -20);
+  activate: (
+    app: JupyterFrontEnd,
+    rendermime: IRenderMimeRegistry,
+    notebooks: INotebookTracker | null
+  ) => {
+    rendermime.addFactory(
+      outputRendererFactory(code => insertCodeCell(notebooks, code)),
+      -20
+    );
   }
 };
 
 /** The Chat panel, chat tabs, and their commands. */
 const sidebarPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-streamchat:sidebar',
-  description: 'A Chat panel of every stored conversation, chats in main-area tabs, and their commands.',
+  description:
+    'A Chat panel of every stored conversation, chats in main-area tabs, and their commands.',
   autoStart: true,
   optional: [ICommandPalette, ILayoutRestorer, INotebookTracker, ILabShell],
   activate: (
@@ -95,7 +106,10 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       // The tab remembers a pick made in it (restored with the layout), for a conversation with
       // no message yet; a stored one opens with the agent it last used anyway (agentchoice.ts).
       const content = new ChatPanel({
-        server, conversationId, agentId, onInsertCode: insertCode,
+        server,
+        conversationId,
+        agentId,
+        onInsertCode: insertCode,
         onAgentChange: () => void tabs.save(tab)
       });
       const tab = new MainAreaWidget({ content });
@@ -159,7 +173,11 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       execute: args => {
         const id = (args.conversationId as string) || sidebar.openConversation?.conversationId;
         return id
-          ? openInTab(id, (args.agentId as string) || DEFAULT_AGENT, (args.title as string) || 'Chat')
+          ? openInTab(
+              id,
+              (args.agentId as string) || DEFAULT_AGENT,
+              (args.title as string) || 'Chat'
+            )
           : undefined;
       }
     });

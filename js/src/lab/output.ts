@@ -23,7 +23,13 @@ import { parseChatOutput } from '../view/protocol';
 import { pageServerSettings } from '../view/server';
 import { CommModel, CommTransport, serverHasHub } from '../widget/commtransport';
 import {
-  agentChosenAt, agentSetter, bindView, imageHosts, snapshotOf, watchModel, WidgetModel
+  agentChosenAt,
+  agentSetter,
+  bindView,
+  imageHosts,
+  snapshotOf,
+  watchModel,
+  WidgetModel
 } from '../view/widgetmodel';
 import { showing } from './shown';
 
@@ -58,13 +64,18 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
     const raw = mimeModel.data[OUTPUT_MIME] as Record<string, unknown>;
     const agentChosen = chosenAt(raw.agentChosenAt);
     const server = this.view === null ? pageServerSettings() : null;
-    const viaServer = this.view === null && await serverHasHub(server);
+    const viaServer = this.view === null && (await serverHasHub(server));
     if (this.view === null) {
       this.node.replaceChildren();
       this.view = new ChatView(this.node, {
         server: viaServer ? server : null,
-        connect: viaServer ? undefined : handlers =>
-          (this.comm = new CommTransport(handlers, this.model as (WidgetModel & CommModel) | null)),
+        connect: viaServer
+          ? undefined
+          : handlers =>
+              (this.comm = new CommTransport(
+                handlers,
+                this.model as (WidgetModel & CommModel) | null
+              )),
         conversationId: data.conversationId,
         agentId: data.agentId,
         agentChosenAt: agentChosen,

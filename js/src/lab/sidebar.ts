@@ -37,8 +37,12 @@ export interface SidebarOptions {
 
 /** A button named `label` (for screen readers and the tooltip), showing `face`: its text, or
  * one of JupyterLab's icons. */
-function button(label: string, className: string, testid: string,
-  face: string | LabIcon = label): HTMLButtonElement {
+function button(
+  label: string,
+  className: string,
+  testid: string,
+  face: string | LabIcon = label
+): HTMLButtonElement {
   const node = el('button', `jp-streamchat-button ${className}`, testid);
   node.type = 'button';
   if (typeof face === 'string') {
@@ -59,7 +63,10 @@ function button(label: string, className: string, testid: string,
  * nodes are made: the snippet is someone's message, never HTML.
  */
 export function markMatches(text: string, query: string): Node[] {
-  const words = query.trim().split(/\s+/).filter(Boolean)
+  const words = query
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
     .map(word => word.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
   if (!text || words.length === 0) {
     return text ? [document.createTextNode(text)] : [];
@@ -162,13 +169,27 @@ export class ConversationSidebar extends Widget {
     this.chatView = el('div', 'jp-streamchat-ChatArea');
     this.chatView.hidden = true;
     const chatHeader = el('div', 'jp-streamchat-ChatHeader');
-    const back = button('Back to all conversations', 'jp-streamchat-Back', 'streamchat-back', '← Chats');
+    const back = button(
+      'Back to all conversations',
+      'jp-streamchat-Back',
+      'streamchat-back',
+      '← Chats'
+    );
     back.addEventListener('click', () => this.showList());
     this.chatTitle = el('span', 'jp-streamchat-ChatTitle', 'streamchat-chat-title');
-    const inTab = button('Open in a tab', 'jp-streamchat-InTab', 'streamchat-chat-open-tab', launchIcon);
+    const inTab = button(
+      'Open in a tab',
+      'jp-streamchat-InTab',
+      'streamchat-chat-open-tab',
+      launchIcon
+    );
     inTab.addEventListener('click', () => {
       if (this.chat) {
-        this.options.openInTab(this.chat.conversationId, this.agent, this.chatTitle.textContent ?? '');
+        this.options.openInTab(
+          this.chat.conversationId,
+          this.agent,
+          this.chatTitle.textContent ?? ''
+        );
       }
     });
     chatHeader.append(back, this.chatTitle, inTab);
@@ -232,21 +253,24 @@ export class ConversationSidebar extends Widget {
     if (this.loading === null && this.next !== null) {
       const generation = this.generation;
       const after = this.next;
-      this.loading = this.api.list({ limit: PAGE, after, query: this.query }).then(
-        page => {
+      this.loading = this.api
+        .list({ limit: PAGE, after, query: this.query })
+        .then(
+          page => {
+            if (generation === this.generation) {
+              this.append(page.conversations);
+              this.next = page.next;
+              this.updateFooter();
+              requestAnimationFrame(() => this.loadIfNearEnd()); // still short of the end
+            }
+          },
+          e => this.showProblem(e)
+        )
+        .finally(() => {
           if (generation === this.generation) {
-            this.append(page.conversations);
-            this.next = page.next;
-            this.updateFooter();
-            requestAnimationFrame(() => this.loadIfNearEnd()); // still short of the end
+            this.loading = null;
           }
-        },
-        e => this.showProblem(e)
-      ).finally(() => {
-        if (generation === this.generation) {
-          this.loading = null;
-        }
-      });
+        });
     }
     return this.loading ?? Promise.resolve();
   }
@@ -279,9 +303,10 @@ export class ConversationSidebar extends Widget {
   private showProblem(error: unknown): void {
     this.problem.hidden = error === null;
     if (error !== null) {
-      this.problem.textContent = error instanceof ApiError
-        ? `The conversation list is not available: ${error.message}`
-        : 'Cannot reach the Jupyter server to list conversations.';
+      this.problem.textContent =
+        error instanceof ApiError
+          ? `The conversation list is not available: ${error.message}`
+          : 'Cannot reach the Jupyter server to list conversations.';
     }
   }
 
@@ -328,12 +353,22 @@ export class ConversationSidebar extends Widget {
     item.classList.toggle('jp-mod-unread', unread);
     item.classList.toggle('jp-mod-active', this.chat?.conversationId === id);
     const when = new Date(entry.updatedAt * 1000);
-    const label = [title, entry.agentId ? `with ${entry.agentId}` : '',
-      howLongAgo(when), entry.streaming ? 'reply streaming' : '', unread ? 'unread' : '']
-      .filter(Boolean).join(', ');
+    const label = [
+      title,
+      entry.agentId ? `with ${entry.agentId}` : '',
+      howLongAgo(when),
+      entry.streaming ? 'reply streaming' : '',
+      unread ? 'unread' : ''
+    ]
+      .filter(Boolean)
+      .join(', ');
     item.setAttribute('aria-label', label);
 
-    const titleNode = el('span', 'jp-streamchat-ConversationTitle', 'streamchat-conversation-title');
+    const titleNode = el(
+      'span',
+      'jp-streamchat-ConversationTitle',
+      'streamchat-conversation-title'
+    );
     titleNode.textContent = title;
     titleNode.title = title;
     const meta = el('span', 'jp-streamchat-ConversationMeta');
@@ -358,15 +393,35 @@ export class ConversationSidebar extends Widget {
       marks.append(dot);
     }
     const actions = el('span', 'jp-streamchat-Actions');
-    const rename = button(`Rename “${title}”`, 'jp-streamchat-Action', 'streamchat-rename', editIcon);
+    const rename = button(
+      `Rename “${title}”`,
+      'jp-streamchat-Action',
+      'streamchat-rename',
+      editIcon
+    );
     rename.addEventListener('click', () => void this.rename(id));
-    const exportButton = button(`Export “${title}” as Markdown`, 'jp-streamchat-Action',
-      'streamchat-export', downloadIcon);
+    const exportButton = button(
+      `Export “${title}” as Markdown`,
+      'jp-streamchat-Action',
+      'streamchat-export',
+      downloadIcon
+    );
     exportButton.addEventListener('click', () => void this.exportMarkdown(id));
-    const tab = button(`Open “${title}” in a tab`, 'jp-streamchat-Action', 'streamchat-open-tab', launchIcon);
+    const tab = button(
+      `Open “${title}” in a tab`,
+      'jp-streamchat-Action',
+      'streamchat-open-tab',
+      launchIcon
+    );
     tab.addEventListener('click', () =>
-      this.options.openInTab(id, entry.agentId ?? this.agent, title));
-    const remove = button(`Delete “${title}”`, 'jp-streamchat-Action', 'streamchat-delete', deleteIcon);
+      this.options.openInTab(id, entry.agentId ?? this.agent, title)
+    );
+    const remove = button(
+      `Delete “${title}”`,
+      'jp-streamchat-Action',
+      'streamchat-delete',
+      deleteIcon
+    );
     remove.addEventListener('click', () => void this.remove(id));
     actions.append(rename, exportButton, tab, remove);
     const snippet = el('span', 'jp-streamchat-Snippet', 'streamchat-snippet');
@@ -377,7 +432,9 @@ export class ConversationSidebar extends Widget {
   }
 
   private items(): HTMLElement[] {
-    return Array.from(this.list.querySelectorAll<HTMLElement>('[data-testid="streamchat-conversation"]'));
+    return Array.from(
+      this.list.querySelectorAll<HTMLElement>('[data-testid="streamchat-conversation"]')
+    );
   }
 
   private focusEntry(index: number): void {
@@ -387,7 +444,9 @@ export class ConversationSidebar extends Widget {
 
   /** Up/Down move between entries, Enter opens, F2 renames, Delete deletes. */
   private onListKey = (event: KeyboardEvent): void => {
-    const item = (event.target as HTMLElement).closest<HTMLElement>('[data-testid="streamchat-conversation"]');
+    const item = (event.target as HTMLElement).closest<HTMLElement>(
+      '[data-testid="streamchat-conversation"]'
+    );
     if (item === null || event.target !== item) {
       return;
     }
@@ -447,8 +506,12 @@ export class ConversationSidebar extends Widget {
     this.fillEntry(item, entry);
     const after = this.items().find(other => {
       const o = this.entries.get(other.dataset.conversationId!);
-      return other !== item && o !== undefined &&
-        (o.updatedAt < entry.updatedAt || (o.updatedAt === entry.updatedAt && o.conversationId < id));
+      return (
+        other !== item &&
+        o !== undefined &&
+        (o.updatedAt < entry.updatedAt ||
+          (o.updatedAt === entry.updatedAt && o.conversationId < id))
+      );
     });
     if (after) {
       if (after !== item.nextSibling || !item.isConnected) {
@@ -479,18 +542,21 @@ export class ConversationSidebar extends Widget {
 
   private itemOf(conversationId: string): HTMLElement | null {
     return this.list.querySelector<HTMLElement>(
-      `[data-conversation-id="${CSS.escape(conversationId)}"]`);
+      `[data-conversation-id="${CSS.escape(conversationId)}"]`
+    );
   }
 
   private notifyReply(entry: ConversationEntry): void {
     const title = entry.title || 'a conversation';
     Notification.info(`A reply finished in “${title}”.`, {
       autoClose: 8000,
-      actions: [{
-        label: 'Open',
-        caption: `Open “${title}” in the Chat panel`,
-        callback: () => this.open(entry.conversationId, true)
-      }]
+      actions: [
+        {
+          label: 'Open',
+          caption: `Open “${title}” in the Chat panel`,
+          callback: () => this.open(entry.conversationId, true)
+        }
+      ]
     });
   }
 

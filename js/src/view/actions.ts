@@ -75,7 +75,9 @@ export async function copyWithFeedback(button: HTMLButtonElement, text: string):
   const ok = await copyText(text);
   const shown = feedback.get(button);
   const face = shown ?? {
-    label: button.dataset.label ?? '', name: button.getAttribute('aria-label') ?? '', timer: 0
+    label: button.dataset.label ?? '',
+    name: button.getAttribute('aria-label') ?? '',
+    timer: 0
   };
   clearTimeout(face.timer);
   const iconName = (button.dataset.icon ?? 'copy') as IconName;

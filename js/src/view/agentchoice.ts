@@ -43,21 +43,29 @@ export interface AgentChoice {
   note: string;
 }
 
-export function chooseAgent(host: HostAgent, last: LastUsed | null, picked: string | null): AgentChoice {
+export function chooseAgent(
+  host: HostAgent,
+  last: LastUsed | null,
+  picked: string | null
+): AgentChoice {
   let agentId: string;
   if (picked) {
     agentId = picked;
   } else if (last === null || !last.agentId) {
     agentId = host.agentId;
-  } else if (host.chosenAt !== null && host.agentId &&
-             (last.at === null || host.chosenAt >= last.at)) {
+  } else if (
+    host.chosenAt !== null &&
+    host.agentId &&
+    (last.at === null || host.chosenAt >= last.at)
+  ) {
     agentId = host.agentId;
   } else {
     agentId = last.agentId;
   }
-  const note = last !== null && last.agentId && agentId && agentId !== last.agentId
-    ? `This conversation last used ${last.agentId}; ${agentId} will answer.`
-    : '';
+  const note =
+    last !== null && last.agentId && agentId && agentId !== last.agentId
+      ? `This conversation last used ${last.agentId}; ${agentId} will answer.`
+      : '';
   return { agentId, note };
 }
 
@@ -67,7 +75,9 @@ export function chosenAt(value: unknown): number | null {
 }
 
 /** The agent of the latest of `messages` (oldest first), with its time, or null if none. */
-export function lastUsed(messages: readonly { agentId?: unknown; createdAt?: unknown }[]): LastUsed | null {
+export function lastUsed(
+  messages: readonly { agentId?: unknown; createdAt?: unknown }[]
+): LastUsed | null {
   for (let i = messages.length - 1; i >= 0; i--) {
     const { agentId, createdAt } = messages[i];
     if (typeof agentId === 'string' && agentId) {
@@ -96,10 +106,13 @@ export interface AgentOption {
  * unavailable, rather than the picker silently showing (and sending to) another.
  */
 export function agentOptions(
-  agents: readonly { id: string; name?: string; description?: string }[], chosen: string
+  agents: readonly { id: string; name?: string; description?: string }[],
+  chosen: string
 ): { options: AgentOption[]; problem: string } {
   const options: AgentOption[] = agents.map(agent => ({
-    value: agent.id, label: agent.name || agent.id, title: agent.description ?? '',
+    value: agent.id,
+    label: agent.name || agent.id,
+    title: agent.description ?? '',
     unavailable: false
   }));
   const known = agents.some(agent => agent.id === chosen);
@@ -107,14 +120,17 @@ export function agentOptions(
     return { options, problem: '' };
   }
   options.push({
-    value: chosen, label: `${chosen} (unavailable)`,
-    title: 'This agent is not available on this server now.', unavailable: true
+    value: chosen,
+    label: `${chosen} (unavailable)`,
+    title: 'This agent is not available on this server now.',
+    unavailable: true
   });
   return {
     options,
     // With no other agent to pick, the connection's own notice says what is wrong.
-    problem: agents.length > 0
-      ? `The agent "${chosen}" is not available on this server; pick another.`
-      : ''
+    problem:
+      agents.length > 0
+        ? `The agent "${chosen}" is not available on this server; pick another.`
+        : ''
   };
 }

@@ -19,11 +19,21 @@
 // and how it ended is said once through a visually hidden status region.
 
 import {
-  agentOptions, AgentChoice, chooseAgent, chosenAt, HostAgent, LastUsed, lastUsed
+  agentOptions,
+  AgentChoice,
+  chooseAgent,
+  chosenAt,
+  HostAgent,
+  LastUsed,
+  lastUsed
 } from './agentchoice';
 import { ConnectionState, HubConnection } from './connection';
 import {
-  Conversation, ConversationObserver, HeldMessage, OutgoingSend, wholeStep
+  Conversation,
+  ConversationObserver,
+  HeldMessage,
+  OutgoingSend,
+  wholeStep
 } from './conversation';
 import { el, randomId } from './dom';
 import type { CodeBlockOptions } from './decorate';
@@ -145,14 +155,17 @@ export class ChatView {
   private readonly growth: ResizeObserver;
   private announceTimer = 0;
 
-  constructor(host: HTMLElement, private readonly options: ChatViewOptions) {
+  constructor(
+    host: HTMLElement,
+    private readonly options: ChatViewOptions
+  ) {
     this.model = new Conversation(options.conversationId, this.observer);
     this.agentId = options.agentId;
     this.hostAgent = { agentId: options.agentId, chosenAt: chosenAt(options.agentChosenAt) };
     this.images = new ImagePolicy(options.imageHosts ?? []);
     const code: CodeBlockOptions = { onInsertCode: options.onInsertCode };
-    this.createRenderer = options.createRenderer ??
-      (body => new StreamingMarkdown(body, this.images, code));
+    this.createRenderer =
+      options.createRenderer ?? (body => new StreamingMarkdown(body, this.images, code));
 
     this.root = el('div', 'streamchat', 'streamchat');
     const header = el('div', 'streamchat-header');
@@ -213,8 +226,16 @@ export class ChatView {
       'Pick an agent above, type your message below and press Enter (Shift+Enter adds a line).';
     this.emptyNote.append(emptyTitle, emptyHint);
     this.emptyNote.hidden = true;
-    this.root.append(header, this.agentNote, this.notice, this.list, this.emptyNote, this.typing,
-      this.announcer, footer);
+    this.root.append(
+      header,
+      this.agentNote,
+      this.notice,
+      this.list,
+      this.emptyNote,
+      this.typing,
+      this.announcer,
+      footer
+    );
     new MutationObserver(() => this.updateEmpty()).observe(this.list, { childList: true });
     host.appendChild(this.root);
     this.growth = new ResizeObserver(this.onGrowth);
@@ -237,9 +258,11 @@ export class ChatView {
 
     if (options.server === null && !options.connect) {
       this.showSnapshot(options.snapshot ?? []);
-      this.setConnection('offline',
+      this.setConnection(
+        'offline',
         'Cannot reach a streamchat server: this page is not served by a Jupyter server. ' +
-        'Open the notebook in JupyterLab with jupyter-streamchat installed to chat.');
+          'Open the notebook in JupyterLab with jupyter-streamchat installed to chat.'
+      );
       this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
       return;
     }
@@ -280,8 +303,10 @@ export class ChatView {
     this.connection?.close();
     this.connection = null;
     this.model.attach(null);
-    this.setConnection('offline',
-      `This chat cannot be shown: its conversation id ${this.conversationProblem}.`);
+    this.setConnection(
+      'offline',
+      `This chat cannot be shown: its conversation id ${this.conversationProblem}.`
+    );
     this.input.disabled = this.sendButton.disabled = this.picker.disabled = true;
   }
 
@@ -364,8 +389,11 @@ export class ChatView {
    * conversation last used its agent, later than any choice known so far. */
   private agentUsed(agentId: string): void {
     if (agentId) {
-      const at = Math.max(Date.now() / 1000, (this.hostAgent.chosenAt ?? 0) + 0.001,
-        this.lastAgent?.at ?? 0);
+      const at = Math.max(
+        Date.now() / 1000,
+        (this.hostAgent.chosenAt ?? 0) + 0.001,
+        this.lastAgent?.at ?? 0
+      );
       this.lastAgent = { agentId, at };
       this.chooseAgent(this.agentOpened);
     }
@@ -407,8 +435,12 @@ export class ChatView {
         event.preventDefault();
         this.sendInput();
       } // with Shift, the textarea adds the new line itself
-    } else if (event.key === 'Escape' && !modified && !event.shiftKey &&
-               this.model.streamingCount > 0) {
+    } else if (
+      event.key === 'Escape' &&
+      !modified &&
+      !event.shiftKey &&
+      this.model.streamingCount > 0
+    ) {
       event.stopPropagation();
       event.preventDefault();
       this.stop();
@@ -491,11 +523,13 @@ export class ChatView {
     const view = this.sent.get(send.clientMessageId);
     this.sent.delete(send.clientMessageId); // stays shown where it is, failed
     const code = send.error?.code ?? '';
-    view?.fail(code === 'unknown_agent'
-      ? `Not sent: ${send.error?.message}`
-      : code === 'conversation_deleted'
-        ? 'Not sent: this conversation has been deleted.'
-        : `Not sent: ${send.error?.message} (${code})`);
+    view?.fail(
+      code === 'unknown_agent'
+        ? `Not sent: ${send.error?.message}`
+        : code === 'conversation_deleted'
+          ? 'Not sent: this conversation has been deleted.'
+          : `Not sent: ${send.error?.message} (${code})`
+    );
   }
 
   /** A message now held: the user's own (its pending element becomes the message), or a new
@@ -509,8 +543,12 @@ export class ChatView {
       view.setId(message.messageId);
       view.setStatus(message.status);
     } else {
-      view = new MessageView(message.role, message.messageId,
-        message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+      view = new MessageView(
+        message.role,
+        message.messageId,
+        message.role === 'assistant' ? 'streaming' : message.status,
+        this.createRenderer
+      );
       view.showOrigin(message.agentId, message.createdAt);
       if (message.role === 'user') {
         view.setText(message.text);
@@ -557,8 +595,12 @@ export class ChatView {
   private onOlder(messages: HeldMessage[]): void {
     const added: HTMLElement[] = [];
     for (const message of messages) {
-      const view = new MessageView(message.role, message.messageId,
-        message.role === 'assistant' ? 'streaming' : message.status, this.createRenderer);
+      const view = new MessageView(
+        message.role,
+        message.messageId,
+        message.role === 'assistant' ? 'streaming' : message.status,
+        this.createRenderer
+      );
       view.showOrigin(message.agentId, message.createdAt);
       // Filled before they are put in, so the place kept below counts what they show at once.
       if (message.role === 'user') {
@@ -624,8 +666,10 @@ export class ChatView {
         }
       }
     }
-    const misplaced = !view.el.isConnected || (before !== null &&
-      (view.el.compareDocumentPosition(before) & Node.DOCUMENT_POSITION_PRECEDING) !== 0);
+    const misplaced =
+      !view.el.isConnected ||
+      (before !== null &&
+        (view.el.compareDocumentPosition(before) & Node.DOCUMENT_POSITION_PRECEDING) !== 0);
     if (misplaced) {
       this.list.insertBefore(view.el, before);
     }
@@ -634,11 +678,19 @@ export class ChatView {
 
   private showSnapshot(snapshot: SnapshotMessage[]): void {
     for (const message of snapshot) {
-      const view = new MessageView(message.role, message.messageId, 'streaming', this.createRenderer);
+      const view = new MessageView(
+        message.role,
+        message.messageId,
+        'streaming',
+        this.createRenderer
+      );
       view.showOrigin(message.agentId ?? '', null);
       view.setText(message.text);
-      if (message.role === 'assistant' && typeof message.reasoning === 'string' &&
-          message.reasoning) {
+      if (
+        message.role === 'assistant' &&
+        typeof message.reasoning === 'string' &&
+        message.reasoning
+      ) {
         view.showReasoning(message.reasoning);
       }
       if (message.role === 'assistant' && FINAL.has(message.status)) {
@@ -655,7 +707,8 @@ export class ChatView {
   /** The note of an empty conversation shows once its HISTORY has come with no message and
    * none is being sent (not while it loads, nor offline); the first message takes its place. */
   private updateEmpty(): void {
-    const empty = this.historyOf === this.model.conversationId &&
+    const empty =
+      this.historyOf === this.model.conversationId &&
       this.list.querySelector(':scope > .streamchat-message') === null;
     this.emptyNote.hidden = !empty;
     this.root.classList.toggle('streamchat-is-empty', empty);
@@ -669,7 +722,8 @@ export class ChatView {
 
   private setConnection(state: ConnectionState, problem: string): void {
     this.root.dataset.connection = state;
-    this.status.textContent = state === 'connected' ? '' : state === 'offline' ? 'offline' : 'reconnecting…';
+    this.status.textContent =
+      state === 'connected' ? '' : state === 'offline' ? 'offline' : 'reconnecting…';
     this.showNotice(state === 'connected' ? this.agentProblem : problem);
   }
 
@@ -720,22 +774,30 @@ export class ChatView {
     const { options, problem } = agentOptions(this.agents, this.agentId);
     // Rebuilt only when it changed: a list the user has open stays as it is otherwise.
     const shown = Array.from(this.picker.options);
-    const same = shown.length === options.length && options.every((option, i) =>
-      shown[i].value === option.value && shown[i].textContent === option.label &&
-      shown[i].title === option.title && shown[i].disabled === option.unavailable);
+    const same =
+      shown.length === options.length &&
+      options.every(
+        (option, i) =>
+          shown[i].value === option.value &&
+          shown[i].textContent === option.label &&
+          shown[i].title === option.title &&
+          shown[i].disabled === option.unavailable
+      );
     if (!same) {
-      this.picker.replaceChildren(...options.map(option => {
-        const node = document.createElement('option');
-        node.value = option.value;
-        node.textContent = option.label;
-        node.title = option.title;
-        // Still chosen, and shown so; the user can pick another, not pick it again.
-        node.disabled = option.unavailable;
-        if (option.unavailable) {
-          node.dataset.unavailable = 'true';
-        }
-        return node;
-      }));
+      this.picker.replaceChildren(
+        ...options.map(option => {
+          const node = document.createElement('option');
+          node.value = option.value;
+          node.textContent = option.label;
+          node.title = option.title;
+          // Still chosen, and shown so; the user can pick another, not pick it again.
+          node.disabled = option.unavailable;
+          if (option.unavailable) {
+            node.dataset.unavailable = 'true';
+          }
+          return node;
+        })
+      );
     }
     this.picker.value = this.agentId;
     this.agentProblem = problem;
@@ -781,4 +843,3 @@ export class ChatView {
     });
   }
 }
-

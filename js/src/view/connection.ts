@@ -13,7 +13,11 @@
 // A frame the server would certainly refuse is never sent (see `clientFrameProblem`).
 
 import {
-  ClientFrame, clientFrameProblem, DEFAULT_MAX_MESSAGE_BYTES, parseServerFrame, ServerFrame
+  ClientFrame,
+  clientFrameProblem,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  parseServerFrame,
+  ServerFrame
 } from './protocol';
 import { authHeaders, ServerSettings } from './server';
 
@@ -137,9 +141,10 @@ export class HubConnection {
     const seconds = Math.max(1, Math.round(delay / 1000));
     this.setState(
       diagnosis.userMustAct ? 'offline' : 'reconnecting',
-      diagnosis.problem || (wasOpen && !wasHealthy
-        ? `The chat server closed the connection; reconnecting in ${seconds} s…`
-        : `Connection lost; reconnecting in ${seconds} s…`)
+      diagnosis.problem ||
+        (wasOpen && !wasHealthy
+          ? `The chat server closed the connection; reconnecting in ${seconds} s…`
+          : `Connection lost; reconnecting in ${seconds} s…`)
     );
     this.timer = window.setTimeout(() => {
       this.timer = null;
@@ -168,12 +173,16 @@ export class HubConnection {
     if (response.status === 404) {
       return {
         userMustAct: true,
-        problem: 'This Jupyter server does not run the streamchat extension ' +
+        problem:
+          'This Jupyter server does not run the streamchat extension ' +
           '(jupyter server extension enable jupyter_streamchat).'
       };
     }
     if (!response.ok) {
-      return { userMustAct: false, problem: `The chat server answered ${response.status}; retrying…` };
+      return {
+        userMustAct: false,
+        problem: `The chat server answered ${response.status}; retrying…`
+      };
     }
     return OK;
   }

@@ -53,7 +53,8 @@ export function boxTables(root: DocumentFragment | Element): void {
 
 /** Highlight each code block of a sanitized fragment and give it its bar and buttons. */
 export function decorateCodeBlocks(
-  root: DocumentFragment | Element, options: CodeBlockOptions
+  root: DocumentFragment | Element,
+  options: CodeBlockOptions
 ): void {
   for (const pre of Array.from(root.querySelectorAll('pre'))) {
     const code = pre.querySelector<HTMLElement>(':scope > code');
@@ -64,22 +65,32 @@ export function decorateCodeBlocks(
     highlightCode(code);
     const doc = pre.ownerDocument;
     const bar = codeBar(doc, language);
-    bar.append(actionButton({
-      testid: 'streamchat-copy-code',
-      label: 'Copy',
-      name: language ? `Copy ${language} code` : 'Copy code',
-      icon: 'copy',
-      onClick: button => void copyWithFeedback(button, codeText(code))
-    }, doc));
+    bar.append(
+      actionButton(
+        {
+          testid: 'streamchat-copy-code',
+          label: 'Copy',
+          name: language ? `Copy ${language} code` : 'Copy code',
+          icon: 'copy',
+          onClick: button => void copyWithFeedback(button, codeText(code))
+        },
+        doc
+      )
+    );
     const insert = options.onInsertCode;
     if (insert) {
-      bar.append(actionButton({
-        testid: 'streamchat-insert-code',
-        label: 'Insert',
-        name: 'Insert code in a new cell',
-        icon: 'insert',
-        onClick: () => insert(codeText(code), language)
-      }, doc));
+      bar.append(
+        actionButton(
+          {
+            testid: 'streamchat-insert-code',
+            label: 'Insert',
+            name: 'Insert code in a new cell',
+            icon: 'insert',
+            onClick: () => insert(codeText(code), language)
+          },
+          doc
+        )
+      );
     }
     boxCode(pre, bar);
   }
@@ -87,7 +98,8 @@ export function decorateCodeBlocks(
 
 /** The preview of a code block still streaming: the same box and bar, no buttons yet. */
 export function codePreview(
-  doc: Document, language: string
+  doc: Document,
+  language: string
 ): { box: HTMLElement; code: HTMLElement } {
   const pre = doc.createElement('pre');
   const code = doc.createElement('code');

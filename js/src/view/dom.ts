@@ -2,7 +2,9 @@
 
 /** A new element with its class and, when given, its `data-testid` hook. */
 export function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K, className: string, testid?: string
+  tag: K,
+  className: string,
+  testid?: string
 ): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   node.className = className;

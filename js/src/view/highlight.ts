@@ -23,7 +23,19 @@ import yaml from 'highlight.js/lib/languages/yaml';
 
 // Each grammar also answers to its aliases (py, js, ts, sh, zsh, html, svg, yml, md, ...).
 const LANGUAGES = {
-  bash, css, javascript, json, markdown, plaintext, python, r, shell, sql, typescript, xml, yaml
+  bash,
+  css,
+  javascript,
+  json,
+  markdown,
+  plaintext,
+  python,
+  r,
+  shell,
+  sql,
+  typescript,
+  xml,
+  yaml
 };
 for (const [name, grammar] of Object.entries(LANGUAGES)) {
   hljs.registerLanguage(name, grammar);

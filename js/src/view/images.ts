@@ -15,8 +15,19 @@ const RASTER_DATA_URL = /^data:image\/(?:png|jpeg|gif|webp|avif|bmp)(?:;[^,]*)?,
 /** Attributes that make a browser fetch (or ping) a URL by themselves. An image's `src` is
  * vetted; every other one of these is removed. */
 const FETCHING_ATTRIBUTES = [
-  'src', 'srcset', 'poster', 'background', 'lowsrc', 'dynsrc', 'ping', 'data', 'codebase',
-  'action', 'formaction', 'xlink:href', 'style'
+  'src',
+  'srcset',
+  'poster',
+  'background',
+  'lowsrc',
+  'dynsrc',
+  'ping',
+  'data',
+  'codebase',
+  'action',
+  'formaction',
+  'xlink:href',
+  'style'
 ];
 
 // Where a vetted image that waits for a click keeps its URL and the host it names.
@@ -126,13 +137,24 @@ export function insertPlaceholders(root: DocumentFragment | Element): void {
       img.replaceWith(img.getAttribute('alt') ?? '');
       continue;
     }
-    img.replaceWith(placeholder(img.ownerDocument, url, from, img.getAttribute('alt') ?? '',
-      img.getAttribute('title')));
+    img.replaceWith(
+      placeholder(
+        img.ownerDocument,
+        url,
+        from,
+        img.getAttribute('alt') ?? '',
+        img.getAttribute('title')
+      )
+    );
   }
 }
 
 function placeholder(
-  doc: Document, url: string, from: string, alt: string, title: string | null
+  doc: Document,
+  url: string,
+  from: string,
+  alt: string,
+  title: string | null
 ): HTMLButtonElement {
   const button = doc.createElement('button');
   button.type = 'button';

@@ -71,7 +71,10 @@ type Finish = { code: CodeBlockOptions } | 'preview';
  * and those the text adds; the first definition of a label wins, as in CommonMark).
  */
 function render(
-  text: string, links: Links, images: ImagePolicy, finish: Finish
+  text: string,
+  links: Links,
+  images: ImagePolicy,
+  finish: Finish
 ): { fragment: DocumentFragment; links: Links } {
   const lexer = new Lexer({ ...marked.defaults });
   Object.assign(lexer.tokens.links, links);
@@ -99,7 +102,9 @@ function render(
 
 /** Markdown text to a sanitized fragment, ready to append. */
 export function renderMarkdown(
-  text: string, images: ImagePolicy = NO_IMAGES, code: CodeBlockOptions = {}
+  text: string,
+  images: ImagePolicy = NO_IMAGES,
+  code: CodeBlockOptions = {}
 ): DocumentFragment {
   return render(text, {}, images, { code }).fragment;
 }
@@ -342,7 +347,8 @@ export class StreamingMarkdown implements BodyRenderer {
       const rendered: RenderedBlock = { el: block, text, awaiting: new Set() };
       for (const earlier of this.definitions.learn(rendered, out.links)) {
         earlier.el.replaceChildren(
-          render(earlier.text, this.definitions.links, this.images, finish).fragment);
+          render(earlier.text, this.definitions.links, this.images, finish).fragment
+        );
         this.definitions.track(earlier);
       }
     }
@@ -463,8 +469,11 @@ export class StreamingMarkdown implements BodyRenderer {
   private line(line: string, start: number, end: number): number {
     if (this.fence !== null) {
       const close = line.trim();
-      if (close.length >= this.fence.length && close === close[0].repeat(close.length) &&
-          close[0] === this.fence[0]) {
+      if (
+        close.length >= this.fence.length &&
+        close === close[0].repeat(close.length) &&
+        close[0] === this.fence[0]
+      ) {
         this.fence = null;
         if (!this.fenceInList) {
           return this.endBlock(end);

@@ -95,8 +95,12 @@ let formats: { time: Intl.DateTimeFormat; day: Intl.DateTimeFormat; full: Intl.D
 function dateFormats(): typeof formats {
   formats ??= {
     time: new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' }),
-    day: new Intl.DateTimeFormat(undefined,
-      { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }),
+    day: new Intl.DateTimeFormat(undefined, {
+      month: 'short',
+      day: 'numeric',
+      hour: '2-digit',
+      minute: '2-digit'
+    }),
     full: new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' })
   };
   return formats;
@@ -141,13 +145,15 @@ export class MessageView {
     this.el.dataset.role = role;
     const actions = document.createElement('div');
     actions.className = 'streamchat-actions';
-    actions.append(actionButton({
-      testid: 'streamchat-copy-message',
-      label: 'Copy',
-      name: 'Copy as Markdown',
-      icon: 'copy',
-      onClick: button => void copyWithFeedback(button, this.text)
-    }));
+    actions.append(
+      actionButton({
+        testid: 'streamchat-copy-message',
+        label: 'Copy',
+        name: 'Copy as Markdown',
+        icon: 'copy',
+        onClick: button => void copyWithFeedback(button, this.text)
+      })
+    );
     this.body = document.createElement('div');
     this.body.className = 'streamchat-body';
     // The message's own text and nothing else (header, buttons, thinking and usage are its
@@ -267,7 +273,8 @@ export class MessageView {
     void this.renderer?.finish(); // data-status is the wire's; the last blocks may still render
     this.setStatus(status);
     this.thinking?.setLive(false);
-    const ending = status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
+    const ending =
+      status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
     if (ending) {
       this.note.textContent = ending;
       this.note.hidden = false;

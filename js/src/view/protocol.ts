@@ -6,8 +6,13 @@
 
 export type Status = 'streaming' | 'complete' | 'stopped' | 'interrupted' | 'error';
 
-export const STATUSES: ReadonlySet<string> =
-  new Set(['streaming', 'complete', 'stopped', 'interrupted', 'error']);
+export const STATUSES: ReadonlySet<string> = new Set([
+  'streaming',
+  'complete',
+  'stopped',
+  'interrupted',
+  'error'
+]);
 /** The statuses a reply can end with. */
 export const FINAL: ReadonlySet<string> = new Set(['complete', 'stopped', 'interrupted', 'error']);
 
@@ -245,26 +250,31 @@ const isSeconds = (v: unknown): v is number =>
   typeof v === 'number' && Number.isFinite(v) && v >= 0;
 
 function isUsage(u: unknown): u is Usage {
-  return isObject(u) &&
+  return (
+    isObject(u) &&
     optional(u.model, isString) &&
     optional(u.inputTokens, isCount) &&
     optional(u.outputTokens, isCount) &&
     optional(u.firstTokenSeconds, isSeconds) &&
-    optional(u.durationSeconds, isSeconds);
+    optional(u.durationSeconds, isSeconds)
+  );
 }
 
 function isStoredMessage(m: unknown): m is StoredMessage {
-  return isObject(m) &&
+  return (
+    isObject(m) &&
     isId(m.messageId) &&
     (m.role === 'user' || m.role === 'assistant') &&
     isString(m.agentId) &&
     isString(m.text) &&
     optional(m.reasoning, isString) &&
-    isString(m.status) && STATUSES.has(m.status) &&
+    isString(m.status) &&
+    STATUSES.has(m.status) &&
     isSeq(m.lastSeq) &&
     optional(m.error, isString) &&
     optional(m.truncated, isBoolean) &&
-    optional(m.usage, isUsage);
+    optional(m.usage, isUsage)
+  );
 }
 
 const isAgentInfo = (a: unknown): a is AgentInfo =>
@@ -274,7 +284,8 @@ const isMessages = (v: unknown): v is StoredMessage[] =>
   Array.isArray(v) && v.every(isStoredMessage);
 
 function isConversationEntry(c: unknown): c is ConversationEntry {
-  return isObject(c) &&
+  return (
+    isObject(c) &&
     isId(c.conversationId) &&
     isString(c.title) &&
     isSeconds(c.createdAt) &&
@@ -282,39 +293,56 @@ function isConversationEntry(c: unknown): c is ConversationEntry {
     isCount(c.messageCount) &&
     isString(c.agentId) &&
     isBoolean(c.streaming) &&
-    optional(c.snippet, isString);
+    optional(c.snippet, isString)
+  );
 }
 
 /** Field checks per server frame type; a frame must pass its type's check to be used. */
 const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
   MESSAGE_ACCEPTED: f =>
-    isId(f.clientMessageId) && isId(f.conversationId) && isId(f.userMessageId) &&
-    isId(f.messageId) && isId(f.agentId) && optional(f.text, isString),
+    isId(f.clientMessageId) &&
+    isId(f.conversationId) &&
+    isId(f.userMessageId) &&
+    isId(f.messageId) &&
+    isId(f.agentId) &&
+    optional(f.text, isString),
   MESSAGE_CHUNK: f =>
-    isId(f.messageId) && isId(f.conversationId) && isId(f.agentId) &&
-    isSeq(f.seq) && f.seq >= 1 && isString(f.chunk) && optional(f.reasoning, isString) &&
+    isId(f.messageId) &&
+    isId(f.conversationId) &&
+    isId(f.agentId) &&
+    isSeq(f.seq) &&
+    f.seq >= 1 &&
+    isString(f.chunk) &&
+    optional(f.reasoning, isString) &&
     isBoolean(f.isComplete) &&
     // The final frame says how the reply ended; the others may say it still streams.
     (f.isComplete
       ? isString(f.status) && FINAL.has(f.status)
       : optional(f.status, s => s === 'streaming')) &&
-    optional(f.error, isString) && optional(f.usage, isUsage),
-  HISTORY: f =>
-    isId(f.conversationId) && isMessages(f.messages) && optional(f.hasMore, isBoolean),
+    optional(f.error, isString) &&
+    optional(f.usage, isUsage),
+  HISTORY: f => isId(f.conversationId) && isMessages(f.messages) && optional(f.hasMore, isBoolean),
   HISTORY_PAGE: f =>
-    isId(f.conversationId) && isId(f.beforeMessageId) && isMessages(f.messages) &&
+    isId(f.conversationId) &&
+    isId(f.beforeMessageId) &&
+    isMessages(f.messages) &&
     isBoolean(f.hasMore),
   CONVERSATION_UPDATED: f =>
-    isId(f.conversationId) && isConversationEntry(f.conversation) &&
+    isId(f.conversationId) &&
+    isConversationEntry(f.conversation) &&
     f.conversation.conversationId === f.conversationId,
   CONVERSATION_DELETED: f => isId(f.conversationId),
   AGENTS: f =>
-    Array.isArray(f.agents) && f.agents.every(isAgentInfo) &&
+    Array.isArray(f.agents) &&
+    f.agents.every(isAgentInfo) &&
     optional(f.maxMessageBytes, v => isSeq(v) && v >= 1),
   AGENTS_CHANGED: f => Array.isArray(f.agents) && f.agents.every(isAgentInfo),
   ERROR: f =>
-    isString(f.code) && f.code.length > 0 && isString(f.message) &&
-    optional(f.clientMessageId, isId) && optional(f.messageId, isId) &&
+    isString(f.code) &&
+    f.code.length > 0 &&
+    isString(f.message) &&
+    optional(f.clientMessageId, isId) &&
+    optional(f.messageId, isId) &&
     optional(f.conversationId, isId)
 };
 
@@ -336,8 +364,11 @@ export function parseServerFrame(text: string): ServerFrame | null {
 /** A JSON value already parsed (a frame that came through the kernel's comm) as a server
  * frame, or null when it is not one; the checks of `parseServerFrame`. */
 export function serverFrame(data: unknown): ServerFrame | null {
-  if (!isObject(data) || typeof data.type !== 'string' ||
-      !Object.prototype.hasOwnProperty.call(SERVER_FRAMES, data.type)) {
+  if (
+    !isObject(data) ||
+    typeof data.type !== 'string' ||
+    !Object.prototype.hasOwnProperty.call(SERVER_FRAMES, data.type)
+  ) {
     return null;
   }
   const check = SERVER_FRAMES[data.type as ServerFrame['type']];
@@ -372,8 +403,12 @@ export function utf8Length(text: string): number {
       bytes += 1;
     } else if (unit < 0x800) {
       bytes += 2;
-    } else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length &&
-               (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+    } else if (
+      unit >= 0xd800 &&
+      unit <= 0xdbff &&
+      i + 1 < text.length &&
+      (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
       bytes += 4; // a surrogate pair: one character outside the BMP
       i++;
     } else {
@@ -407,8 +442,10 @@ export function idProblem(value: unknown): string | null {
     return 'is empty';
   }
   if (value.length > MAX_ID_LENGTH) {
-    return `is ${value.length.toLocaleString('en-US')} characters long; ids are at most ` +
-      `${MAX_ID_LENGTH}`;
+    return (
+      `is ${value.length.toLocaleString('en-US')} characters long; ids are at most ` +
+      `${MAX_ID_LENGTH}`
+    );
   }
   if (!isWellFormed(value)) {
     return 'is not valid Unicode (it holds a lone surrogate)';
@@ -428,8 +465,10 @@ export function textProblem(value: unknown, maxBytes: number): string | null {
   // Every UTF-16 unit takes 1 to 3 bytes: the exact count is needed only near the limit.
   const size = value.length * 3 > maxBytes ? utf8Length(value) : value.length;
   if (size > maxBytes) {
-    return `is ${size.toLocaleString('en-US')} bytes; the server accepts at most ` +
-      `${maxBytes.toLocaleString('en-US')}`;
+    return (
+      `is ${size.toLocaleString('en-US')} bytes; the server accepts at most ` +
+      `${maxBytes.toLocaleString('en-US')}`
+    );
   }
   if (!isWellFormed(value)) {
     return 'is not valid Unicode (it holds a lone surrogate)';
@@ -442,13 +481,23 @@ const isAfterSeq = (v: unknown): boolean =>
 
 /** Each request's fields and their kinds, as the server checks them. */
 const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq'][]> = {
-  SEND_MESSAGE: [['conversationId', 'id'], ['agentId', 'id'], ['text', 'text'],
-    ['clientMessageId', 'id']],
+  SEND_MESSAGE: [
+    ['conversationId', 'id'],
+    ['agentId', 'id'],
+    ['text', 'text'],
+    ['clientMessageId', 'id']
+  ],
   STOP_GENERATING: [['messageId', 'id']],
   SUBSCRIBE: [['conversationId', 'id']],
   UNSUBSCRIBE: [['conversationId', 'id']],
-  RESUME: [['messageId', 'id'], ['afterSeq', 'seq']],
-  LOAD_HISTORY: [['conversationId', 'id'], ['beforeMessageId', 'id']],
+  RESUME: [
+    ['messageId', 'id'],
+    ['afterSeq', 'seq']
+  ],
+  LOAD_HISTORY: [
+    ['conversationId', 'id'],
+    ['beforeMessageId', 'id']
+  ],
   WATCH_CONVERSATIONS: [],
   UNWATCH_CONVERSATIONS: [],
   LIST_AGENTS: []
@@ -459,7 +508,8 @@ const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq']
  * long or not valid Unicode, a text over `maxBytes`), as a sentence; null when it would not.
  */
 export function clientFrameProblem(
-  frame: ClientFrame, maxBytes: number = DEFAULT_MAX_MESSAGE_BYTES
+  frame: ClientFrame,
+  maxBytes: number = DEFAULT_MAX_MESSAGE_BYTES
 ): string | null {
   const fields = (CLIENT_FIELDS as Record<string, [string, string][]>)[frame.type];
   if (fields === undefined) {
@@ -468,9 +518,14 @@ export function clientFrameProblem(
   const data = frame as unknown as Record<string, unknown>;
   for (const [name, kind] of fields) {
     const value = data[name];
-    const problem = kind === 'id' ? idProblem(value)
-      : kind === 'text' ? textProblem(value, maxBytes)
-        : isAfterSeq(value) ? null : 'is not an integer from 0 to 2^53 - 1';
+    const problem =
+      kind === 'id'
+        ? idProblem(value)
+        : kind === 'text'
+          ? textProblem(value, maxBytes)
+          : isAfterSeq(value)
+            ? null
+            : 'is not an integer from 0 to 2^53 - 1';
     if (problem !== null) {
       return name === 'text' ? `the message ${problem}.` : `its ${name} ${problem}.`;
     }
@@ -497,8 +552,11 @@ export function parseChatOutput(value: unknown): { output: ChatOutput } | { prob
   if (!isObject(value)) {
     return { problem: `This chat output cannot be shown: it is ${kindOf(value)}, not an object.` };
   }
-  const fields: [keyof ChatOutput, boolean][] =
-    [['conversationId', true], ['agentId', false], ['outputKey', false]];
+  const fields: [keyof ChatOutput, boolean][] = [
+    ['conversationId', true],
+    ['agentId', false],
+    ['outputKey', false]
+  ];
   const output: ChatOutput = { conversationId: '', agentId: '', outputKey: '' };
   for (const [name, required] of fields) {
     const field = value[name];

@@ -39,13 +39,23 @@ export interface ReplyStep {
   readonly ended: boolean;
 }
 
-export const NEW_REPLY: ReplyState =
-  { text: '', reasoning: '', lastSeq: 0, status: 'streaming', resumeAsked: -1 };
+export const NEW_REPLY: ReplyState = {
+  text: '',
+  reasoning: '',
+  lastSeq: 0,
+  status: 'streaming',
+  resumeAsked: -1
+};
 
 export const isEnded = (state: ReplyState): boolean => FINAL.has(state.status);
 
-const unchanged = (state: ReplyState): ReplyStep =>
-  ({ state, append: '', appendReasoning: '', resumeFrom: null, ended: false });
+const unchanged = (state: ReplyState): ReplyStep => ({
+  state,
+  append: '',
+  appendReasoning: '',
+  resumeFrom: null,
+  ended: false
+});
 
 /** The reply after a RESUME from its `lastSeq` was sent (as on every reconnection). */
 export function resumed(state: ReplyState): ReplyState {
@@ -78,7 +88,10 @@ export function applyChunk(state: ReplyState, frame: MessageChunk): ReplyStep {
       : {})
   };
   return {
-    state: next, append: frame.chunk, appendReasoning: reasoning, resumeFrom: null,
+    state: next,
+    append: frame.chunk,
+    appendReasoning: reasoning,
+    resumeFrom: null,
     ended: frame.isComplete
   };
 }
@@ -91,7 +104,8 @@ export function applyStored(state: ReplyState, message: StoredMessage): ReplySte
   // Both texts are the start of the same concatenation: the longer one holds the other. So are
   // both reasonings.
   const storedReasoning = message.reasoning ?? '';
-  const ahead = message.lastSeq > state.lastSeq &&
+  const ahead =
+    message.lastSeq > state.lastSeq &&
     message.text.length >= state.text.length &&
     storedReasoning.length >= state.reasoning.length;
   const append = ahead ? message.text.slice(state.text.length) : '';
@@ -102,14 +116,21 @@ export function applyStored(state: ReplyState, message: StoredMessage): ReplySte
   const whole = !message.truncated && message.lastSeq >= state.lastSeq;
   if (whole && FINAL.has(message.status)) {
     next = {
-      ...next, status: message.status, error: message.error, usage: message.usage ?? next.usage
+      ...next,
+      status: message.status,
+      error: message.error,
+      usage: message.usage ?? next.usage
     };
     return { state: next, append, appendReasoning, resumeFrom: null, ended: true };
   }
   // Still streaming, or only its start is here: RESUME brings the rest, unless one was asked.
   if (next.resumeAsked < 0) {
     return {
-      state: resumed(next), append, appendReasoning, resumeFrom: next.lastSeq, ended: false
+      state: resumed(next),
+      append,
+      appendReasoning,
+      resumeFrom: next.lastSeq,
+      ended: false
     };
   }
   return { state: next, append, appendReasoning, resumeFrom: null, ended: false };

@@ -21,9 +21,10 @@ export function tokensPerSecond(usage: Usage): number | null {
   if (outputTokens === undefined || durationSeconds === undefined) {
     return null;
   }
-  const generating = firstTokenSeconds !== undefined && durationSeconds > firstTokenSeconds
-    ? durationSeconds - firstTokenSeconds
-    : durationSeconds;
+  const generating =
+    firstTokenSeconds !== undefined && durationSeconds > firstTokenSeconds
+      ? durationSeconds - firstTokenSeconds
+      : durationSeconds;
   return generating > 0 ? outputTokens / generating : null;
 }
 

@@ -19,7 +19,10 @@
 import type { ConnectionHandlers } from '../view/connection';
 import { randomId } from '../view/dom';
 import {
-  ClientFrame, clientFrameProblem, DEFAULT_MAX_MESSAGE_BYTES, serverFrame
+  ClientFrame,
+  clientFrameProblem,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  serverFrame
 } from '../view/protocol';
 import { authHeaders, ServerSettings } from '../view/server';
 import type { AgentList, Transport } from '../view/transport';
@@ -34,7 +37,8 @@ export interface CommModel {
   off(event: 'msg:custom', callback: (content: unknown) => void): void;
 }
 
-export const TRANSPORT_NOTE = 'Streaming through the kernel: resuming after a kernel restart ' +
+export const TRANSPORT_NOTE =
+  'Streaming through the kernel: resuming after a kernel restart ' +
   'needs the jupyter_streamchat server extension.';
 
 /** After this long without the kernel's answer, the view says what it waits for. */
@@ -43,16 +47,21 @@ export const WAITING_NOTICE_MS = 3_000;
 export const REOPEN_FIRST_MS = 1_000;
 export const REOPEN_MAX_MS = 30_000;
 
-const NO_KERNEL = 'This Jupyter server does not run the streamchat extension, and no running ' +
+const NO_KERNEL =
+  'This Jupyter server does not run the streamchat extension, and no running ' +
   'kernel holds this chat: run its cell to chat through the kernel.';
-const WAITING = 'Waiting for the kernel: chat requests go through it here, and wait while a ' +
-  'cell runs.';
+const WAITING =
+  'Waiting for the kernel: chat requests go through it here, and wait while a ' + 'cell runs.';
 
 type Timer = ReturnType<typeof setTimeout>;
 
 function isEnvelope(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) &&
-    typeof (value as Record<string, unknown>)[ENVELOPE] === 'string';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    typeof (value as Record<string, unknown>)[ENVELOPE] === 'string'
+  );
 }
 
 export class CommTransport implements Transport {
@@ -70,7 +79,10 @@ export class CommTransport implements Transport {
 
   /** `model`: the widget model whose comm carries the frames; null until a host has one
    * (see `attach`). */
-  constructor(private readonly handlers: ConnectionHandlers, model: CommModel | null = null) {
+  constructor(
+    private readonly handlers: ConnectionHandlers,
+    model: CommModel | null = null
+  ) {
     if (model === null) {
       this.handlers.onState('offline', NO_KERNEL);
     } else {
@@ -88,8 +100,10 @@ export class CommTransport implements Transport {
     this.detach();
     this.model = model;
     if (model === null) {
-      this.handlers.onState('offline',
-        wasOpen ? `The kernel went away. ${TRANSPORT_NOTE}` : NO_KERNEL);
+      this.handlers.onState(
+        'offline',
+        wasOpen ? `The kernel went away. ${TRANSPORT_NOTE}` : NO_KERNEL
+      );
       return;
     }
     model.on('msg:custom', this.onMessage);
@@ -200,12 +214,18 @@ export class CommTransport implements Transport {
         // could not start): open again a little later, as a socket reconnects.
         this.opened = false;
         this.clearTimers();
-        const delay = Math.min(REOPEN_MAX_MS,
-          REOPEN_FIRST_MS * 2 ** Math.min(this.reopenAttempt++, 16));
-        const reason = typeof content.reason === 'string' && content.reason
-          ? content.reason.slice(0, 300) : 'The kernel closed the chat\'s connection';
-        this.handlers.onState('reconnecting',
-          `${reason}; reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
+        const delay = Math.min(
+          REOPEN_MAX_MS,
+          REOPEN_FIRST_MS * 2 ** Math.min(this.reopenAttempt++, 16)
+        );
+        const reason =
+          typeof content.reason === 'string' && content.reason
+            ? content.reason.slice(0, 300)
+            : "The kernel closed the chat's connection";
+        this.handlers.onState(
+          'reconnecting',
+          `${reason}; reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`
+        );
         this.reopen = setTimeout(() => {
           this.reopen = null;
           if (this.model !== null && !this.closed) {
@@ -256,10 +276,13 @@ export function serverHasHub(server: ServerSettings | null): Promise<boolean> {
       headers: authHeaders(server),
       credentials: 'same-origin',
       cache: 'no-store'
-    }).then(response => response.status !== 404, () => {
-      probes.delete(server.baseUrl); // no answer now may be an answer later: ask again then
-      return false;
-    });
+    }).then(
+      response => response.status !== 404,
+      () => {
+        probes.delete(server.baseUrl); // no answer now may be an answer later: ask again then
+        return false;
+      }
+    );
     probes.set(server.baseUrl, probe);
   }
   return probe;

@@ -11,7 +11,13 @@ import { ChatView } from '../view/chatview';
 import { pageServerSettings } from '../view/server';
 import { CommModel, CommTransport, serverHasHub } from './commtransport';
 import {
-  agentChosenAt, agentSetter, bindView, imageHosts, registerModel, snapshotOf, WidgetModel
+  agentChosenAt,
+  agentSetter,
+  bindView,
+  imageHosts,
+  registerModel,
+  snapshotOf,
+  WidgetModel
 } from '../view/widgetmodel';
 import '../view/style.css';
 
@@ -22,9 +28,13 @@ function initialize({ model }: { model: WidgetModel }): (() => void) | void {
   }
 }
 
-async function render(
-  { model, el }: { model: WidgetModel & CommModel; el: HTMLElement }
-): Promise<() => void> {
+async function render({
+  model,
+  el
+}: {
+  model: WidgetModel & CommModel;
+  el: HTMLElement;
+}): Promise<() => void> {
   const server = pageServerSettings();
   const viaServer = await serverHasHub(server);
   // A model that cannot send has no kernel behind it (a static page showing a saved
