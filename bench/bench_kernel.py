@@ -78,6 +78,7 @@ from harness.client import connect, frame_of, next_frame, read_reply, send, send
 from harness.processes import Children
 from harness.report import attempt, first_line, ms, publish, table, verdict
 from harness.servers import Jupyter, api, quiet_config, require_agents, start_jupyter
+from kernel_client import execute_request  # noqa: E402  (tests/, on the path by harness)
 from harness.stats import median, p90
 
 HERE = Path(__file__).resolve().parent
@@ -176,33 +177,9 @@ class Kernel:
 
     def submit(self, code: str) -> tuple:
         """Send an execute_request; -> (its msg_id, perf_counter when it was written)."""
-        msg_id = uuid.uuid4().hex
-        self.ws.write_message(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "username": "bench",
-                        "session": self.session,
-                        "msg_type": "execute_request",
-                        "version": "5.3",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "channel": "shell",
-                    "buffers": [],
-                    "content": {
-                        "code": code,
-                        "silent": False,
-                        "store_history": True,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                        "stop_on_error": True,
-                    },
-                }
-            )
-        )
-        return msg_id, time.perf_counter()
+        request = execute_request(code, self.session, "bench")
+        self.ws.write_message(json.dumps(request))
+        return request["header"]["msg_id"], time.perf_counter()
 
     async def first(self, msg_id: str, wanted, timeout: float = KERNEL_TIMEOUT) -> tuple:
         """The first message answering ``msg_id`` that ``wanted(message)`` accepts;

@@ -59,31 +59,9 @@ class Kernel:
 
     def submit(self, code: str) -> str:
         """Send an execute_request; returns its msg_id without waiting."""
-        msg_id = uuid.uuid4().hex
-        self.ws.send(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "username": "test",
-                    "session": self.session,
-                    "msg_type": "execute_request",
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "channel": "shell",
-                "buffers": [],
-                "content": {
-                    "code": code,
-                    "silent": False,
-                    "store_history": True,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": True,
-                },
-            }
-        )
-        return msg_id
+        request = execute_request(code, self.session)
+        self.ws.send(request)
+        return request["header"]["msg_id"]
 
     def result(self, msg_id: str, guard: float = KERNEL_GUARD) -> dict:
         """{"status", "stdout", "ename", "evalue"} of a submitted request, once it replied."""
@@ -143,3 +121,28 @@ class Kernel:
     def shutdown(self) -> None:
         self.ws.close()
         self.server.request("DELETE", f"api/kernels/{self.id}", timeout=30)
+
+
+def execute_request(code: str, session: str, username: str = "test") -> dict:
+    """An execute_request message (Jupyter messaging 5.3) for a kernel's channels WebSocket."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "username": username,
+            "session": session,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    }

@@ -543,25 +543,31 @@ export class ChatView {
       view.setId(message.messageId);
       view.setStatus(message.status);
     } else {
-      view = new MessageView(
-        message.role,
-        message.messageId,
-        message.role === 'assistant' ? 'streaming' : message.status,
-        this.createRenderer
-      );
-      view.showOrigin(message.agentId, message.createdAt);
-      if (message.role === 'user') {
-        view.setText(message.text);
-      } else {
-        view.apply(wholeStep(message.state));
-      }
-      this.observe(view);
+      view = this.drawn(message);
     }
     this.messages.set(message.messageId, view);
     this.place(view, message);
     if (message.live && message.role === 'assistant') {
       this.agentUsed(message.agentId);
     }
+  }
+
+  /** A new view of a held message, showing all it holds so far. */
+  private drawn(message: HeldMessage): MessageView {
+    const view = new MessageView(
+      message.role,
+      message.messageId,
+      message.role === 'assistant' ? 'streaming' : message.status,
+      this.createRenderer
+    );
+    view.showOrigin(message.agentId, message.createdAt);
+    if (message.role === 'user') {
+      view.setText(message.text);
+    } else {
+      view.apply(wholeStep(message.state));
+    }
+    this.observe(view);
+    return view;
   }
 
   private onUpdated(message: HeldMessage, step: ReplyStep, announce: boolean): void {
@@ -595,20 +601,8 @@ export class ChatView {
   private onOlder(messages: HeldMessage[]): void {
     const added: HTMLElement[] = [];
     for (const message of messages) {
-      const view = new MessageView(
-        message.role,
-        message.messageId,
-        message.role === 'assistant' ? 'streaming' : message.status,
-        this.createRenderer
-      );
-      view.showOrigin(message.agentId, message.createdAt);
       // Filled before they are put in, so the place kept below counts what they show at once.
-      if (message.role === 'user') {
-        view.setText(message.text);
-      } else {
-        view.apply(wholeStep(message.state));
-      }
-      this.observe(view);
+      const view = this.drawn(message);
       this.messages.set(message.messageId, view);
       added.push(view.el);
     }
