@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
@@ -168,7 +169,6 @@ def test_notebook_agents_answer_headless(isolated):
 
 
 def test_papermill_runs_a_chat_notebook(isolated):
-    papermill = pytest.importorskip("papermill")
     source, result = isolated / "chat.ipynb", isolated / "chat-out.ipynb"
     # IPython puts {expressions} of the magic's line in (never of the text sent).
     nb = notebook(

@@ -699,10 +699,12 @@ HEADLESS = textwrap.dedent("""
 """)
 
 
-def test_headless_the_decorator_over_the_in_process_hub(tmp_path):
+def _run_headless(script: str, tmp_path: Path) -> tuple:
+    """Run ``script`` in a plain Python process with no Jupyter server to find; -> (its last
+    line of output as JSON, its environment)."""
     env = isolated_env(tmp_path, JPY_PARENT_PID=None, STREAMCHAT_SERVER_URL=None)
     done = subprocess.run(
-        [sys.executable, "-c", HEADLESS],
+        [sys.executable, "-c", script],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -710,7 +712,12 @@ def test_headless_the_decorator_over_the_in_process_hub(tmp_path):
         timeout=KERNEL_GUARD,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == [
+    return json.loads(done.stdout.splitlines()[-1]), env
+
+
+def test_headless_the_decorator_over_the_in_process_hub(tmp_path):
+    results, env = _run_headless(HEADLESS, tmp_path)
+    assert results == [
         False,
         ["complete", "A FEW WORDS ", None],
         ["complete", "done: a few words", None],
@@ -738,14 +745,5 @@ FAST_TOKENS = textwrap.dedent("""
 def test_every_token_of_a_fast_sync_agent_arrives(tmp_path):
     """A generator that yields as fast as it can races the sender that takes its output: no
     token may fall between them (each reply is exactly what was yielded)."""
-    env = isolated_env(tmp_path, JPY_PARENT_PID=None, STREAMCHAT_SERVER_URL=None)
-    done = subprocess.run(
-        [sys.executable, "-c", FAST_TOKENS],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=KERNEL_GUARD,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == [True] * 5
+    results, _ = _run_headless(FAST_TOKENS, tmp_path)
+    assert results == [True] * 5
