@@ -94,7 +94,7 @@ from pathlib import Path
 
 from jupyter_streamchat import protocol as p
 from jupyter_streamchat.agents.base import split_tokens
-from jupyter_streamchat.store import Append, SQLiteStore
+from jupyter_streamchat.store import Append, SQLiteStore, local_user
 
 # The store's own column list: the floor must run the very SQL the store runs.
 from jupyter_streamchat.store.sqlite import _CONVERSATION_COLUMNS
@@ -232,9 +232,13 @@ async def seed_long(path: Path, documents: dict) -> dict:
 
 # -- part 1a: the list API and its floors ------------------------------------------------------
 
-BARE_SQL = "SELECT id FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?"
+USER = local_user()  # whose conversations the stores below list
+
+BARE_SQL = (
+    "SELECT id FROM conversations WHERE user_id = ? ORDER BY updated_at DESC, id DESC LIMIT ?"
+)
 STORE_SQL = (
-    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c "
+    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.user_id = ? "
     "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
 )
 
@@ -242,7 +246,7 @@ STORE_SQL = (
 def query_plan(path: Path) -> str:
     conn = sqlite3.connect(path)
     try:
-        rows = conn.execute("EXPLAIN QUERY PLAN " + STORE_SQL, (PAGE + 1,)).fetchall()
+        rows = conn.execute("EXPLAIN QUERY PLAN " + STORE_SQL, (USER, PAGE + 1)).fetchall()
     finally:
         conn.close()
     return "; ".join(row[-1] for row in rows)
@@ -339,7 +343,7 @@ async def measure_api(s: Settings, labs: dict, files: dict) -> dict:
                 sql = {}
                 for name, query in (("sql_store", STORE_SQL), ("sql_bare", BARE_SQL)):
                     started = time.perf_counter()
-                    conns[size].execute(query, (PAGE + 1,)).fetchall()
+                    conns[size].execute(query, (USER, PAGE + 1)).fetchall()
                     sql[name] = time.perf_counter() - started
                 if i >= warm_up:
                     for name, value in (

@@ -45,13 +45,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from jupyter_streamchat.store import Append, SearchTooCostly, SQLiteStore  # noqa: E402
+from jupyter_streamchat.store import Append, SearchTooCostly, SQLiteStore, local_user  # noqa: E402
 
 from harness.report import table  # noqa: E402
 from harness.stats import median, percentile  # noqa: E402
 from harness.stores import append_chunks  # noqa: E402
 
 CACHE = Path("/tmp/streamchat-bench-search")
+USER = local_user()  # the stores below act for this user, whose conversations the file holds
 SIZES = (1_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 100_000)
 FLOOR_CUTOFF = 20.0  # seconds
@@ -109,8 +110,9 @@ def build(size: int) -> str:
     for start in range(0, size, batch):
         pairs = range(start // 2, min(size, start + batch) // 2)
         db.executemany(
-            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
-            [(f"c{i}", i, i) for i in pairs],
+            "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
+            "VALUES (?, ?, '', ?, ?)",
+            [(USER, f"c{i}", i, i) for i in pairs],
         )
         messages, chunks, search = [], [], []
         for i in pairs:
@@ -125,9 +127,9 @@ def build(size: int) -> str:
             search += [(2 * i + 1, f"c{i}", question), (2 * i + 2, f"c{i}", answer)]
         db.executemany(
             "INSERT INTO messages (pos, id, conversation_id, role, agent_id, reply_to, "
-            "client_message_id, status, text, chars, last_seq, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, 'echo', ?, ?, 'complete', ?, ?, ?, 1, 1)",
-            messages,
+            "client_message_id, status, text, chars, last_seq, created_at, updated_at, user_id) "
+            "VALUES (?, ?, ?, ?, 'echo', ?, ?, 'complete', ?, ?, ?, 1, 1, ?)",
+            [row + (USER,) for row in messages],
         )
         db.executemany("INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, ?)", chunks)
         db.executemany("INSERT INTO search (rowid, conversation_id, text) VALUES (?, ?, ?)", search)

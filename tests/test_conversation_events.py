@@ -159,13 +159,14 @@ async def test_unwatch_stops_the_frames(chat, jp_fetch):
 
 async def test_watching_ends_with_the_socket(chat, streamchat_app):
     watcher = await watching(chat)
-    assert streamchat_app.hub.fanout.list_watched
+    user = streamchat_app.user
+    assert streamchat_app.hub.fanout.list_watched(user)
     watcher.close()
     for _ in range(int(HANG_GUARD / 0.05)):
-        if not streamchat_app.hub.fanout.list_watched:
+        if not streamchat_app.hub.fanout.list_watched(user):
             break
         await asyncio.sleep(0.05)
-    assert not streamchat_app.hub.fanout.list_watched  # the server keeps no closed watcher
+    assert not streamchat_app.hub.fanout.list_watched(user)  # the server keeps no closed watcher
     other = await chat()
     await converse(other, "nobody watches", new_id("c-"))  # and nothing fails for it
 

@@ -355,28 +355,30 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path):
 
 
 async def test_conversation_list_of_10000_reads_one_page(tmp_path):
-    """With 10,000 conversations a page is read through the (updated_at, id) index and the
-    per-conversation details for the page's rows only: no sort of the whole table."""
+    """With 10,000 conversations a page is read through the (user, updated_at, id) index and
+    the per-conversation details for the page's rows only: no sort of the whole table."""
     path = str(tmp_path / "many.db")
     store = SQLiteStore(path=path)
     await store.open()
+    user = store.default_user
     with sqlite3.connect(path) as db:
         db.executemany(
-            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
-            [(f"c{i:05d}", i, i) for i in range(10_000)],
+            "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
+            "VALUES (?, ?, '', ?, ?)",
+            [(user, f"c{i:05d}", i, i) for i in range(10_000)],
         )
         db.executemany(
-            "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
-            "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
-            "'complete', ?, 5, ?, ?)",
-            [(f"m{i:05d}", f"c{i:05d}", f"k{i}", f"hello {i}", i, i) for i in range(10_000)],
+            "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, "
+            "client_message_id, status, text, chars, created_at, updated_at) VALUES (?, ?, ?, "
+            "'user', 'echo', ?, 'complete', ?, 5, ?, ?)",
+            [(f"m{i:05d}", user, f"c{i:05d}", f"k{i}", f"hello {i}", i, i) for i in range(10_000)],
         )
         plan = " ".join(
             row[-1]
             for row in db.execute(
-                "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE (c.updated_at, c.id) < "
-                "(?, ?) ORDER BY c.updated_at DESC, c.id DESC LIMIT 50",
-                (5000, "c05000"),
+                "EXPLAIN QUERY PLAN SELECT id FROM conversations c WHERE c.user_id = ? AND "
+                "(c.updated_at, c.id) < (?, ?) ORDER BY c.updated_at DESC, c.id DESC LIMIT 50",
+                (user, 5000, "c05000"),
             )
         )
     assert "conversations_by_update" in plan and "TEMP B-TREE" not in plan, plan

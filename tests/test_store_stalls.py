@@ -120,18 +120,23 @@ async def test_long_reads_leave_one_reader_to_the_others(store):
             task.cancel()
 
 
-def bulk_messages(path, rows: int) -> None:
-    """``rows`` conversations of one user message each, written straight into the schema."""
+def bulk_messages(path, rows: int, user: str) -> None:
+    """``rows`` conversations of one user message each, ``user``'s, written straight into the
+    schema."""
     with sqlite3.connect(path) as db:
         db.executemany(
-            "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, '', ?, ?)",
-            [(f"b{i}", i, i) for i in range(rows)],
+            "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
+            "VALUES (?, ?, '', ?, ?)",
+            [(user, f"b{i}", i, i) for i in range(rows)],
         )
         db.executemany(
-            "INSERT INTO messages (id, conversation_id, role, agent_id, client_message_id, "
-            "status, text, chars, created_at, updated_at) VALUES (?, ?, 'user', 'echo', ?, "
-            "'complete', ?, 30, 1, 1)",
-            [(f"bm{i}", f"b{i}", f"k{i}", f"bulk message number {i} here") for i in range(rows)],
+            "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, "
+            "client_message_id, status, text, chars, created_at, updated_at) VALUES (?, ?, ?, "
+            "'user', 'echo', ?, 'complete', ?, 30, 1, 1)",
+            [
+                (f"bm{i}", user, f"b{i}", f"k{i}", f"bulk message number {i} here")
+                for i in range(rows)
+            ],
         )
         db.execute(
             "INSERT INTO search (rowid, conversation_id, text) SELECT pos, "
@@ -144,7 +149,7 @@ async def test_a_search_over_its_deadline_is_too_costly(store, tmp_path, monkeyp
         monkeypatch.setattr(readers, "PROGRESS_OPS", 1000)  # check the deadline often
         s = await open_store(search_seconds=1e-6)
         await s.close()
-        bulk_messages(str(tmp_path / "chat.db"), 20_000)
+        bulk_messages(str(tmp_path / "chat.db"), 20_000, s.default_user)
         s = await open_store(search_seconds=1e-6)
         with pytest.raises(SearchTooCostly) as refused:
             await guard(s.search_conversations("zq"))  # two characters: every text is read

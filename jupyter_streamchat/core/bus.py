@@ -3,7 +3,10 @@
 A reply publishes each frame on the bus once it is stored; the fan-out (``fanout.py``) listens
 and hands it to the clients of this server. In one process the bus is a direct call. A store
 shared by several servers plugs in a bus that also carries a hint (ids and the last seq) to the
-other servers, whose readers then fetch the frames from the store; the hub does not change.
+other servers, whose readers then fetch the frames from the store (``remote.py``).
+
+Conversation ids are their user's own (two users may each have a conversation "c1"), so every
+event names the user whose conversation it concerns.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Callable, Union
 class ReplyFrame:
     """A stored MESSAGE_CHUNK, for the followers of its conversation and of its reply."""
 
+    user: str
     conversation_id: str
     message_id: str
     seq: int
@@ -28,6 +32,7 @@ class Accepted:
     """A MESSAGE_ACCEPTED, for the followers of its conversation but ``origin``, the client
     that sent the message and was answered already."""
 
+    user: str
     conversation_id: str
     text: str
     origin: Any = None
@@ -37,6 +42,7 @@ class Accepted:
 class ListingChange:
     """A CONVERSATION_UPDATED or CONVERSATION_DELETED, for the clients watching the list."""
 
+    user: str
     conversation_id: str
     text: str
 

@@ -40,10 +40,18 @@ CatchUp = Callable[["Subscriber", str, int], None]
 class Subscriber:
     """One client's state, written only here: what it follows (the fan-out keeps the reverse
     index, through the methods below) and what it holds. ``catch_up(subscriber, reply id,
-    held seq)`` is the hub's way to fill a gap from the store."""
+    held seq)`` is the hub's way to fill a gap from the store. ``user``: whose conversations
+    it may see, and whose its conversation ids are."""
 
-    def __init__(self, transport: Transport, catch_up: CatchUp, max_buffer: int = 4 * 1024 * 1024):
+    def __init__(
+        self,
+        transport: Transport,
+        catch_up: CatchUp,
+        max_buffer: int = 4 * 1024 * 1024,
+        user: str = "",
+    ):
         self.transport = transport
+        self.user = user
         self.max_buffer = max_buffer
         self.closed = False
         self.conversations: set = set()  # conversation ids it follows (SUBSCRIBE)

@@ -8,6 +8,9 @@ catches it up from the store when it fell behind.
 
 A client watches the conversation list after WATCH_CONVERSATIONS, until UNWATCH_CONVERSATIONS
 or its socket closes; the list's frames (``ListingChange``) go to the watchers alone.
+
+Conversation ids are their user's own, so conversations are indexed by ``(user, id)`` and a
+frame reaches only clients of the user whose conversation it is.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from .delivery import Subscriber
 class Fanout:
     def __init__(self):
         self.clients: set = set()
-        self._conversations: dict = defaultdict(set)  # conversation id -> subscribers
+        self._conversations: dict = defaultdict(set)  # (user, conversation id) -> subscribers
         self._replies: dict = defaultdict(set)  # reply id -> subscribers
-        self._list_watchers: set = set()  # subscribers watching the conversation list
+        self._list_watchers: dict = defaultdict(set)  # user -> subscribers watching their list
 
     def add(self, subscriber: Subscriber) -> None:
         self.clients.add(subscriber)
@@ -31,16 +34,14 @@ class Fanout:
     def remove(self, subscriber: Subscriber) -> None:
         subscriber.detach()
         self.clients.discard(subscriber)
-        self._list_watchers.discard(subscriber)
-        for keys, index in (
-            (subscriber.conversations, self._conversations),
-            (subscriber.replies, self._replies),
-        ):
-            for key in keys:
-                self._unfollow(index, key, subscriber)
+        self.unwatch_list(subscriber)
+        for conversation_id in subscriber.conversations:
+            self._unfollow(self._conversations, (subscriber.user, conversation_id), subscriber)
+        for message_id in subscriber.replies:
+            self._unfollow(self._replies, message_id, subscriber)
 
     def follow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
-        self._conversations[conversation_id].add(subscriber)
+        self._conversations[subscriber.user, conversation_id].add(subscriber)
         subscriber.follow(conversation_id)
 
     def follow_reply(self, subscriber: Subscriber, message_id: str, conversation_id: str) -> None:
@@ -50,32 +51,34 @@ class Fanout:
     def unfollow_conversation(self, subscriber: Subscriber, conversation_id: str) -> None:
         """No more frames of the conversation: neither its own nor those of its replies that
         the client sent or resumed, nor catch-ups of them."""
-        self._unfollow(self._conversations, conversation_id, subscriber)
+        self._unfollow(self._conversations, (subscriber.user, conversation_id), subscriber)
         for message_id in subscriber.unfollow(conversation_id):
             self._unfollow(self._replies, message_id, subscriber)
 
     def watch_list(self, subscriber: Subscriber) -> None:
-        self._list_watchers.add(subscriber)
+        self._list_watchers[subscriber.user].add(subscriber)
 
     def unwatch_list(self, subscriber: Subscriber) -> None:
-        self._list_watchers.discard(subscriber)
+        self._unfollow(self._list_watchers, subscriber.user, subscriber)
 
-    @property
-    def list_watched(self) -> bool:
-        """Whether any client watches the conversation list (else its changes are not read)."""
-        return bool(self._list_watchers)
+    def list_watched(self, user: str) -> bool:
+        """Whether any client of ``user`` watches the conversation list (else changes to that
+        user's conversations are not read)."""
+        return user in self._list_watchers
 
-    def _list_audience(self, conversation_id: str) -> set:
-        """Who is told of a change to this conversation: its owner's watching clients.
+    def follows(self, user: str, conversation_id: str, message_id: str) -> bool:
+        """Whether any client here follows this reply or its conversation."""
+        return message_id in self._replies or (user, conversation_id) in self._conversations
 
-        Every conversation belongs to the one user this server runs for, and every client was
-        authenticated as that user, so that is every watcher. Where one server serves several
-        users, this is the place that must pick the owner's clients only.
-        """
-        return self._list_watchers
+    def least_held(self, user: str, conversation_id: str, message_id: str) -> int:
+        """The lowest seq of the reply that a client following it here holds (0: none)."""
+        holders = self._replies.get(message_id, set()) | self._conversations.get(
+            (user, conversation_id), set()
+        )
+        return min((subscriber.held(message_id) for subscriber in holders), default=0)
 
     @staticmethod
-    def _unfollow(index: dict, key: str, subscriber: Subscriber) -> None:
+    def _unfollow(index: dict, key, subscriber: Subscriber) -> None:
         followers = index.get(key)
         if followers is not None:
             followers.discard(subscriber)
@@ -85,10 +88,11 @@ class Fanout:
     def deliver(self, event: Published) -> None:
         """The bus's listener."""
         if isinstance(event, ListingChange):
-            for subscriber in list(self._list_audience(event.conversation_id)):
+            # Only the owner's clients: another user's list never hears of it.
+            for subscriber in list(self._list_watchers.get(event.user, ())):
                 subscriber.send(event.text)
             return
-        followers = self._conversations.get(event.conversation_id, ())
+        followers = self._conversations.get((event.user, event.conversation_id), ())
         if isinstance(event, Accepted):
             for subscriber in followers:
                 if subscriber is not event.origin:

@@ -5,7 +5,11 @@ It knows nothing of Tornado: handlers (or an in-process caller) wrap each client
 the hub adds only what is live in this process: the replies it is generating, who follows
 what (``fanout.py``, fed by the bus), and the ends of replies that could not be stored yet.
 Changes to conversations made through it are announced to the clients watching the list
-(``listing.py``).
+(``listing.py``). On a store shared by several servers, the replies that other servers generate
+are followed live through the store's hints (``remote.py``).
+
+Every conversation belongs to a user and its id is that user's own: each client acts for one
+user (``connect(..., user=)``), and every read, write and frame is that user's alone.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Optional
 from .. import protocol as p
 from ..agents import AgentRequest
 from ..store import Append, HistoryPage, LeaseLost, MessageRecord, Store, StoreError
+from ..store.hints import StopRequested
 from .bus import Accepted, InProcessBus
 from .delivery import Subscriber
 from .fanout import Fanout
@@ -24,6 +29,7 @@ from .gate import ConversationGate
 from .kernelagents import REQUESTS as KERNEL_AGENT_REQUESTS, KernelAgents
 from .listing import ListUpdates
 from .pacing import FlushClock
+from .remote import RemoteReplies
 from .reply import Reply
 
 # How often the end of a reply that could not be stored is tried again.
@@ -54,7 +60,13 @@ class Hub:
         self.store = store
         self.max_subscriptions = max_subscriptions
         self.agents = agents
-        self.clock = FlushClock(batch_window, max_batch_window, lambda: len(self.replies))
+        # The window stretches with the replies streaming into the store, this server's and
+        # (on a shared store) every other server's: they share the disk.
+        self.clock = FlushClock(
+            batch_window,
+            max_batch_window,
+            lambda: len(self.replies) + self.remote.streaming_elsewhere,
+        )
         self.log = log or logging.getLogger("jupyter_streamchat")
         self.history_messages = history_messages
         self.history_chars = history_chars
@@ -70,9 +82,12 @@ class Hub:
         self._open_lock = asyncio.Lock()
         self._closing = False
         self.listing = ListUpdates(
-            store, self.bus.publish, lambda: self.fanout.list_watched, self._track, self.log
+            store, self.bus.publish, self.fanout.list_watched, self._track, self.log
         )
         store.on_lease_lost = self._lease_lost
+        self.remote = RemoteReplies(self)  # other servers' replies, on a shared store
+        if store.shared:
+            store.on_hint = self.remote.hint
         self.kernel_agents = KernelAgents(self)  # agents a kernel registered (notebook agents)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -86,6 +101,8 @@ class Hub:
                 return
             interrupted = await self.store.open()
             self._opened = True
+            if self.store.shared:
+                self.remote.start()
             if interrupted:
                 self.log.warning(
                     "streamchat: %d reply(ies) were cut off by a server stop; marked interrupted",
@@ -102,6 +119,7 @@ class Hub:
             await asyncio.wait([asyncio.ensure_future(r.wait()) for r in replies], timeout=timeout)
         for task in list(self._tasks):
             task.cancel()
+        self.remote.stop()
         if self._opened:
             for message_id in list(self.unstored):
                 await self._store_end(message_id)  # a last try: the disk may have room now
@@ -114,9 +132,14 @@ class Hub:
 
     # -- clients ---------------------------------------------------------------------------
 
-    def connect(self, transport, max_buffer: int = 4 * 1024 * 1024) -> Subscriber:
-        """A new client, writing to ``transport`` (see :class:`~.delivery.Transport`)."""
-        subscriber = Subscriber(transport, self._catch_up, max_buffer)
+    def connect(
+        self, transport, max_buffer: int = 4 * 1024 * 1024, user: Optional[str] = None
+    ) -> Subscriber:
+        """A new client, writing to ``transport`` (see :class:`~.delivery.Transport`), acting
+        for ``user`` (by default the store's: the user this server runs for)."""
+        subscriber = Subscriber(
+            transport, self._catch_up, max_buffer, user or self.store.default_user
+        )
         self.fanout.add(subscriber)
         return subscriber
 
@@ -155,7 +178,7 @@ class Hub:
             if isinstance(request, p.SendMessage):
                 await self.send_message(subscriber, request)
             elif isinstance(request, p.StopGenerating):
-                await self.stop_generating(request.message_id)
+                await self.stop_generating(request.message_id, subscriber.user)
             elif isinstance(request, p.Subscribe):
                 await self.subscribe(subscriber, request.conversation_id)
             elif isinstance(request, p.Unsubscribe):
@@ -171,16 +194,29 @@ class Hub:
             elif isinstance(request, p.UnwatchConversations):
                 self.fanout.unwatch_list(subscriber)
             elif isinstance(request, p.ListAgents):
-                subscriber.send(p.dumps(p.agents_frame(self.agent_infos(), max_bytes)))
+                subscriber.send(
+                    p.dumps(p.agents_frame(self.agent_infos(subscriber.user), max_bytes))
+                )
             elif isinstance(request, KERNEL_AGENT_REQUESTS):
                 await self.kernel_agents.handle(subscriber, request)
         except StoreError as e:
             raise p.ProtocolError(p.STORE_UNAVAILABLE, str(e), **p.request_ids(request)) from e
 
+    def _agents_of(self, user: str) -> dict:
+        """The agents a user may chat with: every agent of the server, and the notebook agents
+        of that user's own kernels (another user's kernel never runs their requests)."""
+        return {
+            agent_id: agent
+            for agent_id, agent in self.agents.items()
+            if getattr(agent, "owner", None) is None or agent.owner.user == user
+        }
+
     async def send_message(self, subscriber: Subscriber, request: p.SendMessage) -> None:
-        agent = self.agents.get(request.agent_id)
+        user = subscriber.user
+        agents = self._agents_of(user)
+        agent = agents.get(request.agent_id)
         if agent is None:
-            known = ", ".join(sorted(self.agents)) or "none"
+            known = ", ".join(sorted(agents)) or "none"
             raise p.ProtocolError(
                 p.UNKNOWN_AGENT,
                 f"no agent {request.agent_id!r}; available: {known}",
@@ -193,12 +229,17 @@ class Hub:
                 client_message_id=request.client_message_id,
             )
         await self.ensure_open()
-        async with self._gate.sending(request.conversation_id, request.client_message_id):
+        async with self._gate.sending(user, request.conversation_id, request.client_message_id):
             # The store checks clientMessageId inside the same serialized write, so a duplicate
             # (a re-send after a reconnect, even one racing the original) finds the first one.
             exchange = await self.store.create_exchange(
-                request.conversation_id, request.agent_id, request.text, request.client_message_id
+                request.conversation_id,
+                request.agent_id,
+                request.text,
+                request.client_message_id,
+                user=user,
             )
+            exchange.user = user
             accepted = p.dumps(p.accepted_frame(exchange))
             if not exchange.created:
                 # A re-send (its sender may have missed everything): same answer, and the
@@ -213,6 +254,7 @@ class Hub:
                     exchange.user_message_id,
                     MAX_CONTEXT_MESSAGES,
                     agent.max_history_chars,
+                    user=user,
                 )
                 history = earlier.messages if earlier else []
             except StoreError as e:  # the exchange is stored: answer it rather than strand it
@@ -237,20 +279,25 @@ class Hub:
             self.replies[reply.message_id] = reply
             self.fanout.follow_reply(subscriber, reply.message_id, reply.conversation_id)
             subscriber.send(accepted)
-            self.bus.publish(Accepted(exchange.conversation_id, accepted, origin=subscriber))
+            self.bus.publish(Accepted(user, exchange.conversation_id, accepted, origin=subscriber))
             reply.start()
             # Created, or one message more, and a reply streaming in it.
-            self.listing.changed(exchange.conversation_id)
+            self.listing.changed(user, exchange.conversation_id)
 
-    async def stop_generating(self, message_id: str) -> None:
+    async def stop_generating(self, message_id: str, user: Optional[str] = None) -> None:
+        user = user or self.store.default_user
         reply = self.replies.get(message_id)
-        if reply is not None:
+        if reply is not None and reply.user == user:
             reply.end(p.STOPPED)
             return
         await self.ensure_open()
-        message = await self.store.get_message(message_id)
+        message = await self.store.get_message(message_id, user=user)
         _check_reply(message, message_id)
-        # Already ended: its final frame says how; nothing to do.
+        if message.status == p.STREAMING and self.store.shared:
+            # Generated by another server: it stops it once told (its final frame, stored,
+            # then reaches this server's clients as any frame of its does).
+            await self.store.announce(StopRequested(message_id))
+        # Else already ended: its final frame says how; nothing to do.
 
     async def subscribe(self, subscriber: Subscriber, conversation_id: str) -> None:
         followed = subscriber.conversations
@@ -265,12 +312,19 @@ class Hub:
         async with subscriber.snapshot():  # live frames wait until the HISTORY is out
             self.fanout.follow_conversation(subscriber, conversation_id)
             page = await self.store.history(
-                conversation_id, None, self.history_messages, self.history_chars
+                conversation_id,
+                None,
+                self.history_messages,
+                self.history_chars,
+                user=subscriber.user,
             ) or HistoryPage(conversation_id)
             self._answer_for_unstored(page.messages)
             for message in page.messages:
                 if message.role == "assistant":
                     subscriber.holds(message.message_id, message.last_seq)
+                    if message.status == p.STREAMING and message.message_id not in self.replies:
+                        # Another server's: followed through the store's hints from here on.
+                        self.remote.followed(subscriber.user, conversation_id, message.message_id)
             subscriber.answer(p.dumps(p.history_frame(page)))
 
     async def load_history(
@@ -279,7 +333,11 @@ class Hub:
         await self.ensure_open()
         async with subscriber.snapshot():
             page = await self.store.history(
-                conversation_id, before_message_id, self.history_messages, self.history_chars
+                conversation_id,
+                before_message_id,
+                self.history_messages,
+                self.history_chars,
+                user=subscriber.user,
             )
             if page is None:
                 raise p.ProtocolError(
@@ -294,10 +352,9 @@ class Hub:
     async def resume(self, subscriber: Subscriber, message_id: str, after_seq: int) -> None:
         await self.ensure_open()
         async with subscriber.snapshot():
-            if message_id in self.replies:
-                self.fanout.follow_reply(
-                    subscriber, message_id, self.replies[message_id].conversation_id
-                )
+            reply = self.replies.get(message_id)
+            if reply is not None and reply.user == subscriber.user:
+                self.fanout.follow_reply(subscriber, message_id, reply.conversation_id)
             # Held live frames are filtered by after_seq once the replay is out.
             with subscriber.replaying(message_id, after_seq):
                 await self._replay(subscriber, message_id, after_seq, asked=True)
@@ -324,8 +381,12 @@ class Hub:
     async def _replay(
         self, subscriber: Subscriber, message_id: str, after_seq: int, asked: bool = False
     ) -> None:
-        message, chunks = await self.store.replay(message_id, after_seq)
+        message, chunks = await self.store.replay(message_id, after_seq, user=subscriber.user)
         _check_reply(message, message_id)
+        if asked and message.status == p.STREAMING and message_id not in self.replies:
+            # Another server's reply: its next frames reach this client through the hints.
+            self.fanout.follow_reply(subscriber, message_id, message.conversation_id)
+            self.remote.followed(subscriber.user, message.conversation_id, message_id)
         self._answer_for_unstored([message])
         unstored = self.unstored.get(message_id)
         if unstored is not None and unstored[0] > after_seq:
@@ -357,7 +418,9 @@ class Hub:
 
     def _reply_ended(self, reply: Reply, unstored: Optional[tuple]) -> None:
         self.replies.pop(reply.message_id, None)
-        self.listing.changed(reply.conversation_id)  # no longer streaming, unless another is
+        self.listing.changed(
+            reply.user, reply.conversation_id
+        )  # no longer streaming, unless another is
         if unstored is not None:
             self.unstored[reply.message_id] = unstored
             self._track(asyncio.ensure_future(self._store_end_later(reply.message_id)))
@@ -389,54 +452,79 @@ class Hub:
 
     # -- agents and conversations (REST) -----------------------------------------------------
 
-    def agent_infos(self) -> list:
-        """What GET api/agents lists: every agent's ``info()``, by id."""
-        return [agent.info() for _, agent in sorted(self.agents.items())]
+    def agent_infos(self, user: Optional[str] = None) -> list:
+        """What GET api/agents lists to ``user``: every agent's ``info()``, by id."""
+        agents = self._agents_of(user or self.store.default_user)
+        return [agent.info() for _, agent in sorted(agents.items())]
 
     async def list_conversations(
-        self, limit: int, after: Optional[tuple] = None, query: str = ""
+        self, limit: int, after: Optional[tuple] = None, query: str = "", user=None
     ) -> list:
-        """A page of the list, most recent first; with ``query``, those holding that text."""
+        """A page of the user's list, most recent first; with ``query``, those holding that
+        text."""
         await self.ensure_open()
         if query:
-            return await self.store.search_conversations(query, limit, after)
-        return await self.store.list_conversations(limit, after)
+            return await self.store.search_conversations(query, limit, after, user=user)
+        return await self.store.list_conversations(limit, after, user=user)
 
-    async def export_conversation(self, conversation_id: str) -> Optional[tuple]:
+    async def export_conversation(self, conversation_id: str, user=None) -> Optional[tuple]:
         """``(conversation record, messages)`` for the export, or None if there is none."""
         await self.ensure_open()
-        conversation = await self.store.get_conversation_record(conversation_id)
-        messages = await self.get_conversation(conversation_id)
+        conversation = await self.store.get_conversation_record(conversation_id, user=user)
+        messages = await self.get_conversation(conversation_id, user=user)
         if conversation is None or messages is None:
             return None
         return conversation, messages
 
-    async def get_conversation(self, conversation_id: str) -> Optional[list]:
+    async def get_conversation(self, conversation_id: str, user=None) -> Optional[list]:
         await self.ensure_open()
-        messages = await self.store.get_conversation(conversation_id)
+        messages = await self.store.get_conversation(conversation_id, user=user)
         if messages is not None:
             self._answer_for_unstored(messages)
         return messages
 
-    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+    async def rename_conversation(self, conversation_id: str, title: str, user=None) -> bool:
         await self.ensure_open()
-        if not await self.store.rename_conversation(conversation_id, title):
+        user = user or self.store.default_user
+        if not await self.store.rename_conversation(conversation_id, title, user=user):
             return False
-        self.listing.changed(conversation_id)
+        self.listing.changed(user, conversation_id)
         return True
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(self, conversation_id: str, user=None) -> bool:
         await self.ensure_open()
-        async with self._gate.deleting(conversation_id):
-            live = [r for r in self.replies.values() if r.conversation_id == conversation_id]
+        user = user or self.store.default_user
+        async with self._gate.deleting(user, conversation_id):
+            live = [
+                r
+                for r in self.replies.values()
+                if r.conversation_id == conversation_id and r.user == user
+            ]
             for reply in live:
                 reply.end(p.STOPPED)
             for reply in live:
                 await reply.wait()
-            deleted = await self.store.delete_conversation(conversation_id)
+            deleted = await self.store.delete_conversation(conversation_id, user=user)
         if deleted:
-            self.listing.deleted(conversation_id)
+            self.listing.deleted(user, conversation_id)
         return deleted
+
+    async def read_conversation(self, conversation_id: str, user=None, record: bool = False):
+        """For the answers that send a whole conversation (REST GET, export): a
+        ``pages.ConversationPages`` reading it a page (a HISTORY's budget) at a time, or None
+        if there is none. ``record``: with its ConversationRecord too (``.record``)."""
+        from .pages import ConversationPages
+
+        await self.ensure_open()
+        return await ConversationPages.open(
+            self.store,
+            conversation_id,
+            self.history_messages,
+            self.history_chars,
+            user=user,
+            record=record,
+            amend=self._answer_for_unstored,
+        )
 
 
 def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:

@@ -176,7 +176,9 @@ class KernelAgents:
                 agent_id=agent_id,
             )
         if isinstance(held, KernelAgent) and held.owner is not subscriber:
-            where = f" ({held.owner_label})" if held.owner_label else ""
+            # Another user's notebook path is theirs to know.
+            mine = held.owner.user == subscriber.user
+            where = f" ({held.owner_label})" if held.owner_label and mine else ""
             raise p.ProtocolError(
                 p.AGENT_TAKEN,
                 f"agent {agent_id!r} is already defined by another kernel{where}; "
@@ -240,9 +242,13 @@ class KernelAgents:
             self._changed()
 
     def _changed(self) -> None:
-        frame = p.dumps(p.agents_changed_frame(self.hub.agent_infos()))
+        """Tell every client the agents it may now use (each user sees their own kernels')."""
+        frames: dict = {}
         for subscriber in list(self.hub.fanout.clients):
-            subscriber.send(frame)
+            if subscriber.user not in frames:
+                infos = self.hub.agent_infos(subscriber.user)
+                frames[subscriber.user] = p.dumps(p.agents_changed_frame(infos))
+            subscriber.send(frames[subscriber.user])
 
     # -- replies ------------------------------------------------------------------------
 

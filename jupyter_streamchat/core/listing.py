@@ -28,32 +28,32 @@ class ListUpdates:
         self,
         store: Store,
         publish: Callable[[Published], None],
-        watched: Callable[[], bool],
+        watched: Callable[[str], bool],
         track: Callable[[asyncio.Task], None],
         log: logging.Logger,
     ):
         self.store = store
         self.publish = publish
-        self.watched = watched  # whether any client watches the list
+        self.watched = watched  # whether any client of a user watches that user's list
         self.track = track  # keeps a background task until it ends (the hub's)
         self.log = log
         self._numbers = itertools.count(1)
-        self._latest: dict = {}  # conversation id -> number of its change being read
+        self._latest: dict = {}  # (user, conversation id) -> number of its change being read
 
-    def changed(self, conversation_id: str) -> None:
-        if not self.watched():
+    def changed(self, user: str, conversation_id: str) -> None:
+        if not self.watched(user):
             return
-        number = self._latest[conversation_id] = next(self._numbers)
-        self.track(asyncio.ensure_future(self._announce(conversation_id, number)))
+        number = self._latest[user, conversation_id] = next(self._numbers)
+        self.track(asyncio.ensure_future(self._announce(user, conversation_id, number)))
 
-    def deleted(self, conversation_id: str) -> None:
-        self._latest.pop(conversation_id, None)  # what is being read is out of date
+    def deleted(self, user: str, conversation_id: str) -> None:
+        self._latest.pop((user, conversation_id), None)  # what is being read is out of date
         frame = p.dumps(p.conversation_deleted_frame(conversation_id))
-        self.publish(ListingChange(conversation_id, frame))
+        self.publish(ListingChange(user, conversation_id, frame))
 
-    async def _announce(self, conversation_id: str, number: int) -> None:
+    async def _announce(self, user: str, conversation_id: str, number: int) -> None:
         try:
-            record = await self.store.get_conversation_record(conversation_id)
+            record = await self.store.get_conversation_record(conversation_id, user=user)
         except StoreError as e:
             self.log.warning(
                 "streamchat: cannot tell the conversation list of a change to %s: %s",
@@ -61,9 +61,9 @@ class ListUpdates:
                 e,
             )
             record = None
-        if self._latest.get(conversation_id) != number:
+        if self._latest.get((user, conversation_id)) != number:
             return  # a later change, or a deletion, has its say
-        del self._latest[conversation_id]
+        del self._latest[user, conversation_id]
         if record is not None:  # None: deleted meanwhile by another process
             frame = p.dumps(p.conversation_updated_frame(record))
-            self.publish(ListingChange(conversation_id, frame))
+            self.publish(ListingChange(user, conversation_id, frame))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .. import redact
 from ..agents import AgentError, Reasoning, Usage
 from ..protocol import COMPLETE, ERROR, INTERRUPTED, ChunkFrames
-from ..store import Append, LeaseLost, StoreError
+from ..store import EVERY_USER, Append, LeaseLost, StoreError
 from .bus import Published, ReplyFrame
 from .pacing import FlushClock
 
@@ -128,6 +128,7 @@ class Reply:
     ):
         self.message_id = exchange.message_id
         self.conversation_id = exchange.conversation_id
+        self.user = exchange.user  # whose conversation: its frames reach that user's clients
         self.agent = agent
         self.request = request
         self.store = store
@@ -358,7 +359,9 @@ class Reply:
     ) -> None:
         self.seq = first + len(chunks) - 1
         for seq, frame, final in self.frames.run(first, chunks, thoughts, ending, usage):
-            self.publish(ReplyFrame(self.conversation_id, self.message_id, seq, frame, final))
+            self.publish(
+                ReplyFrame(self.user, self.conversation_id, self.message_id, seq, frame, final)
+            )
 
     async def _store(self, append: Append) -> None:
         """Commit, retrying a store error (a locked or full database often frees up) for at
@@ -390,12 +393,14 @@ class Reply:
         self._ending = self._ending or (ERROR, "lease lost")
         try:
             await self.store.recover()  # our own lease may be the expired one
-            message, chunks = await self.store.replay(self.message_id, self.seq)
+            message, chunks = await self.store.replay(self.message_id, self.seq, user=EVERY_USER)
         except StoreError as e:
             self.log.error("streamchat: reply %s: cannot read how it ended: %s", self.message_id, e)
             return
         if message is None or not chunks:
             return
         for seq, frame, final in self.frames.stored(chunks, message):
-            self.publish(ReplyFrame(self.conversation_id, self.message_id, seq, frame, final))
+            self.publish(
+                ReplyFrame(self.user, self.conversation_id, self.message_id, seq, frame, final)
+            )
         self.seq = chunks[-1][0]

@@ -12,7 +12,7 @@ from .. import redact
 from ..agents import load_agents
 from .handlers import handlers
 from ..core.hub import Hub
-from ..store import SQLiteStore, Store, StoreError, store_from_url
+from ..store import SQLiteStore, Store, StoreError, local_user, store_from_url
 
 
 class StreamChatApp(ExtensionApp):
@@ -36,6 +36,34 @@ class StreamChatApp(ExtensionApp):
         klass=Store,
         help="The message store class, used when store_url is empty.",
     ).tag(config=True)
+
+    user = Unicode(
+        help="""The user this server's conversations belong to, on a store that several users'
+        servers may share: each user sees, searches, resumes and changes only their own.
+        Default: $JUPYTERHUB_USER (the hub's user, under JupyterHub), else the operating-system
+        user. Conversations stored before conversations had users belong to this user.""",
+    ).tag(config=True)
+
+    @default("user")
+    def _default_user(self):
+        return local_user()
+
+    users_from_identity = Bool(
+        False,
+        help="""For one server that serves several named users (an identity provider that
+        names each one): each client's conversations are those of the user name the identity
+        provider gives it, rather than all of them being this server's user's.""",
+    ).tag(config=True)
+
+    def user_for(self, identity) -> str:
+        """Whose conversations a request authenticated as ``identity`` may touch."""
+        if self.users_from_identity and identity is not None:
+            name = getattr(identity, "username", None) or (
+                identity.get("name") if isinstance(identity, dict) else None
+            )
+            if name:
+                return str(name)
+        return self.user
 
     agents = Dict(
         help="""Named agents, beside the installed ones: {"local": {"class": "openai",
@@ -141,6 +169,7 @@ class StreamChatApp(ExtensionApp):
         redact.register_config(self.config)  # the server's, merged into the extension's
         redact.register_url(self.store_url)
         self.store = self._make_store()
+        self.store.default_user = self.user
         self.agent_instances = load_agents(self, self.log, self.agents)
         self.hub = Hub(
             self.store,

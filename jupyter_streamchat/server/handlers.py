@@ -23,9 +23,10 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 from .. import protocol as p
 from ..redact import redact
 from ..core.delivery import Subscriber
+from ..core.pages import ConversationGone
 from ..store import SearchTooCostly, StoreError
-from .export import content_disposition, markdown_pieces
-from .jsonpieces import json_pieces
+from .export import content_disposition, head_pieces, message_pieces
+from .jsonpieces import streamed_json_pieces
 from .wsframes import encode_text_frames, fast_path_fits
 
 AUTH_RESOURCE = "streamchat"
@@ -37,6 +38,11 @@ class _HubAccess(ExtensionHandlerMixin):
     @property
     def hub(self):
         return self.extensionapp.hub
+
+    @property
+    def chat_user(self) -> str:
+        """Whose conversations this request reads and writes (StreamChatApp.user_for)."""
+        return self.extensionapp.user_for(self.current_user)
 
 
 class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -73,7 +79,9 @@ class ChatWebSocketHandler(_HubAccess, WebSocketMixin, WebSocketHandler, Jupyter
         # Frames are small and latency matters: without this, Nagle's algorithm holds a
         # final frame sent right after a chunk until the client's delayed ACK (~40 ms).
         self.set_nodelay(True)
-        self.subscriber = self.hub.connect(self, self.extensionapp.client_buffer_bytes)
+        self.subscriber = self.hub.connect(
+            self, self.extensionapp.client_buffer_bytes, self.chat_user
+        )
 
     async def on_message(self, message):
         self._heard = IOLoop.current().time()
@@ -153,13 +161,18 @@ class _RestHandler(_HubAccess, APIHandler):
     SEND_BUFFER_BYTES = 1024 * 1024
 
     async def send_pieces(self, pieces, content_type: str) -> None:
-        """Answer with the text of ``pieces``, made and sent one at a time: a huge answer
-        holds the event loop for a piece at a time, and no more than SEND_BUFFER_BYTES of it
-        wait in memory for a slow client."""
+        """Answer with the text of ``pieces`` (an iterable, or an async one that reads as it
+        goes), made and sent one at a time: a huge answer holds the event loop for a piece at
+        a time, and no more than SEND_BUFFER_BYTES of it wait in memory for a slow client.
+
+        An error while the pieces are made is answered as usual (404, 503...) if nothing was
+        sent yet; once part of the answer is out, the connection is closed before its end,
+        so that every HTTP client sees an answer cut short rather than a whole one whose text
+        stops midway (which finishing it, as Tornado does after an error, would send)."""
         self.set_header("Content-Type", content_type)
         waiting = 0
         try:
-            for piece in pieces:
+            async for piece in _each(pieces):
                 data = piece.encode("utf-8")
                 self.write(data)
                 waiting += len(data)
@@ -170,6 +183,15 @@ class _RestHandler(_HubAccess, APIHandler):
                     await asyncio.sleep(0)  # the other clients' turn
         except StreamClosedError:
             return  # the client went away
+        except Exception as e:
+            if not self._headers_written:
+                raise
+            self.log.warning(
+                "streamchat: %s cut short after its start: %s", self.request.path, redact(str(e))
+            )
+            self.request.connection.close()
+            self.finish()  # nothing more is sent: the connection is closed
+            return
         self.finish(set_content_type=content_type)
 
     """A client's bad input is a 400 whose JSON ``message`` says what is wrong, decided before
@@ -221,6 +243,26 @@ class _RestHandler(_HubAccess, APIHandler):
         super().write_error(status_code, **kwargs)
 
 
+async def _each(pieces):
+    if hasattr(pieces, "__aiter__"):
+        async for piece in pieces:
+            yield piece
+    else:
+        for piece in pieces:
+            yield piece
+
+
+async def _messages(conversation):
+    """The messages of a ``core.pages.ConversationPages``, one by one; one deleted while it
+    is read is a 404 if nothing of the answer was sent yet."""
+    try:
+        async for page in conversation.pages():
+            for message in page:
+                yield message
+    except ConversationGone:
+        raise web.HTTPError(404, f"no conversation {conversation.conversation_id!r}") from None
+
+
 def _not_json(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -234,7 +276,9 @@ class AgentsHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        body = p.agents_body(self.hub.agent_infos(), self.extensionapp.max_message_bytes)
+        body = p.agents_body(
+            self.hub.agent_infos(self.chat_user), self.extensionapp.max_message_bytes
+        )
         self.finish(json.dumps(body))
 
 
@@ -247,7 +291,9 @@ class ConversationsHandler(_RestHandler):
         limit = self._limit()
         after = self._after()
         query = self._query()
-        page = await self._unless_gone(self.hub.list_conversations(limit + 1, after, query))
+        page = await self._unless_gone(
+            self.hub.list_conversations(limit + 1, after, query, self.chat_user)
+        )
         if page is None:
             return  # the client went away; its search was cancelled
         more, page = len(page) > limit, page[:limit]
@@ -310,12 +356,15 @@ class ConversationHandler(_RestHandler):
     @web.authenticated
     @authorized
     async def get(self, conversation_id):
-        messages = await self.hub.get_conversation(conversation_id)
-        if messages is None:
+        """The whole conversation. It may hold tens of MB: it is read a page at a time as the
+        answer goes out (core/pages.py says what a reader sees of a conversation that changes
+        meanwhile), its JSON made and sent a piece at a time."""
+        conversation = await self.hub.read_conversation(conversation_id, self.chat_user)
+        if conversation is None:
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        body = p.conversation_body(conversation_id, messages)
-        # A conversation may hold tens of MB: its JSON is made and sent a piece at a time.
-        await self.send_pieces(json_pieces(body), "application/json")
+        messages = (p.message_wire(m) async for m in _messages(conversation))
+        body = p.conversation_body(conversation_id, [])
+        await self.send_pieces(streamed_json_pieces(body, "messages", messages), "application/json")
 
     @web.authenticated
     @authorized
@@ -330,14 +379,14 @@ class ConversationHandler(_RestHandler):
         if problem:
             raise web.HTTPError(400, f"the title {problem}")
         title = " ".join(title.split())
-        if not await self.hub.rename_conversation(conversation_id, title):
+        if not await self.hub.rename_conversation(conversation_id, title, self.chat_user):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         self.finish(json.dumps(p.renamed_body(conversation_id, title)))
 
     @web.authenticated
     @authorized
     async def delete(self, conversation_id):
-        if not await self.hub.delete_conversation(conversation_id):
+        if not await self.hub.delete_conversation(conversation_id, self.chat_user):
             raise web.HTTPError(404, f"no conversation {conversation_id!r}")
         self.set_status(204)
         self.finish()
@@ -357,14 +406,21 @@ class ConversationExportHandler(_RestHandler):
                 400,
                 "thinking is 0 (leave each reply's thinking out, the default) or 1 (include it)",
             )
-        found = await self.hub.export_conversation(conversation_id)
-        if found is None:
-            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
-        conversation, messages = found
-        self.set_header("Content-Disposition", content_disposition(conversation.title))
-        await self.send_pieces(
-            markdown_pieces(conversation, messages, thinking == "1"), "text/markdown; charset=utf-8"
+        conversation = await self.hub.read_conversation(
+            conversation_id, self.chat_user, record=True
         )
+        if conversation is None:
+            raise web.HTTPError(404, f"no conversation {conversation_id!r}")
+        self.set_header("Content-Disposition", content_disposition(conversation.record.title))
+
+        async def document():  # read a page at a time, as for GET
+            for piece in head_pieces(conversation.record, thinking == "1"):
+                yield piece
+            async for message in _messages(conversation):
+                for piece in message_pieces(message, thinking == "1"):
+                    yield piece
+
+        await self.send_pieces(document(), "text/markdown; charset=utf-8")
 
 
 handlers = [

@@ -3,7 +3,9 @@
 Every frame of a streaming reply is an append: its chunks go into ``chunks`` and the reply's
 row in ``messages`` moves on (``last_seq``, lengths), guarded so that only the owner of the
 reply, under a live lease, extends it, and only right after its last stored frame. The final
-append also puts the reply's whole text into the search index (``search.py``).
+append also puts the reply's whole text into the search index (``search.py``) and moves its
+conversation's ``updated_at`` (the list is ordered by last activity: a reply that ends is
+some; a frame is not, and writing the conversation's row per frame would cost every frame).
 
 When many replies stream, their frames come due on the same ticks (``core/pacing.py``) and
 would cost the writer thread four statements each. Each statement is a trip through the GIL,
@@ -79,8 +81,19 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> bool:
         "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows
     )
     if append.status is not None:
+        touch_conversation(conn, append.message_id, now)
         return search.add_reply(conn, append.message_id)  # its text is whole now
     return False
+
+
+def touch_conversation(conn: sqlite3.Connection, message_id: str, now: float) -> None:
+    """Mark the conversation of a reply that just ended as active ``now`` (never earlier than
+    it was: a clock set back must not sink it in the list)."""
+    conn.execute(
+        "UPDATE conversations SET updated_at = max(updated_at, ?) "
+        "WHERE (user_id, id) = (SELECT user_id, conversation_id FROM messages WHERE id = ?)",
+        (now, message_id),
+    )
 
 
 def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from typing import Callable, Optional
 
+from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
+
+from .hints import Hint
 
 from .records import Append, ConversationRecord, Exchange, HistoryPage, MessageRecord
 
@@ -25,20 +30,72 @@ class SearchTooCostly(Exception):
     message says so in words for the user; nothing was changed."""
 
 
+def local_user() -> str:
+    """The user this process works for: JupyterHub's user for a single-user server started by
+    a hub, else the operating-system user."""
+    try:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    except Exception:  # no name for this uid (some containers)
+        return str(os.getuid()) if hasattr(os, "getuid") else "user"
+
+
+class _EveryUser:
+    """``user=EVERY_USER``: a read on behalf of the server itself (following another server's
+    reply for clients already allowed to see it), not of a client."""
+
+    def __repr__(self):
+        return "EVERY_USER"
+
+
+EVERY_USER = _EveryUser()
+
+
 class Store(LoggingConfigurable):
     """A message store. Every method is a coroutine that never blocks the event loop.
 
     Several processes may share one store. Each reply being generated is owned by the
     process producing it, which holds a lease it renews while it runs; only a reply whose
     owner's lease expired (or whose owner is known to be dead) may be ended by another.
+
+    Every conversation belongs to a user, and conversation ids are the user's own: two users
+    may each have a conversation "c1", and neither sees the other's. Every method that takes a
+    conversation or a message takes ``user=`` (keyword only; None means ``default_user``) and
+    acts as if other users' conversations did not exist: it answers None, False or nothing,
+    exactly as for an id that exists nowhere. Message ids are made by the store and unique
+    across users.
     """
 
     #: URL schemes this class opens, for ``StreamChatApp.store_url``.
     schemes: tuple = ()
 
+    #: Whether other processes write this store and tell what they commit (``hints.py``),
+    #: so that the hub follows their replies live; a store that is set so calls ``on_hint``.
+    shared: bool = False
+
     #: Called (on the event loop) when this process found that it lost its lease: every
     #: reply it was producing has been, or will be, ended by someone else.
     on_lease_lost: Optional[Callable[[], None]] = None
+
+    #: Called (on the event loop) with each hint another process sent (a shared store only).
+    on_hint: Optional[Callable[[Hint], None]] = None
+
+    default_user = Unicode(
+        help="""The user whose conversations a call without user= reads and writes, and who
+        owns the conversations of a store created before conversations had users. Default:
+        $JUPYTERHUB_USER, else the operating-system user.""",
+    ).tag(config=True)
+
+    @default("default_user")
+    def _default_default_user(self):
+        return local_user()
+
+    def user_of(self, user) -> object:
+        """The user a call acts for: ``default_user`` for None."""
+        return self.default_user if user is None else user
+
+    async def announce(self, hint: Hint) -> None:
+        """Tell the other processes sharing the store (a stop request); nothing when none
+        can share it."""
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "Store":
@@ -62,7 +119,13 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def create_exchange(
-        self, conversation_id: str, agent_id: str, text: str, client_message_id: str
+        self,
+        conversation_id: str,
+        agent_id: str,
+        text: str,
+        client_message_id: str,
+        *,
+        user: Optional[str] = None,
     ) -> Exchange:
         raise NotImplementedError
 
@@ -70,12 +133,13 @@ class Store(LoggingConfigurable):
         """Store frames of a reply this process owns; raises LeaseLost if it does not."""
         raise NotImplementedError
 
-    async def get_message(self, message_id: str) -> Optional[MessageRecord]:
+    async def get_message(self, message_id: str, *, user=None) -> Optional[MessageRecord]:
+        """The message, if it is in one of ``user``'s conversations (any with EVERY_USER)."""
         raise NotImplementedError
 
-    async def replay(self, message_id: str, after_seq: int) -> tuple:
-        """``(message or None, [(seq, chunk), ...] with seq > after_seq)`` from one snapshot;
-        the message's ``text`` is left empty."""
+    async def replay(self, message_id: str, after_seq: int, *, user=None) -> tuple:
+        """``(message or None, [(seq, chunk, reasoning), ...] with seq > after_seq)`` from one
+        snapshot; the message's ``text`` is left empty. ``user`` as for get_message."""
         raise NotImplementedError
 
     async def history(
@@ -84,6 +148,8 @@ class Store(LoggingConfigurable):
         before_message_id: Optional[str],
         max_messages: int,
         max_chars: int,
+        *,
+        user: Optional[str] = None,
     ) -> Optional[HistoryPage]:
         """The latest messages (older than ``before_message_id`` if given) within the budget,
         from one snapshot; None if there is no such conversation (or no such message in it).
@@ -91,22 +157,33 @@ class Store(LoggingConfigurable):
         ``truncated`` to its frames that fit."""
         raise NotImplementedError
 
-    async def get_conversation(self, conversation_id: str) -> Optional[list]:
+    async def get_conversation(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> Optional[list]:
         """All the conversation's messages in order, or None if there is no such conversation."""
         raise NotImplementedError
 
-    async def list_conversations(self, limit: int = 0, after: Optional[tuple] = None) -> list:
+    async def list_conversations(
+        self, limit: int = 0, after: Optional[tuple] = None, *, user: Optional[str] = None
+    ) -> list:
         """ConversationRecords, most recently updated first: at most ``limit`` (0: all), and
         only those after ``after``, the ``(updated_at, conversation_id)`` of the last one of
         the page before."""
         raise NotImplementedError
 
-    async def get_conversation_record(self, conversation_id: str) -> Optional[ConversationRecord]:
+    async def get_conversation_record(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> Optional[ConversationRecord]:
         """The conversation as ``list_conversations`` lists it, or None if there is none."""
         raise NotImplementedError
 
     async def search_conversations(
-        self, query: str, limit: int = 0, after: Optional[tuple] = None
+        self,
+        query: str,
+        limit: int = 0,
+        after: Optional[tuple] = None,
+        *,
+        user: Optional[str] = None,
     ) -> list:
         """The conversations in which ``query`` occurs, ordered and paged as by
         ``list_conversations``.
@@ -127,16 +204,21 @@ class Store(LoggingConfigurable):
         """
         raise NotImplementedError
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> bool:
         raise NotImplementedError
 
-    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+    async def rename_conversation(
+        self, conversation_id: str, title: str, *, user: Optional[str] = None
+    ) -> bool:
         """Give the conversation a title ("" to be listed under its first words again);
         False if there is no such conversation. Its place in the list does not change."""
         raise NotImplementedError
 
 
 __all__ = [
+    "EVERY_USER",
     "Append",
     "ConversationRecord",
     "Exchange",
@@ -146,4 +228,5 @@ __all__ = [
     "SearchTooCostly",
     "Store",
     "StoreError",
+    "local_user",
 ]

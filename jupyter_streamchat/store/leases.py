@@ -18,7 +18,7 @@ import uuid
 from typing import Optional
 
 from .records import INTERRUPTED, STREAMING
-from . import search
+from . import appends, search
 
 
 def _boot_id() -> str:
@@ -122,6 +122,7 @@ def recover(conn: sqlite3.Connection) -> int:
             "WHERE id = ?",
             (INTERRUPTED, last_seq + 1, now, message_id),
         )
+        appends.touch_conversation(conn, message_id, now)
         search.add_reply(conn, message_id)
         ended += 1
     return ended

@@ -41,6 +41,7 @@ class Exchange:
     agent_id: str
     text: str
     created: bool  # False when the clientMessageId had been seen before in that conversation
+    user: str = ""  # whose conversation it is
 
 
 @dataclass

@@ -111,6 +111,60 @@ MIGRATIONS = [
         carry TEXT NOT NULL                 -- the end of the last slice, to start the next
     );
     """,
+    # 7: conversations belong to users, and their ids are each user's own: a conversation is
+    # keyed by (user, id), and each message names its conversation's user, so that every read
+    # is scoped by an index. The conversations a file already holds become those of the user
+    # the store opening it works for (``:default_user``). Messages keep their ``pos``: the
+    # search index's rows are keyed by it, and reach a message's user through it (search.py).
+    """
+    CREATE TABLE conversations_v7 (
+        user_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (user_id, id)
+    );
+    INSERT INTO conversations_v7 (user_id, id, title, created_at, updated_at)
+    SELECT :default_user, id, title, created_at, updated_at FROM conversations;
+    DROP TABLE conversations;
+    ALTER TABLE conversations_v7 RENAME TO conversations;
+    CREATE INDEX conversations_by_update ON conversations (user_id, updated_at DESC, id DESC);
+    CREATE TABLE messages_v7 (
+        pos INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,            -- unique across users: the store makes them
+        user_id TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        agent_id TEXT NOT NULL,
+        reply_to TEXT,
+        client_message_id TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        text TEXT NOT NULL DEFAULT '',
+        chars INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        reasoning_chars INTEGER NOT NULL DEFAULT 0,
+        usage TEXT,
+        UNIQUE (user_id, conversation_id, client_message_id),
+        FOREIGN KEY (user_id, conversation_id) REFERENCES conversations (user_id, id)
+            ON DELETE CASCADE
+    );
+    INSERT INTO messages_v7 (pos, id, user_id, conversation_id, role, agent_id, reply_to,
+        client_message_id, status, error, text, chars, last_seq, owner, created_at, updated_at,
+        reasoning_chars, usage)
+    SELECT pos, id, :default_user, conversation_id, role, agent_id, reply_to,
+        client_message_id, status, error, text, chars, last_seq, owner, created_at, updated_at,
+        reasoning_chars, usage
+    FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE messages_v7 RENAME TO messages;
+    CREATE INDEX messages_by_conversation ON messages (user_id, conversation_id, pos);
+    CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -119,8 +173,9 @@ class SchemaTooNew(Exception):
     pass
 
 
-def migrate(conn: sqlite3.Connection, path: str) -> None:
-    """Bring the file's schema to SCHEMA_VERSION (a no-op when it is there already)."""
+def migrate(conn: sqlite3.Connection, path: str, default_user: str) -> None:
+    """Bring the file's schema to SCHEMA_VERSION (a no-op when it is there already).
+    ``default_user`` owns the conversations of a file from before conversations had users."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise SchemaTooNew(
@@ -141,11 +196,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                     conn.execute("ROLLBACK")
                     continue
                 step = MIGRATIONS[number]
-                if callable(step):
-                    step(conn)
-                else:
-                    for statement in _statements(step):
-                        conn.execute(statement)
+                apply(conn, step, default_user)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
                 if broken:
                     raise sqlite3.IntegrityError(
@@ -159,6 +210,18 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
                 raise
     finally:
         conn.execute("PRAGMA foreign_keys=ON")
+
+
+def apply(conn: sqlite3.Connection, step, default_user: str) -> None:
+    """Run one migration inside the caller's transaction; its SQL may name ``:default_user``."""
+    if callable(step):
+        step(conn)
+        return
+    for statement in _statements(step):
+        if ":default_user" in statement:
+            conn.execute(statement, {"default_user": default_user})
+        else:
+            conn.execute(statement)
 
 
 def _statements(script: str) -> list:

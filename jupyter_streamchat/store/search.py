@@ -5,7 +5,9 @@ what its chunks add up to, indexed once rather than rewritten per frame, so a re
 streaming is found by its user message alone), and one per conversation with a title of its
 own. A message's row has the message's ``pos`` as rowid; a title's has the negated ``pos`` of
 its conversation's first message (every conversation starts with one, and ``pos`` never
-changes). Each row names its conversation, so a query needs no other table to find it.
+changes). Each row names its conversation; its user is that of the message its rowid
+points to (``pos_of_row``), so a query reaches a row's user through one lookup of
+``messages`` by its primary key, made only for the rows the index found.
 
 Where SQLite has FTS5 and its trigram tokenizer (3.34 and later), the table is a full-text
 index of every three-character sequence, which finds a text anywhere inside words, in any case
@@ -68,6 +70,12 @@ SLICE_BASE = 1 << 60
 _ORDER_KEY = (
     f"CASE WHEN search.rowid >= {SLICE_BASE} THEN search.rowid - {SLICE_BASE} "
     f"ELSE search.rowid * {SLICES} END"
+)
+
+# The message (pos) a search row belongs to: a slice's, a title's (its first message), a message's.
+_POS_OF_ROW = (
+    f"CASE WHEN search.rowid >= {SLICE_BASE} THEN (search.rowid - {SLICE_BASE}) / {SLICES} "
+    "WHEN search.rowid < 0 THEN -search.rowid ELSE search.rowid END"
 )
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -238,19 +246,21 @@ def _read_span(
     return "".join(parts), last_seq + 1, 0, True
 
 
-def set_title(conn: sqlite3.Connection, conversation_id: str, title: str) -> None:
+def set_title(conn: sqlite3.Connection, user: str, conversation_id: str, title: str) -> None:
     """Index a conversation's own title ("" when it has none again)."""
     (first,) = conn.execute(
-        "SELECT min(pos) FROM messages WHERE conversation_id = ?", (conversation_id,)
+        "SELECT min(pos) FROM messages WHERE user_id = ? AND conversation_id = ?",
+        (user, conversation_id),
     ).fetchone()
     if first is not None:
         _put(conn, -first, conversation_id, title)
 
 
-def forget_conversation(conn: sqlite3.Connection, conversation_id: str) -> None:
+def forget_conversation(conn: sqlite3.Connection, user: str, conversation_id: str) -> None:
     """Drop a conversation's rows; call before its messages are deleted (they hold the keys)."""
     rows = conn.execute(
-        "SELECT pos, role FROM messages WHERE conversation_id = ? ORDER BY pos", (conversation_id,)
+        "SELECT pos, role FROM messages WHERE user_id = ? AND conversation_id = ? ORDER BY pos",
+        (user, conversation_id),
     ).fetchall()
     if rows:
         keys = [(pos,) for pos, _ in rows] + [(-rows[0][0],)]
@@ -330,6 +340,12 @@ def _cover(query: str) -> Optional[str]:
         if len(seen) == len(distinct):
             return query[: i + 3]
     return query
+
+
+def pos_of_row() -> str:
+    """SQL: the ``pos`` of the message a search row belongs to (for a title's row, its
+    conversation's first message), whose ``user_id`` is the row's user."""
+    return _POS_OF_ROW
 
 
 def order_key() -> str:

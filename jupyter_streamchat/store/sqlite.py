@@ -9,6 +9,9 @@ indexed for search a slice per write job, after the write that ends it (``search
 schema and its migrations are in ``schema.py``, the leases of the processes sharing the file and
 the recovery of replies whose producer is gone in ``leases.py``, and the check that the file is
 still the one opened in ``fileguard.py``.
+
+Every conversation is keyed by its user and its id, and every statement that reads or writes
+one names both: another user's conversation is, to a caller, one that does not exist.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from traitlets import Enum, Float, Int, Unicode, default
 
 from .records import COMPLETE, STREAMING
 from . import appends, leases, search
-from .base import SearchTooCostly, Store, StoreError
+from .base import EVERY_USER, SearchTooCostly, Store, StoreError
 from .checkpoints import Checkpointer
 from .fileguard import FileGuard
 from .readers import Overtime, Readers
@@ -49,15 +52,15 @@ TITLE_CHARS = 80
 # A conversation as the list shows it (``ConversationRecord``, from ``_conversation``): its
 # title, times, message count, the agent of its latest message, and whether a reply in it is
 # streaming. The subqueries run per row read, each on the messages_by_conversation index.
+_OF_C = "m.user_id = c.user_id AND m.conversation_id = c.id"
 _CONVERSATION_COLUMNS = (
     "c.id, coalesce(nullif(c.title, ''), (SELECT substr(m.text, 1, %d) FROM messages m "
-    "WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.pos LIMIT 1), ''), "
+    "WHERE %s AND m.role = 'user' ORDER BY m.pos LIMIT 1), ''), "
     "c.created_at, c.updated_at, "
-    "(SELECT count(*) FROM messages m WHERE m.conversation_id = c.id), "
-    "(SELECT m.agent_id FROM messages m WHERE m.conversation_id = c.id "
-    "ORDER BY m.pos DESC LIMIT 1), "
-    "EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.status = '%s')"
-    % (TITLE_CHARS, STREAMING)
+    "(SELECT count(*) FROM messages m WHERE %s), "
+    "(SELECT m.agent_id FROM messages m WHERE %s ORDER BY m.pos DESC LIMIT 1), "
+    "EXISTS (SELECT 1 FROM messages m WHERE %s AND m.status = '%s')"
+    % (TITLE_CHARS, _OF_C, _OF_C, _OF_C, _OF_C, STREAMING)
 )
 
 # Where a page of the list starts: after the (updated_at, id) of the last row of the page before.
@@ -215,7 +218,7 @@ class SQLiteStore(Store):
 
     def _prepare(self, conn: sqlite3.Connection) -> int:
         """Migrate the schema, then take this process's lease and end what dead ones left."""
-        migrate(conn, self.path)
+        migrate(conn, self.path, self.default_user)
         self._full_text = search.is_full_text(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -357,38 +360,69 @@ class SQLiteStore(Store):
         except sqlite3.Error as e:
             raise StoreError(f"the chat database refused a read: {e}") from e
 
+    def _user(self, user) -> str:
+        """The user a call that reads or writes one user's conversations acts for."""
+        user = self.user_of(user)
+        if user is EVERY_USER or not isinstance(user, str):
+            raise TypeError(f"user must be a user's name, not {user!r}")
+        return user
+
+    def _scope(self, user) -> tuple:
+        """``(SQL condition on messages, arguments)`` for a read of one message: in one of
+        ``user``'s conversations, or in anyone's for EVERY_USER."""
+        if user is EVERY_USER:
+            return "", ()
+        return " AND user_id = ?", (self._user(user),)
+
     # -- writes ----------------------------------------------------------------------------
 
     async def create_exchange(
-        self, conversation_id: str, agent_id: str, text: str, client_message_id: str
+        self,
+        conversation_id: str,
+        agent_id: str,
+        text: str,
+        client_message_id: str,
+        *,
+        user: Optional[str] = None,
     ) -> Exchange:
         owner = self._owner
+        user = self._user(user)
 
         def job(conn: sqlite3.Connection) -> Exchange:
             seen = conn.execute(
                 "SELECT u.id, r.id, r.agent_id, u.text FROM messages u "
-                "JOIN messages r ON r.reply_to = u.id "
-                "WHERE u.conversation_id = ? AND u.client_message_id = ?",
-                (conversation_id, client_message_id),
+                "JOIN messages r ON r.user_id = u.user_id "
+                "AND r.conversation_id = u.conversation_id AND r.reply_to = u.id "
+                "WHERE u.user_id = ? AND u.conversation_id = ? AND u.client_message_id = ?",
+                (user, conversation_id, client_message_id),
             ).fetchone()
             if seen:
                 return Exchange(
-                    client_message_id, conversation_id, seen[0], seen[1], seen[2], seen[3], False
+                    client_message_id,
+                    conversation_id,
+                    seen[0],
+                    seen[1],
+                    seen[2],
+                    seen[3],
+                    False,
+                    user,
                 )
             now = time.time()
             conn.execute(
-                "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
-                (conversation_id, text[:80], now, now),
+                "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (user_id, id) DO UPDATE SET updated_at = excluded.updated_at",
+                (user, conversation_id, text[:80], now, now),
             )
-            user_id, reply_id = _new_id(), _new_id()
+            user_message_id, reply_id = _new_id(), _new_id()
             conn.executemany(
-                "INSERT INTO messages (id, conversation_id, role, agent_id, reply_to, "
+                "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, reply_to, "
                 "client_message_id, status, text, chars, owner, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        user_id,
+                        user_message_id,
+                        user,
                         conversation_id,
                         "user",
                         agent_id,
@@ -403,10 +437,11 @@ class SQLiteStore(Store):
                     ),
                     (
                         reply_id,
+                        user,
                         conversation_id,
                         "assistant",
                         agent_id,
-                        user_id,
+                        user_message_id,
                         None,
                         STREAMING,
                         "",
@@ -417,9 +452,16 @@ class SQLiteStore(Store):
                     ),
                 ],
             )
-            search.add_user_message(conn, user_id)  # the reply is added when it ends
+            search.add_user_message(conn, user_message_id)  # the reply is added when it ends
             return Exchange(
-                client_message_id, conversation_id, user_id, reply_id, agent_id, text, True
+                client_message_id,
+                conversation_id,
+                user_message_id,
+                reply_id,
+                agent_id,
+                text,
+                True,
+                user,
             )
 
         return await self._write(job)
@@ -432,23 +474,35 @@ class SQLiteStore(Store):
         if await self._write(lambda conn: appends.write_one(conn, append, owner_id)):
             self._index_backlog()  # the slices of a long reply past its first
 
-    async def delete_conversation(self, conversation_id: str) -> bool:
+    async def delete_conversation(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> bool:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection) -> bool:
-            search.forget_conversation(conn, conversation_id)
+            search.forget_conversation(conn, user, conversation_id)
             return (
-                conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+                conn.execute(
+                    "DELETE FROM conversations WHERE user_id = ? AND id = ?",
+                    (user, conversation_id),
+                ).rowcount
                 > 0
             )
 
         return await self._write(job)
 
-    async def rename_conversation(self, conversation_id: str, title: str) -> bool:
+    async def rename_conversation(
+        self, conversation_id: str, title: str, *, user: Optional[str] = None
+    ) -> bool:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection) -> bool:
             if not conn.execute(
-                "UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id)
+                "UPDATE conversations SET title = ? WHERE user_id = ? AND id = ?",
+                (title, user, conversation_id),
             ).rowcount:
                 return False
-            search.set_title(conn, conversation_id, title)
+            search.set_title(conn, user, conversation_id, title)
             return True
 
         return await self._write(job)
@@ -501,9 +555,11 @@ class SQLiteStore(Store):
         return record
 
     @staticmethod
-    def _conversation_exists(conn: sqlite3.Connection, conversation_id: str) -> bool:
+    def _conversation_exists(conn: sqlite3.Connection, user: str, conversation_id: str) -> bool:
         return (
-            conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            conn.execute(
+                "SELECT 1 FROM conversations WHERE user_id = ? AND id = ?", (user, conversation_id)
+            ).fetchone()
             is not None
         )
 
@@ -518,21 +574,27 @@ class SQLiteStore(Store):
         finally:
             conn.execute("COMMIT")
 
-    async def get_message(self, message_id: str) -> Optional[MessageRecord]:
+    async def get_message(self, message_id: str, *, user=None) -> Optional[MessageRecord]:
+        scope, scope_args = self._scope(user)
+
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
                 row = conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?{scope}",
+                    (message_id, *scope_args),
                 ).fetchone()
                 return self._record(conn, row) if row else None
 
         return await self._read(job)
 
-    async def replay(self, message_id: str, after_seq: int) -> tuple:
+    async def replay(self, message_id: str, after_seq: int, *, user=None) -> tuple:
+        scope, scope_args = self._scope(user)
+
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
                 row = conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?{scope}",
+                    (message_id, *scope_args),
                 ).fetchone()
                 if row is None:
                     return None, []
@@ -564,24 +626,35 @@ class SQLiteStore(Store):
         before_message_id: Optional[str],
         max_messages: int,
         max_chars: int,
+        *,
+        user: Optional[str] = None,
     ) -> Optional[HistoryPage]:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
-                if not self._conversation_exists(conn, conversation_id):
+                if not self._conversation_exists(conn, user, conversation_id):
                     return None
                 bound = None
                 if before_message_id is not None:
                     found = conn.execute(
-                        "SELECT pos FROM messages WHERE id = ? AND conversation_id = ?",
-                        (before_message_id, conversation_id),
+                        "SELECT pos FROM messages WHERE id = ? AND user_id = ? "
+                        "AND conversation_id = ?",
+                        (before_message_id, user, conversation_id),
                     ).fetchone()
                     if found is None:
                         return None
                     bound = found[0]
                 rows = conn.execute(
                     f"SELECT {_MESSAGE_COLUMNS.replace(', text', '')}, pos FROM messages "
-                    "WHERE conversation_id = ? AND pos < ? ORDER BY pos DESC LIMIT ?",
-                    (conversation_id, bound if bound is not None else 2**62, max_messages + 1),
+                    "WHERE user_id = ? AND conversation_id = ? AND pos < ? "
+                    "ORDER BY pos DESC LIMIT ?",
+                    (
+                        user,
+                        conversation_id,
+                        bound if bound is not None else 2**62,
+                        max_messages + 1,
+                    ),
                 ).fetchall()
                 picked, used = [], 0
                 for row in rows[:max_messages]:
@@ -603,68 +676,90 @@ class SQLiteStore(Store):
 
         return await self._read(job)
 
-    async def get_conversation(self, conversation_id: str) -> Optional[list]:
+    async def get_conversation(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> Optional[list]:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection):
             with self._snapshot(conn):
-                if not self._conversation_exists(conn, conversation_id):
+                if not self._conversation_exists(conn, user, conversation_id):
                     return None
                 rows = conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
-                    "ORDER BY pos",
-                    (conversation_id,),
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? "
+                    "AND conversation_id = ? ORDER BY pos",
+                    (user, conversation_id),
                 ).fetchall()
                 return [self._record(conn, row) for row in rows]
 
         return await self._read(job, long=True)
 
-    async def list_conversations(self, limit: int = 0, after: Optional[tuple] = None) -> list:
+    async def list_conversations(
+        self, limit: int = 0, after: Optional[tuple] = None, *, user: Optional[str] = None
+    ) -> list:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection):
-            # Keyset paging on the (updated_at, id) index: a page costs the same in a store of
-            # ten conversations or of a hundred thousand.
-            where = f"WHERE {_AFTER}" if after is not None else ""
+            # Keyset paging on the (user, updated_at, id) index: a page costs the same in a
+            # store of ten conversations or of a hundred thousand.
+            where = f"AND {_AFTER}" if after is not None else ""
             rows = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c {where} "
-                "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
-                [*(after or ()), limit or -1],
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.user_id = ? "
+                f"{where} ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+                [user, *(after or ()), limit or -1],
             ).fetchall()
             return [_conversation(row) for row in rows]
 
         return await self._read(job)
 
-    async def get_conversation_record(self, conversation_id: str) -> Optional[ConversationRecord]:
+    async def get_conversation_record(
+        self, conversation_id: str, *, user: Optional[str] = None
+    ) -> Optional[ConversationRecord]:
+        user = self._user(user)
+
         def job(conn: sqlite3.Connection):
             row = conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = ?",
-                (conversation_id,),
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations c "
+                "WHERE c.user_id = ? AND c.id = ?",
+                (user, conversation_id),
             ).fetchone()
             return _conversation(row) if row else None
 
         return await self._read(job)
 
     async def search_conversations(
-        self, query: str, limit: int = 0, after: Optional[tuple] = None
+        self,
+        query: str,
+        limit: int = 0,
+        after: Optional[tuple] = None,
+        *,
+        user: Optional[str] = None,
     ) -> list:
         full_text = self._full_text
+        user = self._user(user)
 
         def job(conn: sqlite3.Connection):
-            # The index names the conversations that hold the text, and the first message
-            # holding it in each (the lowest order key, message then slice: titles have none). Those
-            # conversations are ordered and paged as the list is, and only then are the
-            # columns of the page's rows worked out (each costs a few subqueries).
+            # The index names the rows that hold the text; each row's message (found by its
+            # primary key, CROSS JOIN keeping the index the outer loop) tells its user and
+            # conversation, and the first message holding it in each conversation (the lowest
+            # order key, message then slice: titles have none). Those conversations are
+            # ordered and paged as the list is, and only then are the columns of the page's
+            # rows worked out (each costs a few subqueries).
             matches, args = search.condition(query, full_text)
             where = f"AND {_AFTER}" if after is not None else ""
             with self._snapshot(conn):
                 rows = conn.execute(
-                    "WITH hits AS (SELECT conversation_id, "
+                    "WITH hits AS (SELECT m.conversation_id, "
                     f"min(CASE WHEN search.rowid > 0 THEN {search.order_key()} END) AS first "
-                    f"FROM search WHERE {matches} GROUP BY conversation_id), "
+                    f"FROM search CROSS JOIN messages m ON m.pos = {search.pos_of_row()} "
+                    f"WHERE {matches} AND m.user_id = ? GROUP BY m.conversation_id), "
                     "page AS (SELECT c.id, hits.first FROM conversations c JOIN hits "
-                    f"ON hits.conversation_id = c.id {where} "
+                    f"ON c.user_id = ? AND c.id = hits.conversation_id {where} "
                     "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?) "
                     f"SELECT {_CONVERSATION_COLUMNS}, page.first FROM page "
-                    "JOIN conversations c ON c.id = page.id "
+                    "JOIN conversations c ON c.user_id = ? AND c.id = page.id "
                     "ORDER BY c.updated_at DESC, c.id DESC",
-                    [*args, *(after or ()), limit or -1],
+                    [*args, user, user, *(after or ()), limit or -1, user],
                 ).fetchall()
                 found = []
                 for row in rows:
