@@ -5,7 +5,8 @@ a secret registers it (:func:`register`); every text that leaves the process goe
 :func:`redact` first: an agent's error for the user, a REST answer, an export, and every log
 record (:func:`install_log_redaction` wraps the process's log record factory, whichever logger
 and handler a record goes to; :func:`protect_server_log` does it as soon as jupyter_server
-looks for the extension, before the extensions are linked and their config is dumped at DEBUG).
+looks for the extension, before the extensions are linked and their config is dumped at DEBUG;
+its docstring tells the one config dump that comes earlier, and how a config file covers it).
 
 What counts as the secret showing, beside the secret itself:
 
@@ -47,8 +48,13 @@ _GAP = re.compile(r"\s+|(?:\\[nrt])+")
 _AFTER_CUT = ".…\"'`)]}>,;:!? \t\r\n"
 _ELLIPSIS = re.compile(r"\.\.\.|…")
 
-# Config keys whose values are secrets, wherever they sit in a config (agents' settings too).
-_SECRET_KEYS = re.compile(r"(?:^|_)(?:api_?key|password|passwd|secret)$", re.IGNORECASE)
+# Config keys whose values are secrets, wherever they sit in a config (agents' settings, HTTP
+# headers and environments of the programs they run too).
+_SECRET_KEYS = re.compile(
+    r"(?:^|[_-])(?:api[_-]?key|password|passwd|secret|token|authorization)$", re.IGNORECASE
+)
+# The scheme word before a credential in an Authorization header: not itself a secret.
+_AUTH_SCHEME = re.compile(r"^(?:Bearer|Basic|Token)\s+", re.IGNORECASE)
 # Environment variables read for secrets by this package and the clients it uses.
 SECRET_ENV = ("OPENAI_API_KEY", "STREAMCHAT_STORE_URL")
 
@@ -103,13 +109,22 @@ def register_url(url: Optional[str]) -> None:
         register(unquote(password))  # as written in the URL, and as the database gets it
 
 
+# ``user:password@`` after a slash, in a Postgres URL that urlsplit cannot read
+# (``postgresql:/u:p@h``, a typo that libpq then quotes whole in its error).
+_USERINFO = re.compile(r"^postgres(?:ql)?:/*[^\s/@:]*:([^\s/@]+)@", re.IGNORECASE)
+
+
 def url_password(url: Optional[str]) -> str:
     if not isinstance(url, str) or "@" not in url:
         return ""
     try:
-        return urlsplit(url).password or ""
+        password = urlsplit(url).password
     except ValueError:
-        return ""
+        password = None
+    if password is None:
+        match = _USERINFO.search(url)
+        password = match.group(1) if match else ""
+    return password
 
 
 def without_password(url: str) -> str:
@@ -117,15 +132,31 @@ def without_password(url: str) -> str:
     password = url_password(url)
     if not password:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or "@" not in parts.netloc:  # one that urlsplit cannot read
+        match = _USERINFO.search(url)
+        return url[: match.start(1)] + MASK + url[match.end(1) :]
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return parts._replace(netloc=f"{user}:{MASK}@{netloc[1]}").geturl()
 
 
+# What a LazyConfigValue holds (its repr shows the same).
+_LAZY_PARTS = ("_value", "_update", "_extend", "_prepend", "_inserts")
+
+
 def register_config(config) -> None:
-    """Register the secrets a traitlets config holds: values of keys named like ``api_key``
-    or ``password`` at any depth, and the passwords of URLs anywhere in it."""
+    """Register the secrets a traitlets config holds: values of keys named like ``api_key``,
+    ``password`` or ``token`` at any depth, and the passwords of URLs anywhere in it.
+
+    A Python config file's container methods (``c.StreamChatApp.agents.update({...})``) leave
+    a ``LazyConfigValue`` in the config, whose repr in a config dump shows what it holds: it is
+    walked too."""
+    loader = sys.modules.get("traitlets.config.loader")  # loaded wherever such a value exists
+    lazy = loader.LazyConfigValue if loader is not None else ()
     stack = [config]
     seen = 0
     while stack and seen < 100_000:  # a config is small; bound the walk all the same
@@ -135,14 +166,16 @@ def register_config(config) -> None:
             for key, value in item.items():
                 if isinstance(value, str):
                     if isinstance(key, str) and _SECRET_KEYS.search(key):
-                        register(value)
+                        register(_AUTH_SCHEME.sub("", value.strip()))
                     register_url(value)
                 else:
                     stack.append(value)
-        elif isinstance(item, (list, tuple)):
+        elif isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
         elif isinstance(item, str):
             register_url(item)
+        elif lazy and isinstance(item, lazy):
+            stack += [getattr(item, name, None) for name in _LAZY_PARTS]
 
 
 def register_environment(environ=os.environ) -> None:
@@ -377,7 +410,18 @@ def install_log_redaction() -> None:
 def protect_server_log() -> None:
     """Redact the log of the Jupyter server this process runs, from now on: called when
     jupyter_server first looks for the extension, before any extension is linked (linking
-    logs the whole config at DEBUG, API keys included)."""
+    logs the whole config at DEBUG, API keys included).
+
+    One dump comes earlier, and no extension code has run by then: traitlets logs the merged
+    config ("Config changed: ...") at DEBUG once it has read the config files, before
+    jupyter_server looks for extensions, if a Python config file used a container method
+    (``c.StreamChatApp.agents.update(...)``, ``.append(...)``), whose value never equals its
+    copy. A Python config file itself runs before that dump, so such a file begins with::
+
+        from jupyter_streamchat.redact import protect_server_log; protect_server_log()
+
+    (A config of plain assignments, JSON config files and the environment need nothing.)
+    """
     install_log_redaction()
     register_environment()
     serverapp = sys.modules.get("jupyter_server.serverapp")
