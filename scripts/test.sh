@@ -25,6 +25,21 @@ fi
 
 streamchat_install test
 
+# The Postgres store's tests start a throwaway cluster of their own (tests/pgcluster.py) from
+# Debian's server binaries; install them when we can, as for Chromium below.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        echo "Installing Postgres for the store tests (apt-get install postgresql)..."
+        if ! { apt-get update -qq &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }; then
+            echo "Could not install Postgres." >&2
+            if in_ci; then exit 1; fi
+        fi
+    fi
+    # Otherwise the Postgres tests use pg_config's binaries, or fail (CI) or skip with
+    # instructions.
+fi
+
 if [[ $quick == 1 ]]; then
     exec "$PY" -m pytest -m "not browser and not subprocess" "$@"
 fi
@@ -42,6 +57,20 @@ if [[ -z "${STREAMCHAT_CHROMIUM:-}" && ! -x /usr/bin/chromium ]]; then
     fi
     # Otherwise the browser fixture finds Playwright's own Chromium, or fails (CI) or skips
     # with instructions.
+fi
+
+# The JupyterHub test (tests/browser/test_jupyterhub.py) needs the hub's proxy,
+# configurable-http-proxy, from npm: installed into .venv/chp unless it is already there or on
+# PATH (or STREAMCHAT_CHP names one).
+if [[ -z "${STREAMCHAT_CHP:-}" && ! -x .venv/chp/node_modules/.bin/configurable-http-proxy ]] &&
+   ! command -v configurable-http-proxy >/dev/null; then
+    echo "Installing configurable-http-proxy for the JupyterHub test (npm install)..."
+    if ! npm install --silent --no-audit --no-fund --prefix .venv/chp \
+            configurable-http-proxy@5 >/dev/null; then
+        echo "Could not install configurable-http-proxy." >&2
+        if in_ci; then exit 1; fi
+    fi
+    # Otherwise the JupyterHub test fails (CI) or skips with instructions.
 fi
 
 # Run both even if the first fails. Exit status 5 (nothing collected) is expected from one of

@@ -51,3 +51,28 @@ def rest(jp_fetch):
         return json.loads(response.body) if response.body else None
 
     return get
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """This session's own Postgres cluster (``pgcluster.PgCluster``), started on first use
+    and removed at the end. A test may stop, restart or kill it: ``pg_url`` starts it again."""
+    from pgcluster import PgCluster
+
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_cluster):
+    """The URL of a fresh database of ``pg_cluster`` (as role ``streamchat``), dropped after
+    the test; the cluster is running before and after each test that uses it."""
+    pg_cluster.start()  # no-op when it runs
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.start()  # the test may have stopped or killed it
+    pg_cluster.drop_database(url.rsplit("/", 1)[1])
