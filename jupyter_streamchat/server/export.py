@@ -10,7 +10,9 @@ a reply that did not end normally says so after its text.
 
 The document is made in pieces (``markdown_pieces``) of about ``PIECE_CHARS`` characters, each
 a short piece of work, so a server answering the export of a conversation of many megabytes
-can serve other clients between two of them.
+can serve other clients between two of them; ``head_pieces`` and ``message_pieces`` make the
+same pieces from messages read a page at a time, so that the conversation is never whole in
+memory.
 
 The file name travels in ``Content-Disposition`` (RFC 6266): an ASCII ``filename`` of safe
 characters only, and the title itself, made safe as a file name, in ``filename*`` (RFC 8187).
@@ -69,28 +71,39 @@ def conversation_markdown(conversation, messages: list, thinking: bool = False) 
     return "".join(markdown_pieces(conversation, messages, thinking))
 
 
-def markdown_pieces(conversation, messages: list, thinking: bool = False) -> Iterator[str]:
+def markdown_pieces(conversation, messages, thinking: bool = False) -> Iterator[str]:
     """The document of ``conversation_markdown``, in pieces of at most about PIECE_CHARS
     characters, each made in a short while."""
+    yield from head_pieces(conversation, thinking)
+    for message in messages:
+        yield from message_pieces(message, thinking)
+
+
+def head_pieces(conversation, thinking: bool = False) -> Iterator[str]:
+    """The document's start: its title, and what it holds. ``message_pieces`` of each message
+    follow; a server reading a long conversation a page at a time makes them as it reads."""
     yield f"# {conversation.title or 'Conversation'}\n"
     yield "\n" + _CONTENTS.format(thinking=_WITH_THINKING if thinking else _WITHOUT_THINKING)
     yield "\n"
-    for message in messages:
-        author = "You" if message.role == "user" else message.agent_id
-        yield f"\n## {author} ({local_time(message.created_at)})\n"
-        reasoning = getattr(message, "reasoning", "") or ""
-        if thinking and reasoning.strip():
-            # An HTML block, then Markdown between blank lines: renderers that know <details>
-            # (GitHub, JupyterLab) fold it; the others show it as it is.
-            yield "\n<details>\n<summary>Thinking</summary>\n\n"
-            yield from _closed_fence_pieces(reasoning)
-            yield "\n</details>\n"
-        if message.text:
-            yield "\n"
-            yield from _closed_fence_pieces(message.text)
-        ending = _ending(message)
-        if ending:
-            yield f"\n*{_escape_emphasis(ending)}*\n"
+
+
+def message_pieces(message, thinking: bool = False) -> Iterator[str]:
+    """One message of the document: its heading, thinking (if asked for), text and ending."""
+    author = "You" if message.role == "user" else message.agent_id
+    yield f"\n## {author} ({local_time(message.created_at)})\n"
+    reasoning = getattr(message, "reasoning", "") or ""
+    if thinking and reasoning.strip():
+        # An HTML block, then Markdown between blank lines: renderers that know <details>
+        # (GitHub, JupyterLab) fold it; the others show it as it is.
+        yield "\n<details>\n<summary>Thinking</summary>\n\n"
+        yield from _closed_fence_pieces(reasoning)
+        yield "\n</details>\n"
+    if message.text:
+        yield "\n"
+        yield from _closed_fence_pieces(message.text)
+    ending = _ending(message)
+    if ending:
+        yield f"\n*{_escape_emphasis(ending)}*\n"
 
 
 def local_time(timestamp: float) -> str:
