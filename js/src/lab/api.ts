@@ -2,7 +2,7 @@
 // docs/protocol.md): a page of the list or of a search, rename, delete, and the export's URL.
 
 import { ConversationEntry } from '../view/protocol';
-import { authHeaders, ServerSettings } from '../view/server';
+import { ServerSettings, serverRequest } from '../view/server';
 
 export interface ConversationPage {
   conversations: ConversationEntry[];
@@ -75,15 +75,11 @@ export class ConversationsApi {
   }
 
   private async fetch(method: string, path: string, body?: unknown): Promise<Response> {
-    const headers: Record<string, string> = authHeaders(this.server);
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-    }
-    const response = await fetch(new URL(`streamchat/api/${path}`, this.server.baseUrl).href, {
+    // In JupyterLab `server` goes through its ServerConnection (lab/server.ts): the token or
+    // the XSRF header, whichever the page has, as JupyterLab's own calls carry them.
+    const response = await serverRequest(this.server, `streamchat/api/${path}`, {
       method,
-      headers,
-      credentials: 'same-origin',
-      cache: 'no-store',
+      headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body)
     });
     if (!response.ok) {

@@ -21,6 +21,7 @@ import '../view/style.css';
 import { ChatPanel } from './chatpanel';
 import chatSvg from './chat.svg';
 import { outputRendererFactory } from './output';
+import { labServerSettings } from './server';
 import { ConversationSidebar, newConversationId } from './sidebar';
 import './sidebar.css';
 
@@ -69,7 +70,10 @@ const notebookOutput: JupyterFrontEndPlugin<void> = {
     notebooks: INotebookTracker | null
   ) => {
     rendermime.addFactory(
-      outputRendererFactory(code => insertCodeCell(notebooks, code)),
+      outputRendererFactory(
+        code => insertCodeCell(notebooks, code),
+        labServerSettings(app.serviceManager.serverSettings)
+      ),
       -20
     );
   }
@@ -90,11 +94,11 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
     labShell: ILabShell | null
   ) => {
     const insertCode = (code: string) => insertCodeCell(notebooks, code);
-    const server: ServerSettings | null = pageServerSettings();
-    if (server === null) {
+    if (pageServerSettings() === null) {
       console.warn('jupyter-streamchat: this page names no Jupyter server; the Chat panel is off.');
       return;
     }
+    const server: ServerSettings = labServerSettings(app.serviceManager.serverSettings);
 
     const tabs = new WidgetTracker<MainAreaWidget<ChatPanel>>({ namespace: 'streamchat' });
     const openInTab = (conversationId: string, agentId: string, title: string) => {

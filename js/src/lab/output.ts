@@ -20,7 +20,7 @@ import { chosenAt } from '../view/agentchoice';
 import { ChatView } from '../view/chatview';
 import { el } from '../view/dom';
 import { parseChatOutput } from '../view/protocol';
-import { pageServerSettings } from '../view/server';
+import { pageServerSettings, ServerSettings } from '../view/server';
 import { CommModel, CommTransport, serverHasHub } from '../widget/commtransport';
 import {
   agentChosenAt,
@@ -47,7 +47,10 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
   private unwatch = (): void => undefined;
   private unshow = (): void => undefined;
 
-  constructor(private readonly onInsertCode?: (code: string, language: string) => void) {
+  constructor(
+    private readonly onInsertCode?: (code: string, language: string) => void,
+    private readonly server?: ServerSettings
+  ) {
     super();
     this.addClass('jp-streamchat-Output');
   }
@@ -63,7 +66,9 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
     // and the chat opens with the agent the conversation last used; see agentchoice.ts).
     const raw = mimeModel.data[OUTPUT_MIME] as Record<string, unknown>;
     const agentChosen = chosenAt(raw.agentChosenAt);
-    const server = this.view === null ? pageServerSettings() : null;
+    // The host's settings (JupyterLab's ServerConnection), where the page names a server.
+    const page = this.view === null ? pageServerSettings() : null;
+    const server = page && (this.server ?? page);
     const viaServer = this.view === null && (await serverHasHub(server));
     if (this.view === null) {
       this.node.replaceChildren();
@@ -164,12 +169,13 @@ export class NotebookChatOutput extends Widget implements IRenderMime.IRenderer 
  * output holds only ids, the view renders agent text through a sanitizer, and nothing runs
  * until the user acts, so an untrusted notebook may show it too. */
 export function outputRendererFactory(
-  onInsertCode?: (code: string, language: string) => void
+  onInsertCode?: (code: string, language: string) => void,
+  server?: ServerSettings
 ): IRenderMime.IRendererFactory {
   return {
     safe: true,
     mimeTypes: [OUTPUT_MIME],
     defaultRank: -20,
-    createRenderer: () => new NotebookChatOutput(onInsertCode)
+    createRenderer: () => new NotebookChatOutput(onInsertCode, server)
   };
 }

@@ -17,6 +17,7 @@ import { ConversationEntry, ServerFrame } from '../view/protocol';
 import { ServerSettings } from '../view/server';
 import { ApiError, ConversationsApi } from './api';
 import { ChatPanel } from './chatpanel';
+import { claimNotification } from './notifyonce';
 import { isShown } from './shown';
 import { Unread } from './unread';
 import { fullDate, howLongAgo } from './when';
@@ -485,7 +486,7 @@ export class ConversationSidebar extends Widget {
     this.streaming.set(id, entry.streaming);
     if (wasStreaming && !entry.streaming && !isShown(id)) {
       this.unread.add(id);
-      this.notifyReply(entry);
+      void this.notifyReply(entry);
     }
     if (this.chat?.conversationId === id) {
       this.chatTitle.textContent = entry.title || NEW_TITLE;
@@ -546,7 +547,13 @@ export class ConversationSidebar extends Widget {
     );
   }
 
-  private notifyReply(entry: ConversationEntry): void {
+  /** A notification that a reply ended unseen, raised by one tab of this origin only (the
+   * first to claim it: notifyonce.ts). Every tab hears the same entry for that end, and no
+   * two ends of one conversation have the same number of messages. */
+  private async notifyReply(entry: ConversationEntry): Promise<void> {
+    if (!(await claimNotification(`${entry.conversationId}:${entry.messageCount}`))) {
+      return;
+    }
     const title = entry.title || 'a conversation';
     Notification.info(`A reply finished in “${title}”.`, {
       autoClose: 8000,

@@ -43,7 +43,7 @@ import { MessageView } from './message';
 import { EarlierMessages } from './paging';
 import { AgentInfo, FINAL, History, idProblem, ServerFrame, Status, Usage } from './protocol';
 import type { ReplyStep } from './reply';
-import { authHeaders, ServerSettings } from './server';
+import { ServerSettings, serverRequest } from './server';
 import type { Connect, Transport } from './transport';
 
 /** A message as the kernel's snapshot has it (shown when no server can be reached). */
@@ -734,10 +734,7 @@ export class ChatView {
       if (this.connection?.listAgents) {
         body = await this.connection.listAgents(); // its own way: the kernel's comm has no REST
       } else if (server !== null) {
-        const response = await fetch(new URL('streamchat/api/agents', server.baseUrl).href, {
-          headers: authHeaders(server),
-          credentials: 'same-origin'
-        });
+        const response = await serverRequest(server, 'streamchat/api/agents');
         body = response.ok ? await response.json() : null;
       }
       if (body !== null) {

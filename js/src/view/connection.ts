@@ -19,7 +19,7 @@ import {
   parseServerFrame,
   ServerFrame
 } from './protocol';
-import { authHeaders, ServerSettings } from './server';
+import { openServerSocket, ServerSettings, serverRequest } from './server';
 
 export type ConnectionState = 'connected' | 'reconnecting' | 'offline'; // as data-connection shows it
 
@@ -90,13 +90,9 @@ export class HubConnection {
   }
 
   private open(): void {
-    const url = new URL('streamchat/ws', this.server.wsUrl);
-    if (this.server.token) {
-      url.searchParams.set('token', this.server.token); // browsers cannot set WebSocket headers
-    }
     let ws: WebSocket;
     try {
-      ws = new WebSocket(url.href);
+      ws = openServerSocket(this.server, 'streamchat/ws');
     } catch (e) {
       this.setState('offline', `Cannot reach a streamchat server (${String(e)}).`);
       return;
@@ -156,11 +152,7 @@ export class HubConnection {
   private async diagnose(): Promise<Diagnosis> {
     let response: Response;
     try {
-      response = await fetch(new URL('streamchat/api/agents', this.server.baseUrl).href, {
-        headers: authHeaders(this.server),
-        credentials: 'same-origin',
-        cache: 'no-store'
-      });
+      response = await serverRequest(this.server, 'streamchat/api/agents');
     } catch {
       return { userMustAct: false, problem: 'Cannot reach the Jupyter server; retrying…' };
     }

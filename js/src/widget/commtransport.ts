@@ -24,7 +24,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   serverFrame
 } from '../view/protocol';
-import { authHeaders, ServerSettings } from '../view/server';
+import { ServerSettings, serverRequest } from '../view/server';
 import type { AgentList, Transport } from '../view/transport';
 
 /** The key of the envelope in a widget custom message (and what it is). */
@@ -272,11 +272,7 @@ export function serverHasHub(server: ServerSettings | null): Promise<boolean> {
   }
   let probe = probes.get(server.baseUrl);
   if (probe === undefined) {
-    probe = fetch(new URL('streamchat/api/agents', server.baseUrl).href, {
-      headers: authHeaders(server),
-      credentials: 'same-origin',
-      cache: 'no-store'
-    }).then(
+    probe = serverRequest(server, 'streamchat/api/agents').then(
       response => response.status !== 404,
       () => {
         probes.delete(server.baseUrl); // no answer now may be an answer later: ask again then
