@@ -25,3 +25,22 @@ def test_replies_flush_on_shared_ticks_and_the_first_frame_at_once():
     assert math.isclose(a, 10.02) and math.isclose(b, 10.02)
     assert clock.next_flush(10.0201, 10.02) > 10.0201  # the next tick, not this one again
     assert FlushClock(0, 0, lambda: 5).next_flush(3.5, 3.0) == 3.5  # no window: at once
+
+
+async def test_the_window_counts_the_replies_other_servers_stream():
+    """On a shared store the replies of every server share the disk: the hub's window counts
+    those the other servers' hints announce, until their final frame."""
+    from jupyter_streamchat.core.hub import Hub
+    from jupyter_streamchat.store import SQLiteStore
+    from jupyter_streamchat.store.hints import ExchangeCreated, FramesCommitted
+
+    hub = Hub(SQLiteStore(path=":memory:"), {}, batch_window=0.01, max_batch_window=0.05)
+    alone = hub.clock.window()
+    for i in range(25):
+        hub.remote.hint(ExchangeCreated("u", f"c{i}", f"k{i}", f"um{i}", f"m{i}", "echo"))
+    assert hub.remote.streaming_elsewhere == 25
+    assert hub.clock.window() == 0.05 > alone
+    for i in range(25):
+        hub.remote.hint(FramesCommitted("u", f"c{i}", f"m{i}", 3, final=True))
+    assert hub.remote.streaming_elsewhere == 0
+    assert hub.clock.window() == alone

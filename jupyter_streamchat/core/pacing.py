@@ -5,7 +5,8 @@ own (its chunks are stored together): with a frame per token, a model's reply co
 per token. So frames merge the tokens of a window, and two things keep the pages few when many
 replies stream at once:
 
-- The window stretches with the number of replies streaming in this process, from
+- The window stretches with the number of replies streaming into the store (this process's,
+  and on a shared store every other server's, as their hints tell), from
   ``batch_window`` (16 ms) for one alone to ``max_window`` (50 ms) for ten or more: a hundred
   replies at 50 tokens/s then put two or three tokens in a frame, not one.
 - Every reply flushes on the same ticks (multiples of the window on the event loop's clock),
