@@ -324,7 +324,9 @@ class Hub:
                     subscriber.holds(message.message_id, message.last_seq)
                     if message.status == p.STREAMING and message.message_id not in self.replies:
                         # Another server's: followed through the store's hints from here on.
-                        self.remote.followed(subscriber.user, conversation_id, message.message_id)
+                        self.remote.followed(
+                            subscriber.user, conversation_id, message.message_id, message.last_seq
+                        )
             subscriber.answer(p.dumps(p.history_frame(page)))
 
     async def load_history(
@@ -386,7 +388,9 @@ class Hub:
         if asked and message.status == p.STREAMING and message_id not in self.replies:
             # Another server's reply: its next frames reach this client through the hints.
             self.fanout.follow_reply(subscriber, message_id, message.conversation_id)
-            self.remote.followed(subscriber.user, message.conversation_id, message_id)
+            self.remote.followed(
+                subscriber.user, message.conversation_id, message_id, message.last_seq
+            )
         self._answer_for_unstored([message])
         unstored = self.unstored.get(message_id)
         if unstored is not None and unstored[0] > after_seq:

@@ -144,11 +144,13 @@ class RemoteReplies:
 
     # -- following ----------------------------------------------------------------------
 
-    def followed(self, user: str, conversation_id: str, message_id: str) -> None:
+    def followed(self, user: str, conversation_id: str, message_id: str, held: int) -> None:
         """A client here began to follow another server's reply (RESUME, or a HISTORY that
-        holds it streaming): keep reading it until it ends."""
+        holds it streaming), and was sent its frames up to ``held`` from the store: keep
+        reading it from there until it ends. (A client that holds less is caught up from the
+        store by its own delivery when the next frame shows it a gap.)"""
         if message_id not in self._followed and message_id not in self.hub.replies:
-            self._follow(user, conversation_id, message_id)
+            self._follow(user, conversation_id, message_id, published=held)
 
     def _follow(
         self, user: str, conversation_id: str, message_id: str, published: Optional[int] = None
