@@ -5,6 +5,8 @@
 - ``processes``: child processes that are always stopped, and readings from /proc;
 - ``servers``: isolated ``jupyter server`` subprocesses and small floor servers;
 - ``client``: WebSocket clients of the chat protocol;
+- ``fleet``: a light client for many replies at once (a few sockets, many conversations each);
+- ``postgres``: a throwaway Postgres cluster with durable settings, and its CPU, WAL and disk;
 - ``stores``: stored replies written through the store's own API;
 - ``chromium``: Chromium for Playwright, and the CDP sampling profiler;
 - ``traces``: a page's main-thread tasks in a window of a Chrome trace.

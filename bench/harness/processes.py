@@ -117,3 +117,15 @@ def reset_peak(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def process_write_bytes(pid: int) -> int:
+    """Bytes a process (all its threads) has sent towards storage: /proc/<pid>/io write_bytes
+    minus cancelled_write_bytes (pages dirtied, then truncated or deleted before write-back);
+    0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return 0
+    return int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
