@@ -26,12 +26,14 @@ LONG_TEXT = " ".join(f"word{i}" for i in range(400))  # 4 s of echo at 10 ms a w
 DEAD_GUARD = 30.0  # seconds for a dead server's reply to end; a hang guard only
 
 
-def start_server(base: Path, url: str, name: str, *args: str) -> JupyterServer:
+def start_server(
+    base: Path, url: str, name: str, *args: str, lease: float = LEASE
+) -> JupyterServer:
     server = JupyterServer(
         base / name,
         f"--StreamChatApp.store_url={url}",
         "--EchoAgent.delay=0.01",
-        f"--PostgresStore.lease_seconds={LEASE}",
+        f"--PostgresStore.lease_seconds={lease}",
         *args,
         env=isolated_env(base / name),
         name=name,
@@ -383,7 +385,10 @@ def test_while_postgres_is_down_requests_get_store_unavailable_then_all_works_ag
     pg_cluster, tmp_path
 ):
     url = pg_cluster.create_database()
-    a = start_server(tmp_path, url, "a", "--StreamChatApp.store_retry_seconds=2")
+    # A lease that outlasts the outage: the reply's end (error), told to its clients while
+    # Postgres is down, is stored once it is back. (An outage longer than the lease ends the
+    # server's replies as a dead server's: see the tests above.)
+    a = start_server(tmp_path, url, "a", "--StreamChatApp.store_retry_seconds=2", lease=60)
     try:
 
         async def go():
