@@ -112,7 +112,10 @@ def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
             "json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS after, "
             "json_extract(value, '$[2]') AS last, json_extract(value, '$[3]') AS added, "
             "json_extract(value, '$[4]') AS thought FROM json_each(?)) AS b "
-            "WHERE messages.id = b.id AND messages.last_seq = b.after AND status = ? "
+            # "+status": not by the index of streaming replies, which SQLite would otherwise
+            # drive the update from, reading the whole batch again for each streaming reply
+            # (a batch of 300 among 1,000 replies: 400 ms instead of 1.5 ms by id).
+            "WHERE messages.id = b.id AND messages.last_seq = b.after AND +status = ? "
             f"AND owner = ? AND {_LEASE}",
             (json.dumps(heads), STREAMING, owner_id, owner_id, time.time()),
         )
