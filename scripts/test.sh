@@ -6,8 +6,8 @@
 #                                their own `jupyter server` processes (marker `subprocess`):
 #                                the fast loop while working
 #
-# Two pytest processes: pytest-jupyter runs the async tests on its own event loop, and the
-# browser tests use Playwright's sync API, which must not share a process with them.
+# Two pytest processes, run side by side: pytest-jupyter runs the async tests on its own event
+# loop, and the browser tests use Playwright's sync API, which must not share a process with them.
 # With CI=true (or 1) a missing Chromium is an error; elsewhere the browser tests skip and say
 # how to install it. Outside a virtual or conda environment it installs into .venv/
 # (scripts/_env.sh), and the tests run with that environment's Python.
@@ -73,13 +73,26 @@ if [[ -z "${STREAMCHAT_CHP:-}" && ! -x .venv/chp/node_modules/.bin/configurable-
     # Otherwise the JupyterHub test fails (CI) or skips with instructions.
 fi
 
-# Run both even if the first fails. Exit status 5 (nothing collected) is expected from one of
-# them when the arguments select only browser or only other tests.
+# Both runs at once: they spend most of their time waiting on servers, kernels and Chromium,
+# so together they take about as long as the longer one. The browser run's output is kept in a
+# file and shown once the other run is done. Exit status 5 (nothing collected) is expected from
+# one of them when the arguments select only browser or only other tests.
+browser_log="$(mktemp)"
+"$PY" -m pytest -m browser "$@" >"$browser_log" 2>&1 &
+browser_pid=$!
+# An interrupted run (Ctrl-C) stops the browser run too.
+trap 'kill "$browser_pid" 2>/dev/null || true; rm -f "$browser_log"' EXIT
+other=0
+"$PY" -m pytest -m "not browser" "$@" || other=$?
+browser=0
+wait "$browser_pid" || browser=$?
+echo
+echo "==================== browser tests (run alongside the others) ===================="
+cat "$browser_log"
+
 status=0
 collected=0
-for marker in "not browser" "browser"; do
-    rc=0
-    "$PY" -m pytest -m "$marker" "$@" || rc=$?
+for rc in "$other" "$browser"; do
     if [[ $rc == 5 ]]; then continue; fi
     collected=1
     if [[ $status == 0 ]]; then status=$rc; fi
