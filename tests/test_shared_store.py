@@ -94,7 +94,8 @@ def test_a_reply_generated_on_a_streams_frame_for_frame_to_clients_of_b(pair):
         tab1, _ = await subscribed(b, conversation)
         tab2, _ = await subscribed(b, conversation)
         sender = await a.chat()
-        await sender.send_message(" ".join(f"w{i}" for i in range(150)), conversation=conversation)
+        text = " ".join(f"w{i}" for i in range(150))
+        await sender.send_message(text, conversation=conversation)
         accepted = await sender.expect("MESSAGE_ACCEPTED")
         mid = accepted["messageId"]
         on_a = await sender.chunks_until_complete(mid)
@@ -109,6 +110,7 @@ def test_a_reply_generated_on_a_streams_frame_for_frame_to_clients_of_b(pair):
             accepted_b = [f for f in frames if f["type"] == "MESSAGE_ACCEPTED"]
             assert accepted_b and accepted_b[0]["messageId"] == mid
             assert accepted_b[0]["userMessageId"] == accepted["userMessageId"]
+            assert accepted_b[0]["text"] == text  # other tabs show the user's message
             seen.append(chunks_of(frames, mid))
         for client in (tab1, tab2, sender):
             client.close()

@@ -123,24 +123,40 @@ class RemoteReplies:
 
     def _exchange(self, hint: ExchangeCreated) -> None:
         self._elsewhere[hint.message_id] = time.monotonic()
+        self.hub.listing.changed(hint.user, hint.conversation_id)
+        if not self.hub.fanout.follows(hint.user, hint.conversation_id, hint.message_id):
+            return
+        # The conversation's followers here learn of the new exchange as those of its own
+        # server do (MESSAGE_ACCEPTED, with the user's text, which the hint leaves out), and
+        # only then get its reply's frames, from the first: one task does both, in order.
+        followed = self._follow(hint.user, hint.conversation_id, hint.message_id, published=0)
+        followed.reading = asyncio.ensure_future(self._accept_then_read(hint, followed))
+
+    async def _accept_then_read(self, hint: ExchangeCreated, followed: _Followed) -> None:
+        text = ""
+        try:
+            message = await self.hub.store.get_message(hint.user_message_id, user=EVERY_USER)
+            text = message.text if message is not None else ""
+        except StoreError as e:
+            self.hub.log.warning(
+                "streamchat: cannot read message %s of another server: %s",
+                hint.user_message_id,
+                e,
+            )
         exchange = Exchange(
             hint.client_message_id,
             hint.conversation_id,
             hint.user_message_id,
             hint.message_id,
             hint.agent_id,
-            "",
+            text,
             True,
             hint.user,
         )
-        # The conversation's followers here learn of the new exchange as those of its own
-        # server do; they then get its reply's frames from the first.
         self.hub.bus.publish(
             Accepted(hint.user, hint.conversation_id, p.dumps(p.accepted_frame(exchange)))
         )
-        if self.hub.fanout.follows(hint.user, hint.conversation_id, hint.message_id):
-            self._follow(hint.user, hint.conversation_id, hint.message_id, published=0)
-        self.hub.listing.changed(hint.user, hint.conversation_id)
+        await self._read_new(hint.message_id, followed)
 
     # -- following ----------------------------------------------------------------------
 
