@@ -9,6 +9,7 @@ database. Timings are printed, never asserted beyond hang guards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -41,20 +42,32 @@ def start_server(
     return server.__enter__()
 
 
-@pytest.fixture(scope="module")
-def pair(pg_cluster, tmp_path_factory):
+@contextlib.contextmanager
+def two_servers(base: Path, url: str):
     """Servers A and B on one database."""
-    url = pg_cluster.create_database()
-    base = tmp_path_factory.mktemp("shared")
     a = start_server(base, url, "a")
     try:
         b = start_server(base, url, "b")
-    except BaseException:
+        try:
+            yield a, b
+        finally:
+            b.stop()
+    finally:
         a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(pg_cluster, tmp_path_factory):
+    """Servers A and B shared by the tests that leave them running."""
+    with two_servers(tmp_path_factory.mktemp("shared"), pg_cluster.create_database()) as both:
+        yield both
+
+
+@pytest.fixture
+def fresh_pair(pg_cluster, tmp_path):
+    """Servers A and B on a database of their own, for a test that kills or suspends one."""
+    with two_servers(tmp_path, pg_cluster.create_database()) as both:
+        yield both
 
 
 def run(coroutine):
@@ -269,88 +282,72 @@ def test_b_keeps_every_frame_when_its_listening_connection_is_killed(pair, pg_cl
 # -- 4. a dead server ----------------------------------------------------------------------
 
 
-def test_a_killed_servers_reply_ends_interrupted_live_at_b_with_its_text(pg_cluster, tmp_path):
-    url = pg_cluster.create_database()
-    a = start_server(tmp_path, url, "a")
-    b = start_server(tmp_path, url, "b")
-    try:
+def test_a_killed_servers_reply_ends_interrupted_live_at_b_with_its_text(fresh_pair):
+    a, b = fresh_pair
 
-        async def go():
-            conversation = new_id("c-")
-            follower, _ = await subscribed(b, conversation)
-            sender = await a.chat()
-            await sender.send_message(LONG_TEXT, conversation=conversation)
-            mid = (await sender.expect("MESSAGE_ACCEPTED"))["messageId"]
-            got = []
-            while len(got) < 5:
-                frame = await follower.recv()
-                if frame["type"] == "MESSAGE_CHUNK":
-                    got.append(frame)
-            a.signal(signal.SIGKILL)
-            killed = time.monotonic()
+    async def go():
+        conversation = new_id("c-")
+        follower, _ = await subscribed(b, conversation)
+        sender = await a.chat()
+        await sender.send_message(LONG_TEXT, conversation=conversation)
+        mid = (await sender.expect("MESSAGE_ACCEPTED"))["messageId"]
+        got = []
+        while len(got) < 5:
+            frame = await follower.recv()
+            if frame["type"] == "MESSAGE_CHUNK":
+                got.append(frame)
+        a.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        frames = await read_until(
+            follower,
+            lambda f: f["type"] == "MESSAGE_CHUNK" and f["isComplete"],
+            guard=DEAD_GUARD,
+        )
+        took = time.monotonic() - killed
+        stored = await asyncio.to_thread(b.get_json, f"streamchat/api/conversations/{conversation}")
+        follower.close()
+        return mid, got + chunks_of(frames, mid), stored, took
+
+    mid, frames, stored, took = run(go())
+    print(f"killed server's reply ended at B after {took:.1f} s (lease {LEASE} s)")
+    assert_contiguous(frames)
+    assert frames[-1]["status"] == "interrupted"
+    reply = [m for m in stored["messages"] if m["messageId"] == mid][0]
+    assert reply["status"] == "interrupted"
+    assert reply["text"] == text_of(frames) and reply["text"]
+
+
+def test_a_server_back_after_its_lease_expired_cannot_write_and_says_so(fresh_pair):
+    a, b = fresh_pair
+
+    async def go():
+        conversation = new_id("c-")
+        follower, _ = await subscribed(b, conversation)
+        sender = await a.chat()
+        await sender.send_message(LONG_TEXT, conversation=conversation)
+        mid = (await sender.expect("MESSAGE_ACCEPTED"))["messageId"]
+        await sender.expect("MESSAGE_CHUNK")
+        a.signal(signal.SIGSTOP)  # suspended: its lease runs out
+        try:
             frames = await read_until(
                 follower,
                 lambda f: f["type"] == "MESSAGE_CHUNK" and f["isComplete"],
                 guard=DEAD_GUARD,
             )
-            took = time.monotonic() - killed
-            stored = await asyncio.to_thread(
-                b.get_json, f"streamchat/api/conversations/{conversation}"
-            )
-            follower.close()
-            return mid, got + chunks_of(frames, mid), stored, took
+        finally:
+            a.signal(signal.SIGCONT)
+        await asyncio.sleep(LEASE)  # A wakes up and tries to go on writing
+        stored = await asyncio.to_thread(b.get_json, f"streamchat/api/conversations/{conversation}")
+        follower.close()
+        sender.close()
+        return mid, frames, stored
 
-        mid, frames, stored, took = run(go())
-        print(f"killed server's reply ended at B after {took:.1f} s (lease {LEASE} s)")
-        assert_contiguous(frames)
-        assert frames[-1]["status"] == "interrupted"
-        reply = [m for m in stored["messages"] if m["messageId"] == mid][0]
-        assert reply["status"] == "interrupted"
-        assert reply["text"] == text_of(frames) and reply["text"]
-    finally:
-        a.stop()
-        b.stop()
-
-
-def test_a_server_back_after_its_lease_expired_cannot_write_and_says_so(pg_cluster, tmp_path):
-    url = pg_cluster.create_database()
-    a = start_server(tmp_path, url, "a")
-    b = start_server(tmp_path, url, "b")
-    try:
-
-        async def go():
-            conversation = new_id("c-")
-            follower, _ = await subscribed(b, conversation)
-            sender = await a.chat()
-            await sender.send_message(LONG_TEXT, conversation=conversation)
-            mid = (await sender.expect("MESSAGE_ACCEPTED"))["messageId"]
-            await sender.expect("MESSAGE_CHUNK")
-            a.signal(signal.SIGSTOP)  # suspended: its lease runs out
-            try:
-                frames = await read_until(
-                    follower,
-                    lambda f: f["type"] == "MESSAGE_CHUNK" and f["isComplete"],
-                    guard=DEAD_GUARD,
-                )
-            finally:
-                a.signal(signal.SIGCONT)
-            await asyncio.sleep(LEASE)  # A wakes up and tries to go on writing
-            stored = await asyncio.to_thread(
-                b.get_json, f"streamchat/api/conversations/{conversation}"
-            )
-            follower.close()
-            sender.close()
-            return mid, frames, stored
-
-        mid, frames, stored = run(go())
-        final = chunks_of(frames, mid)[-1]
-        assert final["status"] == "interrupted"
-        reply = [m for m in stored["messages"] if m["messageId"] == mid][0]
-        assert reply["status"] == "interrupted" and reply["lastSeq"] == final["seq"]
-        assert "lease" in a.log().lower()
-    finally:
-        a.stop()
-        b.stop()
+    mid, frames, stored = run(go())
+    final = chunks_of(frames, mid)[-1]
+    assert final["status"] == "interrupted"
+    reply = [m for m in stored["messages"] if m["messageId"] == mid][0]
+    assert reply["status"] == "interrupted" and reply["lastSeq"] == final["seq"]
+    assert "lease" in a.log().lower()
 
 
 # -- 7. Postgres goes away mid-stream --------------------------------------------------------
