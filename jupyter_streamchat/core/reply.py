@@ -108,6 +108,11 @@ def _valid(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class AgentInterrupted(Exception):
     """Raised by an agent whose producer went away mid-reply (the kernel running a notebook
     agent died or restarted): the reply ends ``interrupted``, keeping what was produced."""
@@ -154,7 +159,7 @@ class Reply:
         self._stored = asyncio.Event()  # clear while a commit is in flight
         self._stored.set()
         self._commit_started = 0.0
-        self._end = asyncio.Event()
+        self._window: Optional[asyncio.Future] = None  # the flusher's wait for its window
         self._producer: Optional[asyncio.Task] = None
         self._flusher: Optional[asyncio.Task] = None
 
@@ -177,7 +182,8 @@ class Reply:
     def _finish(self, status: str, error: Optional[str] = None) -> None:
         if self._ending is None:
             self._ending = (status, error)
-            self._end.set()
+            if self._window is not None and not self._window.done():
+                self._window.set_result(None)  # the end is flushed at once
             self._data.set()
 
     async def _produce(self) -> None:
@@ -273,10 +279,7 @@ class Reply:
                 if self._ending is None:
                     wait = self.clock.next_flush(loop.time(), last_flush) - loop.time()
                     if wait > 0:  # merge what arrives within the window into this frame
-                        try:
-                            await asyncio.wait_for(self._end.wait(), wait)
-                        except asyncio.TimeoutError:
-                            pass
+                        await self._wait_window(loop, wait)
                 ending = self._ending
                 if not self._pending and not self._thinking and ending is None:
                     continue
@@ -296,6 +299,18 @@ class Reply:
             await self._follow_store()
         finally:
             self.on_end(self, unstored)
+
+    async def _wait_window(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+        """Wait ``seconds``, or until the reply is ended. One timer and one future per window:
+        with a thousand replies streaming, ``asyncio.wait_for`` on an event (a task, a timer
+        and a cancellation per window and reply) cost the loop a few microseconds a token."""
+        window = self._window = loop.create_future()
+        timer = loop.call_later(seconds, _settle, window)
+        try:
+            await window
+        finally:
+            timer.cancel()
+            self._window = None
 
     async def _commit_chunks(self, chunks: list, thoughts: list) -> None:
         first = self.seq + 1
