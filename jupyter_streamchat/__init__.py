@@ -1,6 +1,6 @@
 """Streaming chat with AI agents inside Jupyter."""
 
-from .agents import Agent, AgentError, AgentRequest, Reasoning, Usage
+from .agents import Agent, AgentError, AgentRequest, Reasoning, ToolCall, Usage
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ __all__ = [
     "Chat",
     "ChatWidget",
     "Reasoning",
+    "ToolCall",
     "Usage",
     "__version__",
     "agent",

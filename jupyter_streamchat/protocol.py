@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
 from typing import Any, Optional
 
+from .agents.base import (
+    ALLOW_ONCE,
+    COMPLETED,
+    DECISIONS,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TOOL_STATUSES,
+)
 from .redact import redact
+
+# What a notebook agent may report of a call ("waiting" is the hub's own).
+AGENT_TOOL_STATUSES = frozenset({PENDING, RUNNING, COMPLETED, FAILED})
 
 PROTOCOL_VERSION = 1
 
@@ -79,6 +91,9 @@ AGENT_EXISTS = "agent_exists"  # REGISTER_AGENT of a server agent's id
 AGENT_TAKEN = "agent_taken"  # REGISTER_AGENT of an id another connection registered
 TOO_MANY_AGENTS = "too_many_agents"
 UNKNOWN_REQUEST = "unknown_request"  # AGENT_OUTPUT or AGENT_DONE of no request of this socket
+# ANSWER_TOOL_CALL of a call that is not waiting: answered already (in another view), ended,
+# or not a call of that reply.
+NOT_WAITING = "not_waiting"
 
 # Numbers a JSON reader in any language holds exactly (JavaScript's safe integers).
 MAX_SEQ = 2**53 - 1
@@ -92,6 +107,18 @@ class SendMessage:
     agent_id: str
     text: str
     client_message_id: str
+    # What the user attached (cells, an error, files, variables): a list of context items
+    # with wire names, as checked by _check_context; None when nothing was.
+    context: Optional[list] = None
+
+
+@dataclass(frozen=True)
+class AnswerToolCall:
+    """The user's answer to a tool call waiting for approval."""
+
+    message_id: str
+    tool_call_id: str
+    decision: str  # allow_once, allow_always or reject
 
 
 @dataclass(frozen=True)
@@ -160,6 +187,7 @@ class AgentOutput:
     text: str = ""
     reasoning: str = ""
     usage: Optional[dict] = None  # Python names, as usage_from_wire gives them
+    tool_calls: Optional[list] = None  # ToolCall states, in the order they happened
 
 
 @dataclass(frozen=True)
@@ -182,19 +210,35 @@ Request = (
     | UnregisterAgent
     | AgentOutput
     | AgentDone
+    | AnswerToolCall
 )
 
 # Field kinds that may be left out, and what a missing one stands for: "label", a short string
 # (a name); "about", a longer one (a description); "piece", a text that may be empty (part of
 # an agent's output); "why", an error message; "usage", a usage object as on a final frame.
-_OPTIONAL = {"label": "", "about": "", "piece": "", "why": None, "usage": None}
+# "context", the items attached to a message; "toolcalls", a notebook agent's tool-call states.
+_OPTIONAL = {
+    "label": "",
+    "about": "",
+    "piece": "",
+    "why": None,
+    "usage": None,
+    "context": None,
+    "toolcalls": None,
+}
 MAX_DESCRIPTION_LENGTH = 2000
 
 # type -> (request class, [(wire field, python kind)])
 _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "SEND_MESSAGE": (
         SendMessage,
-        [("conversationId", "id"), ("agentId", "id"), ("text", "text"), ("clientMessageId", "id")],
+        [
+            ("conversationId", "id"),
+            ("agentId", "id"),
+            ("text", "text"),
+            ("clientMessageId", "id"),
+            ("context", "context"),
+        ],
     ),
     "STOP_GENERATING": (StopGenerating, [("messageId", "id")]),
     "SUBSCRIBE": (Subscribe, [("conversationId", "id")]),
@@ -211,9 +255,19 @@ _REQUESTS: dict[str, tuple[type, list[tuple[str, str]]]] = {
     "UNREGISTER_AGENT": (UnregisterAgent, [("agentId", "id")]),
     "AGENT_OUTPUT": (
         AgentOutput,
-        [("requestId", "id"), ("text", "piece"), ("reasoning", "piece"), ("usage", "usage")],
+        [
+            ("requestId", "id"),
+            ("text", "piece"),
+            ("reasoning", "piece"),
+            ("usage", "usage"),
+            ("toolCalls", "toolcalls"),
+        ],
     ),
     "AGENT_DONE": (AgentDone, [("requestId", "id"), ("error", "why")]),
+    "ANSWER_TOOL_CALL": (
+        AnswerToolCall,
+        [("messageId", "id"), ("toolCallId", "id"), ("decision", "decision")],
+    ),
 }
 
 # The id fields echoed back in an ERROR so a client can tell which request failed, by their
@@ -328,6 +382,16 @@ def _check_field(
         return value
     if check == "usage":
         return _check_usage(kind, name, value, ids)
+    if check == "context":
+        return _check_context(kind, name, value, max_text_bytes, ids)
+    if check == "toolcalls":
+        return _check_tool_calls(kind, name, value, max_text_bytes, ids)
+    if check == "decision":
+        if value not in DECISIONS:
+            raise ProtocolError(
+                BAD_FIELD, f"{kind}.{name} must be one of {', '.join(sorted(DECISIONS))}", **ids
+            )
+        return value
     if not isinstance(value, str):
         raise ProtocolError(BAD_FIELD, f"{kind}.{name} must be a string", **ids)
     if not _is_unicode(value):
@@ -376,6 +440,188 @@ def _check_usage(kind: str, name: str, value: Any, ids: dict) -> dict:
     return usage_from_wire(value)
 
 
+# -- attached context and tool calls -------------------------------------------------------
+
+CONTEXT_KINDS = frozenset({"cell", "selection", "error", "file", "variable"})
+MAX_CONTEXT_ITEMS = 20
+# Optional string fields of a context item, and their longest (characters).
+_CONTEXT_STRINGS = {"label": MAX_DESCRIPTION_LENGTH, "path": 4096, "language": 100, "mime": 100}
+
+
+def _check_context(kind: str, name: str, value: Any, max_text_bytes: int, ids: dict) -> list:
+    """A SEND_MESSAGE's ``context``: at most MAX_CONTEXT_ITEMS items of a known kind whose
+    texts, all together, fit in the same byte limit as the message text."""
+
+    def refuse(why: str, code: str = BAD_FIELD):
+        raise ProtocolError(code, f"{kind}.{name} {why}", **ids)
+
+    if not isinstance(value, list):
+        refuse("must be a list of context items")
+    if len(value) > MAX_CONTEXT_ITEMS:
+        refuse(f"has {len(value)} items; at most {MAX_CONTEXT_ITEMS} may be attached")
+    items, size = [], 0
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or item.get("kind") not in CONTEXT_KINDS:
+            refuse(
+                f"[{i}] must be an object whose kind is one of {', '.join(sorted(CONTEXT_KINDS))}"
+            )
+        text = item.get("text")
+        if not isinstance(text, str) or not _is_unicode(text):
+            refuse(f"[{i}].text must be a string of valid Unicode")
+        size += len(text.encode("utf-8"))
+        clean = {"kind": item["kind"], "label": "", "text": text}
+        for field_name, longest in _CONTEXT_STRINGS.items():
+            if field_name in item:
+                got = item[field_name]
+                if not isinstance(got, str) or len(got) > longest or not _is_unicode(got):
+                    refuse(f"[{i}].{field_name} must be a string of at most {longest} characters")
+                clean[field_name] = got
+        if "cell" in item:
+            if not _seq(item["cell"], 0):
+                refuse(f"[{i}].cell must be a cell index (an integer from 0)")
+            clean["cell"] = item["cell"]
+        items.append(clean)
+    if size > max_text_bytes:
+        refuse(f"holds {size} bytes of text; the limit is {max_text_bytes}", TOO_LARGE)
+    return items or None
+
+
+# Longest result, error and arguments a tool-call state carries (characters); longer ones are
+# cut with a note, so one tool's output cannot swell every frame and replay after it.
+MAX_TOOL_RESULT_CHARS = 16 * 1024
+MAX_TOOL_ARGUMENTS_CHARS = 64 * 1024
+MAX_TOOL_ERROR_CHARS = 2000
+MAX_TOOL_DIFF_CHARS = 64 * 1024
+# A notebook agent sends at most this many tool-call states in one AGENT_OUTPUT.
+MAX_TOOL_STATES = 1000
+_TOOL_STRINGS = ("title", "kind", "result", "error")
+_CUT_NOTE = "\n…[cut]"
+
+
+def _cut(text: str, longest: int) -> str:
+    return text if len(text) <= longest else text[:longest] + _CUT_NOTE
+
+
+def tool_call_wire(
+    call, decision: str | None = None, started: float | None = None, ended: float | None = None
+) -> dict:
+    """A ``ToolCall`` state as MESSAGE_CHUNK's ``toolCalls`` carries it, cut to size; the
+    hub adds what the user decided and when the call started and ended (epoch seconds)."""
+    wire = {
+        "id": call.id,
+        "name": call.name,
+        "status": call.status,
+        "arguments": _cut(call.arguments or "", MAX_TOOL_ARGUMENTS_CHARS),
+    }
+    if call.title is not None:
+        wire["title"] = _cut(call.title, MAX_DESCRIPTION_LENGTH)
+    if call.kind is not None:
+        wire["kind"] = call.kind[:MAX_ID_LENGTH]
+    if call.result is not None:
+        wire["result"] = _cut(redact(call.result), MAX_TOOL_RESULT_CHARS)
+    if call.error is not None:
+        wire["error"] = _cut(redact(call.error), MAX_TOOL_ERROR_CHARS)
+    if call.diff is not None:
+        wire["diff"] = {
+            "path": str(call.diff.get("path", ""))[:4096],
+            "oldText": _cut(str(call.diff.get("oldText") or ""), MAX_TOOL_DIFF_CHARS),
+            "newText": _cut(str(call.diff.get("newText") or ""), MAX_TOOL_DIFF_CHARS),
+        }
+    if decision is not None:
+        wire["decision"] = decision
+    if started is not None:
+        wire["startedAt"] = round(started, 3)
+    if ended is not None:
+        wire["endedAt"] = round(ended, 3)
+    return wire
+
+
+def tool_call_from_wire(state: dict):
+    """The ``ToolCall`` a checked wire state (a notebook agent's) stands for."""
+    from .agents.base import ToolCall
+
+    diff = state.get("diff")
+    return ToolCall(
+        state["id"],
+        state["name"],
+        state["status"],
+        state.get("arguments", ""),
+        state.get("title"),
+        state.get("kind"),
+        state.get("result"),
+        state.get("error"),
+        dict(diff) if diff else None,
+    )
+
+
+def _check_tool_calls(kind: str, name: str, value: Any, max_text_bytes: int, ids: dict) -> list:
+    """An AGENT_OUTPUT's ``toolCalls``: states a notebook agent reported, as ToolCalls."""
+    if not isinstance(value, list) or len(value) > MAX_TOOL_STATES:
+        raise ProtocolError(
+            BAD_FIELD, f"{kind}.{name} must be a list of at most {MAX_TOOL_STATES} states", **ids
+        )
+    calls = []
+    for i, state in enumerate(value):
+        if not (
+            isinstance(state, dict)
+            and _id(state.get("id"))
+            and _id(state.get("name"))
+            and state.get("status") in AGENT_TOOL_STATUSES
+            and isinstance(state.get("arguments", ""), str)
+            and all(isinstance(state.get(k, ""), str) for k in _TOOL_STRINGS)
+            and _diff(state.get("diff"))
+            and all(_is_unicode(v) for v in state.values() if isinstance(v, str))
+        ):
+            raise ProtocolError(
+                BAD_FIELD,
+                f"{kind}.{name}[{i}] must be a tool-call state: id, name, status (one of "
+                f"{', '.join(sorted(AGENT_TOOL_STATUSES))}), and optional arguments, title, kind, "
+                "result, error (strings) and diff",
+                **ids,
+            )
+        calls.append(tool_call_from_wire(state))
+    return calls or None
+
+
+def _diff(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and all(isinstance(value.get(k, ""), str) for k in ("path", "oldText", "newText"))
+    )
+
+
+def _tool_state(state: Any) -> bool:
+    """A tool-call state as a server frame or a stored message carries it."""
+    return (
+        isinstance(state, dict)
+        and _id(state.get("id"))
+        and isinstance(state.get("name"), str)
+        and state.get("status") in TOOL_STATUSES
+        and isinstance(state.get("arguments", ""), str)
+        and all(isinstance(state.get(k, ""), str) for k in _TOOL_STRINGS)
+        and _diff(state.get("diff"))
+        and state.get("decision", ALLOW_ONCE) in DECISIONS
+        and all(_seconds(state[k]) for k in ("startedAt", "endedAt") if k in state)
+    )
+
+
+def _tool_states(value: Any) -> bool:
+    return isinstance(value, list) and all(_tool_state(s) for s in value)
+
+
+# Said of a call that never finished when its reply ended (stopped, interrupted, failed).
+from .store.toolcalls import NOT_RUN  # noqa: E402, F401 (re-exported)
+
+
+def ended_tool_calls(states: list) -> list:
+    """``states`` as an ended reply shows them: a call still pending, running or waiting never
+    finished, so it is shown failed."""
+    return [
+        s if s["status"] in (COMPLETED, FAILED) else {**s, "status": FAILED, "error": NOT_RUN}
+        for s in states
+    ]
+
+
 def request_frame(request: Request) -> dict:
     """A request as a client sends it (the kernel's follower): the inverse of parse_request.
     An optional field holding what its absence means is left out."""
@@ -385,7 +631,11 @@ def request_frame(request: Request) -> dict:
             for (name, check), value in zip(fields, vars(request).values()):
                 if check in _OPTIONAL and value == _OPTIONAL[check]:
                     continue
-                frame[name] = usage_wire(value) if check == "usage" else value
+                if check == "usage":
+                    value = usage_wire(value)
+                elif check == "toolcalls":
+                    value = [tool_call_wire(call) for call in value]
+                frame[name] = value
             return frame
     raise TypeError(f"not a request: {request!r}")
 
@@ -427,10 +677,10 @@ def error_frame(code: str, message: str, **ids: Any) -> dict:
     return frame
 
 
-def accepted_frame(accepted: Any) -> dict:
-    """MESSAGE_ACCEPTED; ``text`` (the user's message) is an extra field so other tabs can
-    show it."""
-    return {
+def accepted_frame(accepted: Any, context: Optional[list] = None) -> dict:
+    """MESSAGE_ACCEPTED; ``text`` (the user's message) and ``context`` (what was attached to
+    it) are extra fields so other tabs can show it."""
+    frame = {
         "type": "MESSAGE_ACCEPTED",
         "clientMessageId": accepted.client_message_id,
         "conversationId": accepted.conversation_id,
@@ -439,6 +689,9 @@ def accepted_frame(accepted: Any) -> dict:
         "agentId": accepted.agent_id,
         "text": accepted.text,
     }
+    if context:
+        frame["context"] = context
+    return frame
 
 
 def message_wire(message) -> dict:
@@ -460,6 +713,12 @@ def message_wire(message) -> dict:
         wire["usage"] = usage_wire(message.usage)
     if message.truncated:
         wire["truncated"] = True  # the rest comes with RESUME {afterSeq: lastSeq}
+    calls = getattr(message, "tool_calls", None)
+    if calls:
+        wire["toolCalls"] = ended_tool_calls(calls) if message.status != STREAMING else calls
+    context = getattr(message, "context", None)
+    if context:
+        wire["context"] = context
     return wire
 
 
@@ -545,9 +804,10 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def conversation_wire(conversation) -> dict:
+def conversation_wire(conversation, waiting: bool = False) -> dict:
     """A ``store.ConversationRecord`` as ``GET api/conversations`` lists it (and
-    CONVERSATION_UPDATED carries it); ``snippet`` only in search results."""
+    CONVERSATION_UPDATED carries it); ``snippet`` only in search results; ``waiting`` while a
+    reply in it waits for the user to approve a tool call."""
     wire = {
         "conversationId": conversation.conversation_id,
         "title": conversation.title,
@@ -559,6 +819,8 @@ def conversation_wire(conversation) -> dict:
     }
     if conversation.snippet is not None:
         wire["snippet"] = conversation.snippet
+    if waiting:
+        wire["waiting"] = True
     return wire
 
 
@@ -577,11 +839,12 @@ def agents_frame(agents: list, max_message_bytes: int | None) -> dict:
     return frame
 
 
-def conversation_list_body(page: list, more: bool) -> dict:
-    """GET api/conversations: a page of the list; ``next`` is the ``after`` of the next one."""
+def conversation_list_body(page: list, more: bool, waiting: frozenset = frozenset()) -> dict:
+    """GET api/conversations: a page of the list; ``next`` is the ``after`` of the next one.
+    ``waiting``: the ids of conversations a reply of which waits for an approval."""
     last = page[-1] if more and page else None
     return {
-        "conversations": [conversation_wire(c) for c in page],
+        "conversations": [conversation_wire(c, c.conversation_id in waiting) for c in page],
         "next": list_cursor(last.updated_at, last.conversation_id) if last else None,
     }
 
@@ -596,12 +859,12 @@ def renamed_body(conversation_id: str, title: str) -> dict:
     return {"conversationId": conversation_id, "title": title}
 
 
-def conversation_updated_frame(conversation) -> dict:
+def conversation_updated_frame(conversation, waiting: bool = False) -> dict:
     """CONVERSATION_UPDATED: a conversation's list entry as it is now."""
     return {
         "type": "CONVERSATION_UPDATED",
         "conversationId": conversation.conversation_id,
-        "conversation": conversation_wire(conversation),
+        "conversation": conversation_wire(conversation, waiting),
     }
 
 
@@ -620,8 +883,16 @@ def agent_request_frame(request_id: str, agent_id: str, request) -> dict:
         "agentId": agent_id,
         "conversationId": request.conversation_id,
         "text": request.text,
-        "history": [{"role": m["role"], "text": m["text"]} for m in request.history],
+        "history": [_turn_wire(m) for m in request.history],
+        **({"context": request.context} if request.context else {}),
     }
+
+
+def _turn_wire(message: dict) -> dict:
+    turn = {"role": message["role"], "text": message["text"]}
+    if message.get("context"):
+        turn["context"] = message["context"]
+    return turn
 
 
 def agent_cancel_frame(request_id: str) -> dict:
@@ -670,9 +941,11 @@ class ChunkFrames:
             % (_json_str(message_id), _json_str(conversation_id), _json_str(agent_id))
         )
 
-    def chunk(self, seq: int, chunk: str, reasoning: str = "") -> str:
-        thinking = f',"reasoning":{_json_str(reasoning)}' if reasoning else ""
-        return f'{self._head}{seq},"chunk":{_json_str(chunk)}{thinking},"isComplete":false}}'
+    def chunk(self, seq: int, chunk: str, reasoning: str = "", tool_calls=None) -> str:
+        extra = f',"reasoning":{_json_str(reasoning)}' if reasoning else ""
+        if tool_calls:
+            extra += f',"toolCalls":{dumps(tool_calls)}'
+        return f'{self._head}{seq},"chunk":{_json_str(chunk)}{extra},"isComplete":false}}'
 
     def final(
         self,
@@ -682,6 +955,7 @@ class ChunkFrames:
         error: str | None = None,
         reasoning: str = "",
         usage: dict | None = None,
+        tool_calls: list | None = None,
     ) -> str:
         tail = (
             f',"error":{_json_str(redact(error))}' if status == ERROR and error is not None else ""
@@ -690,6 +964,8 @@ class ChunkFrames:
             tail += f',"reasoning":{_json_str(reasoning)}'
         if usage:
             tail += f',"usage":{json.dumps(usage_wire(usage), separators=(",", ":"))}'
+        if tool_calls:
+            tail += f',"toolCalls":{dumps(tool_calls)}'
         return (
             f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
             f'"status":{_json_str(status)}{tail}}}'
@@ -702,20 +978,27 @@ class ChunkFrames:
         thoughts: list,
         ending: tuple | None = None,
         usage: dict | None = None,
+        tools: list | None = None,
     ) -> list:
-        """Frames ``first, first + 1, ...`` of ``chunks`` (and their reasoning), the last one
-        final when ``ending`` (status, error) is given: ``[(seq, frame text, final)]``."""
+        """Frames ``first, first + 1, ...`` of ``chunks`` (and their reasoning, and their
+        tool-call states: ``tools``, None or a list as long, each None or a list), the last
+        one final when ``ending`` (status, error) is given: ``[(seq, frame text, final)]``."""
         last = first + len(chunks) - 1
+        tools = tools or [None] * len(chunks)
         return [
-            (seq, self.final(seq, chunk, *ending, reasoning=thinking, usage=usage), True)
+            (
+                seq,
+                self.final(seq, chunk, *ending, reasoning=thinking, usage=usage, tool_calls=calls),
+                True,
+            )
             if ending is not None and seq == last
-            else (seq, self.chunk(seq, chunk, thinking), False)
-            for seq, chunk, thinking in zip(range(first, last + 1), chunks, thoughts)
+            else (seq, self.chunk(seq, chunk, thinking, calls), False)
+            for seq, chunk, thinking, calls in zip(range(first, last + 1), chunks, thoughts, tools)
         ]
 
     def stored(self, chunks: list, message) -> list:
-        """The frames of stored chunks ``[(seq, chunk, reasoning)]`` (consecutive) of
-        ``message``, a store record; the last is final if it is the reply's last frame."""
+        """The frames of stored chunks ``[(seq, chunk, reasoning, tool_calls)]`` (consecutive)
+        of ``message``, a store record; the last is final if it is the reply's last frame."""
         if not chunks:
             return []
         ending = None
@@ -723,10 +1006,11 @@ class ChunkFrames:
             ending = (message.status, message.error)
         return self.run(
             chunks[0][0],
-            [c for _, c, _ in chunks],
-            [t for _, _, t in chunks],
+            [c[1] for c in chunks],
+            [c[2] for c in chunks],
             ending,
             message.usage,
+            [c[3] if len(c) > 3 else None for c in chunks],
         )
 
 
@@ -772,6 +1056,7 @@ def _conversation_entry(c: Any) -> bool:
         and _seq(c.get("messageCount"), 0)
         and isinstance(c.get("agentId"), str)
         and isinstance(c.get("streaming"), bool)
+        and isinstance(c.get("waiting", False), bool)
         and isinstance(c.get("snippet", ""), str)
     )
 
@@ -809,6 +1094,8 @@ def _stored_message(m: Any) -> bool:
         and isinstance(m.get("error", ""), str)
         and isinstance(m.get("reasoning", ""), str)
         and ("usage" not in m or _usage(m["usage"]))
+        and ("toolCalls" not in m or _tool_states(m["toolCalls"]))
+        and ("context" not in m or isinstance(m["context"], list))
     )
 
 
@@ -832,6 +1119,7 @@ def is_server_frame(frame: Any) -> bool:
             and isinstance(frame.get("error", ""), str)
             and isinstance(frame.get("reasoning", ""), str)
             and ("usage" not in frame or _usage(frame["usage"]))
+            and ("toolCalls" not in frame or _tool_states(frame["toolCalls"]))
         )
     if kind == "MESSAGE_ACCEPTED":
         return all(
@@ -879,6 +1167,7 @@ def is_server_frame(frame: Any) -> bool:
             and isinstance(frame.get("text"), str)
             and isinstance(history, list)
             and all(_turn(m) for m in history)
+            and isinstance(frame.get("context", []), list)
         )
     if kind == "AGENT_CANCEL":
         return _id(frame.get("requestId"))

@@ -358,7 +358,7 @@ async def test_a_dead_servers_replies_are_ended_by_another(stores, pg_url):
     message = await until(ended, what="the reply ended by the other server")
     assert (message.text, message.last_seq) == ("partial text", 3)
     _, frames = await alive.replay(exchange.message_id, 0)
-    assert frames == [(1, "partial", ""), (2, " text", ""), (3, "", "")]
+    assert frames == [(1, "partial", "", None), (2, " text", "", None), (3, "", "", None)]
     (listed,) = await alive.list_conversations()
     assert not listed.streaming and listed.updated_at >= message.created_at
     assert FramesCommitted(alive.default_user, "c1", exchange.message_id, 3, True) in dead.heard
@@ -488,7 +488,8 @@ async def test_an_append_retried_after_an_unconfirmed_commit_is_not_a_lost_lease
     await store.append(Append(exchange.message_id, 2, ["two"], "complete"))
     await store.append(Append(exchange.message_id, 2, ["two"], "complete"))
     message, frames = await store.replay(exchange.message_id, 0)
-    assert frames == [(1, "one", ""), (2, "two", "")] and message.status == "complete"
+    assert frames == [(1, "one", "", None), (2, "two", "", None)]
+    assert message.status == "complete"
     with pytest.raises(LeaseLost):  # different frames at those seqs are refused
         await store.append(Append(exchange.message_id, 2, ["other"], "complete"))
 

@@ -36,7 +36,8 @@ def start_server(
         "--EchoAgent.delay=0.01",
         f"--PostgresStore.lease_seconds={lease}",
         *args,
-        env=isolated_env(base / name),
+        # The tests' agent plug-ins (the ``tools`` agent) on the servers' path.
+        env=isolated_env(base / name, PYTHONPATH=str(Path(__file__).parent / "plugins")),
         name=name,
     )
     return server.__enter__()
@@ -198,6 +199,41 @@ def test_stop_sent_to_b_stops_the_reply_a_generates(pair):
     assert on_a[-1]["status"] == "stopped"
     assert chunks_of(frames, on_a[-1]["messageId"])[-1]["status"] == "stopped"
     assert text_of(on_a) != LONG_TEXT  # it did stop early
+
+
+def test_a_tool_call_waiting_on_a_is_answered_from_b(pair):
+    a, b = pair
+
+    def waiting(frame, status):
+        return frame["type"] == "MESSAGE_CHUNK" and any(
+            c["status"] == status for c in frame.get("toolCalls", ())
+        )
+
+    async def go():
+        conversation = new_id("c-")
+        sender = await a.chat()
+        await sender.send_message("approve", agent="tools", conversation=conversation)
+        mid = (await sender.expect("MESSAGE_ACCEPTED"))["messageId"]
+        await read_until(sender, lambda f: waiting(f, "waiting"))
+        answerer, history = await subscribed(b, conversation)
+        if history["messages"][-1]["toolCalls"][0]["status"] != "waiting":
+            await read_until(answerer, lambda f: waiting(f, "waiting"))
+        await answerer.send(
+            "ANSWER_TOOL_CALL", messageId=mid, toolCallId="call-1", decision="allow_once"
+        )
+        at_b = await read_until(
+            answerer, lambda f: f["type"] == "MESSAGE_CHUNK" and f["isComplete"]
+        )
+        at_a = await sender.chunks_until_complete(mid)
+        answerer.close()
+        sender.close()
+        return at_a, at_b
+
+    at_a, at_b = run(go())
+    assert at_a[-1]["status"] == "complete"
+    assert text_of(at_a).endswith("Written (allow_once). Done.")
+    assert chunks_of(at_b, at_a[-1]["messageId"])[-1]["status"] == "complete"
+    assert [f.get("error") for f in at_b if f["type"] == "ERROR"] == []
 
 
 def test_conversation_list_of_b_follows_new_renamed_and_deleted_conversations_of_a(pair):

@@ -111,7 +111,8 @@ async def test_reopen_keeps_everything(tmp_path):
     assert await store.open() == 1  # the streaming reply is ended as interrupted
     message, chunks = await store.replay(exchange.message_id, 0)
     assert (message.status, message.last_seq) == ("interrupted", 3)
-    assert chunks == [(1, "hi", ""), (2, " there", ""), (3, "", "")]  # (seq, chunk, reasoning)
+    # (seq, chunk, reasoning, tool calls)
+    assert chunks == [(1, "hi", "", None), (2, " there", "", None), (3, "", "", None)]
     assert (await store.get_message(exchange.message_id)).text == "hi there"
     again = await store.create_exchange("c", "echo", "hi there", "m1")
     assert not again.created and again.message_id == exchange.message_id
@@ -280,9 +281,9 @@ async def test_frames_of_many_replies_are_written_together_and_fail_alone(tmp_pa
     assert sum(batches) <= 3  # one job took them all (or all but the first few)
     for i, mid in enumerate(replies):
         message, chunks = await store.replay(mid, 0)
-        expected = [] if i == 7 else [(1, f"<{mid}>", "")]
+        expected = [] if i == 7 else [(1, f"<{mid}>", "", None)]
         if i == 0:
-            expected.append((2, "second", ""))
+            expected.append((2, "second", "", None))
         assert chunks == expected and message.last_seq == len(expected)
     # All valid and one frame per reply: written in two statements; each reply's text grows.
     valid = [mid for i, mid in enumerate(replies) if i not in (0, 7)]
@@ -316,7 +317,7 @@ async def test_frames_written_together_keep_nul_characters(tmp_path):
     for mid, text, thought in zip(replies, texts, thinking):
         message = await store.get_message(mid)
         assert (message.text, message.reasoning) == (text, thought)
-        assert (await store.replay(mid, 0))[1] == [(1, text, thought)]
+        assert (await store.replay(mid, 0))[1] == [(1, text, thought, None)]
     await store.close()
 
 

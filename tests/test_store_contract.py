@@ -7,6 +7,7 @@ ending it. Two store objects over one database stand for two server processes.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 
@@ -173,14 +174,22 @@ async def test_frames_are_replayed_by_seq(store):
     await store.append(Append(ex.message_id, 4, [""], "complete", usage=usage))
 
     message, chunks = await store.replay(ex.message_id, 0)
-    assert chunks == [(1, "Hel", "hm"), (2, "lo", ""), (3, " world", "!"), (4, "", "")]
+    assert chunks == [
+        (1, "Hel", "hm", None),
+        (2, "lo", "", None),
+        (3, " world", "!", None),
+        (4, "", "", None),
+    ]
     assert (message.status, message.last_seq, message.text, message.usage) == (
         "complete",
         4,
         "",  # replay leaves the text to the chunks
         usage,
     )
-    assert (await store.replay(ex.message_id, 2))[1] == [(3, " world", "!"), (4, "", "")]
+    assert (await store.replay(ex.message_id, 2))[1] == [
+        (3, " world", "!", None),
+        (4, "", "", None),
+    ]
     assert (await store.replay(ex.message_id, 4))[1] == []
     reply = await store.get_message(ex.message_id)
     assert (reply.text, reply.reasoning, reply.usage) == ("Hello world", "hm!", usage)
@@ -491,7 +500,7 @@ async def test_a_reply_whose_owner_lost_its_lease_is_ended_by_another(backend, s
     assert await second.recover() == 1
     message = await second.get_message(ex.message_id)
     assert (message.status, message.text, message.last_seq) == ("interrupted", "partial more", 3)
-    assert (await second.replay(ex.message_id, 2))[1] == [(3, "", "")]  # one final frame
+    assert (await second.replay(ex.message_id, 2))[1] == [(3, "", "", None)]  # one final frame
     with pytest.raises(LeaseLost):
         await store.append(Append(ex.message_id, 3, [" too late"]))
     assert await found(second, "partial more") == ["c"]  # ended: searchable
@@ -574,7 +583,7 @@ async def test_another_users_conversation_answers_as_a_missing_one(store):
     assert (await store.get_message(ex.message_id, user=ALICE)).text == "secret reply"
     assert (await store.get_message(ex.message_id, user=EVERY_USER)).text == "secret reply"
     message, chunks = await store.replay(ex.message_id, 0, user=EVERY_USER)
-    assert message.message_id == ex.message_id and chunks == [(1, "secret reply", "")]
+    assert message.message_id == ex.message_id and chunks == [(1, "secret reply", "", None)]
     assert await store.get_message(ex.message_id) is None  # nor the default user
 
 
@@ -596,3 +605,256 @@ async def test_replies_of_users_end_and_list_each_for_its_user(store):
     assert record.updated_at > before and record.updated_at >= start - 1
     assert await listed(store, user=ALICE) == ["a1", "a2"]
     assert await found(store, "answered", user=ALICE) == ["a1"]
+
+
+# -- tool calls and context -----------------------------------------------------------------
+
+
+def call(call_id, status, **fields):
+    """A tool-call state as the wire carries it."""
+    return {"id": call_id, "name": "read_file", "status": status, "arguments": "{}", **fields}
+
+
+async def test_tool_calls_come_back_with_their_frames(store):
+    ex = await exchange(store, "read it", conversation="c")
+    first = [call("t1", "pending", title="Read notes.txt")]
+    running = [call("t1", "running", startedAt=1.5)]
+    done = [call("t1", "completed", result="the notes\x00 é 🌞"), call("t2", "pending")]
+    await store.append(
+        Append(ex.message_id, 1, ["Let me ", "look."], tool_calls=[None, first], tool_state=first)
+    )
+    await store.append(Append(ex.message_id, 3, [""], tool_calls=[running], tool_state=running))
+    await store.append(Append(ex.message_id, 4, [" More", " text"]))  # none in these frames
+    merged = [done[0], done[1]]
+    await store.append(
+        Append(ex.message_id, 6, [" Done."], "complete", tool_calls=[done], tool_state=merged)
+    )
+
+    message, chunks = await store.replay(ex.message_id, 0)
+    assert chunks == [
+        (1, "Let me ", "", None),
+        (2, "look.", "", first),
+        (3, "", "", running),
+        (4, " More", "", None),
+        (5, " text", "", None),
+        (6, " Done.", "", done),
+    ]
+    assert message.tool_calls == merged and message.context is None
+    assert (await store.replay(ex.message_id, 2))[1] == chunks[2:]
+    assert (await store.replay(ex.message_id, 5))[1] == chunks[5:]
+    assert (await store.replay(ex.message_id, 6))[1] == []
+    with pytest.raises(ValueError):  # one item per frame, or frames would go unstored
+        Append(ex.message_id, 7, ["a", "b"], tool_calls=[first])
+
+
+async def test_the_merged_tool_calls_are_read_with_the_reply(store):
+    ex = await exchange(store, "use tools", conversation="c")
+    started = [call("t1", "running"), call("t2", "waiting")]
+    await store.append(Append(ex.message_id, 1, ["a"], tool_calls=[started], tool_state=started))
+    streaming = await store.get_message(ex.message_id)
+    assert (streaming.status, streaming.tool_calls) == ("streaming", started)
+    ended = [call("t1", "completed", result="ok"), call("t2", "failed", error="rejected")]
+    await store.append(
+        Append(ex.message_id, 2, ["b"], "complete", tool_calls=[ended], tool_state=ended)
+    )
+    plain = await exchange(store, "no tools", ["just text"], conversation="c")
+
+    reply = await store.get_message(ex.message_id)
+    assert (reply.text, reply.tool_calls) == ("ab", ended)
+    assert (await store.get_message(plain.message_id)).tool_calls is None
+    assert (await store.get_message(ex.user_message_id)).tool_calls is None
+    in_order = [(m.message_id, m.tool_calls) for m in await store.get_conversation("c")]
+    assert in_order == [
+        (ex.user_message_id, None),
+        (ex.message_id, ended),
+        (plain.user_message_id, None),
+        (plain.message_id, None),
+    ]
+    page = await store.history("c", None, 10, 10_000)
+    assert [(m.message_id, m.tool_calls) for m in page.messages] == in_order
+    older = await store.history("c", plain.user_message_id, 10, 10_000)
+    assert [m.tool_calls for m in older.messages] == [None, ended]
+
+
+async def test_a_reply_cut_to_the_budget_has_its_tool_calls_as_of_its_last_frame(store):
+    ex = await exchange(store, "q", conversation="c")
+    one, two = [call("t1", "running")], [call("t1", "completed"), call("t2", "running")]
+    await store.append(
+        Append(ex.message_id, 1, ["a" * 10, "b" * 10], tool_calls=[one, None], tool_state=one)
+    )
+    await store.append(
+        Append(ex.message_id, 3, ["c" * 10, ""], "complete", tool_calls=[two, None], tool_state=two)
+    )
+    (cut,) = (await store.history("c", None, 10, 25)).messages
+    assert (cut.text, cut.last_seq, cut.truncated) == ("a" * 10 + "b" * 10, 2, True)
+    assert cut.tool_calls == one  # not yet the second call, nor the first one completed
+    whole = (await store.history("c", None, 10, 1000)).messages[-1]
+    assert (whole.truncated, whole.tool_calls) == (False, two)
+
+
+async def test_tool_calls_written_together_with_other_replies_frames(store):
+    """Frames of many replies written at once (one batch), some with tool calls and merged
+    states and some without: each reply gets its own."""
+    replies = [(await exchange(store, f"q{i}", conversation=f"c{i}")).message_id for i in range(6)]
+    states = {mid: [call(f"t-{mid}", "running", result=f"r{i}")] for i, mid in enumerate(replies)}
+    with_calls = replies[::2]
+    assert await asyncio.gather(
+        *(
+            store.append(
+                Append(mid, 1, ["x", "y"], tool_calls=[None, states[mid]], tool_state=states[mid])
+                if mid in with_calls
+                else Append(mid, 1, ["x", "y"])
+            )
+            for mid in replies
+        )
+    ) == [None] * len(replies)
+    # Then a round where only some set merged states, and none has frame states.
+    await asyncio.gather(
+        *(
+            store.append(Append(mid, 3, ["z"], tool_state=[] if mid == replies[1] else None))
+            for mid in replies
+        )
+    )
+    for mid in replies:
+        message, chunks = await store.replay(mid, 0)
+        frame = states[mid] if mid in with_calls else None
+        assert chunks == [(1, "x", "", None), (2, "y", "", frame), (3, "z", "", None)]
+        expected = states[mid] if mid in with_calls else ([] if mid == replies[1] else None)
+        assert message.tool_calls == expected
+        assert (await store.get_message(mid)).tool_calls == expected
+
+
+async def test_a_reply_ended_by_recovery_fails_its_unfinished_tool_calls(backend, store):
+    ex = await exchange(store, "q", conversation="c")
+    states = [call("t1", "completed", result="fine"), call("t2", "waiting"), call("t3", "running")]
+    await store.append(Append(ex.message_id, 1, ["part"], tool_calls=[states], tool_state=states))
+    second = await backend.open()
+    backend.expire_lease(store)
+    assert await second.recover() == 1
+    message, chunks = await second.replay(ex.message_id, 1)
+    (seq, chunk, thinking, failed) = chunks[0]
+    assert (seq, chunk, message.status) == (2, "", "interrupted")
+    assert [(s["id"], s["status"], s["error"]) for s in failed] == [
+        ("t2", "failed", "not run: the reply ended first"),
+        ("t3", "failed", "not run: the reply ended first"),
+    ]
+    assert all(s["endedAt"] >= s.get("startedAt", 0) for s in failed)
+    assert message.tool_calls == [states[0], *failed]
+    assert (await second.get_message(ex.message_id)).tool_calls == [states[0], *failed]
+
+
+async def test_a_user_message_keeps_the_context_it_was_sent_with(store):
+    context = [
+        {
+            "kind": "cell",
+            "label": "Cell 3",
+            "text": "x = 1\nprint(x)",
+            "path": "a.ipynb",
+            "cell": 2,
+        },
+        {"kind": "error", "label": "NameError", "text": "NUL \x00 and é 🌞", "language": "python"},
+    ]
+    ex = await store.create_exchange("c", "echo", "why?", "k1", context=context)
+    await finish(store, ex, ["because"])
+    asked = await store.get_message(ex.user_message_id)
+    assert (asked.text, asked.context, asked.tool_calls) == ("why?", context, None)
+    assert (await store.get_message(ex.message_id)).context is None
+    assert [m.context for m in await store.get_conversation("c")] == [context, None]
+    assert [m.context for m in (await store.history("c", None, 10, 10_000)).messages] == [
+        context,
+        None,
+    ]
+    assert (await store.replay(ex.user_message_id, 0))[0].context == context
+
+    again = await store.create_exchange("c", "echo", "why?", "k1", context=[{"kind": "file"}])
+    assert not again.created and again.user_message_id == ex.user_message_id
+    assert (await store.get_message(ex.user_message_id)).context == context  # the first one's
+
+
+async def test_a_message_sent_without_context_has_none(store):
+    ex = await store.create_exchange("c", "echo", "plain", "k1")
+    empty = await store.create_exchange("c", "echo", "none given", "k2", context=None)
+    await finish(store, ex, ["ok"])
+    for message in await store.get_conversation("c"):
+        assert message.context is None and message.tool_calls is None
+    assert (await store.get_message(empty.user_message_id)).context is None
+
+
+def _old_store(backend) -> str:
+    """A store as the release before tool calls left it (SQLite schema 7, Postgres schema 1),
+    holding one conversation of that release's making: a user message and a two-frame reply.
+    Returns the reply's id."""
+    messages = [
+        ("u-old", "user", None, "k-old", "complete", "old question", 12, 0, 0),
+        ("r-old", "assistant", "u-old", None, "complete", "", 10, 2, 2),
+    ]
+    chunks = [("r-old", 1, "old ", "hm"), ("r-old", 2, "answer", "")]
+    if backend.kind == "sqlite":
+        from jupyter_streamchat.store.schema import MIGRATIONS, apply
+
+        path = backend.url[len("sqlite:///") :]
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            for number in range(7):
+                db.execute("BEGIN")
+                apply(db, MIGRATIONS[number], "unused")
+                db.execute(f"PRAGMA user_version={number + 1}")
+                db.execute("COMMIT")
+            db.execute("INSERT INTO conversations VALUES ('me', 'old', '', 1, 1)")
+            db.executemany(
+                "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, reply_to, "
+                "client_message_id, status, text, chars, last_seq, reasoning_chars, created_at, "
+                "updated_at) VALUES (?, 'me', 'old', ?, 'echo', ?, ?, ?, ?, ?, ?, ?, 1, 1)",
+                messages,
+            )
+            db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", chunks)
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 7
+        finally:
+            db.close()
+        return "r-old"
+    import psycopg
+
+    from jupyter_streamchat.store.pgschema import MIGRATIONS as PG_MIGRATIONS
+
+    with psycopg.connect(backend.url, autocommit=True) as db:
+        db.execute(PG_MIGRATIONS[0])
+        db.execute(
+            "CREATE TABLE streamchat_schema (version integer PRIMARY KEY, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        db.execute("INSERT INTO streamchat_schema (version) VALUES (1)")
+        db.execute("INSERT INTO conversations VALUES ('me', 'old', '', 1, 1)")
+        for row in messages:
+            db.execute(
+                "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, reply_to, "
+                "client_message_id, status, text, chars, last_seq, reasoning_chars, created_at, "
+                "updated_at) VALUES (%s, 'me', 'old', %s, 'echo', %s, %s, %s, %s, %s, %s, %s, 1, 1)",
+                row,
+            )
+        db.execute("UPDATE messages SET text = 'old answer' WHERE id = 'r-old'")  # ended
+        db.cursor().executemany("INSERT INTO chunks VALUES (%s, %s, %s, %s)", chunks)
+    return "r-old"
+
+
+async def test_a_store_of_the_release_before_keeps_its_messages(backend):
+    reply_id = _old_store(backend)
+    store = await backend.open(default_user="me")
+    asked, reply = await store.get_conversation("old")
+    assert (asked.text, asked.context, asked.tool_calls) == ("old question", None, None)
+    assert (reply.text, reply.reasoning, reply.tool_calls) == ("old answer", "hm", None)
+    message, chunks = await store.replay(reply_id, 0)
+    assert chunks == [(1, "old ", "hm", None), (2, "answer", "", None)]
+    assert (message.tool_calls, message.context) == (None, None)
+    page = await store.history("old", None, 10, 10_000)
+    assert [(m.text, m.tool_calls, m.context) for m in page.messages] == [
+        ("old question", None, None),
+        ("old answer", None, None),
+    ]
+    again = await store.create_exchange("old", "echo", "old question", "k-old")
+    assert not again.created and again.message_id == reply_id
+    # New messages of the migrated store keep tool calls and context.
+    ex = await store.create_exchange("old", "echo", "now", "k-new", context=[{"kind": "file"}])
+    states = [call("t1", "completed")]
+    await finish(store, ex, ["done"], tool_calls=[states], tool_state=states)
+    assert (await store.get_message(ex.message_id)).tool_calls == states
+    assert (await store.get_message(ex.user_message_id)).context == [{"kind": "file"}]

@@ -4,7 +4,15 @@ An agent's ``stream`` yields:
 
 - ``str``: answer text, the reply's ``text``;
 - :class:`Reasoning`: thinking text, streamed and stored like the answer but kept apart from it;
-- :class:`Usage`: what the agent knows of its cost (model, tokens); later values win.
+- :class:`Usage`: what the agent knows of its cost (model, tokens); later values win;
+- :class:`ToolCall`: a tool call's state, each time it changes (the latest state of an id wins).
+
+A tool call that needs the user's yes is asked with ``decision = await request.approve(call)``:
+the hub shows the call as ``waiting`` in every open view, stores the answer and returns it
+(``ALLOW_ONCE``, ``ALLOW_ALWAYS`` or ``REJECT``); a call of a tool the user allowed always in
+this conversation is answered at once. Nobody answering within the hub's approval timeout
+raises :class:`ApprovalTimeout`, which ends the reply saying so. A stop while the call waits
+cancels the agent there, as at any other ``await``.
 
 It raises :class:`AgentError` with a message for the user to end the reply with that message;
 any other exception ends it with the exception's type and message.
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Optional, Union
+from typing import AsyncIterator, Awaitable, Callable, Optional, Union
 
 from traitlets import Int, Unicode
 from traitlets.config import LoggingConfigurable
@@ -29,6 +37,21 @@ class AgentRequest:
     # [{"role": "user" | "assistant", "text": ...}], oldest first, within the agent's
     # max_history_chars; a reply that was stopped or cut off comes as far as it got.
     history: list = field(default_factory=list)
+    # What the user attached to the new text (a cell, an error, a file, a variable...): a list
+    # of dicts with "kind", "label" and "text" (the snapshot sent, as the user saw it) and,
+    # by kind, "path", "cell", "language", "mime"... (docs/protocol.md, "Context").
+    context: list = field(default_factory=list)
+    # Asks the user to approve a tool call; see the module's docstring. Hosts without anyone to
+    # ask leave the default, which rejects.
+    approve: Callable[["ToolCall"], Awaitable[str]] = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.approve is None:
+            self.approve = _nobody_to_ask
+
+
+async def _nobody_to_ask(call: "ToolCall") -> str:
+    return REJECT
 
 
 @dataclass(frozen=True)
@@ -48,11 +71,58 @@ class Usage:
     output_tokens: Optional[int] = None
 
 
+# A tool call's status as agents report it; "waiting" is the hub's own (see approve).
+PENDING = "pending"
+RUNNING = "running"
+WAITING = "waiting"
+COMPLETED = "completed"
+FAILED = "failed"
+TOOL_STATUSES = frozenset({PENDING, RUNNING, WAITING, COMPLETED, FAILED})
+
+# What the user answers to an approval.
+ALLOW_ONCE = "allow_once"
+ALLOW_ALWAYS = "allow_always"  # this tool, for the rest of the conversation
+REJECT = "reject"
+DECISIONS = frozenset({ALLOW_ONCE, ALLOW_ALWAYS, REJECT})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One state of a tool call. Yield a new one whenever it changes; the hub keeps the latest
+    per ``id`` (unique within the reply), stamps its timings and streams it beside the text.
+
+    ``arguments`` is JSON text as the model wrote it; ``result`` is the result, or a summary of
+    it, as text (long ones are cut); ``diff`` shows a file edit: ``{"path", "oldText",
+    "newText"}``. ``kind`` is ACP's: read, edit, delete, move, search, execute, think, fetch or
+    other.
+    """
+
+    id: str
+    name: str
+    status: str = PENDING
+    arguments: str = ""
+    title: Optional[str] = None
+    kind: Optional[str] = None
+    result: Optional[str] = None
+    error: Optional[str] = None
+    diff: Optional[dict] = None
+
+    def __post_init__(self):
+        if self.status not in TOOL_STATUSES:
+            raise ValueError(
+                f"tool call status {self.status!r} is not one of {sorted(TOOL_STATUSES)}"
+            )
+
+
 class AgentError(Exception):
     """An error to show the user as it is: ``raise AgentError("The model server is down")``."""
 
 
-Event = Union[str, Reasoning, Usage]
+class ApprovalTimeout(AgentError):
+    """Nobody answered an approval in time: the call was not run and the reply ends so."""
+
+
+Event = Union[str, Reasoning, Usage, ToolCall]
 
 
 class Agent(LoggingConfigurable):

@@ -19,9 +19,10 @@ import logging
 from typing import Optional
 
 from .. import protocol as p
-from ..agents import AgentRequest
+from ..agents import ALLOW_ALWAYS, AgentRequest
 from ..store import Append, HistoryPage, LeaseLost, MessageRecord, Store, StoreError
-from ..store.hints import StopRequested
+from ..store.hints import StopRequested, ToolCallAnswered
+from .approvals import Approvals
 from .bus import Accepted, InProcessBus
 from .delivery import Subscriber
 from .fanout import Fanout
@@ -56,6 +57,7 @@ class Hub:
         history_chars: int = 512 * 1024,
         retry_seconds: float = 5.0,
         max_subscriptions: int = MAX_SUBSCRIPTIONS,
+        approval_timeout: float = 600.0,
     ):
         self.store = store
         self.max_subscriptions = max_subscriptions
@@ -71,6 +73,7 @@ class Hub:
         self.history_messages = history_messages
         self.history_chars = history_chars
         self.retry_seconds = retry_seconds
+        self.approval_timeout = approval_timeout
         self.bus = bus or InProcessBus()
         self.fanout = Fanout()
         self.bus.subscribe(self.fanout.deliver)
@@ -81,8 +84,17 @@ class Hub:
         self._opened = False
         self._open_lock = asyncio.Lock()
         self._closing = False
+        # Tool calls waiting for the user; a conversation's list entry says while one does.
+        self.approvals = Approvals(
+            lambda user, conversation_id: self.listing.changed(user, conversation_id)
+        )
         self.listing = ListUpdates(
-            store, self.bus.publish, self.fanout.list_watched, self._track, self.log
+            store,
+            self.bus.publish,
+            self.fanout.list_watched,
+            self._track,
+            self.log,
+            self.approvals.waiting_in,
         )
         store.on_lease_lost = self._lease_lost
         self.remote = RemoteReplies(self)  # other servers' replies, on a shared store
@@ -119,12 +131,24 @@ class Hub:
             await asyncio.wait([asyncio.ensure_future(r.wait()) for r in replies], timeout=timeout)
         for task in list(self._tasks):
             task.cancel()
+        await self._close_agents(timeout)
         self.remote.stop()
         if self._opened:
             for message_id in list(self.unstored):
                 await self._store_end(message_id)  # a last try: the disk may have room now
             await self.store.close()
             self._opened = False
+
+    async def _close_agents(self, timeout: float) -> None:
+        """Agents that hold processes or connections (ACP agents, MCP servers) end them."""
+        for agent_id, agent in list(self.agents.items()):
+            close = getattr(agent, "close", None)
+            if close is None:
+                continue
+            try:
+                await asyncio.wait_for(close(), timeout)
+            except Exception as e:
+                self.log.warning("streamchat: agent %r did not close cleanly: %s", agent_id, e)
 
     def _lease_lost(self) -> None:
         for reply in list(self.replies.values()):
@@ -193,6 +217,8 @@ class Hub:
                 self.fanout.watch_list(subscriber)
             elif isinstance(request, p.UnwatchConversations):
                 self.fanout.unwatch_list(subscriber)
+            elif isinstance(request, p.AnswerToolCall):
+                await self.answer_tool_call(subscriber.user, request)
             elif isinstance(request, p.ListAgents):
                 subscriber.send(
                     p.dumps(p.agents_frame(self.agent_infos(subscriber.user), max_bytes))
@@ -238,9 +264,10 @@ class Hub:
                 request.text,
                 request.client_message_id,
                 user=user,
+                context=request.context,
             )
             exchange.user = user
-            accepted = p.dumps(p.accepted_frame(exchange))
+            accepted = p.dumps(p.accepted_frame(exchange, request.context))
             if not exchange.created:
                 # A re-send (its sender may have missed everything): same answer, and the
                 # reply's frames from seq 1, stored ones first, then live.
@@ -263,8 +290,11 @@ class Hub:
             request_for_agent = AgentRequest(
                 conversation_id=exchange.conversation_id,
                 text=exchange.text,
-                history=[{"role": m.role, "text": m.text} for m in history if m.text],
+                history=[_turn(m) for m in history if m.text or m.context],
+                context=list(request.context or ()),
             )
+            # What the user allowed always earlier in this conversation holds on.
+            self.approvals.seed(user, exchange.conversation_id, _allowed_always(history))
             reply = Reply(
                 exchange,
                 agent,
@@ -275,6 +305,8 @@ class Hub:
                 clock=self.clock,
                 retry_seconds=self.retry_seconds,
                 log=self.log,
+                approvals=self.approvals,
+                approval_timeout=self.approval_timeout,
             )
             self.replies[reply.message_id] = reply
             self.fanout.follow_reply(subscriber, reply.message_id, reply.conversation_id)
@@ -298,6 +330,32 @@ class Hub:
             # then reaches this server's clients as any frame of its does).
             await self.store.announce(StopRequested(message_id))
         # Else already ended: its final frame says how; nothing to do.
+
+    async def answer_tool_call(self, user: str, request: p.AnswerToolCall) -> None:
+        """The user's answer to a waiting tool call: the first answer wins; the call's new
+        state reaches every view in the reply's next frame."""
+        if self.approvals.answer(user, request.message_id, request.tool_call_id, request.decision):
+            return
+        reply = self.replies.get(request.message_id)
+        if reply is None or reply.user != user:
+            await self.ensure_open()
+            message = await self.store.get_message(request.message_id, user=user)
+            _check_reply(message, request.message_id)
+            if message.status == p.STREAMING and self.store.shared:
+                # Generated by another server: it settles the call if it still waits, and
+                # the call's new state reaches this server's views in the reply's frames.
+                await self.store.announce(
+                    ToolCallAnswered(
+                        user, request.message_id, request.tool_call_id, request.decision
+                    )
+                )
+                return
+        raise p.ProtocolError(
+            p.NOT_WAITING,
+            f"tool call {request.tool_call_id!r} of reply {request.message_id!r} is not waiting "
+            "for an answer: it was answered already, or it ended",
+            message_id=request.message_id,
+        )
 
     async def subscribe(self, subscriber: Subscriber, conversation_id: str) -> None:
         followed = subscriber.conversations
@@ -510,6 +568,7 @@ class Hub:
                 await reply.wait()
             deleted = await self.store.delete_conversation(conversation_id, user=user)
         if deleted:
+            self.approvals.forget(user, conversation_id)
             self.listing.deleted(user, conversation_id)
         return deleted
 
@@ -542,3 +601,21 @@ def _check_reply(message: Optional[MessageRecord], message_id: str) -> None:
             f"message {message_id!r} is a user message, not a reply",
             message_id=message_id,
         )
+
+
+def _turn(message: MessageRecord) -> dict:
+    """An earlier message as AgentRequest.history holds it."""
+    turn = {"role": message.role, "text": message.text}
+    if message.context:
+        turn["context"] = message.context
+    return turn
+
+
+def _allowed_always(messages: list) -> set:
+    """Tools the user allowed always in these messages' tool calls."""
+    return {
+        call["name"]
+        for message in messages
+        for call in message.tool_calls or ()
+        if call.get("decision") == ALLOW_ALWAYS
+    }

@@ -127,10 +127,19 @@ class _Call:
             await self.wake.wait()
         item = self.items.popleft()
         if not isinstance(item, Usage):
-            self.chars -= len(item if isinstance(item, str) else item.text)
+            self.chars -= _size(item)
             if self.chars < MAX_QUEUED_CHARS:
                 self.room.set()
         return item
+
+
+def _size(item) -> int:
+    """What an output item counts toward MAX_QUEUED_CHARS (a tool-call state counts one)."""
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, Reasoning):
+        return len(item.text)
+    return 1
 
 
 class KernelAgents:
@@ -322,6 +331,9 @@ class KernelAgents:
         if request.text:
             call.items.append(request.text)
             call.chars += len(request.text)
+        if request.tool_calls:  # after the frame's text: they happened in that order
+            call.items.extend(request.tool_calls)
+            call.chars += len(request.tool_calls)
         if request.usage:
             fields = ("model", "input_tokens", "output_tokens")
             call.items.append(Usage(**{k: request.usage.get(k) for k in fields}))

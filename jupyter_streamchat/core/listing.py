@@ -31,12 +31,14 @@ class ListUpdates:
         watched: Callable[[str], bool],
         track: Callable[[asyncio.Task], None],
         log: logging.Logger,
+        waiting: Callable[[str, str], bool] = lambda user, conversation_id: False,
     ):
         self.store = store
         self.publish = publish
         self.watched = watched  # whether any client of a user watches that user's list
         self.track = track  # keeps a background task until it ends (the hub's)
         self.log = log
+        self.waiting = waiting  # whether a reply in (user, conversation) waits for approval
         self._numbers = itertools.count(1)
         self._latest: dict = {}  # (user, conversation id) -> number of its change being read
 
@@ -65,5 +67,7 @@ class ListUpdates:
             return  # a later change, or a deletion, has its say
         del self._latest[user, conversation_id]
         if record is not None:  # None: deleted meanwhile by another process
-            frame = p.dumps(p.conversation_updated_frame(record))
+            frame = p.dumps(
+                p.conversation_updated_frame(record, self.waiting(user, conversation_id))
+            )
             self.publish(ListingChange(user, conversation_id, frame))

@@ -29,6 +29,7 @@ from ..store.hints import (
     FramesCommitted,
     Resync,
     StopRequested,
+    ToolCallAnswered,
 )
 from .bus import Accepted, ReplyFrame
 
@@ -100,6 +101,8 @@ class RemoteReplies:
             reply = self.hub.replies.get(hint.message_id)
             if reply is not None:
                 reply.end(p.STOPPED)
+        elif isinstance(hint, ToolCallAnswered):
+            self.hub.approvals.answer(hint.user, hint.message_id, hint.tool_call_id, hint.decision)
         elif isinstance(hint, Resync):
             for message_id in list(self._followed):
                 self._read(message_id)

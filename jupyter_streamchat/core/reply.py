@@ -10,6 +10,13 @@ out at once).
 A stop (or a shutdown) cancels the producer and wakes the flusher, which writes the final
 frame with what was produced so far.
 
+Tool calls travel in the frames beside the text: a state the agent yields (or the hub sets
+while the call waits for the user's approval) goes into the frame that ends with the text
+produced before it, so replaying the frames gives text and calls in the order they happened.
+The reply keeps each call's latest state, stamped with when it started and ended and what the
+user decided, and stores that list with the message; a call that has not finished when the
+reply ends is ended ``failed`` in the final frame.
+
 When the store refuses writes (disk full, database locked or gone), a commit is retried for
 ``retry_seconds``; then the agent is stopped, what was not committed is dropped, and the reply
 ends ``error`` with an empty final frame, so the text every client holds is exactly the stored
@@ -27,11 +34,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from dataclasses import replace
+from itertools import groupby
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .. import redact
-from ..agents import AgentError, Reasoning, Usage
-from ..protocol import COMPLETE, ERROR, INTERRUPTED, ChunkFrames
+from ..agents import AgentError, ApprovalTimeout, Reasoning, ToolCall, Usage
+from ..agents.base import ALLOW_ALWAYS, COMPLETED, FAILED, REJECT, RUNNING, WAITING
+from ..protocol import COMPLETE, ERROR, INTERRUPTED, NOT_RUN, ChunkFrames, tool_call_wire
 from ..store import EVERY_USER, Append, LeaseLost, StoreError
 from .bus import Published, ReplyFrame
 from .pacing import FlushClock
@@ -39,6 +50,7 @@ from .pacing import FlushClock
 if TYPE_CHECKING:
     from ..agents import Agent, AgentRequest
     from ..store import Exchange, Store
+    from .approvals import Approvals
 
 # No frame's chunk (or thinking text) is longer than this many characters: tokens merged into
 # one frame stop here, and a longer piece from an agent is split across frames. So a fast
@@ -59,6 +71,10 @@ MAX_COMMIT_LAG_SECONDS = 0.1
 # the reply.
 MAX_PENDING_CHARS = 256 * 1024
 
+# Most tool calls one reply may make: an agent in a loop ends with an error, not a store full of
+# calls.
+MAX_TOOL_CALLS = 10_000
+
 
 def _merge(pieces: list) -> list:
     """Join consecutive pieces into chunks of at most MAX_CHUNK_CHARS; a longer piece is cut."""
@@ -77,15 +93,43 @@ def _merge(pieces: list) -> list:
     return chunks
 
 
-def _frames(answer: list, reasoning: list) -> tuple:
+def _frames(answer: list, reasoning: list, marks: list) -> tuple:
     """What accumulated, as frames: answer chunks and, beside them, thinking chunks (the two
-    are separate texts, so pairing them frame by frame loses nothing)."""
-    chunks = _merge(answer) if answer else [""]
+    are separate texts, so pairing them frame by frame loses nothing) and tool-call states.
+
+    ``marks`` are ``(position, state)``: the state came after ``answer[:position]``. So the
+    frame that ends with that text carries it, and the text after it goes into later frames.
+    Returns ``(chunks, thoughts, tools)``; ``tools`` is None when there were no marks.
+    """
+    if not marks:
+        chunks = _merge(answer) if answer else [""]
+        tools = None
+    else:
+        chunks, tools, start = [], [], 0
+        for position, group in groupby(marks, key=lambda mark: mark[0]):
+            segment = _merge(answer[start:position])
+            chunks += segment
+            tools += [None] * (len(segment) - 1) + [_latest(state for _, state in group)]
+            start = position
+        if start < len(answer):
+            rest = _merge(answer[start:])
+            chunks += rest
+            tools += [None] * len(rest)
     thoughts = _merge(reasoning) if reasoning else []
     count = max(len(chunks), len(thoughts))
     chunks += [""] * (count - len(chunks))
     thoughts += [""] * (count - len(thoughts))
-    return chunks, thoughts
+    if tools is not None:
+        tools += [None] * (count - len(tools))
+    return chunks, thoughts, tools
+
+
+def _latest(states) -> list:
+    """The states of one frame, the latest of each call only, in first-appearance order."""
+    latest: dict = {}
+    for state in states:
+        latest[state["id"]] = state
+    return list(latest.values())
 
 
 # Longest error message a reply ends with (an agent's exception may carry a whole document).
@@ -130,6 +174,8 @@ class Reply:
         clock: Optional[FlushClock] = None,
         retry_seconds: float = 5.0,
         log: Optional[logging.Logger] = None,
+        approvals: Optional["Approvals"] = None,
+        approval_timeout: float = 600.0,
     ):
         self.message_id = exchange.message_id
         self.conversation_id = exchange.conversation_id
@@ -148,6 +194,13 @@ class Reply:
         self._pending: list = []  # answer text produced, not yet committed
         self._thinking: list = []  # reasoning text produced, not yet committed
         self._pending_chars = 0
+        self._marks: list = []  # (position in _pending, tool-call state) not yet committed
+        self._calls: dict = {}  # tool call id -> its latest state (wire dict)
+        self._call_times: dict = {}  # tool call id -> (started, ended) epoch seconds
+        self._decisions: dict = {}  # tool call id -> what the user answered
+        self.approvals = approvals
+        self.approval_timeout = approval_timeout
+        request.approve = self._approve
         self._usage: dict = {}  # what the agent reported, then the hub's timings
         self._started = 0.0
         self._first_token: Optional[float] = None
@@ -201,9 +254,15 @@ class Reply:
                 elif isinstance(piece, Usage):
                     self._usage.update((k, v) for k, v in vars(piece).items() if v is not None)
                     continue
+                elif isinstance(piece, ToolCall):
+                    if piece.status == WAITING:
+                        raise TypeError("an agent asks for approval with request.approve(call)")
+                    self._tool(piece)
+                    continue
                 else:
                     raise TypeError(
-                        f"agent yielded {type(piece).__name__}, expected str, Reasoning or Usage"
+                        f"agent yielded {type(piece).__name__}, expected str, Reasoning, "
+                        "Usage or ToolCall"
                     )
                 if text:
                     if self._first_token is None:
@@ -252,6 +311,73 @@ class Reply:
                 except Exception:
                     self.log.warning("streamchat: agent %r failed to close", self.agent.agent_id)
 
+    def _tool(self, call: ToolCall, decision: Optional[str] = None) -> None:
+        """Record a tool call's new state for the next frame."""
+        if call.id not in self._calls and len(self._calls) >= MAX_TOOL_CALLS:
+            raise AgentError(f"the agent made more than {MAX_TOOL_CALLS} tool calls in one reply")
+        if decision is not None:
+            self._decisions[call.id] = decision
+        now = time.time()
+        started, ended = self._call_times.get(call.id, (now, None))
+        if call.status in (COMPLETED, FAILED) and ended is None:
+            ended = now
+        self._call_times[call.id] = (started, ended)
+        state = tool_call_wire(call, self._decisions.get(call.id), started, ended)
+        self._calls[call.id] = state
+        self._marks.append((len(self._pending), state))
+        if self._first_token is None:
+            self._first_token = asyncio.get_running_loop().time()
+        self._data.set()
+
+    async def _approve(self, call: ToolCall) -> str:
+        """``request.approve``: ask the user, through every view of the conversation."""
+        if self.approvals is None:
+            return REJECT  # nobody to ask
+        if self.approvals.allowed_always(self.user, self.conversation_id, call.name):
+            self._tool(replace(call, status=RUNNING), ALLOW_ALWAYS)
+            return ALLOW_ALWAYS
+        self._tool(replace(call, status=WAITING))
+        try:
+            decision = await self.approvals.ask(
+                self.user,
+                self.conversation_id,
+                self.message_id,
+                call.id,
+                call.name,
+                self.approval_timeout,
+            )
+        except asyncio.TimeoutError:
+            waited = f"{self.approval_timeout:g} seconds"
+            self._tool(replace(call, status=FAILED, error=f"not run: no answer within {waited}"))
+            raise ApprovalTimeout(
+                f"Nobody approved {call.title or call.name} within {waited}, so it was not run."
+            ) from None
+        if decision == REJECT:
+            self._tool(replace(call, status=FAILED, error="rejected by the user"), decision)
+        else:
+            self._tool(replace(call, status=RUNNING), decision)
+        return decision
+
+    def _take_tools(self, tools: Optional[list]) -> Optional[list]:
+        """The reply's whole tool-call list to store with this round's frames, if they carry
+        any state."""
+        return list(self._calls.values()) if tools is not None else None
+
+    def _unfinished_calls(self) -> list:
+        """At the end: every call still pending, running or waiting, now ended ``failed``."""
+        now = time.time()
+        ended = []
+        for call_id, state in self._calls.items():
+            if state["status"] not in (COMPLETED, FAILED):
+                state = self._calls[call_id] = {
+                    **state,
+                    "status": FAILED,
+                    "error": NOT_RUN,
+                    "endedAt": round(now, 3),
+                }
+                ended.append(state)
+        return ended
+
     async def _let_store_in(self, now: float) -> None:
         """Give the event loop up; and wait for the commit in flight when it carries the
         first frame or has taken longer than MAX_COMMIT_LAG_SECONDS.
@@ -281,18 +407,19 @@ class Reply:
                     if wait > 0:  # merge what arrives within the window into this frame
                         await self._wait_window(loop, wait)
                 ending = self._ending
-                if not self._pending and not self._thinking and ending is None:
+                if not self._pending and not self._thinking and not self._marks and ending is None:
                     continue
-                chunks, thoughts = _frames(self._pending, self._thinking)
+                chunks, thoughts, tools = _frames(self._pending, self._thinking, self._marks)
                 self._pending.clear()
                 self._thinking.clear()
+                self._marks.clear()
                 self._pending_chars = 0
                 self._room.set()
                 if ending is None:
-                    await self._commit_chunks(chunks, thoughts)
+                    await self._commit_chunks(chunks, thoughts, tools)
                     last_flush = loop.time()
                 else:
-                    unstored = await self._commit_final(chunks, thoughts, ending)
+                    unstored = await self._commit_final(chunks, thoughts, ending, tools)
                     return
         except LeaseLost as e:
             self.log.warning("streamchat: %s", e)
@@ -312,10 +439,19 @@ class Reply:
             timer.cancel()
             self._window = None
 
-    async def _commit_chunks(self, chunks: list, thoughts: list) -> None:
+    async def _commit_chunks(self, chunks: list, thoughts: list, tools: Optional[list]) -> None:
         first = self.seq + 1
         try:
-            await self._store(Append(self.message_id, first, chunks, reasoning=thoughts))
+            await self._store(
+                Append(
+                    self.message_id,
+                    first,
+                    chunks,
+                    reasoning=thoughts,
+                    tool_calls=tools,
+                    tool_state=self._take_tools(tools),
+                )
+            )
         except LeaseLost:
             raise
         except StoreError as e:
@@ -324,7 +460,7 @@ class Reply:
             self._unstorable = f"the reply could not be stored: {e}"
             self.end(ERROR, self._unstorable)
             return
-        self._published(first, chunks, thoughts, None)
+        self._published(first, chunks, thoughts, None, tools=tools)
 
     def _final_usage(self) -> dict:
         now = asyncio.get_running_loop().time()
@@ -333,7 +469,9 @@ class Reply:
             usage["first_token_seconds"] = round(self._first_token - self._started, 4)
         return usage
 
-    async def _commit_final(self, chunks: list, thoughts: list, ending: tuple) -> Optional[tuple]:
+    async def _commit_final(
+        self, chunks: list, thoughts: list, ending: tuple, tools: Optional[list] = None
+    ) -> Optional[tuple]:
         """Store and publish the final frame; returns ``(seq, error, usage)`` if it could not
         be stored."""
         first = self.seq + 1
@@ -341,17 +479,30 @@ class Reply:
         if self._unstorable is not None:
             # Text produced after the store failed was never committed: drop it.
             chunks, thoughts, status, error = [""], [""], ERROR, self._unstorable
+            tools = None
+        unfinished = self._unfinished_calls()
+        if unfinished:  # the final frame says so, after whatever else it carries
+            tools = tools or [None] * len(chunks)
+            tools[-1] = _latest((tools[-1] or []) + unfinished)
         usage = self._final_usage()
         try:
             await self._store(
                 Append(
-                    self.message_id, first, chunks, status, error, reasoning=thoughts, usage=usage
+                    self.message_id,
+                    first,
+                    chunks,
+                    status,
+                    error,
+                    reasoning=thoughts,
+                    usage=usage,
+                    tool_calls=tools,
+                    tool_state=self._take_tools(tools),
                 )
             )
         except LeaseLost:
             raise
         except StoreError as e:
-            if chunks != [""] or thoughts != [""]:
+            if chunks != [""] or thoughts != [""] or tools:
                 # Keep only what is committed: an empty final frame saying why.
                 self.log.error("streamchat: reply %s: %s", self.message_id, e)
                 self._unstorable = f"the reply could not be stored: {e}"
@@ -361,7 +512,7 @@ class Reply:
             )
             self._published(first, chunks, thoughts, (status, error), usage)
             return first, error, usage
-        self._published(first, chunks, thoughts, (status, error), usage)
+        self._published(first, chunks, thoughts, (status, error), usage, tools)
         return None
 
     def _published(
@@ -371,9 +522,10 @@ class Reply:
         thoughts: list,
         ending: Optional[tuple],
         usage: Optional[dict] = None,
+        tools: Optional[list] = None,
     ) -> None:
         self.seq = first + len(chunks) - 1
-        for seq, frame, final in self.frames.run(first, chunks, thoughts, ending, usage):
+        for seq, frame, final in self.frames.run(first, chunks, thoughts, ending, usage, tools):
             self.publish(
                 ReplyFrame(self.user, self.conversation_id, self.message_id, seq, frame, final)
             )

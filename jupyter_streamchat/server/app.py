@@ -100,6 +100,12 @@ class StreamChatApp(ExtensionApp):
             raise TraitError(f"{name} must be between 0 and {most[name]:g} seconds")
         return proposal["value"]
 
+    approval_timeout = Float(
+        600.0,
+        help="""Seconds a tool call waits for the user's approval (Allow / Always / Reject)
+        before its reply ends with an error saying nobody answered; the call is not run.""",
+    ).tag(config=True)
+
     max_message_bytes = Int(
         1024 * 1024,
         help="Largest user message accepted, in UTF-8 bytes; larger ones get an ERROR frame.",
@@ -180,6 +186,7 @@ class StreamChatApp(ExtensionApp):
             history_messages=self.history_page_messages,
             history_chars=self.history_page_chars,
             retry_seconds=self.store_retry_seconds,
+            approval_timeout=self.approval_timeout,
             max_subscriptions=self.max_subscriptions,
         )
         self.log.info("streamchat: messages are stored in %s", self.store.describe())

@@ -297,7 +297,8 @@ class ConversationsHandler(_RestHandler):
         if page is None:
             return  # the client went away; its search was cancelled
         more, page = len(page) > limit, page[:limit]
-        self.finish(json.dumps(p.conversation_list_body(page, more)))
+        waiting = self.hub.approvals.waiting_conversations(self.chat_user)
+        self.finish(json.dumps(p.conversation_list_body(page, more, waiting)))
 
     _gone = False
     _pending = None  # the store read under way, for on_connection_close

@@ -12,9 +12,10 @@ would cost the writer thread four statements each. Each statement is a trip thro
 which a busy event loop is slow to hand back, so a commit of a hundred frames could take
 hundreds of milliseconds. :class:`AppendBatcher` gathers the streaming frames queued since the
 writer's last job and writes them with two statements whatever their number (the frames
-travel as one JSON parameter). If the guard fails for any of them (a lease lost), the batch is
-undone and each append is written alone, so that only the ones at fault fail. Text holding a
-NUL character is written alone too: SQLite's JSON functions cut a string at its first NUL.
+travel as one JSON parameter; tool-call states, rare beside text, as JSON text inside it). If
+the guard fails for any of them (a lease lost), the batch is undone and each append is written
+alone, so that only the ones at fault fail. Text holding a NUL character is written alone too:
+SQLite's JSON functions cut a string at its first NUL.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from typing import Callable
 
 from .records import STREAMING
-from . import search
+from . import search, toolcalls
 from .base import LeaseLost
 from .writer import as_store_error
 
@@ -37,15 +38,30 @@ CAN_BATCH = sqlite3.sqlite_version_info >= (3, 33, 0)
 _LEASE = "EXISTS (SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?)"
 
 
+_INSERT = "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)"
+_INSERT_CALLS = (
+    "INSERT INTO chunks (message_id, seq, chunk, reasoning, tool_calls) VALUES (?, ?, ?, ?, ?)"
+)
+
+
 def _measure(append) -> tuple:
     """(last seq, answer chars, thinking chars, chunk rows) of an append: what both ways of
-    writing it store."""
+    writing it store. A row has a fifth field, its tool calls' JSON text, only when the append
+    has tool calls: frames without any (nearly all) cost no JSON work."""
     reasoning = append.reasoning or [""] * len(append.chunks)
     first = append.first_seq
-    rows = [
-        (append.message_id, first + i, chunk, thinking)
-        for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))
-    ]
+    if append.tool_calls is None:
+        rows = [
+            (append.message_id, first + i, chunk, thinking)
+            for i, (chunk, thinking) in enumerate(zip(append.chunks, reasoning))
+        ]
+    else:
+        rows = [
+            (append.message_id, first + i, chunk, thinking, toolcalls.dumps(calls or None))
+            for i, (chunk, thinking, calls) in enumerate(
+                zip(append.chunks, reasoning, append.tool_calls)
+            )
+        ]
     return (
         first + len(append.chunks) - 1,
         sum(map(len, append.chunks)),
@@ -61,25 +77,28 @@ def write_one(conn: sqlite3.Connection, append, owner_id: str) -> bool:
     now = time.time()
     guard = f"WHERE id = ? AND status = ? AND owner = ? AND last_seq = ? AND {_LEASE}"
     guard_args = (append.message_id, STREAMING, owner_id, append.first_seq - 1, owner_id, now)
+    state, state_args = "", ()
+    if append.tool_state is not None:
+        state, state_args = "tool_calls = ?, ", (toolcalls.dumps(append.tool_state),)
     if append.status is None:
         cursor = conn.execute(
-            "UPDATE messages SET last_seq = ?, chars = chars + ?, "
+            f"UPDATE messages SET {state}last_seq = ?, chars = chars + ?, "
             f"reasoning_chars = reasoning_chars + ? {guard}",
-            (last, added, thought) + guard_args,
+            state_args + (last, added, thought) + guard_args,
         )
     else:
         usage = json.dumps(append.usage) if append.usage else None
         cursor = conn.execute(
-            "UPDATE messages SET last_seq = ?, chars = chars + ?, "
+            f"UPDATE messages SET {state}last_seq = ?, chars = chars + ?, "
             "reasoning_chars = reasoning_chars + ?, status = ?, error = ?, usage = ?, "
             f"owner = NULL, updated_at = ? {guard}",
-            (last, added, thought, append.status, append.error, usage, now) + guard_args,
+            state_args
+            + (last, added, thought, append.status, append.error, usage, now)
+            + guard_args,
         )
     if cursor.rowcount != 1:
         raise _lease_lost(append.message_id)
-    conn.executemany(
-        "INSERT INTO chunks (message_id, seq, chunk, reasoning) VALUES (?, ?, ?, ?)", rows
-    )
+    conn.executemany(_INSERT if append.tool_calls is None else _INSERT_CALLS, rows)
     if append.status is not None:
         touch_conversation(conn, append.message_id, now)
         return search.add_reply(conn, append.message_id)  # its text is whole now
@@ -100,18 +119,34 @@ def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
     """Streaming appends of distinct replies in two statements; False (and nothing written)
     if the guard held for only some of them."""
     heads, rows = [], []
+    with_calls = with_state = False  # whether any append has tool calls, a merged list
     for append in appends:
         last, added, thought, frames = _measure(append)
-        heads.append([append.message_id, append.first_seq - 1, last, added, thought])
+        head = [append.message_id, append.first_seq - 1, last, added, thought]
+        if append.tool_state is not None:
+            head.append(toolcalls.dumps(append.tool_state))
+            with_state = True
+        heads.append(head)
+        with_calls = with_calls or append.tool_calls is not None
         rows += frames
+    # The tool-call columns are named only when some append has them (a missing array item
+    # reads as NULL): the statements of plain text frames stay as they were.
+    set_state, state_item = (
+        ("tool_calls = coalesce(b.state, tool_calls), ", ", json_extract(value, '$[5]') AS state")
+        if with_state
+        else ("", "")
+    )
+    calls_column, calls_item = (
+        (", tool_calls", ", json_extract(value, '$[4]')") if with_calls else ("", "")
+    )
     conn.execute("SAVEPOINT appends")
     try:
         cursor = conn.execute(
-            "UPDATE messages SET last_seq = b.last, chars = chars + b.added, "
+            f"UPDATE messages SET {set_state}last_seq = b.last, chars = chars + b.added, "
             "reasoning_chars = reasoning_chars + b.thought FROM (SELECT "
             "json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS after, "
             "json_extract(value, '$[2]') AS last, json_extract(value, '$[3]') AS added, "
-            "json_extract(value, '$[4]') AS thought FROM json_each(?)) AS b "
+            f"json_extract(value, '$[4]') AS thought{state_item} FROM json_each(?)) AS b "
             # "+status": not by the index of streaming replies, which SQLite would otherwise
             # drive the update from, reading the whole batch again for each streaming reply
             # (a batch of 300 among 1,000 replies: 400 ms instead of 1.5 ms by id).
@@ -123,9 +158,10 @@ def write_many(conn: sqlite3.Connection, appends: list, owner_id: str) -> bool:
             conn.execute("ROLLBACK TO appends")
             return False
         conn.execute(
-            "INSERT INTO chunks (message_id, seq, chunk, reasoning) SELECT "
+            f"INSERT INTO chunks (message_id, seq, chunk, reasoning{calls_column}) SELECT "
             "json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-            "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)",
+            f"json_extract(value, '$[2]'), json_extract(value, '$[3]'){calls_item} "
+            "FROM json_each(?)",
             (json.dumps(rows),),
         )
     except BaseException:

@@ -115,7 +115,9 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def recover(self) -> int:
-        """End as ``interrupted`` the replies whose owner's lease expired; returns how many."""
+        """End as ``interrupted`` the replies whose owner's lease expired, each with an empty
+        final frame carrying its tool calls that had not finished, now failed; returns how
+        many."""
         raise NotImplementedError
 
     async def create_exchange(
@@ -126,11 +128,16 @@ class Store(LoggingConfigurable):
         client_message_id: str,
         *,
         user: Optional[str] = None,
+        context: Optional[list] = None,
     ) -> Exchange:
+        """Store the user message (with ``context``, its context items, kept as sent) and a
+        reply streaming under this process's lease. A ``client_message_id`` seen before in
+        the conversation returns that exchange (``created`` False), changing nothing."""
         raise NotImplementedError
 
     async def append(self, append: Append) -> None:
-        """Store frames of a reply this process owns; raises LeaseLost if it does not."""
+        """Store frames of a reply this process owns (and its merged tool-call states, when
+        the append has ``tool_state``); raises LeaseLost if it does not."""
         raise NotImplementedError
 
     async def get_message(self, message_id: str, *, user=None) -> Optional[MessageRecord]:
@@ -138,8 +145,9 @@ class Store(LoggingConfigurable):
         raise NotImplementedError
 
     async def replay(self, message_id: str, after_seq: int, *, user=None) -> tuple:
-        """``(message or None, [(seq, chunk, reasoning), ...] with seq > after_seq)`` from one
-        snapshot; the message's ``text`` is left empty. ``user`` as for get_message."""
+        """``(message or None, [(seq, chunk, reasoning, tool_calls), ...] with seq >
+        after_seq)`` from one snapshot, ``tool_calls`` being the frame's tool-call states (a
+        list) or None; the message's ``text`` is left empty. ``user`` as for get_message."""
         raise NotImplementedError
 
     async def history(
@@ -154,7 +162,7 @@ class Store(LoggingConfigurable):
         """The latest messages (older than ``before_message_id`` if given) within the budget,
         from one snapshot; None if there is no such conversation (or no such message in it).
         At least one message is returned when there is one; a reply over the budget comes
-        ``truncated`` to its frames that fit."""
+        ``truncated`` to its frames that fit (its ``tool_calls`` as of the last of them)."""
         raise NotImplementedError
 
     async def get_conversation(

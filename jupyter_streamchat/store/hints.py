@@ -55,9 +55,21 @@ class StopRequested:
 
 
 @dataclass(frozen=True)
+class ToolCallAnswered:
+    """A client of another server answered a tool call of this reply (ANSWER_TOOL_CALL)."""
+
+    user: str
+    message_id: str
+    tool_call_id: str
+    decision: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Hints may have been lost (the listening connection dropped and is back): whoever
     follows something from another server reads it again from the store."""
 
 
-Hint = Union[FramesCommitted, ExchangeCreated, ConversationChanged, StopRequested, Resync]
+Hint = Union[
+    FramesCommitted, ExchangeCreated, ConversationChanged, StopRequested, ToolCallAnswered, Resync
+]

@@ -18,7 +18,7 @@ import uuid
 from typing import Optional
 
 from .records import INTERRUPTED, STREAMING
-from . import appends, search
+from . import appends, search, toolcalls
 
 
 def _boot_id() -> str:
@@ -97,6 +97,7 @@ def recover(conn: sqlite3.Connection) -> int:
 
     Runs inside the caller's write transaction. A reply keeps the text its chunks hold and
     gets an empty final frame: every reply ends in exactly one. Its text is then searchable.
+    Its tool calls that had not finished end failed, in that frame (``toolcalls``).
     """
     now, here = time.time(), _machine()
     alive: set = set()
@@ -108,19 +109,26 @@ def recover(conn: sqlite3.Connection) -> int:
         else:
             alive.add(owner_id)
     ended = 0
-    for message_id, owner, last_seq in conn.execute(
-        "SELECT id, owner, last_seq FROM messages WHERE status = ?", (STREAMING,)
+    for message_id, owner, last_seq, calls in conn.execute(
+        "SELECT id, owner, last_seq, tool_calls FROM messages WHERE status = ?", (STREAMING,)
     ).fetchall():
         if owner in alive:
             continue
+        changed, merged = toolcalls.end_unfinished(toolcalls.loads(calls), now)
         conn.execute(
-            "INSERT INTO chunks (message_id, seq, chunk) VALUES (?, ?, '')",
-            (message_id, last_seq + 1),
+            "INSERT INTO chunks (message_id, seq, chunk, tool_calls) VALUES (?, ?, '', ?)",
+            (message_id, last_seq + 1, toolcalls.dumps(changed)),
         )
         conn.execute(
-            "UPDATE messages SET status = ?, last_seq = ?, owner = NULL, updated_at = ? "
-            "WHERE id = ?",
-            (INTERRUPTED, last_seq + 1, now, message_id),
+            "UPDATE messages SET status = ?, last_seq = ?, owner = NULL, updated_at = ?, "
+            "tool_calls = coalesce(?, tool_calls) WHERE id = ?",
+            (
+                INTERRUPTED,
+                last_seq + 1,
+                now,
+                toolcalls.dumps(merged if changed else None),
+                message_id,
+            ),
         )
         appends.touch_conversation(conn, message_id, now)
         search.add_reply(conn, message_id)

@@ -25,7 +25,14 @@ from dataclasses import asdict
 from typing import Awaitable, Callable, Iterable, Optional
 
 from ..redact import redact
-from .hints import ConversationChanged, ExchangeCreated, FramesCommitted, Resync, StopRequested
+from .hints import (
+    ConversationChanged,
+    ExchangeCreated,
+    FramesCommitted,
+    Resync,
+    StopRequested,
+    ToolCallAnswered,
+)
 
 CHANNEL = "streamchat"
 
@@ -34,7 +41,14 @@ MAX_PAYLOAD_BYTES = 7500
 
 _KINDS = {
     cls.__name__: cls
-    for cls in (FramesCommitted, ExchangeCreated, ConversationChanged, StopRequested, Resync)
+    for cls in (
+        FramesCommitted,
+        ExchangeCreated,
+        ConversationChanged,
+        StopRequested,
+        ToolCallAnswered,
+        Resync,
+    )
 }
 
 log = logging.getLogger(__name__)

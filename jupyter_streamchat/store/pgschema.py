@@ -79,6 +79,15 @@ MIGRATIONS = [
         PRIMARY KEY (message_id, seq)
     );
     """,
+    # 2: tool calls, frame by frame and merged on the reply's row, and the context a user
+    # message was sent with. JSON text, stored opaque and never queried (jsonb would parse
+    # every write, and refuses the escaped NUL that JSON text may hold); NULL when none.
+    # Nullable columns without a default: added without rewriting the tables.
+    """
+    ALTER TABLE chunks ADD COLUMN tool_calls text;          -- the states changed in the frame
+    ALTER TABLE messages ADD COLUMN tool_calls text,        -- the latest state of each call
+        ADD COLUMN context text;                            -- a user message's context items
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -26,6 +26,7 @@ from psycopg import errors
 
 from .base import LeaseLost
 from .hints import FramesCommitted
+from . import toolcalls
 from .pglisten import notify
 from .pgtext import enc
 from .records import STREAMING
@@ -48,9 +49,14 @@ class AppendLeaseLost(LeaseLost):
 
 
 def _measure(append) -> tuple:
-    """(last seq, answer chars, thinking chars, [seq], [chunk], [thinking]) of an append."""
+    """(last seq, answer chars, thinking chars, [seq], [chunk], [thinking], [tool calls' JSON
+    text] or None) of an append: JSON work only for an append that has tool calls. (JSON text
+    is ASCII: nothing in it for ``enc`` to escape.)"""
     reasoning = append.reasoning or [""] * len(append.chunks)
     seqs = list(range(append.first_seq, append.first_seq + len(append.chunks)))
+    calls = None
+    if append.tool_calls is not None:
+        calls = [toolcalls.dumps(states or None) for states in append.tool_calls]
     return (
         append.first_seq + len(append.chunks) - 1,
         sum(map(len, append.chunks)),
@@ -58,14 +64,26 @@ def _measure(append) -> tuple:
         seqs,
         [enc(chunk) for chunk in append.chunks],
         [enc(thinking) for thinking in reasoning],
+        calls,
     )
 
 
-async def _insert_chunks(conn, message_ids: list, seqs: list, chunks: list, thoughts: list):
+async def _insert_chunks(
+    conn, message_ids: list, seqs: list, chunks: list, thoughts: list, calls=None
+):
+    """Chunk rows, from one array per column; ``calls`` (tool calls' JSON text, or None per
+    row) only when some row has tool calls."""
+    if calls is None:
+        await conn.execute(
+            "INSERT INTO chunks (message_id, seq, chunk, reasoning) "
+            "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[])",
+            (message_ids, seqs, chunks, thoughts),
+        )
+        return
     await conn.execute(
-        "INSERT INTO chunks (message_id, seq, chunk, reasoning) "
-        "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[])",
-        (message_ids, seqs, chunks, thoughts),
+        "INSERT INTO chunks (message_id, seq, chunk, reasoning, tool_calls) "
+        "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[])",
+        (message_ids, seqs, chunks, thoughts, calls),
     )
 
 
@@ -73,8 +91,11 @@ async def write_one(conn, append, owner_id: str) -> list:
     """One append (a final one included) in the caller's transaction; its hints, or
     :class:`AppendLeaseLost`. A final append also keeps the reply's whole text (for search,
     and for reads that need no frames) and moves its conversation's ``updated_at``."""
-    last, added, thought, seqs, chunks, thoughts = _measure(append)
+    last, added, thought, seqs, chunks, thoughts, calls = _measure(append)
+    # The merged states replace the row's, when the append has them.
+    state = "" if append.tool_state is None else "tool_calls = %(state)s, "
     args = {
+        "state": toolcalls.dumps(append.tool_state),
         "id": append.message_id,
         "owner": owner_id,
         "after": append.first_seq - 1,
@@ -89,7 +110,7 @@ async def write_one(conn, append, owner_id: str) -> list:
     )
     if append.status is None:
         cursor = await conn.execute(
-            "UPDATE messages m SET last_seq = %(last)s, chars = m.chars + %(added)s, "
+            f"UPDATE messages m SET {state}last_seq = %(last)s, chars = m.chars + %(added)s, "
             f"reasoning_chars = m.reasoning_chars + %(thought)s {guard} "
             "RETURNING m.user_id, m.conversation_id",
             args,
@@ -102,7 +123,7 @@ async def write_one(conn, append, owner_id: str) -> list:
             tail="".join(chunks),
         )
         cursor = await conn.execute(
-            "WITH m AS (UPDATE messages m SET last_seq = %(last)s, "
+            f"WITH m AS (UPDATE messages m SET {state}last_seq = %(last)s, "
             "chars = m.chars + %(added)s, reasoning_chars = m.reasoning_chars + %(thought)s, "
             "status = %(status)s, error = %(error)s, usage = %(usage)s, owner = NULL, "
             f"updated_at = {NOW}, text = coalesce((SELECT string_agg(c.chunk, '' ORDER BY "
@@ -118,7 +139,7 @@ async def write_one(conn, append, owner_id: str) -> list:
         if await _already_stored(conn, append, chunks, last):
             return []  # a retry of an append whose commit was not confirmed
         raise await _lease_lost(conn, append.message_id, owner_id)
-    await _insert_chunks(conn, [append.message_id] * len(seqs), seqs, chunks, thoughts)
+    await _insert_chunks(conn, [append.message_id] * len(seqs), seqs, chunks, thoughts, calls)
     user, conversation_id = row
     return [
         FramesCommitted(user, conversation_id, append.message_id, last, append.status is not None)
@@ -130,8 +151,8 @@ async def write_many(conn, appends: list, owner_id: str) -> Optional[list]:
     their hints, or None (and nothing written) if the guard held for only some of them."""
     heads = ([], [], [], [], [])  # id, after, last, added, thought
     rows = ([], [], [], [])  # message id, seq, chunk, thinking
-    for append in appends:
-        last, added, thought, seqs, chunks, thoughts = _measure(append)
+    measured = [_measure(append) for append in appends]
+    for append, (last, added, thought, seqs, chunks, thoughts, _) in zip(appends, measured):
         for column, value in zip(heads, (append.message_id, append.first_seq - 1, last)):
             column.append(value)
         heads[3].append(added)
@@ -140,11 +161,23 @@ async def write_many(conn, appends: list, owner_id: str) -> Optional[list]:
         rows[1].extend(seqs)
         rows[2].extend(chunks)
         rows[3].extend(thoughts)
+    # Tool calls (rare beside text) make a column of their own only when some append has
+    # them: the statements of plain text frames stay as they were.
+    calls = None
+    if any(m[6] is not None for m in measured):
+        calls = []
+        for m in measured:
+            calls.extend(m[6] if m[6] is not None else [None] * len(m[3]))
+    state, state_array, state_column = "", "", ""
+    if any(append.tool_state is not None for append in appends):
+        state = "tool_calls = coalesce(b.state, m.tool_calls), "
+        state_array, state_column = ", %(state)s::text[]", ", state"
     cursor = await conn.execute(
-        "UPDATE messages m SET last_seq = b.last, chars = m.chars + b.added, "
+        f"UPDATE messages m SET {state}last_seq = b.last, chars = m.chars + b.added, "
         "reasoning_chars = m.reasoning_chars + b.thought FROM unnest(%(ids)s::text[], "
-        "%(after)s::int[], %(last)s::int[], %(added)s::bigint[], %(thought)s::bigint[]) "
-        "AS b(id, after, last, added, thought) WHERE m.id = b.id AND m.last_seq = b.after "
+        "%(after)s::int[], %(last)s::int[], %(added)s::bigint[], %(thought)s::bigint[]"
+        f"{state_array}) AS b(id, after, last, added, thought{state_column}) "
+        "WHERE m.id = b.id AND m.last_seq = b.after "
         f"AND m.status = %(streaming)s AND m.owner = %(owner)s AND {_LEASE} "
         "RETURNING m.id, m.user_id, m.conversation_id, m.last_seq",
         {
@@ -153,6 +186,7 @@ async def write_many(conn, appends: list, owner_id: str) -> Optional[list]:
             "last": heads[2],
             "added": heads[3],
             "thought": heads[4],
+            "state": [toolcalls.dumps(append.tool_state) for append in appends] if state else None,
             "streaming": STREAMING,
             "owner": owner_id,
         },
@@ -160,7 +194,7 @@ async def write_many(conn, appends: list, owner_id: str) -> Optional[list]:
     written = await cursor.fetchall()
     if len(written) != len(appends):
         return None
-    await _insert_chunks(conn, *rows)
+    await _insert_chunks(conn, *rows, calls)
     return [FramesCommitted(user, cid, mid, last) for mid, user, cid, last in written]
 
 

@@ -52,7 +52,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from traitlets import Float, Int
 
 from .. import redact
-from . import leases, search
+from . import leases, search, toolcalls
 from .base import EVERY_USER, SearchTooCostly, Store, StoreError
 from .hints import ConversationChanged, ExchangeCreated, FramesCommitted
 from .pglisten import Listener, notify
@@ -496,18 +496,33 @@ class PostgresStore(Store):
             "WHERE c.message_id = m.id AND c.seq <= m.last_seq), '') "
             "WHERE m.status = %(streaming)s AND NOT EXISTS (SELECT 1 FROM owners o "
             "WHERE o.id = m.owner AND o.lease_until >= now()) "
-            "RETURNING m.id, m.user_id, m.conversation_id, m.last_seq), "
+            "RETURNING m.id, m.user_id, m.conversation_id, m.last_seq, m.tool_calls), "
             "frames AS (INSERT INTO chunks (message_id, seq, chunk) "
             "SELECT id, last_seq, '' FROM ended), "
             f"touched AS (UPDATE conversations c SET updated_at = greatest(c.updated_at, {NOW}) "
             "FROM (SELECT DISTINCT user_id, conversation_id FROM ended) e "
             "WHERE c.user_id = e.user_id AND c.id = e.conversation_id) "
-            "SELECT id, user_id, conversation_id, last_seq FROM ended",
+            "SELECT id, user_id, conversation_id, last_seq, tool_calls FROM ended",
             {"interrupted": INTERRUPTED, "streaming": STREAMING},
         )
         ended = await cursor.fetchall()
+        for mid, _, _, last, calls in ended:
+            # Its tool calls that had not finished end failed, in its final frame.
+            changed, merged = toolcalls.end_unfinished(toolcalls.loads(calls))
+            if changed:
+                await conn.execute(
+                    "WITH f AS (UPDATE chunks SET tool_calls = %(changed)s "
+                    "WHERE message_id = %(id)s AND seq = %(last)s) "
+                    "UPDATE messages SET tool_calls = %(merged)s WHERE id = %(id)s",
+                    {
+                        "id": mid,
+                        "last": last,
+                        "changed": toolcalls.dumps(changed),
+                        "merged": toolcalls.dumps(merged),
+                    },
+                )
         await conn.execute("DELETE FROM owners WHERE lease_until < now()")
-        return [FramesCommitted(user, cid, mid, last, True) for mid, user, cid, last in ended]
+        return [FramesCommitted(user, cid, mid, last, True) for mid, user, cid, last, _ in ended]
 
     async def recover(self) -> int:
         async with self._conn() as conn:
@@ -601,12 +616,14 @@ class PostgresStore(Store):
         client_message_id: str,
         *,
         user: Optional[str] = None,
+        context: Optional[list] = None,
     ) -> Exchange:
         user = self._user(user)
         owner_id = self._owner.id
+        context_json = toolcalls.dumps(context)
         try:
             return await self._create_exchange(
-                user, owner_id, conversation_id, agent_id, text, client_message_id
+                user, owner_id, conversation_id, agent_id, text, client_message_id, context_json
             )
         except _LeaseGone:
             # This server's lease ran out unnoticed (the database was out of reach for
@@ -614,7 +631,13 @@ class PostgresStore(Store):
             # recovery. Take a new lease, then make the reply under that one.
             await self._lease_expired(owner_id)
             return await self._create_exchange(
-                user, self._owner.id, conversation_id, agent_id, text, client_message_id
+                user,
+                self._owner.id,
+                conversation_id,
+                agent_id,
+                text,
+                client_message_id,
+                context_json,
             )
 
     async def _create_exchange(
@@ -625,6 +648,7 @@ class PostgresStore(Store):
         agent_id: str,
         text: str,
         client_message_id: str,
+        context_json: Optional[str],
     ) -> Exchange:
         async def seen(conn) -> Optional[Exchange]:
             row = await (
@@ -672,10 +696,11 @@ class PostgresStore(Store):
                     await conn.execute(
                         "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, "
                         "reply_to, client_message_id, status, text, chars, owner, created_at, "
-                        f"updated_at) VALUES (%(u)s, %(user)s, %(c)s, 'user', %(agent)s, NULL, "
-                        f"%(client)s, %(complete)s, %(text)s, %(chars)s, NULL, {NOW}, {NOW}), "
+                        f"updated_at, context) VALUES (%(u)s, %(user)s, %(c)s, 'user', "
+                        f"%(agent)s, NULL, %(client)s, %(complete)s, %(text)s, %(chars)s, NULL, "
+                        f"{NOW}, {NOW}, %(context)s), "
                         "(%(r)s, %(user)s, %(c)s, 'assistant', %(agent)s, %(u)s, NULL, "
-                        f"%(streaming)s, '', 0, %(owner)s, {NOW}, {NOW})",
+                        f"%(streaming)s, '', 0, %(owner)s, {NOW}, {NOW}, NULL)",
                         {
                             "u": user_message_id,
                             "r": reply_id,
@@ -688,6 +713,7 @@ class PostgresStore(Store):
                             "text": enc(text),
                             "chars": len(text),
                             "owner": owner_id,
+                            "context": context_json,
                         },
                     )
             except errors.UniqueViolation:
@@ -761,7 +787,9 @@ class PostgresStore(Store):
     async def _load(self, conn, rows: list, max_chars: Optional[int] = None) -> list:
         """MessageRecords of ``_COLUMNS`` rows, with their texts: a row's own text where it
         holds the whole (user messages, ended replies without thinking), else the reply's
-        frames up to last_seq; a reply over ``max_chars`` comes cut to the frames that fit."""
+        frames up to last_seq; a reply over ``max_chars`` comes cut to the frames that fit
+        (its tool calls then merged from those frames). Tool calls and context are read with
+        the texts, for the rows picked only."""
         records = [_record(row) for row in rows]
         in_row, framed, cut = [], [], []
         for row, record in zip(rows, records):
@@ -773,15 +801,19 @@ class PostgresStore(Store):
                 in_row.append(row[_POS])
             else:
                 framed.append(record)
-        texts: dict = {}
-        if in_row:
+        if rows:
             cursor = await conn.execute(
-                "SELECT pos, text FROM messages WHERE pos = ANY(%s::bigint[])", (in_row,)
+                "SELECT pos, CASE WHEN pos = ANY(%s::bigint[]) THEN text END, tool_calls, "
+                "context FROM messages WHERE pos = ANY(%s::bigint[])",
+                (in_row, [row[_POS] for row in rows]),
             )
-            texts = {pos: dec(text) for pos, text in await cursor.fetchall()}
-        for row, record in zip(rows, records):
-            if row[_POS] in texts:
-                record.text = texts[row[_POS]]
+            extra = {pos: rest for pos, *rest in await cursor.fetchall()}
+            for row, record in zip(rows, records):
+                text, calls, context = extra.get(row[_POS], (None, None, None))
+                if text is not None:
+                    record.text = dec(text)
+                record.tool_calls = toolcalls.loads(calls)
+                record.context = toolcalls.loads(context)
         if framed:
             cursor = await conn.execute(
                 "SELECT c.message_id, c.chunk, c.reasoning FROM unnest(%s::text[], %s::int[]) "
@@ -800,15 +832,16 @@ class PostgresStore(Store):
         for record in cut:
             # The frames whose answer and thinking fit the budget, read no further.
             cursor = await conn.execute(
-                "SELECT seq, chunk, reasoning FROM (SELECT seq, chunk, reasoning, "
-                "sum(length(chunk) + length(reasoning)) OVER (ORDER BY seq) AS upto "
+                "SELECT seq, chunk, reasoning, tool_calls FROM (SELECT seq, chunk, reasoning, "
+                "tool_calls, sum(length(chunk) + length(reasoning)) OVER (ORDER BY seq) AS upto "
                 "FROM chunks WHERE message_id = %s AND seq <= %s) f WHERE upto <= %s "
                 "ORDER BY seq",
                 (record.message_id, record.last_seq, max_chars),
             )
             frames = await cursor.fetchall()
-            record.text = dec("".join(chunk for _, chunk, _ in frames))
-            record.reasoning = dec("".join(thinking for _, _, thinking in frames))
+            record.text = dec("".join(chunk for _, chunk, _, _ in frames))
+            record.reasoning = dec("".join(thinking for _, _, thinking, _ in frames))
+            record.tool_calls = toolcalls.merge(toolcalls.loads(calls) for *_, calls in frames)
             record.last_seq = frames[-1][0] if frames else 0
             record.truncated = True
         return records
@@ -819,37 +852,48 @@ class PostgresStore(Store):
         async with self._conn() as conn:
             # One statement: one snapshot, the frames read up to the row's own last_seq.
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS}, CASE WHEN {_TEXT_IN_ROW} THEN m.text END, f.text, "
-                f"f.reasoning FROM messages m LEFT JOIN LATERAL ({_FRAMES}) f "
-                f"ON NOT {_TEXT_IN_ROW} WHERE m.id = %(id)s {mine}",
+                f"SELECT {_COLUMNS}, m.tool_calls, m.context, CASE WHEN {_TEXT_IN_ROW} "
+                f"THEN m.text END, f.text, f.reasoning FROM messages m LEFT JOIN LATERAL "
+                f"({_FRAMES}) f ON NOT {_TEXT_IN_ROW} WHERE m.id = %(id)s {mine}",
                 {"id": message_id, "user": user},
             )
             row = await cursor.fetchone()
         if row is None:
             return None
         record = _record(row)
-        own, text, thinking = row[-3:]
+        calls, context, own, text, thinking = row[-5:]
         record.text = dec(own if own is not None else text or "")
         record.reasoning = dec(thinking or "")
+        record.tool_calls = toolcalls.loads(calls)
+        record.context = toolcalls.loads(context)
         return record
 
     async def replay(self, message_id: str, after_seq: int, *, user=None) -> tuple:
         user = self.user_of(user)
         mine = "" if user is EVERY_USER else "AND m.user_id = %(user)s"
         async with self._conn() as conn:
+            # One statement: one snapshot. The message's tool calls and context come with its
+            # first row only, not again with every frame.
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS}, c.seq, c.chunk, c.reasoning FROM messages m "
-                "LEFT JOIN chunks c ON c.message_id = m.id AND c.seq > %(after)s "
-                f"AND c.seq <= m.last_seq WHERE m.id = %(id)s {mine} ORDER BY c.seq",
+                f"SELECT {_COLUMNS}, c.seq, c.chunk, c.reasoning, c.tool_calls, "
+                "CASE WHEN row_number() OVER (ORDER BY c.seq) = 1 THEN m.tool_calls END, "
+                "CASE WHEN row_number() OVER (ORDER BY c.seq) = 1 THEN m.context END "
+                "FROM messages m LEFT JOIN chunks c ON c.message_id = m.id "
+                "AND c.seq > %(after)s AND c.seq <= m.last_seq WHERE m.id = %(id)s "
+                f"{mine} ORDER BY c.seq",
                 {"id": message_id, "after": after_seq, "user": user},
             )
             rows = await cursor.fetchall()
         if not rows:
             return None, []
         chunks = [
-            (seq, dec(chunk), dec(thinking)) for *_, seq, chunk, thinking in rows if seq is not None
+            (seq, dec(chunk), dec(thinking), toolcalls.loads(calls))
+            for *_, seq, chunk, thinking, calls, _, _ in rows
+            if seq is not None
         ]
-        return _record(rows[0]), chunks
+        record = _record(rows[0])
+        record.tool_calls, record.context = map(toolcalls.loads, rows[0][-2:])
+        return record, chunks
 
     async def history(
         self,

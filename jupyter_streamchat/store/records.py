@@ -28,6 +28,10 @@ class MessageRecord:
     truncated: bool = False  # text holds only the start of the reply (a history page's budget)
     reasoning: str = ""  # a reply's thinking, up to last_seq
     usage: Optional[dict] = None  # model, input_tokens, output_tokens, first_token_seconds, ...
+    # A reply's tool calls: the latest state of each (wire dicts), in first-appearance order,
+    # as of last_seq; None when it has none.
+    tool_calls: Optional[list] = None
+    context: Optional[list] = None  # a user message's context items (wire dicts), as sent
 
 
 @dataclass
@@ -47,7 +51,12 @@ class Exchange:
 @dataclass
 class Append:
     """Frames of one reply to store in one go: chunks for seqs first_seq, first_seq+1, ...
-    and, frame by frame, the thinking text each adds (``reasoning``, empty or as long).
+    and, frame by frame, the thinking text each adds (``reasoning``, empty or as long) and the
+    tool-call states that changed in it (``tool_calls``: None, or as long as ``chunks``, each
+    None or a list of wire state dicts).
+
+    ``tool_state``, when given, is the reply's whole merged list of tool-call states after
+    this append: it replaces the one kept with the reply, in the same transaction.
 
     With ``status`` set, the last chunk is the reply's final frame and the reply ends.
     """
@@ -59,6 +68,15 @@ class Append:
     error: Optional[str] = None
     reasoning: Optional[list] = None
     usage: Optional[dict] = None
+    tool_calls: Optional[list] = None
+    tool_state: Optional[list] = None
+
+    def __post_init__(self):
+        # Frames are stored pairwise with their tool calls: a shorter list would drop frames.
+        if self.tool_calls is not None and len(self.tool_calls) != len(self.chunks):
+            raise ValueError(
+                f"tool_calls has {len(self.tool_calls)} items for {len(self.chunks)} chunks"
+            )
 
 
 @dataclass

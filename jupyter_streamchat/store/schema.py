@@ -165,6 +165,13 @@ MIGRATIONS = [
     CREATE INDEX messages_by_conversation ON messages (user_id, conversation_id, pos);
     CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming';
     """,
+    # 8: tool calls, frame by frame and merged on the reply's row, and the context a user
+    # message was sent with. JSON text, NULL when there is none (nearly every frame).
+    """
+    ALTER TABLE chunks ADD COLUMN tool_calls TEXT;      -- the states changed in the frame
+    ALTER TABLE messages ADD COLUMN tool_calls TEXT;    -- the latest state of each call
+    ALTER TABLE messages ADD COLUMN context TEXT;       -- a user message's context items
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

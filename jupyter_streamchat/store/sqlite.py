@@ -31,7 +31,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, Int, Unicode, default
 
 from .records import COMPLETE, STREAMING
-from . import appends, leases, search
+from . import appends, leases, search, toolcalls
 from .base import EVERY_USER, SearchTooCostly, Store, StoreError
 from .checkpoints import Checkpointer
 from .fileguard import FileGuard
@@ -40,10 +40,13 @@ from .records import ConversationRecord, Exchange, HistoryPage, MessageRecord
 from .schema import SchemaTooNew, migrate
 from .writer import Writer
 
+# A message's columns, as ``_record`` reads them; the large ones (a user message's text and
+# context) last, so that a history page reads them for the messages it picked only.
 _MESSAGE_COLUMNS = (
     "id, conversation_id, role, agent_id, status, last_seq, error, created_at, "
-    "chars + reasoning_chars, usage, text"
+    "chars + reasoning_chars, usage, tool_calls, context, text"
 )
+_LARGE_COLUMNS = ", context, text"
 
 
 # A conversation with no title of its own is listed under its first words.
@@ -384,9 +387,11 @@ class SQLiteStore(Store):
         client_message_id: str,
         *,
         user: Optional[str] = None,
+        context: Optional[list] = None,
     ) -> Exchange:
         owner = self._owner
         user = self._user(user)
+        context_json = toolcalls.dumps(context)
 
         def job(conn: sqlite3.Connection) -> Exchange:
             seen = conn.execute(
@@ -417,8 +422,8 @@ class SQLiteStore(Store):
             user_message_id, reply_id = _new_id(), _new_id()
             conn.executemany(
                 "INSERT INTO messages (id, user_id, conversation_id, role, agent_id, reply_to, "
-                "client_message_id, status, text, chars, owner, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "client_message_id, status, text, chars, owner, created_at, updated_at, "
+                "context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         user_message_id,
@@ -434,6 +439,7 @@ class SQLiteStore(Store):
                         None,
                         now,
                         now,
+                        context_json,
                     ),
                     (
                         reply_id,
@@ -449,6 +455,7 @@ class SQLiteStore(Store):
                         owner.id,
                         now,
                         now,
+                        None,
                     ),
                 ],
             )
@@ -514,7 +521,8 @@ class SQLiteStore(Store):
         conn: sqlite3.Connection, row: tuple, max_chars: Optional[int] = None
     ) -> MessageRecord:
         """A message from a ``_MESSAGE_COLUMNS`` row; a reply's text (and thinking) is read from
-        its chunks, up to ``max_chars`` of whole frames if given."""
+        its chunks, up to ``max_chars`` of whole frames if given (and its tool calls, then, as
+        of the last of those frames)."""
         (
             message_id,
             conversation_id,
@@ -526,32 +534,39 @@ class SQLiteStore(Store):
             created,
             chars,
             usage,
+            tool_calls,
+            context,
             text,
         ) = row
         record = MessageRecord(
             message_id, conversation_id, role, agent_id, text, status, last_seq, error, created
         )
+        record.context = toolcalls.loads(context)
         if role != "assistant":
             return record
         record.usage = json.loads(usage) if usage else None
+        record.tool_calls = toolcalls.loads(tool_calls)
+        cut = max_chars is not None and chars > max_chars
         frames = conn.execute(
-            "SELECT seq, chunk, reasoning FROM chunks WHERE message_id = ? AND seq <= ? "
-            "ORDER BY seq",
+            f"SELECT seq, chunk, reasoning{', tool_calls' if cut else ', NULL'} FROM chunks "
+            "WHERE message_id = ? AND seq <= ? ORDER BY seq",
             (message_id, last_seq),
         )
-        parts, thoughts, size, upto = [], [], 0, 0
-        cut = max_chars is not None and chars > max_chars
-        for seq, chunk, thinking in frames:
+        parts, thoughts, calls, size, upto = [], [], [], 0, 0
+        for seq, chunk, thinking, frame_calls in frames:
             if cut and size + len(chunk) + len(thinking) > max_chars:
                 record.truncated = True
                 break
             parts.append(chunk)
             thoughts.append(thinking)
+            if frame_calls is not None:
+                calls.append(json.loads(frame_calls))
             size += len(chunk) + len(thinking)
             upto = seq
         record.text, record.reasoning = "".join(parts), "".join(thoughts)
         if record.truncated:
             record.last_seq = upto
+            record.tool_calls = toolcalls.merge(calls)
         return record
 
     @staticmethod
@@ -598,11 +613,14 @@ class SQLiteStore(Store):
                 ).fetchone()
                 if row is None:
                     return None, []
-                chunks = conn.execute(
-                    "SELECT seq, chunk, reasoning FROM chunks WHERE message_id = ? AND seq > ? "
-                    "AND seq <= ? ORDER BY seq",
-                    (message_id, after_seq, row[5]),
-                ).fetchall()
+                chunks = [
+                    (seq, chunk, thinking, None if calls is None else json.loads(calls))
+                    for seq, chunk, thinking, calls in conn.execute(
+                        "SELECT seq, chunk, reasoning, tool_calls FROM chunks "
+                        "WHERE message_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                        (message_id, after_seq, row[5]),
+                    )
+                ]
                 mid, cid, role, agent_id, status, last_seq, error, created = row[:8]
                 record = MessageRecord(
                     mid,
@@ -615,6 +633,8 @@ class SQLiteStore(Store):
                     error,
                     created,
                     usage=json.loads(row[9]) if row[9] else None,
+                    tool_calls=toolcalls.loads(row[10]),
+                    context=toolcalls.loads(row[11]),
                 )
                 return record, chunks
 
@@ -646,7 +666,7 @@ class SQLiteStore(Store):
                         return None
                     bound = found[0]
                 rows = conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS.replace(', text', '')}, pos FROM messages "
+                    f"SELECT {_MESSAGE_COLUMNS.replace(_LARGE_COLUMNS, '')}, pos FROM messages "
                     "WHERE user_id = ? AND conversation_id = ? AND pos < ? "
                     "ORDER BY pos DESC LIMIT ?",
                     (
@@ -665,13 +685,13 @@ class SQLiteStore(Store):
                     used += chars
                 messages = []
                 for row in reversed(picked):
-                    text = ""
+                    large = (None, "")
                     if row[2] == "user":
-                        text = conn.execute(
-                            "SELECT text FROM messages WHERE pos = ?", (row[10],)
-                        ).fetchone()[0]
+                        large = conn.execute(
+                            f"SELECT {_LARGE_COLUMNS[2:]} FROM messages WHERE pos = ?", (row[11],)
+                        ).fetchone()
                     # Only a page's one message may be over the budget; it comes cut short.
-                    messages.append(self._record(conn, row[:10] + (text,), max_chars))
+                    messages.append(self._record(conn, row[:11] + tuple(large), max_chars))
                 return HistoryPage(conversation_id, messages, has_more=len(picked) < len(rows))
 
         return await self._read(job)

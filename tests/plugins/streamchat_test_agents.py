@@ -1,12 +1,14 @@
 """Agent plug-ins used by the tests, installed through a real entry-point distribution."""
 
 import asyncio
+import json
 import time
+from dataclasses import replace
 
 from traitlets import Float, Int, Unicode
 
 from jupyter_streamchat import Agent
-from jupyter_streamchat.agents import Reasoning, Usage
+from jupyter_streamchat.agents import Reasoning, ToolCall, Usage
 
 
 class BoomAgent(Agent):
@@ -86,3 +88,75 @@ class LeakyAgent(Agent):
         raise RuntimeError(
             f"auth failed for {key}; retried with {key[:12]}...; header was:\n{key[:9]}\n{key[9:]}"
         )
+
+
+class ToolsAgent(Agent):
+    """Tool calls and approvals on cue, for tests of the hub and the views. The user's text says
+    what to do (words, in order):
+
+    - ``tool``: a read-only call ``read_file`` that runs and completes;
+    - ``approve``: a call ``write_file`` (with a diff) that asks the user, then runs or not;
+    - ``fail``: a call that fails;
+    - ``many N``: N completed calls, each between two sentences (at most 10,000);
+    - ``hold S``: a running call that takes S seconds (for stop);
+    - ``context``: says what was attached (kind: label = text), one line each.
+
+    Every call's arguments name its number; the reply ends with "Done.".
+    """
+
+    async def stream(self, request):
+        words = request.text.split()
+        n = 0
+        for i, word in enumerate(words):
+            if word == "tool":
+                n += 1
+                yield f"Reading {n}. "
+                call = ToolCall(
+                    f"call-{n}", "read_file", arguments=json.dumps({"path": f"f{n}.txt"})
+                )
+                yield call
+                call = replace(call, status="running", title=f"Read f{n}.txt", kind="read")
+                yield call
+                yield replace(call, status="completed", result=f"contents of f{n}.txt")
+            elif word == "approve":
+                n += 1
+                yield f"Writing {n}. "
+                call = ToolCall(
+                    f"call-{n}",
+                    "write_file",
+                    arguments=json.dumps({"path": f"f{n}.txt", "text": "new"}),
+                    title=f"Write f{n}.txt",
+                    kind="edit",
+                    diff={"path": f"f{n}.txt", "oldText": "old\n", "newText": "new\n"},
+                )
+                decision = await request.approve(call)
+                if decision == "reject":
+                    yield f"Not written ({decision}). "
+                    continue
+                yield replace(call, status="running")
+                await asyncio.sleep(0.01)
+                yield replace(call, status="completed", result=f"wrote f{n}.txt")
+                yield f"Written ({decision}). "
+            elif word == "fail":
+                n += 1
+                call = ToolCall(f"call-{n}", "run", arguments="{}")
+                yield replace(call, status="running")
+                yield replace(call, status="failed", error="exit status 1")
+            elif word == "many" and i + 1 < len(words):
+                for _ in range(min(int(words[i + 1]), 10_000)):
+                    n += 1
+                    yield f"Step {n} starts. "
+                    call = ToolCall(f"call-{n}", "step", arguments=json.dumps({"n": n}))
+                    yield replace(call, status="running")
+                    yield replace(call, status="completed", result=f"step {n} ok")
+                    yield f"Step {n} ends. "
+            elif word == "hold" and i + 1 < len(words):
+                n += 1
+                call = ToolCall(f"call-{n}", "sleep", status="running", arguments="{}")
+                yield call
+                await asyncio.sleep(min(float(words[i + 1]), 600))
+                yield replace(call, status="completed", result="slept")
+            elif word == "context":
+                for item in request.context:
+                    yield f"{item['kind']}: {item.get('label', '')} = {item.get('text', '')}\n"
+        yield "Done."
