@@ -28,6 +28,17 @@ What it answers is chosen by the request's ``model``:
 - ``length``: the echo up to ``max_tokens`` deltas (half of it without), ``finish_reason: length``;
 - ``slow``: headers and the role delta at once, the first token after ``standin_delay`` seconds.
 
+Tool calls, whatever the model: when the request offers ``tools`` and the last user message has
+lines ``call NAME JSON``, the answer is "Let me use the tools. " and those calls, streamed as
+OpenAI streams them: a call's first delta holds ``index``, ``id``, ``type`` and
+``function.name`` (with empty arguments), its ``function.arguments`` follow in pieces of a few
+characters over several deltas, the calls one after the other in one response, and the
+response ends with ``finish_reason: "tool_calls"``. Once the conversation after that user
+message holds ``standin_tool_rounds`` (default 1) rounds of calls with their ``tool`` results,
+the answer is text quoting the last round's results: ``The tools said: [add: 5] [write_note:
+noted].`` As OpenAI does, a request whose tool messages do not answer the calls before them
+(every call answered, no unknown id) gets a 400.
+
 Knobs in the request body (``extra_body`` of the OpenAI client):
 
 - ``standin_tokens``: N content deltas instead of the echo, cycling through the user's words;
@@ -35,7 +46,8 @@ Knobs in the request body (``extra_body`` of the OpenAI client):
 - ``standin_delay``: seconds before the first token of ``slow`` (default 5);
 - ``standin_retry_after``: the ``Retry-After`` of ``error-429`` in seconds (default 30);
 - ``standin_fail_times``: answer 500 to the first N requests with the same model and messages
-  (a retried request), then normally.
+  (a retried request), then normally;
+- ``standin_tool_rounds``: rounds of tool calls before the answer (default 1).
 
 Every request is recorded in ``StandIn.requests`` (model, messages, the whole body, headers
 minus ``Authorization``), with the monotonic times it arrived, finished, and at which the client
@@ -82,6 +94,80 @@ def _text_of(content) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+_CALL = re.compile(r"^call (\S+) (.*)$", re.M)
+ARGUMENT_PIECE = 7  # characters of a call's arguments per delta
+TOOL_PREAMBLE = "Let me use the tools. "
+
+
+def tool_plan(body: dict):
+    """What a request that offers tools is answered: None (no ``call`` lines: as without
+    tools), ``("call", [(name, arguments), ...])`` or ``("answer", text)``."""
+    messages = body.get("messages") or []
+    last_user = max(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+        default=None,
+    )
+    if not body.get("tools") or last_user is None:
+        return None
+    calls = _CALL.findall(_text_of(messages[last_user].get("content")))
+    if not calls:
+        return None
+    after = messages[last_user + 1 :]
+    rounds = [m for m in after if m.get("role") == "assistant" and m.get("tool_calls")]
+    if len(rounds) < int(body.get("standin_tool_rounds") or 1):
+        return "call", calls
+    names = {c["id"]: c["function"]["name"] for m in rounds for c in m["tool_calls"]}
+    last_round = {c["id"] for c in rounds[-1]["tool_calls"]}
+    said = [
+        f"[{names[m['tool_call_id']]}: {_text_of(m.get('content'))}]"
+        for m in after
+        if m.get("role") == "tool" and m.get("tool_call_id") in last_round
+    ]
+    return "answer", "The tools said: " + " ".join(said) + "."
+
+
+def tool_messages_error(messages: list):
+    """OpenAI's 400 for tool messages that do not answer the calls before them, or None."""
+    waiting: set = set()
+    for m in messages:
+        if not isinstance(m, dict):
+            return "Each message must be an object."
+        role = m.get("role")
+        if role == "tool":
+            if m.get("tool_call_id") not in waiting:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'."
+                )
+            if not isinstance(m.get("content"), str):
+                return "Invalid type for 'content' of a tool message: expected a string."
+            waiting.discard(m["tool_call_id"])
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(sorted(waiting))}"
+            )
+        calls = (m.get("tool_calls") or []) if role == "assistant" else []
+        if not isinstance(calls, list):
+            return "Invalid type for 'tool_calls': expected an array."
+        for call in calls:
+            function = call.get("function") if isinstance(call, dict) else None
+            if (
+                not isinstance(call.get("id"), str)
+                or call.get("type") != "function"
+                or not isinstance(function, dict)
+                or not isinstance(function.get("name"), str)
+                or not isinstance(function.get("arguments"), str)
+            ):
+                return "Invalid 'tool_calls': each needs id, type 'function', function.name and function.arguments."
+            waiting.add(call["id"])
+    if waiting:
+        return "An assistant message with 'tool_calls' must be followed by tool messages."
+    return None
 
 
 def _error_body(message: str, type_: str, code) -> dict:
@@ -183,6 +269,9 @@ class ChatCompletions(RequestHandler):
             return self._error(
                 400, "This stand-in only streams: send stream=true.", "invalid_request_error", None
             )
+        wrong = tool_messages_error(body["messages"])
+        if wrong:
+            return self._error(400, wrong, "invalid_request_error", None)
         await self._stream(body, model)
 
     def _fail_this_time(self, body: dict) -> bool:
@@ -247,7 +336,14 @@ class ChatCompletions(RequestHandler):
         elif model == "length":
             limit = body.get("max_tokens") or max(1, len(answer) // 2)
             answer, finish = answer[:limit], "length"
+        plan = tool_plan(body)
+        if plan is not None and plan[0] == "answer":
+            answer = split_words(plan[1])
+        elif plan is not None:
+            answer, finish = [TOOL_PREAMBLE], "tool_calls"
         deltas += [{"content": p} for p in answer]
+        if finish == "tool_calls":
+            deltas += _call_deltas(plan[1])
 
         for i, delta in enumerate(deltas):
             if i and rate and await self._pause(1 / rate):
@@ -312,6 +408,23 @@ class ChatCompletions(RequestHandler):
         except asyncio.TimeoutError:
             return False
         return True
+
+
+def _call_deltas(calls: list) -> list:
+    """The deltas of tool calls as OpenAI streams them."""
+    deltas = []
+    for index, (name, arguments) in enumerate(calls):
+        first = {
+            "index": index,
+            "id": "call_" + uuid.uuid4().hex[:24],
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        deltas.append({"tool_calls": [first]})
+        for at in range(0, len(arguments), ARGUMENT_PIECE):
+            piece = arguments[at : at + ARGUMENT_PIECE]
+            deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    return deltas
 
 
 class Models(RequestHandler):

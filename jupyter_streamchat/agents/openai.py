@@ -11,6 +11,13 @@ is bounded (``bounded.py``: one event, an error body, the time an event takes; h
 of a reply), and whatever it sends that is not what the API promises (bad JSON, fields of the
 wrong type, bytes that are not UTF-8) ends the reply with a sentence naming the server, with
 the text that came before it kept.
+
+Tools (``tools.py``: from MCP servers, ``mcptools.py``, and plug-ins) go to the model as
+functions; the calls it streams are put together from their deltas, asked the user's approval
+where the policy says so, run, and their results sent back for the next response, for at most
+``max_tool_rounds`` rounds. What the model may ask is bounded too: calls per response, the size
+of their arguments, the rounds. Attached context goes into the user's message, in a delimited
+block before its text.
 """
 
 from __future__ import annotations
@@ -19,22 +26,50 @@ import asyncio
 import email.utils
 import os
 import random
+import re
 import time
+from dataclasses import replace
 
 import json
 
 import anyio
 import openai
-from traitlets import Dict, Float, Int, Unicode, default, observe
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default, observe
 
 from .. import redact
-from .base import Agent, AgentError, AgentRequest, Reasoning, Usage
+from .base import (
+    ALLOW_ALWAYS,
+    ALLOW_ONCE,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    Agent,
+    AgentError,
+    AgentRequest,
+    Reasoning,
+    ToolCall,
+    Usage,
+)
+from .mcptools import MCPConnection, MCPStartError, register_secrets
+from .tools import ToolError, function_name, load_plugin_tools
 from .bounded import ServerMisbehaved, bounded_http_client
 from .sse import DONE, EventReader
 
 # Shown at the end of a reply the server cut at its token limit (finish_reason "length").
 LENGTH_NOTE = "\n\n*[cut at the token limit]*"
 CONTENT_FILTER_NOTE = "\n\n*[stopped by the model server's content filter]*"
+# Shown at the end of a reply whose model still called tools after max_tool_rounds rounds.
+ROUNDS_NOTE = "\n\n*[stopped after {rounds} rounds of tool calls (max_tool_rounds)]*"
+# Told the model for a call the user rejected.
+REJECTED = "The user rejected this call; it was not run."
+# Longest tool-call id, name and arguments a model server may send (real ones: about 40, 64
+# and a few thousand characters).
+_MAX_CALL_ID = 256
+_MAX_CALL_NAME = 256
+MAX_ARGUMENT_CHARS = 1024 * 1024
+# Ids shown as they come from the model when they look like one.
+_SHOWN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 # Retries before the first token: about 0.5 s, then 1 s, 2 s, ... (with jitter) up to this.
 _BACKOFF_FIRST = 0.5
@@ -130,6 +165,57 @@ class OpenAIAgent(Agent):
         runaway or hostile server can write to the store.""",
     ).tag(config=True)
 
+    mcp_servers = Dict(
+        help="""MCP servers whose tools the model may call, by a name of your choice:
+        {"files": {"command": ["uvx", "mcp-server-filesystem", "/data"], "env": {"TOKEN":
+        "..."}}} runs a program over stdio (optional "cwd"); {"docs": {"url":
+        "https://example.com/mcp", "headers": {"Authorization": "Bearer ..."}}} speaks
+        streamable HTTP. Each server starts on the agent's first reply and serves the
+        following ones; one that cannot start ends the reply with an error naming it. Header
+        values and secret-looking environment values never show in messages or logs. Needs
+        the mcp package: pip install "jupyter-streamchat[mcp]". Named agents have the class's
+        servers unless they set their own.""",
+    ).tag(config=True)
+    plugin_tools = List(
+        Unicode(),
+        default_value=["*"],
+        help="""Tools from plug-ins (entry points in the group jupyter_streamchat.tools)
+        offered to the model, by entry-point name; "*" offers every installed one, [] none.""",
+    ).tag(config=True)
+    tool_approval = Dict(
+        value_trait=Bool(),
+        help="""Which tool calls wait for the user's approval, by tool name (as the model
+        sees it): true asks, false runs without asking; "*" sets it for tools not named. A
+        tool named nowhere asks unless it only reads: an MCP tool that its server marks
+        read-only (readOnlyHint), or a plug-in tool with read_only set. Example:
+        {"add": false, "write_note": true, "*": true}.""",
+    ).tag(config=True)
+    max_tool_rounds = Int(
+        8,
+        help="""Most rounds of tool calls in one reply (the model asks, the tools run, the
+        model goes on); a model that still calls tools after them ends its reply with a note
+        saying so. 0 offers no tools.""",
+    ).tag(config=True)
+    max_tool_calls = Int(
+        32,
+        help="""Most tool calls in one response of the model; more ends the reply with an
+        error (a runaway or hostile model server).""",
+    ).tag(config=True)
+    tool_timeout = Float(
+        120.0,
+        help="""Seconds a tool call may run; a longer one fails (the model is told) and the
+        reply goes on.""",
+    ).tag(config=True)
+    max_tool_result_chars = Int(
+        100_000,
+        help="""Longest tool result sent to the model and shown, in characters; a longer one
+        is cut, with a note saying so.""",
+    ).tag(config=True)
+    mcp_start_timeout = Float(
+        30.0,
+        help="Seconds an MCP server is given to start and list its tools.",
+    ).tag(config=True)
+
     @default("base_url")
     def _default_base_url(self):
         return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
@@ -149,8 +235,12 @@ class OpenAIAgent(Agent):
     def __init__(self, agent_id: str, **kwargs):
         super().__init__(agent_id, **kwargs)
         self._client_for = None  # (settings, AsyncOpenAI): one connection pool per settings
+        self._connections: dict = {}  # MCP server name -> MCPConnection, started on first use
+        self._plugins = None  # the plug-in tools, loaded on first use
         redact.register(self.api_key)
         redact.register_url(self.base_url)
+        for settings in self.mcp_servers.values():
+            register_secrets(settings)
 
     @observe("api_key")
     def _api_key_changed(self, change):
@@ -160,6 +250,11 @@ class OpenAIAgent(Agent):
     def _base_url_changed(self, change):
         redact.register_url(change["new"])
 
+    @observe("mcp_servers")
+    def _mcp_servers_changed(self, change):
+        for settings in (change["new"] or {}).values():
+            register_secrets(settings)
+
     @property
     def server(self) -> str:
         """The base URL as it may be shown: without a password in it."""
@@ -168,22 +263,39 @@ class OpenAIAgent(Agent):
     # -- the request ----------------------------------------------------------------------
 
     def messages(self, request: AgentRequest) -> list:
-        """The chat messages sent: the system prompt, the conversation so far, the new text."""
+        """The chat messages sent: the system prompt, the conversation so far, the new text
+        (user messages with what was attached to them in front)."""
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         for turn in request.history:
+            role = turn.get("role")
+            text = turn.get("text") or ""
+            if role == "user":
+                text = with_context(turn.get("context"), text)
             # A reply stopped before its first token has no text; servers refuse empty content.
-            if turn.get("role") in ("user", "assistant") and turn.get("text"):
-                messages.append({"role": turn["role"], "content": turn["text"]})
-        messages.append({"role": "user", "content": request.text})
+            if role in ("user", "assistant") and text:
+                messages.append({"role": role, "content": text})
+        messages.append({"role": "user", "content": with_context(request.context, request.text)})
         return messages
 
-    def _params(self, request: AgentRequest) -> dict:
+    def _params(self, request: AgentRequest, tools: dict | None = None) -> dict:
         params = dict(
             model=self.model,
             messages=self.messages(request),
             stream=True,
             stream_options={"include_usage": True},
         )
+        if tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "description": tool.description or "",
+                        "parameters": tool.schema(),
+                    },
+                }
+                for name, tool in tools.items()
+            ]
         if self.temperature is not None:
             params["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -218,10 +330,62 @@ class OpenAIAgent(Agent):
     # -- streaming ------------------------------------------------------------------------
 
     async def stream(self, request: AgentRequest):
-        client, params = self._client(), self._params(request)
+        tools = await self._toolbox()
+        client, params = self._client(), self._params(request, tools)
+        reply = _Reply(self.max_reply_chars, self.max_tool_calls)
+        total = _UsageTotal()
+        for rounds in range(max(0, self.max_tool_rounds) + 1):
+            round_ = reply.round(offers_tools=bool(tools))
+            text = []
+            requesting = self._request(client, params, round_)
+            try:
+                async for piece in requesting:
+                    if isinstance(piece, Usage):
+                        piece = total.add(piece)  # every request of the reply counts
+                    elif isinstance(piece, str):
+                        text.append(piece)
+                    yield piece
+            finally:
+                await requesting.aclose()  # closed with the reply, not when collected
+            calls = round_.calls()
+            if not calls:
+                return
+            if round_.finish in ("length", "content_filter"):
+                # Its calls were cut off with the reply: their arguments are not whole.
+                for call in calls:
+                    yield replace(
+                        call.shown(), status=FAILED, error="not run: the reply was cut off"
+                    )
+                return
+            if rounds >= self.max_tool_rounds:
+                error = f"not run: the reply reached max_tool_rounds ({self.max_tool_rounds})"
+                for call in calls:
+                    yield replace(call.shown(), status=FAILED, error=error)
+                yield ROUNDS_NOTE.format(rounds=self.max_tool_rounds)
+                return
+            messages = list(params["messages"])
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "".join(text) or None,
+                    "tool_calls": [call.message() for call in calls],
+                }
+            )
+            for call in calls:
+                async for state in self._run(call, tools, request):
+                    yield state
+                messages.append(
+                    {"role": "tool", "tool_call_id": call.model_id, "content": call.told}
+                )
+            params = {**params, "messages": messages}
+
+    async def _request(self, client: openai.AsyncOpenAI, params: dict, round_: "_Round"):
+        """One request to the model server, tried again (with backoff) while it fails before
+        its first piece: its text, :class:`Reasoning`, :class:`Usage` and tool calls."""
         attempt = 0
         while True:
-            pieces = self._pieces(client, params)
+            round_.start()
+            pieces = self._pieces(client, params, round_)
             try:
                 try:
                     with anyio.fail_after(self.timeout):
@@ -258,8 +422,9 @@ class OpenAIAgent(Agent):
                 # connection go and stops generating (and billing).
                 await pieces.aclose()
 
-    async def _pieces(self, client: openai.AsyncOpenAI, params: dict):
-        """One request: answer text, :class:`Reasoning` and, at the end, :class:`Usage`.
+    async def _pieces(self, client: openai.AsyncOpenAI, params: dict, round_: "_Round"):
+        """One request: answer text, :class:`Reasoning`, the :class:`ToolCall` states of the
+        calls it streams (into ``round_``) and, at the end, :class:`Usage`.
 
         The client sends the request (and raises for an error status); the events are read
         here (``sse.py``), each chunk as the JSON it is: every field is read for what it is
@@ -268,7 +433,6 @@ class OpenAIAgent(Agent):
         think = ThinkSplitter()
         # A model server is sent the key, and may send it back in a reply: blanked there too.
         answer, thinking = redact.StreamRedactor(), redact.StreamRedactor()
-        left = self.max_reply_chars
         events = EventReader()
         try:
             request = client.chat.completions.with_streaming_response.create(**params)
@@ -302,12 +466,7 @@ class OpenAIAgent(Agent):
                             if delta is not None:
                                 reasoning = _reasoning_of(delta)
                                 content = _field(delta, "content", str)
-                                left -= len(reasoning) + len(content or "")
-                                if left < 0:
-                                    raise _Malformed(
-                                        f"sent more than {self.max_reply_chars:,} "
-                                        "characters in one reply (max_reply_chars)"
-                                    )
+                                round_.spend(len(reasoning) + len(content or ""))
                                 reasoning = thinking.feed(reasoning) if reasoning else ""
                                 if reasoning:
                                     yield Reasoning(reasoning)
@@ -315,6 +474,14 @@ class OpenAIAgent(Agent):
                                 if content:
                                     for piece in think.feed(content):
                                         yield piece
+                                # Calls of tools that were not offered are not read at all.
+                                calls = (
+                                    _field(delta, "tool_calls", list)
+                                    if round_.offers_tools
+                                    else None
+                                )
+                                for call in round_.feed(calls) if calls else ():
+                                    yield call.shown()
                             finish = _field(choice, "finish_reason", str) or finish
                     else:
                         continue
@@ -328,11 +495,123 @@ class OpenAIAgent(Agent):
             yield piece
         if finish is None:
             raise _BrokeOff()
+        round_.finish = finish
+        for call in round_.calls():
+            yield call.shown()  # its arguments complete
         if finish == "length":
             yield LENGTH_NOTE
         elif finish == "content_filter":
             yield CONTENT_FILTER_NOTE
         yield Usage(model=model, input_tokens=input_tokens, output_tokens=output_tokens)
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def _toolbox(self) -> dict:
+        """The tools offered to the model, by the name it calls them: the plug-ins' and every
+        configured MCP server's (started on first use). A server that cannot start ends the
+        reply with an error naming it."""
+        if self.max_tool_rounds <= 0:
+            return {}
+        if self._plugins is None:
+            self._plugins = (
+                load_plugin_tools(self.log, self.plugin_tools) if self.plugin_tools else []
+            )
+        tools = list(self._plugins)
+        servers = dict(self.mcp_servers)
+        for name, connection in list(self._connections.items()):
+            if connection.settings != servers.get(name):
+                del self._connections[name]
+                await connection.close()  # no longer configured as it was
+        if servers:
+            listed = await asyncio.gather(
+                *(self._connection(name, settings).tools() for name, settings in servers.items()),
+                return_exceptions=True,
+            )
+            for name, found in zip(servers, listed):
+                if isinstance(found, MCPStartError):
+                    raise AgentError(str(found))
+                if isinstance(found, BaseException):
+                    if not isinstance(found, Exception):
+                        raise found  # a stop (CancelledError) goes on as it came
+                    self.log.warning("streamchat: MCP server %r failed", name, exc_info=found)
+                    reason = redact.redact(f"{type(found).__name__}: {found}")[:500]
+                    raise AgentError(f"MCP server {name!r} could not start: {reason}")
+                tools += found
+        return _by_unique_name(tools)
+
+    def _connection(self, name: str, settings) -> MCPConnection:
+        connection = self._connections.get(name)
+        if connection is None:
+            connection = MCPConnection(name, settings, self.log, self.mcp_start_timeout)
+            self._connections[name] = connection
+        connection.start_timeout = self.mcp_start_timeout
+        return connection
+
+    async def close(self) -> None:
+        """End the MCP sessions (and the programs of stdio servers)."""
+        connections, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+
+    def needs_approval(self, name: str, tool) -> bool:
+        """Whether a call of ``tool`` (called ``name`` by the model) waits for the user."""
+        policy = self.tool_approval
+        for key in (name, "*"):
+            if key in policy:
+                return bool(policy[key])
+        return not getattr(tool, "read_only", False)
+
+    async def _run(self, call: "_Call", tools: dict, request: AgentRequest):
+        """Run one call, yielding its states; what the model is told goes to ``call.told``."""
+        shown = call.shown()
+        tool = tools.get(call.name)
+        if tool is None:
+            call.told = f"Error: there is no tool named {call.name!r}."
+            yield replace(shown, status=FAILED, error=f"no tool named {call.name!r}")
+            return
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError as error:
+            arguments, problem = None, f"the arguments are not valid JSON ({error.msg})"
+        else:
+            problem = None if isinstance(arguments, dict) else "the arguments are not an object"
+        if problem:
+            call.told = f"Error: {problem}."
+            yield replace(shown, status=FAILED, error=problem)
+            return
+        if self.needs_approval(call.name, tool):
+            decision = await request.approve(shown)
+            if decision not in (ALLOW_ONCE, ALLOW_ALWAYS):
+                call.told = REJECTED
+                yield replace(shown, status=FAILED, error="rejected by the user")
+                return
+        yield replace(shown, status=RUNNING)
+        error = result = None
+        with anyio.move_on_after(self.tool_timeout) as deadline:
+            try:
+                result = await tool.call(arguments)
+            except ToolError as failure:
+                error = str(failure) or "the tool failed"
+            except Exception as failure:
+                self.log.warning(
+                    "streamchat: tool %r (%s) failed", call.name, tool.origin, exc_info=True
+                )
+                error = f"{type(failure).__name__}: {failure}"
+        if deadline.cancelled_caught:
+            error = f"took longer than {self.tool_timeout:g} s (tool_timeout)"
+        if error is not None:
+            error = redact.cut(" ".join(error.split()), 2000)
+            call.told = f"Error: {error}"
+            yield replace(shown, status=FAILED, error=error)
+            return
+        result = redact.redact(result if isinstance(result, str) else str(result))
+        if len(result) > self.max_tool_result_chars:
+            result = (
+                result[: self.max_tool_result_chars]
+                + f"\n[cut: the result had {len(result):,} characters; the first "
+                f"{self.max_tool_result_chars:,} are shown]"
+            )
+        call.told = result
+        yield replace(shown, status=COMPLETED, result=result)
 
     # -- failures -------------------------------------------------------------------------
 
@@ -421,6 +700,202 @@ class OpenAIAgent(Agent):
         if status >= 500:
             return f"{where} failed ({status}){said}{tries}."
         return f"{where} refused the request ({status}){said}."
+
+
+def with_context(items, text: str) -> str:
+    """The user's text with what was attached to it in front, in a delimited block: each item
+    as a header line (kind, label, language, path) and its text in a fence that its own
+    backticks cannot close."""
+    if not isinstance(items, list) or not items:
+        return text
+    blocks = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind, label = str(item.get("kind") or "context"), str(item.get("label") or "")
+        details = [str(item[key]) for key in ("language", "path", "mime") if item.get(key)]
+        if isinstance(item.get("cell"), int) and not isinstance(item.get("cell"), bool):
+            details.append(f"cell index {item['cell']}")
+        if label.lower().startswith(kind.lower()):
+            head = f"Attached {label}"  # "cell 3", not "cell cell 3"
+        else:
+            head = f"Attached {kind}" + (f": {label}" if label else "")
+        head += f" ({', '.join(details)})" if details else ""
+        body = str(item.get("text") or "")
+        runs = [len(run) for run in re.findall(r"`{3,}", body)]
+        fence = "`" * max([3, *(n + 1 for n in runs)])
+        language = item.get("language") if isinstance(item.get("language"), str) else ""
+        blocks.append(f"{head}:\n{fence}{language}\n{body}\n{fence}")
+    if not blocks:
+        return text
+    return (
+        "[The user attached the following context]\n\n"
+        + "\n\n".join(blocks)
+        + "\n\n[End of attached context; the user's message follows]\n\n"
+        + text
+    )
+
+
+def _by_unique_name(tools: list) -> dict:
+    """The tools by the function name the model sees: their own where it is valid and free,
+    else prefixed with where they come from (and numbered when that is taken too)."""
+    named: dict = {}
+    for tool in tools:
+        name = function_name(tool.name)
+        if name in named:
+            source = getattr(getattr(tool, "connection", None), "name", None) or "plugin"
+            name = function_name(f"{source}_{tool.name}")
+        base, n = name, 2
+        while name in named and n < 10_000:
+            name, n = function_name(f"{base[:58]}_{n}"), n + 1
+        named[name] = tool
+    return named
+
+
+class _UsageTotal:
+    """The usage of a reply of several requests: their tokens added up."""
+
+    def __init__(self):
+        self.model = self.input_tokens = self.output_tokens = None
+
+    def add(self, usage: Usage) -> Usage:
+        self.model = usage.model or self.model
+        if usage.input_tokens is not None:
+            self.input_tokens = (self.input_tokens or 0) + usage.input_tokens
+        if usage.output_tokens is not None:
+            self.output_tokens = (self.output_tokens or 0) + usage.output_tokens
+        return Usage(self.model, self.input_tokens, self.output_tokens)
+
+
+class _Reply:
+    """What the requests of one reply share: the characters the model may still send, and the
+    ids of the tool calls shown so far (unique within the reply)."""
+
+    def __init__(self, max_chars: int, max_calls: int):
+        self.max_chars = max_chars
+        self.left = max_chars
+        self.max_calls = max_calls
+        self.shown_ids: set = set()
+
+    def round(self, offers_tools: bool) -> "_Round":
+        return _Round(self, offers_tools)
+
+    def shown_id(self, model_id: str) -> str:
+        """The id a call is shown with: the model's where it looks like one and is new."""
+        shown = model_id if model_id and _SHOWN_ID.match(model_id) else ""
+        n = len(self.shown_ids)
+        while not shown or shown in self.shown_ids:
+            n += 1
+            shown = f"call-{n}"
+        self.shown_ids.add(shown)
+        return shown
+
+
+class _Call:
+    """A tool call as its deltas come: the model's id and name, and the arguments so far."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.model_id = ""
+        self.id = ""  # as shown, given when its name is known
+        self.name = ""
+        self.pieces: list = []
+        self.size = 0
+        self.told = ""  # what the model is told of it
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.pieces)
+
+    def shown(self) -> ToolCall:
+        return ToolCall(self.id, self.name, PENDING, arguments=redact.redact(self.arguments))
+
+    def message(self) -> dict:
+        """The call as it goes back to the model in the assistant message."""
+        arguments = self.arguments
+        try:
+            json.loads(arguments or "{}")
+        except ValueError:
+            arguments = "{}"  # some servers parse it; the tool message says what was wrong
+        return {
+            "id": self.model_id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": arguments or "{}"},
+        }
+
+
+class _Round:
+    """One request of a reply: the tool calls it streams, put together from their deltas
+    (bounded: calls, id, name and arguments sizes), and how it finished."""
+
+    def __init__(self, reply: _Reply, offers_tools: bool):
+        self.reply = reply
+        self.offers_tools = offers_tools
+        self.start()
+
+    def start(self) -> None:
+        """A new attempt: nothing streamed yet."""
+        self._calls: dict = {}
+        self._last = None
+        self.finish = None
+
+    def spend(self, chars: int) -> None:
+        self.reply.left -= chars
+        if self.reply.left < 0:
+            raise _Malformed(
+                f"sent more than {self.reply.max_chars:,} characters in one reply (max_reply_chars)"
+            )
+
+    def feed(self, deltas: list) -> list:
+        """Take a delta's ``tool_calls``; the calls whose names just became known."""
+        named = []
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                raise _Malformed(f"sent a tool call that is {_json_kind(delta)}, not an object")
+            index = _field(delta, "index", int)
+            model_id = _field(delta, "id", str)
+            function = _field(delta, "function", dict) or {}
+            name = _field(function, "name", str)
+            arguments = _field(function, "arguments", str)
+            if index is None:  # servers that leave it out send each call whole, with an id
+                new = model_id and (self._last is None or self._last.model_id != model_id)
+                index = len(self._calls) if new or self._last is None else self._last.index
+            call = self._calls.get(index)
+            if call is None:
+                if len(self._calls) >= self.reply.max_calls:
+                    raise _Malformed(
+                        f"sent more than {self.reply.max_calls} tool calls in one response "
+                        "(max_tool_calls)"
+                    )
+                call = self._calls[index] = _Call(index)
+            self._last = call
+            if model_id and not call.model_id:
+                if len(model_id) > _MAX_CALL_ID:
+                    raise _Malformed(f"sent a tool call id over {_MAX_CALL_ID} characters")
+                call.model_id = model_id
+            if name and not call.name:
+                if len(name) > _MAX_CALL_NAME:
+                    raise _Malformed(f"sent a tool name over {_MAX_CALL_NAME} characters")
+                call.name = name
+                call.id = self.reply.shown_id(call.model_id)
+                named.append(call)
+            if arguments:
+                self.spend(len(arguments))
+                call.size += len(arguments)
+                if call.size > MAX_ARGUMENT_CHARS:
+                    raise _Malformed(
+                        f"sent tool call arguments over {MAX_ARGUMENT_CHARS:,} characters"
+                    )
+                call.pieces.append(arguments)
+        return named
+
+    def calls(self) -> list:
+        """The calls with a name, in the order of their index; each with an id for the model
+        (the server's, or the one shown)."""
+        calls = sorted((c for c in self._calls.values() if c.name), key=lambda c: c.index)
+        for call in calls:
+            call.model_id = call.model_id or call.id
+        return calls
 
 
 def _held(thinking, answer, think) -> list:
