@@ -2,7 +2,9 @@
 file, as in a notebook run headless or a plain script; and a reply's text as it arrives
 (``for piece in reply``)."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -165,6 +167,88 @@ def test_stream_writes_as_it_arrives(store, tmp_path):
             assert chat.send("nope", agent="no-such-agent").stream(file).status == "error"
         text = out.read_text()
         assert text.startswith(WORDS + "\n(Error: no agent 'no-such-agent'")
+
+
+# -- tool calls and approvals (the ``tools`` test agent, tests/plugins) ----------------------
+
+TOOL_LINE = r"🔧 {} — {} \(\d+\.\d s\)"
+
+
+def test_tool_calls_show_as_lines(store, tmp_path):
+    with Chat(agent="tools", store_url=store) as chat:
+        out = tmp_path / "out.txt"
+        with out.open("w", encoding="utf-8") as file:
+            reply = chat.send("tool fail").stream(file)
+        assert (reply.status, reply.text) == ("complete", "Reading 1. Done.")
+        assert [(c["name"], c["status"]) for c in reply.tool_calls] == [
+            ("read_file", "completed"),
+            ("run", "failed"),
+        ]
+        # Each call on a line of its own as it ends, among the text (where among it depends on
+        # the frames the hub made of the agent's output).
+        lines = out.read_text(encoding="utf-8").splitlines()
+        calls = [line for line in lines if line.startswith("🔧")]
+        assert len(calls) == 2, lines
+        assert re.fullmatch(TOOL_LINE.format("read_file: Read f1.txt", "completed"), calls[0])
+        assert re.fullmatch(TOOL_LINE.format("run", "failed: exit status 1"), calls[1])
+        assert "".join(line for line in lines if line not in calls) == reply.text
+
+        markdown = chat._repr_markdown_()
+        assert re.search(
+            r"\*\*tools:\*\*\n\n"
+            + r"- 🔧 read\\_file: Read f1.txt — completed \(\d+\.\d s\)\n"
+            + r"- 🔧 run — failed: exit status 1 \(\d+\.\d s\)\n\n"
+            + r"Reading 1. Done.\n$",
+            markdown,
+        ), markdown
+        assert "read\\_file" in reply._repr_markdown_()
+
+
+def test_approve_answers_a_waiting_call(store):
+    seen = []
+
+    def approve(call):
+        seen.append((call["name"], call["status"], json.loads(call["arguments"])))
+        return "allow_once"
+
+    with Chat(agent="tools", store_url=store, approve=approve) as chat:
+        reply = chat.send("approve").wait(HANG_GUARD)
+        assert (reply.status, reply.text) == ("complete", "Writing 1. Written (allow_once). Done.")
+        (call,) = reply.tool_calls
+        assert (call["status"], call["decision"], call["result"]) == (
+            "completed",
+            "allow_once",
+            "wrote f1.txt",
+        )
+        assert seen == [("write_file", "waiting", {"path": "f1.txt", "text": "new"})]
+        # Stored: a Chat taking the conversation up again shows the same.
+        conversation_id = chat.conversation_id
+    with Chat(conversation_id=conversation_id, store_url=store) as again:
+        assert again.messages[1]["toolCalls"] == reply.tool_calls
+
+
+def test_without_approve_a_call_waits_for_someone_else(store):
+    with pytest.raises(TypeError, match="approve"):
+        Chat(agent="tools", store_url=store, approve="allow_once")
+    with Chat(agent="tools", store_url=store) as chat:
+        reply = chat.send("approve")
+        until(lambda: [c["status"] for c in reply.tool_calls] == ["waiting"], "the question")
+        assert reply.status == "streaming" and reply.text == "Writing 1. "
+        assert "write\\_file: Write f1.txt — waiting for approval" in reply._repr_markdown_()
+        chat.stop()
+        assert reply.wait(HANG_GUARD).status == "stopped"
+        assert [(c["status"], c["error"]) for c in reply.tool_calls] == [
+            ("failed", "not run: the reply ended first")
+        ]
+
+
+def test_context_goes_with_the_message(store):
+    item = {"kind": "cell", "label": "In [3]", "text": "df.head()", "language": "python"}
+    with Chat(agent="tools", store_url=store) as chat:
+        reply = chat.send("context", context=[item]).wait(HANG_GUARD)
+        assert reply.text == "cell: In [3] = df.head()\nDone."
+        assert chat.messages[0]["context"] == [item]
+        assert "**You:**\n\ncontext\n\n- 📎 cell: In \\[3\\]\n" in chat._repr_markdown_()
 
 
 SCRIPT = textwrap.dedent("""

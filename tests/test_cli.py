@@ -313,6 +313,36 @@ def test_reply_that_ends_in_error_exits_1(server, env):
     assert reply["status"] == "error" and reply["error"]
 
 
+def test_send_shows_tool_calls_as_lines(server, env):
+    """The reply's text on stdout, as ever; each tool call a line on stderr as it ends."""
+    result = streamchat(env, "send", "--agent", "tools", "tool fail")
+    assert result.returncode == OK, result.stderr
+    assert result.stdout == "Reading 1. Done.\n"
+    lines = result.stderr.splitlines()
+    assert re.fullmatch(r"conversation: \S+", lines[0]), lines
+    took = r" \(\d+\.\d s\)"
+    assert len(lines) == 3, lines
+    assert re.fullmatch("🔧 read_file: Read f1.txt — completed" + took, lines[1]), lines
+    assert re.fullmatch("🔧 run — failed: exit status 1" + took, lines[2]), lines
+
+    shown = streamchat(env, "show", conversation_of(result.stderr)).stdout
+    assert re.search(
+        r"── assistant · tools · complete · .+\n🔧 read_file: Read f1.txt — completed"
+        + took
+        + "\n🔧 run — failed: exit status 1"
+        + took
+        + "\nReading 1. Done.\n",
+        shown,
+    ), shown
+
+    as_json = streamchat(env, "send", "--agent", "tools", "--json", "tool")
+    assert as_json.returncode == OK and as_json.stderr == ""
+    reply = json.loads(as_json.stdout)
+    assert [(c["id"], c["status"], c["result"]) for c in reply["toolCalls"]] == [
+        ("call-1", "completed", "contents of f1.txt")
+    ]
+
+
 def test_send_streams_the_reply_as_it_arrives(server, env):
     process = start(env, "send", "--agent", "echo", LONG_TEXT)
     try:

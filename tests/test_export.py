@@ -9,6 +9,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from helpers import new_id
+from jupyter_streamchat import redact
+from jupyter_streamchat.redact import MASK
 
 CODE = "Show me code:\n```python\nprint('*hi*')\n```\nThanks"
 
@@ -238,6 +240,135 @@ async def test_a_thinking_other_than_0_or_1_is_a_400(
     )
     assert response.code == 400
     assert "thinking" in json.loads(response.body)["message"]
+
+
+# -- tool calls and attached context ---------------------------------------------------------
+
+# Random-looking: any part of it in the export would be a leak.
+KEY = "sk-Tq3Wm8Xv1Lb6Nd9Rc4Hz7Jf2Kp5Gy0Su"
+# A cell the user attached: it quotes the key, and holds a fence of its own.
+CELL = f'client = OpenAI(api_key="{KEY}")\n```\nnot the end of the block\n```'
+
+
+async def tools_reply(client, text, conversation, context=None, answer=None, stop_on=None):
+    """Send ``text`` to the ``tools`` test agent; answer its waiting call with ``answer``, or
+    stop the reply once a call is ``stop_on``; -> the reply's frames."""
+    fields = {"context": context} if context else {}
+    await client.send(
+        "SEND_MESSAGE",
+        conversationId=conversation,
+        agentId="tools",
+        text=text,
+        clientMessageId=new_id("m-"),
+        **fields,
+    )
+    message_id = (await client.expect("MESSAGE_ACCEPTED"))["messageId"]
+    frames = []
+    while not (frames and frames[-1]["isComplete"]):
+        frames.append(await client.expect("MESSAGE_CHUNK"))
+        for call in frames[-1].get("toolCalls", []):
+            if call["status"] == "waiting" and answer:
+                await client.send(
+                    "ANSWER_TOOL_CALL", messageId=message_id, toolCallId=call["id"], decision=answer
+                )
+            if call["status"] == stop_on:
+                await client.send("STOP_GENERATING", messageId=message_id)
+    return frames
+
+
+async def test_tool_calls_and_attached_context_in_the_export(chat, jp_fetch, streamchat_app):
+    redact.register(KEY)  # as the server does for every key in its config
+    client = await chat()
+    conversation = new_id("c-")
+    attached = {
+        "kind": "cell",
+        "label": "In [3]",
+        "text": CELL,
+        "language": "python",
+        "path": "work/nb.ipynb",
+        "cell": 2,
+    }
+    frames = await tools_reply(
+        client, "tool fail approve", conversation, context=[attached], answer="allow_once"
+    )
+    assert frames[-1]["status"] == "complete"
+    frames = await tools_reply(client, "hold 60", conversation, stop_on="running")
+    assert frames[-1]["status"] == "stopped"
+
+    body = (await export(jp_fetch, conversation)).body.decode("utf-8")
+    assert KEY[6:12] not in body and "api_key=" in body  # the key is masked, the rest is there
+    asked, answered, held, stopped = times(streamchat_app, conversation)
+    took = re.compile(r" · \d+\.\d s$", re.M)  # how long each call took: varies
+    assert took.sub(" · T", body) == (
+        "# tool fail approve\n"
+        "\n" + HEADER + "\n"
+        f"## You ({asked})\n"
+        "\n"
+        "tool fail approve\n"
+        "\n"
+        "**Attached cell:** In \\[3\\] (work/nb.ipynb, cell 3)\n"
+        "\n"
+        "````python\n"
+        f'client = OpenAI(api_key="{MASK}")\n'
+        "```\nnot the end of the block\n```\n"
+        "````\n"
+        "\n"
+        f"## tools ({answered})\n"
+        "\n"
+        "**🔧 read\\_file** · Read f1.txt · completed · T\n"
+        "\n"
+        "Arguments:\n"
+        "\n"
+        '```json\n{\n  "path": "f1.txt"\n}\n```\n'
+        "\n"
+        "Result:\n"
+        "\n"
+        "```text\ncontents of f1.txt\n```\n"
+        "\n"
+        "**🔧 run** · failed · T\n"
+        "\n"
+        "Arguments:\n"
+        "\n"
+        "```json\n{}\n```\n"
+        "\n"
+        "Error:\n"
+        "\n"
+        "```text\nexit status 1\n```\n"
+        "\n"
+        "**🔧 write\\_file** · Write f3.txt · completed (allowed once) · T\n"
+        "\n"
+        "Arguments:\n"
+        "\n"
+        '```json\n{\n  "path": "f3.txt",\n  "text": "new"\n}\n```\n'
+        "\n"
+        "Change to f3.txt:\n"
+        "\n"
+        "```diff\n--- a/f3.txt\n+++ b/f3.txt\n@@ -1 +1 @@\n-old\n+new\n```\n"
+        "\n"
+        "Result:\n"
+        "\n"
+        "```text\nwrote f3.txt\n```\n"
+        "\n"
+        "Reading 1. Writing 3. Written (allow_once). Done.\n"
+        "\n"
+        f"## You ({held})\n"
+        "\n"
+        "hold 60\n"
+        "\n"
+        f"## tools ({stopped})\n"
+        "\n"
+        "**🔧 sleep** · failed · T\n"
+        "\n"
+        "Arguments:\n"
+        "\n"
+        "```json\n{}\n```\n"
+        "\n"
+        "Error:\n"
+        "\n"
+        "```text\nnot run: the reply ended first\n```\n"
+        "\n"
+        "*Stopped before the end.*\n"
+    )
 
 
 async def test_export_of_an_unknown_conversation_is_404(jp_fetch):

@@ -41,9 +41,9 @@ def follow(server):
     """``follow(conversation_id, server=..., on_change=...)`` -> a Conversation, closed after."""
     opened = []
 
-    def open_(conversation_id, server=server, on_change=None, **backoff):
+    def open_(conversation_id, server=server, on_change=None, approve=None, **backoff):
         transport = RemoteTransport(server, **backoff)
-        opened.append(Conversation(conversation_id, transport, on_change))
+        opened.append(Conversation(conversation_id, transport, on_change, approve))
         return opened[-1]
 
     yield open_
@@ -213,6 +213,273 @@ async def test_reattach_gets_history_and_the_live_rest(follow, rest):
         ("assistant", LONG, "complete"),
     ]
     assert again.messages[-1]["messageId"] == streaming.message_id
+
+
+# -- tool calls ----------------------------------------------------------------------------
+
+
+def statuses(calls):
+    return [(c["id"], c["name"], c["status"]) for c in calls]
+
+
+async def test_tool_calls_follow_the_reply_and_come_back_in_the_history(follow):
+    """The ``tools`` test agent (tests/plugins): a call that completes, one that fails, and
+    one that asks for approval, answered here by the approve policy."""
+    asked = []
+
+    def approve(call):
+        asked.append(call)
+        return "allow_once"
+
+    conversation = await synced(follow(new_id("c-"), approve=approve))
+    reply = await wait(conversation.send("tool fail approve", "tools"))
+    assert (reply.status, reply.text) == (
+        "complete",
+        "Reading 1. Writing 3. Written (allow_once). Done.",
+    )
+    calls = reply.tool_calls
+    assert statuses(calls) == [
+        ("call-1", "read_file", "completed"),
+        ("call-2", "run", "failed"),
+        ("call-3", "write_file", "completed"),
+    ]
+    read, run, write = calls
+    assert (json.loads(read["arguments"]), read["title"], read["result"]) == (
+        {"path": "f1.txt"},
+        "Read f1.txt",
+        "contents of f1.txt",
+    )
+    assert run["error"] == "exit status 1"
+    assert (write["decision"], write["diff"]["newText"], write["result"]) == (
+        "allow_once",
+        "new\n",
+        "wrote f3.txt",
+    )
+    assert all(c["endedAt"] >= c["startedAt"] > 0 for c in calls)
+    # The policy saw the call once, as it waited, and ran on a thread of its own.
+    assert [(c["id"], c["status"], c["title"]) for c in asked] == [
+        ("call-3", "waiting", "Write f3.txt")
+    ]
+    reply.tool_calls[0]["status"] = "changed by the reader"  # a copy: the reply's stays
+    assert reply.tool_calls == calls and conversation.messages[1]["toolCalls"] == calls
+
+    # Another follower (a kernel restarted, say) gets the same states from the HISTORY.
+    again = await synced(follow(conversation.conversation_id))
+    assert again.messages[1]["toolCalls"] == calls
+    assert "toolCalls" not in again.messages[0]
+
+
+async def test_stop_while_a_call_runs_leaves_it_failed(follow, rest):
+    conversation = await synced(follow(new_id("c-")))
+    reply = conversation.send("tool hold 60", "tools")
+    await until(lambda: len(reply.tool_calls) == 2, "the second call to start")
+    assert statuses(reply.tool_calls)[1] == ("call-2", "sleep", "running")
+    reply.stop()
+    await wait(reply)
+    assert reply.status == "stopped"
+    assert statuses(reply.tool_calls) == [
+        ("call-1", "read_file", "completed"),
+        ("call-2", "sleep", "failed"),
+    ]
+    assert reply.tool_calls[1]["error"] == "not run: the reply ended first"
+    stored = (await rest("conversations", conversation.conversation_id))["messages"][1]
+    assert stored["toolCalls"] == reply.tool_calls
+
+
+async def test_a_waiting_call_is_answered_by_hand_when_the_policy_passes(follow, chat):
+    """``approve`` returning None leaves the call to others; ``reply.answer`` answers it, and
+    an answer after the first gets ``not_waiting`` without upsetting the follower."""
+    passed = []
+    conversation = await synced(follow(new_id("c-"), approve=lambda call: passed.append(call)))
+    reply = conversation.send("approve", "tools")
+    await until(lambda: [c["status"] for c in reply.tool_calls] == ["waiting"], "the question")
+    await until(lambda: passed, "the policy to be asked")
+    with pytest.raises(ValueError, match="decision"):
+        reply.answer("call-1", "maybe")
+    reply.answer("call-1", "reject")
+    await wait(reply)
+    assert (reply.status, reply.text) == ("complete", "Writing 1. Not written (reject). Done.")
+    assert statuses(reply.tool_calls) == [("call-1", "write_file", "failed")]
+    assert reply.tool_calls[0]["decision"] == "reject"
+
+    late = await chat()
+    await late.send(
+        "ANSWER_TOOL_CALL", messageId=reply.message_id, toolCallId="call-1", decision="allow_once"
+    )
+    refused = await late.expect("ERROR")
+    assert (refused["code"], refused["messageId"]) == ("not_waiting", reply.message_id)
+    reply.answer("call-1", "allow_once")  # the follower's own late answer: refused quietly
+    await until(lambda: (conversation.last_error or {}).get("code") == "not_waiting", "the refusal")
+    assert (await wait(conversation.send("tool", "tools"))).status == "complete"
+
+
+async def test_a_policy_that_raises_rejects(follow):
+    def approve(call):
+        raise RuntimeError("no policy for " + call["name"])
+
+    conversation = await synced(follow(new_id("c-"), approve=approve))
+    reply = await wait(conversation.send("approve", "tools"))
+    assert reply.text == "Writing 1. Not written (reject). Done."
+    assert reply.tool_calls[0]["decision"] == "reject"
+
+
+class RecordingTransport:
+    """The transports' interface (jupyter_streamchat/kernel/connection.py), driven by hand: the
+    test connects and drops it, plays the hub's frames, and reads what the follower sent."""
+
+    def __init__(self):
+        self.connected = False
+        self.sent: list = []
+        self.on_frame = self.on_connect = None
+
+    def start(self, on_frame, on_connect) -> None:
+        self.on_frame, self.on_connect = on_frame, on_connect
+
+    def connect(self) -> None:
+        self.connected = True
+        self.on_connect()
+
+    def send(self, frame: dict) -> None:
+        if self.connected:
+            self.sent.append(json.loads(json.dumps(frame)))
+
+    def close(self) -> None:
+        self.connected = False
+
+    def taken(self) -> list:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def test_tool_calls_by_seq_history_and_end_with_answers_sent_again():
+    """The rules on their own: frames' states by seq, the newer states of a HISTORY, an answer
+    sent again after a reconnection until the call is seen past waiting, and calls left
+    unfinished by a final frame that does not say so (an older hub) shown failed."""
+    transport = RecordingTransport()
+    asked = []
+    conversation = Conversation(
+        "c-1", transport, approve=lambda call: asked.append(call["id"]) or "allow_always"
+    )
+    try:
+        transport.connect()
+        assert transport.taken() == [{"type": "SUBSCRIBE", "conversationId": "c-1"}]
+        transport.on_frame({"type": "HISTORY", "conversationId": "c-1", "messages": []})
+        reply = conversation.send("go", "tools")
+        client_id = transport.taken()[0]["clientMessageId"]
+        transport.on_frame(
+            {
+                "type": "MESSAGE_ACCEPTED",
+                "clientMessageId": client_id,
+                "conversationId": "c-1",
+                "userMessageId": "u-1",
+                "messageId": "r-1",
+                "agentId": "tools",
+            }
+        )
+
+        def chunk(seq, text, calls=None, **end):
+            frame = {
+                "type": "MESSAGE_CHUNK",
+                "messageId": "r-1",
+                "conversationId": "c-1",
+                "agentId": "tools",
+                "seq": seq,
+                "chunk": text,
+                "isComplete": bool(end),
+                **end,
+            }
+            if calls is not None:
+                frame["toolCalls"] = calls
+            transport.on_frame(frame)
+
+        def call(id_, status, **more):
+            return {"id": id_, "name": "t" + id_, "status": status, "arguments": "{}", **more}
+
+        chunk(1, "a", [call("1", "running"), call("2", "pending")])
+        chunk(1, "a", [call("1", "failed")])  # again (a replay): dropped with its text
+        chunk(3, "c", [call("9", "running")])  # after a gap: dropped, RESUME asked
+        assert transport.taken() == [{"type": "RESUME", "messageId": "r-1", "afterSeq": 1}]
+        chunk(2, "b", [call("1", "completed", result="ok"), call("3", "waiting")])
+        assert statuses(reply.tool_calls) == [
+            ("1", "t1", "completed"),
+            ("2", "t2", "pending"),
+            ("3", "t3", "waiting"),
+        ]
+        answer = {
+            "type": "ANSWER_TOOL_CALL",
+            "messageId": "r-1",
+            "toolCallId": "3",
+            "decision": "allow_always",
+        }
+        deadline = time.monotonic() + HANG_GUARD
+        while not transport.sent:
+            assert time.monotonic() < deadline, "no answer from the policy"
+            time.sleep(0.01)
+        assert transport.taken() == [answer] and asked == ["3"]
+
+        transport.connected = False  # the connection drops before the hub took the answer
+        transport.connect()
+        assert transport.taken() == [
+            {"type": "RESUME", "messageId": "r-1", "afterSeq": 2},
+            answer,
+            {"type": "SUBSCRIBE", "conversationId": "c-1"},
+        ]
+        stored = {
+            "messageId": "r-1",
+            "role": "assistant",
+            "agentId": "tools",
+            "text": "abc",
+            "status": "streaming",
+            "lastSeq": 3,
+            "toolCalls": [
+                call("1", "completed", result="ok"),
+                call("2", "running"),
+                call("3", "running", decision="allow_always"),
+            ],
+        }
+        user = {
+            "messageId": "u-1",
+            "role": "user",
+            "agentId": "tools",
+            "text": "go",
+            "status": "complete",
+            "lastSeq": 0,
+            "context": [{"kind": "cell", "label": "In [1]", "text": "x = 1"}],
+        }
+        transport.on_frame({"type": "HISTORY", "conversationId": "c-1", "messages": [user, stored]})
+        assert reply.text == "abc"
+        assert statuses(reply.tool_calls) == [
+            ("1", "t1", "completed"),
+            ("2", "t2", "running"),
+            ("3", "t3", "running"),
+        ]
+        assert conversation.messages[0]["context"] == user["context"]
+        transport.connected = False
+        transport.connect()  # the call was seen answered: no answer goes again
+        assert [f["type"] for f in transport.taken()] == ["RESUME", "SUBSCRIBE"]
+
+        chunk(4, "", isComplete=True, status="stopped")  # no toolCalls on the final frame
+        reply.wait(HANG_GUARD)
+        assert statuses(reply.tool_calls) == [
+            ("1", "t1", "completed"),
+            ("2", "t2", "failed"),
+            ("3", "t3", "failed"),
+        ]
+        assert [c.get("error") for c in reply.tool_calls] == [
+            None,
+            "not run: the reply ended first",
+            "not run: the reply ended first",
+        ]
+        # Read after the end: the text, then each call's last state.
+        assert [e if isinstance(e, str) else e["status"] for e in reply.events()] == [
+            "abc",
+            "completed",
+            "failed",
+            "failed",
+        ]
+        assert asked == ["3"]  # asked once, whatever came again
+    finally:
+        conversation.close()
 
 
 # -- finding the server --------------------------------------------------------------------

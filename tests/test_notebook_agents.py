@@ -467,6 +467,97 @@ def test_an_agent_that_raises_ends_its_reply_with_the_error(server, kernels, bro
     assert kernel.run("print(1)") == "1\n"
 
 
+# -- tool calls -----------------------------------------------------------------------------
+
+TOOLS_AGENTS = textwrap.dedent('''
+    import asyncio, json
+    from dataclasses import replace
+    import jupyter_streamchat as sc
+    from jupyter_streamchat import ToolCall
+
+    @sc.agent(NAME + "-tools")
+    def tools(request):
+        """Says what was attached, then runs N calls, each after a sentence: even ones complete,
+        odd ones fail; the last call is left running."""
+        for item in request.context:
+            yield f"[{item['kind']} {item['label']}: {item['text']}] "
+        for i in range(int(request.text)):
+            yield f"before {i}. "
+            call = ToolCall(f"t{i}", "lookup", arguments=json.dumps({"i": i}))
+            yield call
+            running = replace(call, status="running", title=f"Look up {i}")
+            yield running
+            if i % 2:
+                yield replace(running, status="failed", error=f"no {i}")
+            else:
+                yield replace(running, status="completed", result=f"found {i}")
+        yield "after. "
+        yield ToolCall("left", "sleep", status="running")
+
+    @sc.agent(NAME + "-asks")
+    async def asks(request):
+        yield "asking "
+        yield ToolCall("w", "write", status="waiting")
+''')
+
+
+def test_a_notebook_agent_yields_tool_calls(server, kernels, browser):
+    kernel = kernels()
+    name = new_id("nb-")
+    kernel.run(f"NAME = {name!r}\n" + TOOLS_AGENTS)
+    client = browser()
+    conversation = new_id("c-")
+    count = 300  # more states than one AGENT_OUTPUT carries
+    client_id = new_id("m-")
+    client.send(
+        {
+            "type": "SEND_MESSAGE",
+            "conversationId": conversation,
+            "agentId": f"{name}-tools",
+            "text": str(count),
+            "clientMessageId": client_id,
+            "context": [{"kind": "variable", "label": "df", "text": "3 rows"}],
+        }
+    )
+    accepted = next_frame(client, lambda f: f.get("clientMessageId") == client_id)
+    frames = chunks(client, accepted["messageId"])
+    assert_contiguous(frames)
+    expected = "[variable df: 3 rows] " + "".join(f"before {i}. " for i in range(count))
+    assert (frames[-1]["status"], text_of(frames)) == ("complete", expected + "after. ")
+
+    # In stream order: each call's first state comes with the text that came before it.
+    text, latest, first_seen = "", {}, {}
+    for frame in frames:
+        text += frame["chunk"]
+        for state in frame.get("toolCalls", []):
+            first_seen.setdefault(state["id"], text)
+            latest[state["id"]] = state
+    assert list(latest) == [f"t{i}" for i in range(count)] + ["left"]
+    for i in range(count):
+        assert first_seen[f"t{i}"].endswith(f"before {i}. "), i
+    assert all(
+        (s["status"], s.get("result"), s.get("error"), json.loads(s["arguments"]), s["title"])
+        == (
+            ("failed", None, f"no {i}", {"i": i}, f"Look up {i}")
+            if i % 2
+            else ("completed", f"found {i}", None, {"i": i}, f"Look up {i}")
+        )
+        for i, s in enumerate(list(latest.values())[:count])
+    )
+    assert (latest["left"]["status"], latest["left"]["error"]) == (
+        "failed",
+        "not run: the reply ended first",
+    )
+    reply = stored(server, conversation)[1]
+    assert reply["toolCalls"] == list(latest.values())
+
+    # "waiting" is the chat's own: an agent that says it ends with why.
+    frames = chunks(client, send(client, f"{name}-asks", "go")["messageId"])
+    assert frames[-1]["status"] == "error"
+    assert "waiting is the chat's own" in frames[-1]["error"]
+    assert text_of(frames) == "asking "
+
+
 # -- one connection per kernel --------------------------------------------------------------
 
 

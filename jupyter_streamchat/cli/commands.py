@@ -164,6 +164,7 @@ def send(client, args) -> int:
         None if args.json else sys.stdout,
         where,
         accepted,
+        calls_out=None if args.json else sys.stderr,
     )
     result = sender.run()
     if args.json:

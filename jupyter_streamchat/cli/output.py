@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TextIO
 
 from .. import protocol as p
+from ..kernel.markdown import context_line, tool_call_line
 
 TITLE_WIDTH = 60
 
@@ -76,7 +77,8 @@ def agents_table(body: dict) -> str:
 
 def conversation_text(body: dict) -> str:
     """Each message under a line saying who wrote it, when, and (for a reply) its status and
-    error; the text as stored (Markdown)."""
+    error; a reply's tool calls, a line each, before its text; the text as stored (Markdown);
+    what a user message had attached, a line each, after it."""
     blocks = []
     for message in body["messages"]:
         when = local_time(message.get("createdAt"))
@@ -86,7 +88,10 @@ def conversation_text(body: dict) -> str:
             status = message["status"]
             head = f"── assistant · {message['agentId']} · {status} · {when}"
         text = message["text"]
-        block = head + "\n" + text + ("" if not text or text.endswith("\n") else "\n")
+        block = head + "\n"
+        block += "".join(tool_call_line(call) + "\n" for call in message.get("toolCalls") or ())
+        block += text + ("" if not text or text.endswith("\n") else "\n")
+        block += "".join(context_line(item) + "\n" for item in message.get("context") or ())
         if message.get("error"):
             block += f"[{p.ERROR}: {' '.join(message['error'].split())}]\n"
         blocks.append(block)

@@ -9,6 +9,11 @@ on ``clientMessageId``) and RESUME from that ``seq`` after, so nothing is printe
 Ctrl-C sends STOP_GENERATING and waits for the reply's final frame: what the agent wrote so far
 stays stored (status ``stopped``) and printed. A second Ctrl-C leaves at once.
 
+The reply's tool calls go to their own stream (stderr: stdout stays the answer), a line each
+when a call waits for approval and when it ends (``🔧 read_file — completed (0.1 s)``), in
+stream order with the text; a call waiting for approval is answered in another view (the Chat
+panel), or the server's approval timeout ends the reply.
+
 The main thread does all the work, reading events from one queue: frames and (re)connections
 from the transport's thread, and Ctrl-C from the signal handler (``SimpleQueue.put`` is
 reentrant, so a handler may call it whatever the main thread is doing).
@@ -24,6 +29,7 @@ import uuid
 from typing import Optional, TextIO
 
 from .. import protocol as p
+from ..kernel.markdown import SHOWN_TOOL_STATUSES, tool_call_line
 from .errors import INTERRUPTED, OK, CliError, NoServer, NotFound, UsageError
 
 CONNECT_GUARD = 15.0  # seconds to connect at first
@@ -44,7 +50,8 @@ class Sender:
     """Sends ``text`` to ``agent_id`` in ``conversation_id`` and follows the reply.
 
     ``out`` gets the reply's text as it arrives (None: nothing is printed, for ``--json``);
-    ``on_accepted(frame)`` is called once the hub has stored the message.
+    ``calls_out`` a line for each tool call when it waits for approval and when it ends (None:
+    none); ``on_accepted(frame)`` is called once the hub has stored the message.
     """
 
     def __init__(
@@ -56,10 +63,16 @@ class Sender:
         out: Optional[TextIO],
         where: str,
         on_accepted=None,
+        calls_out: Optional[TextIO] = None,
     ):
         self.transport = transport
         self.where = where
         self.out = out
+        self.calls_out = calls_out
+        # Both on one terminal: a call's line must not be glued to the end of the text.
+        self._one_screen = bool(
+            out is not None and calls_out is not None and _tty(out) and _tty(calls_out)
+        )
         self.on_accepted = on_accepted
         self.client_message_id = uuid.uuid4().hex
         self.request = p.request_frame(
@@ -69,6 +82,8 @@ class Sender:
         self.seq = 0  # the last frame of the reply taken
         self.parts: list = []
         self.thoughts: list = []
+        self.calls: dict = {}  # tool-call id -> its latest state, in the order they began
+        self._printed: dict = {}  # tool-call id -> the status its last line showed
         self.final: Optional[dict] = None
         self.stop_asked = False
         self._resumed_from: Optional[int] = None  # the seq a RESUME for a gap was sent from
@@ -212,8 +227,36 @@ class Sender:
             if self.out is not None:
                 self.out.write(frame["chunk"])
                 self.out.flush()
+        changed = [s for s in frame.get("toolCalls") or () if isinstance(s, dict) and "id" in s]
+        for state in changed:  # after the frame's text, as the stream had them
+            self.calls[state["id"]] = state
+        if frame["isComplete"]:
+            # A call the reply left unfinished shows failed (the hub's final frame says so).
+            for call_id, state in self.calls.items():
+                if state.get("status") not in (p.COMPLETED, p.FAILED):
+                    self.calls[call_id] = {**state, "status": p.FAILED, "error": p.NOT_RUN}
+                    changed.append(self.calls[call_id])
+        self._print_calls(changed)
         if frame["isComplete"]:
             self.final = frame
+
+    def _print_calls(self, changed: list) -> None:
+        if self.calls_out is None:
+            return
+        lines = []
+        for call_id in dict.fromkeys(s["id"] for s in changed):
+            state = self.calls[call_id]
+            status = state.get("status")
+            if status in SHOWN_TOOL_STATUSES and self._printed.get(call_id) != status:
+                self._printed[call_id] = status
+                lines.append(tool_call_line(state) + "\n")
+        if not lines:
+            return
+        if self._one_screen and self.parts and not self.parts[-1].endswith("\n"):
+            self.out.flush()
+            lines.insert(0, "\n")
+        self.calls_out.write("".join(lines))
+        self.calls_out.flush()
 
     def _error(self, frame: dict) -> None:
         code, message = frame["code"], " ".join(str(frame["message"]).split())
@@ -251,6 +294,8 @@ class Sender:
             result["reasoning"] = "".join(self.thoughts)
         if final.get("usage"):
             result["usage"] = final["usage"]
+        if self.calls:
+            result["toolCalls"] = list(self.calls.values())
         return result
 
     def exit_code(self) -> int:
@@ -258,3 +303,10 @@ class Sender:
         if self.stop_asked:
             return INTERRUPTED
         return OK if self.result()["status"] == p.COMPLETE else 1
+
+
+def _tty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no such method, or closed
+        return False

@@ -8,10 +8,15 @@
 
 The function becomes an agent that every chat of this Jupyter server can pick (the Chat panel,
 every widget, the Python API) for as long as this kernel lives. It gets the request
-(``request.text``; ``request.history``, the conversation before it, oldest first) and yields
-text, :class:`~jupyter_streamchat.Reasoning` and :class:`~jupyter_streamchat.Usage` as a
-plug-in's ``stream`` does. It may be a generator, an async generator, or a function (sync or
-async) returning the whole text. :class:`~jupyter_streamchat.AgentError` ends the reply with
+(``request.text``; ``request.history``, the conversation before it, oldest first;
+``request.context``, what the user attached) and yields text,
+:class:`~jupyter_streamchat.Reasoning`, :class:`~jupyter_streamchat.Usage` and
+:class:`~jupyter_streamchat.ToolCall` (a state of a tool call it runs: pending, running,
+completed or failed, each time it changes) as a plug-in's ``stream`` does; the chat shows the
+calls in the order they came among the text. Asking the user to approve a call
+(``request.approve``) is for server agents: a notebook agent's request answers it ``reject``.
+It may be a generator, an async generator, or a function (sync or async) returning the whole
+text. :class:`~jupyter_streamchat.AgentError` ends the reply with
 its message; another exception ends it with ``TypeName: message``, the traceback going to the
 kernel's log (its stderr, which the Jupyter server's log shows).
 
@@ -43,7 +48,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from .. import protocol as p
-from ..agents import AgentError, AgentRequest, Reasoning, Usage
+from ..agents import AgentError, AgentRequest, Reasoning, ToolCall, Usage
+from ..agents.base import WAITING
 from .link import Link
 
 log = logging.getLogger("jupyter_streamchat.kernel.agents")
@@ -61,6 +67,11 @@ MAX_BUFFERED_CHARS = 1024 * 1024
 # Most characters of text (and of reasoning) in one AGENT_OUTPUT: the hub's frames hold
 # 16 Ki characters, and this stays far below its message size limit (1 MiB by default).
 PIECE_CHARS = 16 * 1024
+
+# Most tool-call states in one AGENT_OUTPUT (the hub takes p.MAX_TOOL_STATES), and about the
+# most characters they hold together: more go in the frames after, in order.
+MAX_FRAME_CALLS = min(200, p.MAX_TOOL_STATES)
+MAX_FRAME_CALL_CHARS = 256 * 1024
 
 # After sending, the sender gives the agents this long to produce more before the next frame;
 # frames waiting in the socket beyond MAX_BACKLOG hold it back too.
@@ -319,7 +330,8 @@ class AgentHost:
         request = AgentRequest(
             frame["conversationId"],
             frame["text"],
-            [{"role": m["role"], "text": m["text"]} for m in frame["history"]],
+            [_turn(m) for m in frame["history"]],
+            _items(frame.get("context")),
         )
         with self._lock:
             entry = self._agents.get(frame["agentId"])
@@ -378,8 +390,9 @@ class _Call:
         self.generation = generation
         self.cancelled = threading.Event()
         self._cond = threading.Condition()
-        self._text: list = []
-        self._reasoning: list = []
+        # What was produced, in order: each segment is text and reasoning, then the tool-call
+        # states that came after them (an AGENT_OUTPUT's toolCalls follow its text).
+        self._segments: list = [_Segment()]
         self._usage: dict = {}
         self._chars = 0
         self._queued = False  # waiting in the sender's list
@@ -440,7 +453,7 @@ class _Call:
         call is cancelled; the generator is closed then, so its ``finally`` runs."""
         if result is None:
             return
-        if isinstance(result, (str, Reasoning, Usage)):
+        if isinstance(result, (str, Reasoning, Usage, ToolCall)):
             self.emit(result)
             return
         iterator = iter(result)
@@ -487,16 +500,30 @@ class _Call:
             item, thinking = item.text, True
         elif isinstance(item, (str, Usage)):
             thinking = False
+        elif isinstance(item, ToolCall):
+            if item.status == WAITING:
+                raise ValueError(
+                    f"tool call {item.id!r}: a notebook agent reports pending, running, "
+                    "completed or failed; waiting is the chat's own"
+                )
         else:
             raise TypeError(
-                f"a notebook agent yields str, Reasoning or Usage, not {type(item).__name__}"
+                "a notebook agent yields str, Reasoning, Usage or ToolCall, not "
+                f"{type(item).__name__}"
             )
         with self._cond:
-            # The lists are picked under the lock: take() swaps them for new ones.
+            # The segments are picked under the lock: take() swaps them for a new one.
+            last = self._segments[-1]
             if isinstance(item, Usage):
                 self._usage.update((k, v) for k, v in vars(item).items() if v is not None)
+            elif isinstance(item, ToolCall):
+                last.calls.append(item)
+                self._chars += _call_chars(item)
             elif item:
-                (self._reasoning if thinking else self._text).append(item)
+                if last.calls:  # text after a call: it goes in a frame after the call's
+                    last = _Segment()
+                    self._segments.append(last)
+                (last.reasoning if thinking else last.text).append(item)
                 self._chars += len(item)
             wake, self._queued = not self._queued, True
             room = self._chars <= MAX_BUFFERED_CHARS
@@ -526,33 +553,93 @@ class _Call:
         """-> (the frames that send what was produced since the last take, whether the call
         has ended); called by the sender."""
         with self._cond:
-            text, self._text = "".join(self._text), []
-            reasoning, self._reasoning = "".join(self._reasoning), []
+            segments, self._segments = self._segments, [_Segment()]
             usage, self._usage = self._usage, {}
             self._chars = 0
             self._queued = False
             end = self._end
             self._cond.notify_all()
-        frames = []
-        count = max(-(-len(text) // PIECE_CHARS), -(-len(reasoning) // PIECE_CHARS))
-        for i in range(count):
-            piece = slice(i * PIECE_CHARS, (i + 1) * PIECE_CHARS)
-            last = i == count - 1
-            frames.append(
-                p.request_frame(
-                    p.AgentOutput(
-                        self.request_id,
-                        text[piece],
-                        reasoning[piece],
-                        (usage or None) if last else None,
-                    )
+        outputs = []  # (text, reasoning, tool calls), in order
+        for segment in segments:
+            text, reasoning = "".join(segment.text), "".join(segment.reasoning)
+            count = max(-(-len(text) // PIECE_CHARS), -(-len(reasoning) // PIECE_CHARS))
+            for i in range(count):
+                piece = slice(i * PIECE_CHARS, (i + 1) * PIECE_CHARS)
+                outputs.append((text[piece], reasoning[piece], []))
+            groups = _call_groups(segment.calls)
+            if groups and count:  # the first calls ride on the frame of the text before them
+                last_text, last_reasoning, _ = outputs[-1]
+                outputs[-1] = (last_text, last_reasoning, groups.pop(0))
+            outputs.extend(("", "", group) for group in groups)
+        if usage and not outputs:
+            outputs.append(("", "", []))
+        frames = [
+            p.request_frame(
+                p.AgentOutput(
+                    self.request_id,
+                    text,
+                    reasoning,
+                    (usage or None) if i == len(outputs) - 1 else None,
+                    calls or None,
                 )
             )
-        if usage and not count:
-            frames.append(p.request_frame(p.AgentOutput(self.request_id, usage=usage)))
+            for i, (text, reasoning, calls) in enumerate(outputs)
+        ]
         if end is not None:
             frames.append(p.request_frame(p.AgentDone(self.request_id, end[0])))
         return frames, end is not None
+
+
+class _Segment:
+    """Text and reasoning an agent produced, then the tool-call states it yielded after them."""
+
+    __slots__ = ("text", "reasoning", "calls")
+
+    def __init__(self):
+        self.text: list = []
+        self.reasoning: list = []
+        self.calls: list = []
+
+
+def _call_chars(call: ToolCall) -> int:
+    """About how many characters a tool-call state takes in a frame."""
+    size = 100 + len(call.id) + len(call.name) + len(call.arguments or "")
+    for text in (call.title, call.kind, call.result, call.error):
+        size += len(text or "")
+    if call.diff:
+        size += sum(len(str(v)) for v in call.diff.values())
+    return size
+
+
+def _call_groups(calls: list) -> list:
+    """``calls`` in order, in groups that each fit one AGENT_OUTPUT."""
+    groups, group, chars = [], [], 0
+    for call in calls:
+        size = _call_chars(call)
+        if group and (len(group) >= MAX_FRAME_CALLS or chars + size > MAX_FRAME_CALL_CHARS):
+            groups.append(group)
+            group, chars = [], 0
+        group.append(call)
+        chars += size
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _items(value) -> list:
+    """An AGENT_REQUEST's ``context``: the items, as dicts (what is not one is left out)."""
+    return (
+        [dict(item) for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+    )
+
+
+def _turn(message: dict) -> dict:
+    """One earlier message of an AGENT_REQUEST's history, as ``AgentRequest.history`` has it."""
+    turn = {"role": message["role"], "text": message["text"]}
+    context = _items(message.get("context"))
+    if context:
+        turn["context"] = context
+    return turn
 
 
 class _Sender:

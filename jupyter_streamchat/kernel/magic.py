@@ -7,7 +7,9 @@ sends the cell's text to the agent and streams the reply into the cell's output 
 then shows it as Markdown once it has ended (with how it ended, when it did not complete). In a
 kernel the output is one display, redrawn at most every ``REDRAW_SECONDS`` while the reply
 streams, so a headless run (nbclient, ``jupyter nbconvert --execute``, papermill) saves the
-whole reply; in a terminal IPython the text goes to stdout as it arrives.
+whole reply; in a terminal IPython the text goes to stdout as it arrives. The reply's tool calls
+show as a line each (``🔧 read_file — completed (0.1 s)``), before its text in a kernel; a call
+that waits for approval says so while it waits (it is answered in the Chat panel).
 
 Later ``%%chat`` cells in the same shell carry on the same conversation, with the agent named
 last, unless told otherwise (``--new``, ``--conversation ID``). Interrupting the kernel stops
@@ -26,7 +28,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from .chat import Chat
 from .follower import ChatReply
-from .markdown import reply_markdown, status_note
+from .markdown import SHOWN_TOOL_STATUSES, reply_markdown, reply_text, status_note, tool_call_line
 
 DEFAULT_AGENT = "demo"
 
@@ -139,7 +141,9 @@ def _show_in_kernel(reply: ChatReply) -> bool:
             if pause > 0:
                 time.sleep(pause)
             seen = reply.news(seen, timeout=1.0)
-            text = reply.text
+            # The tool calls come first, as in the chat's view: a call waiting for approval
+            # shows while it waits.
+            text = reply_text(reply.text, "complete", None, reply.tool_calls)
             if text != shown and reply.message_id is not None:  # accepted: it will come
                 show({"text/plain": text or "…"})
                 shown, drawn = text, time.monotonic()
@@ -147,11 +151,11 @@ def _show_in_kernel(reply: ChatReply) -> bool:
         interrupted = True
         _stop(reply)
     if reply.error_code is None:  # a refused message has no reply to show
-        note = status_note(reply.status, reply.error)
+        calls = reply.tool_calls
         show(
             {
-                "text/markdown": reply_markdown(reply.text, reply.status, reply.error),
-                "text/plain": f"{reply.text}\n\n{note}" if note else reply.text,
+                "text/markdown": reply_markdown(reply.text, reply.status, reply.error, calls),
+                "text/plain": reply_text(reply.text, reply.status, reply.error, calls),
             }
         )
     return interrupted
@@ -162,20 +166,32 @@ def _show_in_terminal(reply: ChatReply) -> bool:
     out = sys.stdout
     written = 0
     interrupted = False
+    line_start = True
+    after_call = False  # the output so far ends with a tool call's line
     try:
-        for piece in reply:
-            try:
-                out.write(piece)
-            finally:  # counted even if the interrupt comes as it is written
-                written += len(piece)
+        for item in reply.events():
+            if isinstance(item, str):
+                try:
+                    out.write(item)
+                finally:  # counted even if the interrupt comes as it is written
+                    written += len(item)
+                line_start, after_call = item.endswith("\n"), False
+            elif item.get("status") in SHOWN_TOOL_STATUSES:
+                out.write(("" if line_start else "\n") + tool_call_line(item) + "\n")
+                line_start = after_call = True
             out.flush()
     except KeyboardInterrupt:
         interrupted = True
         _stop(reply)
-        out.write(reply.text[written:])
+        rest = reply.text[written:]
+        out.write(rest)
+        after_call = after_call and not rest
     if reply.error_code is None:
         note = status_note(reply.status, reply.error)
-        out.write(f"\n{note}\n" if note else "\n")
+        if after_call:
+            out.write(f"{note}\n" if note else "")
+        else:
+            out.write(f"\n{note}\n" if note else "\n")
         out.flush()
     return interrupted
 

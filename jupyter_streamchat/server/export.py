@@ -8,6 +8,13 @@ they sit below the headings that separate the messages. Each reply's thinking co
 text in a collapsed ``<details>`` block when asked for (``thinking=True``); usage is left out;
 a reply that did not end normally says so after its text.
 
+A reply's tool calls come before its text (where the chat's view shows them), each as a line
+naming the tool (and its title), how it ended and how long it took, then its arguments, the
+change it made to a file (as a diff), and its result or error, each in a fenced block. What a
+user message had attached comes after its text: each item's kind and label, then its text in a
+fenced block. Every text of a tool call or an attached item goes through ``redact`` first: a
+tool may have read a file that quotes a key.
+
 The document is made in pieces (``markdown_pieces``) of about ``PIECE_CHARS`` characters, each
 a short piece of work, so a server answering the export of a conversation of many megabytes
 can serve other clients between two of them; ``head_pieces`` and ``message_pieces`` make the
@@ -24,6 +31,8 @@ separator, a quote, or a parameter of its own.
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import unicodedata
 from datetime import datetime, timezone
@@ -31,6 +40,7 @@ from typing import Iterator
 from urllib.parse import quote
 
 from .. import protocol as p
+from ..agents.base import ALLOW_ALWAYS, ALLOW_ONCE, REJECT
 from ..redact import redact
 
 # What a reply that did not complete says after its text.
@@ -88,7 +98,8 @@ def head_pieces(conversation, thinking: bool = False) -> Iterator[str]:
 
 
 def message_pieces(message, thinking: bool = False) -> Iterator[str]:
-    """One message of the document: its heading, thinking (if asked for), text and ending."""
+    """One message of the document: its heading, thinking (if asked for), tool calls, text,
+    attached context and ending."""
     author = "You" if message.role == "user" else message.agent_id
     yield f"\n## {author} ({local_time(message.created_at)})\n"
     reasoning = getattr(message, "reasoning", "") or ""
@@ -98,12 +109,140 @@ def message_pieces(message, thinking: bool = False) -> Iterator[str]:
         yield "\n<details>\n<summary>Thinking</summary>\n\n"
         yield from _closed_fence_pieces(reasoning)
         yield "\n</details>\n"
+    calls = [c for c in getattr(message, "tool_calls", None) or () if isinstance(c, dict)]
+    if calls and message.status != p.STREAMING:
+        calls = p.ended_tool_calls(calls)  # as the reply's end left them
+    for call in calls:
+        yield from _tool_call_pieces(call)
     if message.text:
         yield "\n"
         yield from _closed_fence_pieces(message.text)
+    for item in getattr(message, "context", None) or []:
+        if isinstance(item, dict):
+            yield from _context_pieces(item)
     ending = _ending(message)
     if ending:
         yield f"\n*{_escape_emphasis(ending)}*\n"
+
+
+# How a tool call's status reads in its line, and what the user decided.
+_TOOL_STATUS = {
+    "pending": "pending",
+    "running": "running",
+    "waiting": "waiting for approval",
+    "completed": "completed",
+    "failed": "failed",
+}
+_DECISIONS = {
+    ALLOW_ONCE: "allowed once",
+    ALLOW_ALWAYS: "allowed for the conversation",
+    REJECT: "rejected",
+}
+
+
+def _tool_call_pieces(call: dict) -> Iterator[str]:
+    """``**🔧 read_file** · Read f1.txt · completed · 0.1 s``, then its arguments, change,
+    result and error in fenced blocks."""
+    name = str(call.get("name") or "tool")
+    head = f"\n**🔧 {_escape_inline(name)}**"
+    title = call.get("title")
+    if isinstance(title, str) and title.strip() and title.strip() != name:
+        head += f" · {_escape_inline(redact(title))}"
+    status = call.get("status")
+    head += f" · {_TOOL_STATUS.get(status, _escape_inline(str(status)))}"
+    decision = _DECISIONS.get(call.get("decision"))
+    if decision:
+        head += f" ({decision})"
+    took = _took(call)
+    if took:
+        head += f" · {took}"
+    yield head + "\n"
+    arguments = call.get("arguments")
+    if isinstance(arguments, str) and arguments.strip():
+        yield from _fenced("Arguments", _pretty_json(redact(arguments)), "json")
+    diff = call.get("diff")
+    if isinstance(diff, dict):
+        path = str(diff.get("path") or "")
+        lines = difflib.unified_diff(
+            redact(str(diff.get("oldText") or "")).splitlines(keepends=True),
+            redact(str(diff.get("newText") or "")).splitlines(keepends=True),
+            f"a/{path}",
+            f"b/{path}",
+        )
+        shown = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        if shown:
+            yield from _fenced(
+                f"Change to {_escape_inline(path)}" if path else "Change", shown, "diff"
+            )
+    for label, key in (("Result", "result"), ("Error", "error")):
+        value = call.get(key)
+        if isinstance(value, str) and value:
+            yield from _fenced(label, redact(value), "text")
+
+
+def _took(call: dict) -> str:
+    """How long an ended call took (``0.1 s``, ``42 s``, ``3 min 5 s``), from the times the hub
+    stamped on it; empty when they are missing."""
+    started, ended = call.get("startedAt"), call.get("endedAt")
+    if call.get("status") not in ("completed", "failed") or not all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) for t in (started, ended)
+    ):
+        return ""
+    seconds = max(0.0, ended - started)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest} s"
+
+
+def _context_pieces(item: dict) -> Iterator[str]:
+    """``**Attached cell:** In [3] (analysis.ipynb, cell 4)``, then its text, fenced."""
+    kind = str(item.get("kind") or "context")
+    head = f"\n**Attached {_escape_inline(kind)}:**"
+    label = item.get("label")
+    if isinstance(label, str) and label.strip():
+        head += f" {_escape_inline(redact(label))}"
+    where = []
+    if isinstance(item.get("path"), str) and item["path"] and item["path"] != label:
+        where.append(_escape_inline(item["path"]))
+    cell = item.get("cell")
+    if isinstance(cell, int) and not isinstance(cell, bool):
+        where.append(f"cell {cell + 1}")  # as people count them
+    if where:
+        head += f" ({', '.join(where)})"
+    yield head + "\n"
+    text = item.get("text")
+    if isinstance(text, str) and text:
+        language = item.get("language")
+        info = language if isinstance(language, str) and _INFO.fullmatch(language) else ""
+        yield from _fenced("", redact(text), info)
+
+
+# What a fence's info string may hold here: a language's name.
+_INFO = re.compile(r"[A-Za-z0-9_+#.-]{1,40}")
+_BACKTICKS = re.compile(r"`{3,}")
+
+
+def _fenced(label: str, text: str, info: str = "") -> Iterator[str]:
+    """``label:`` (if any), then ``text`` in a code block that nothing in it can close: its
+    fence is longer than any run of backticks in it. In pieces of about PIECE_CHARS."""
+    longest = max((len(run) for run in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    yield f"\n{label}:\n\n" if label else "\n"
+    yield f"{fence}{info}\n"
+    for start in range(0, len(text), PIECE_CHARS):
+        yield text[start : start + PIECE_CHARS]
+    yield ("" if text.endswith("\n") else "\n") + f"{fence}\n"
+
+
+def _pretty_json(text: str) -> str:
+    """Arguments as JSON laid out to be read, or as they were if they are not JSON."""
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return text
 
 
 def local_time(timestamp: float) -> str:
@@ -128,6 +267,12 @@ def _ending(message) -> str:
 def _escape_emphasis(text: str) -> str:
     """One line whose ``*`` and ``_`` cannot end the italics early."""
     return re.sub(r"([\\*_`])", r"\\\1", " ".join(text.split()))
+
+
+def _escape_inline(text: str) -> str:
+    """One line that Markdown shows as it is: no emphasis, code, link, HTML or strike-through
+    of its own (a tool's name or title is the agent's text, not Markdown)."""
+    return re.sub(r"([\\*_`\[\]<>~|])", r"\\\1", " ".join(text.split()))
 
 
 def _closed_fences(text: str) -> str:
