@@ -153,6 +153,13 @@ class Agent(LoggingConfigurable):
     def info(self) -> dict:
         return {"id": self.agent_id, "name": self.name, "description": self.description}
 
+    @property
+    def offered(self) -> bool:
+        """Whether the plug-in's own instance (its entry-point name as id) is worth listing:
+        False for a class that does nothing until configured (``acp`` without a command).
+        Named agents (StreamChatApp.agents) are always listed."""
+        return True
+
 
 _TOKEN = re.compile(r"\s*\S+")
 

@@ -40,7 +40,15 @@ def load_agents(parent, log, named: dict | None = None) -> dict:
             continue
         try:
             cls = classes[ep.name] = _check(ep.load(), ep.value)
-            agents[ep.name] = cls(ep.name, parent=parent)
+            agent = cls(ep.name, parent=parent)
+            if agent.offered:
+                agents[ep.name] = agent
+            else:
+                log.info(
+                    "streamchat: agent %r is not offered until it is configured (%s)",
+                    ep.name,
+                    agent.description,
+                )
         except Exception:
             log.exception("streamchat: skipping agent plug-in %r (%s)", ep.name, ep.value)
     for agent_id, settings in (named or {}).items():
