@@ -48,6 +48,7 @@ CODES = {
     "conversation_deleted",
     "store_unavailable",
     "too_many_subscriptions",
+    "not_waiting",
     "agent_exists",
     "agent_taken",
     "too_many_agents",
@@ -254,9 +255,34 @@ extra_fields = st.dictionaries(
 )
 
 
+context_items = st.fixed_dictionaries(
+    {"kind": st.sampled_from(sorted(p.CONTEXT_KINDS)), "text": st.text(max_size=40)},
+    optional={
+        "label": st.text(max_size=20),
+        "path": st.text(max_size=20),
+        "cell": st.integers(0, 10**6),
+        "language": st.text(max_size=10),
+        "mime": st.text(max_size=10),
+    },
+)
+tool_states = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=20),
+        "name": st.text(min_size=1, max_size=20),
+        "status": st.sampled_from(sorted(p.AGENT_TOOL_STATUSES)),
+    },
+    optional={
+        "arguments": st.text(max_size=40),
+        "title": st.text(max_size=20),
+        "result": st.text(max_size=40),
+        "error": st.text(max_size=20),
+    },
+)
+
+
 def valid_send(data) -> dict:
     reuse = data.draw(st.none() | st.integers(1, 3))
-    return {
+    frame = {
         "type": "SEND_MESSAGE",
         "conversationId": data.draw(conversation_ids),
         "agentId": "echo",
@@ -264,6 +290,9 @@ def valid_send(data) -> dict:
         # A few fixed ids come back now and then: a re-send must be idempotent.
         "clientMessageId": f"m-again-{reuse}" if reuse else f"m-{uuid.uuid4().hex}",
     }
+    if data.draw(st.booleans()):
+        frame["context"] = data.draw(st.lists(context_items, max_size=3))
+    return frame
 
 
 def valid_request(data, fuzzer: Fuzzer) -> dict:
@@ -289,6 +318,13 @@ def valid_request(data, fuzzer: Fuzzer) -> dict:
             "type": kind,
             "conversationId": data.draw(conversation_ids),
             "beforeMessageId": data.draw(known),
+        }
+    if kind == "ANSWER_TOOL_CALL":
+        return {
+            "type": kind,
+            "messageId": data.draw(known),
+            "toolCallId": data.draw(st.text(min_size=1, max_size=20)),
+            "decision": data.draw(st.sampled_from(sorted(p.DECISIONS))),
         }
     if kind in ("REGISTER_AGENT", "UNREGISTER_AGENT", "AGENT_OUTPUT", "AGENT_DONE"):
         return valid_agent_frame(data, kind)
@@ -316,6 +352,7 @@ def valid_agent_frame(data, kind: str) -> dict:
                     "outputTokens": st.integers(0, p.MAX_SEQ),
                 },
             ),
+            "toolCalls": st.lists(tool_states, max_size=3),
         },
         "AGENT_DONE": {"error": st.text(max_size=60)},
     }.get(kind, {})
@@ -387,6 +424,8 @@ def mutated(data, fuzzer: Fuzzer) -> tuple:
             if check == "seq"
             else (lambda v: not isinstance(v, dict))
             if check == "usage"
+            else (lambda v: not isinstance(v, list))
+            if check in ("context", "toolcalls")
             else (lambda v: not isinstance(v, str))
         )
         request[name] = data.draw(json_values.filter(wrong))

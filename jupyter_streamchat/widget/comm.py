@@ -10,6 +10,12 @@ message is an envelope naming the view (js/src/widget/commtransport.ts is the ot
     kernel -> view   {"streamchat": "opened" | "frame" | "closed", "view": id, "frame": {...},
                       "reason": "..."}
 
+A view's context picker also asks for the kernel's variables (the values live here)::
+
+    view -> kernel   {"streamchat": "variables", "view": id, "id": request id,
+                      "request": {"op": "list", "query": ...} | {"op": "describe", "name": ...}}
+    kernel -> view   {"streamchat": "variables", "view": id, "id": request id, "answer": {...}}
+
 One hub connection per live view, not per widget: the contract is per connection (a view's
 subscriptions, the answers to its requests, a RESUME's replay, an ERROR about its frame belong
 to it, as on a socket), and one widget may be shown twice, or in two browser tabs. A widget's
@@ -44,6 +50,7 @@ from ipywidgets import Widget
 
 from .. import protocol as p
 from ..redact import redact
+from ..kernel import variables
 from ..kernel.connection import MAX_MESSAGE_BYTES, EmbeddedTransport, RemoteTransport
 
 log = logging.getLogger("jupyter_streamchat.widget.comm")
@@ -102,9 +109,14 @@ class CommRelay:
         if not isinstance(view, str) or not 0 < len(view) <= MAX_VIEW_ID:
             log.warning("streamchat: ignoring a chat message that names no view")
             return
+        kind = content[ENVELOPE]
+        if kind == "variables":
+            # Not a frame for the hub: the view's context picker asks for the kernel's
+            # variables, on any page (with a hub of its own or not).
+            self._variables(view, content.get("id"), content.get("request"))
+            return
         # A view speaks through the kernel: the page it is on has no hub of its own.
         self._widget._view_attached = True
-        kind = content[ENVELOPE]
         if self._closed:
             self._post(view, "closed", reason="this chat widget was closed")
         elif kind == "open":
@@ -168,6 +180,14 @@ class CommRelay:
             return
         transport.send(frame)  # the hub checks the rest, as for a socket's frame
 
+    def _variables(self, view: str, request_id: Any, request: Any) -> None:
+        """Answer a view's question about the kernel's variables (kernel/variables.py): the
+        widget lives in the kernel, so the values are at hand. On the main thread, as the
+        cells: the namespace does not change while it is read."""
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_VIEW_ID:
+            return
+        self._post(view, "variables", id=request_id, answer=variables.respond(request, _user_ns()))
+
     def _drop(self, view: str) -> None:
         transport = self._views.pop(view, None)
         if transport is not None:
@@ -183,6 +203,14 @@ class CommRelay:
                 Widget.send(self._widget, content)
         except Exception:  # the kernel is shutting down, say: the view learns it from the comm
             log.debug("streamchat: cannot send to a chat view", exc_info=True)
+
+
+def _user_ns() -> dict:
+    """The namespace of the user's cells."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
 
 
 def _frame_problem(frame: Any) -> dict | None:

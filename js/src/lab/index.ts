@@ -4,7 +4,10 @@
 // - conversations in main-area tabs, restored with the layout;
 // - notebook outputs of `ChatWidget` drawn from the saved notebook, with or without a kernel;
 // - commands in the palette, and one shortcut that puts the keyboard in the chat input;
-// - code from a reply inserted as a new cell below the active one.
+// - code from a reply inserted as a new cell below the active one;
+// - `@` in a chat's input attaches the active notebook's cells, the selection, error outputs,
+//   files and the kernel's variables (contextsources.ts); error outputs offer "Ask about this
+//   error" (askerror.ts).
 
 import {
   ILabShell,
@@ -13,9 +16,11 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { errorAt, ERROR_OUTPUT_CLASS, errorRendererFactory } from './askerror';
+import { ErrorContent, errorAttachments, registerLabContextSources } from './contextsources';
 import { pageServerSettings, ServerSettings } from '../view/server';
 import '../view/style.css';
 import { ChatPanel } from './chatpanel';
@@ -36,6 +41,34 @@ export namespace CommandIDs {
   export const openInTab = 'streamchat:open-in-tab';
   export const focusInput = 'streamchat:focus-input';
   export const search = 'streamchat:search';
+  export const askAboutError = 'streamchat:ask-about-error';
+}
+
+/** The notebook and index of the cell whose output `node` is in, if it is a notebook's. */
+function cellOf(
+  notebooks: INotebookTracker | null,
+  node: HTMLElement
+): { panel: NotebookPanel; index: number } | null {
+  let found: { panel: NotebookPanel; index: number } | null = null;
+  notebooks?.forEach(panel => {
+    const index = panel.content.widgets.findIndex(cell => cell.node.contains(node));
+    if (found === null && index >= 0) {
+      found = { panel, index };
+    }
+  });
+  return found;
+}
+
+/** An error given as a command's arguments (by the output's button). */
+function errorArgs(args: Record<string, unknown>): ErrorContent | null {
+  if (typeof args.ename !== 'string') {
+    return null;
+  }
+  return {
+    ename: args.ename,
+    evalue: String(args.evalue ?? ''),
+    traceback: Array.isArray(args.traceback) ? args.traceback.map(String) : []
+  };
 }
 
 /** Put `code` in a new cell below the active cell of the current notebook. */
@@ -75,6 +108,35 @@ const notebookOutput: JupyterFrontEndPlugin<void> = {
         labServerSettings(app.serviceManager.serverSettings)
       ),
       -20
+    );
+  }
+};
+
+/** Error outputs drawn with an "Ask about this error" button (the command is the Chat
+ * panel's: without it, no button). */
+const askErrorPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-streamchat:ask-about-error',
+  description: 'Adds "Ask about this error" to error outputs: the error goes to the Chat panel.',
+  autoStart: true,
+  requires: [IRenderMimeRegistry],
+  optional: [INotebookTracker],
+  activate: (
+    app: JupyterFrontEnd,
+    rendermime: IRenderMimeRegistry,
+    notebooks: INotebookTracker | null
+  ) => {
+    rendermime.addFactory(
+      errorRendererFactory(() =>
+        app.commands.hasCommand(CommandIDs.askAboutError)
+          ? (error, node) => {
+              const where = cellOf(notebooks, node);
+              void app.commands.execute(CommandIDs.askAboutError, {
+                ...error,
+                ...(where ? { path: where.panel.context.path, cell: where.index } : {})
+              });
+            }
+          : null
+      )
     );
   }
 };
@@ -149,7 +211,60 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
       name: tab => tab.content.conversationId
     });
 
+    // What `@` offers in every chat of the page (this panel's, tabs', notebook outputs').
+    registerLabContextSources(app, notebooks);
+
     const { commands } = app;
+    commands.addCommand(CommandIDs.askAboutError, {
+      label: 'Ask about This Error',
+      caption: "Open the Chat panel with the error output (and its cell's source) attached",
+      icon: chatIcon,
+      execute: args => {
+        let error = errorArgs(args);
+        let where: { panel: NotebookPanel; index: number } | null = null;
+        if (error !== null) {
+          // From the output's button: the output's cell, if it is still there.
+          const panel = notebooks?.find(p => p.context.path === args.path) ?? null;
+          const index = typeof args.cell === 'number' ? args.cell : -1;
+          where = panel && panel.content.widgets[index] ? { panel, index } : null;
+        } else {
+          // From the output's context menu, else (the palette) the active cell's first error.
+          const node = args.fromMenu
+            ? app.contextMenuHitTest(n => n.classList.contains(ERROR_OUTPUT_CLASS))
+            : undefined;
+          if (node) {
+            error = errorAt(node) ?? null;
+            where = cellOf(notebooks, node);
+          } else {
+            const panel = notebooks?.currentWidget;
+            const cell = panel?.content.activeCell;
+            const outputs = cell?.model.type === 'code' ? (cell.model as any).outputs : null;
+            for (let i = 0; i < (outputs?.length ?? 0) && error === null; i++) {
+              const output = outputs.get(i).toJSON();
+              if (output.output_type === 'error') {
+                error = errorArgs(output);
+                where = { panel: panel!, index: panel!.content.activeCellIndex };
+              }
+            }
+          }
+        }
+        if (error === null) {
+          Notification.info('The active cell shows no error to ask about.', { autoClose: 5000 });
+          return;
+        }
+        app.shell.activateById(sidebar.id);
+        const open = sidebar.openConversation;
+        const chat = open ? sidebar.open(open.conversationId) : sidebar.newChat();
+        chat.view.attachContext(errorAttachments(error, where));
+        chat.focusInput();
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.askAboutError,
+      args: { fromMenu: true },
+      selector: `.${ERROR_OUTPUT_CLASS}`,
+      rank: 0
+    });
     commands.addCommand(CommandIDs.openPanel, {
       label: 'Open the Chat Panel',
       caption: 'Show every stored conversation',
@@ -225,4 +340,4 @@ const sidebarPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [notebookOutput, sidebarPlugin];
+export default [notebookOutput, askErrorPlugin, sidebarPlugin];

@@ -6,7 +6,8 @@
 // asks for WATCH_CONVERSATIONS and applies each CONVERSATION_UPDATED / CONVERSATION_DELETED,
 // whichever tab made the change. DOM hooks (DESIGN.md): `streamchat-sidebar` on the root,
 // `streamchat-new`, `streamchat-search`, and `streamchat-conversation` with
-// `data-conversation-id` on each entry.
+// `data-conversation-id` on each entry (and `data-waiting="true"`, with a visible mark, while a
+// reply in it waits for the user to approve a tool call: the list's `waiting`).
 
 import { Dialog, InputDialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { deleteIcon, downloadIcon, editIcon, LabIcon, launchIcon } from '@jupyterlab/ui-components';
@@ -351,6 +352,11 @@ export class ConversationSidebar extends Widget {
     const unread = this.unread.has(id);
     item.dataset.streaming = String(entry.streaming);
     item.dataset.unread = String(unread);
+    if (entry.waiting) {
+      item.dataset.waiting = 'true';
+    } else {
+      delete item.dataset.waiting;
+    }
     item.classList.toggle('jp-mod-unread', unread);
     item.classList.toggle('jp-mod-active', this.chat?.conversationId === id);
     const when = new Date(entry.updatedAt * 1000);
@@ -359,6 +365,7 @@ export class ConversationSidebar extends Widget {
       entry.agentId ? `with ${entry.agentId}` : '',
       howLongAgo(when),
       entry.streaming ? 'reply streaming' : '',
+      entry.waiting ? 'waiting for your approval' : '',
       unread ? 'unread' : ''
     ]
       .filter(Boolean)
@@ -381,6 +388,13 @@ export class ConversationSidebar extends Widget {
     time.title = fullDate(when);
     meta.append(agent, time);
     const marks = el('span', 'jp-streamchat-ConversationMarks');
+    if (entry.waiting) {
+      const ask = el('span', 'jp-streamchat-WaitingMark', 'streamchat-waiting-mark');
+      ask.textContent = 'Approve?';
+      ask.title = 'A tool call waits for your approval';
+      ask.setAttribute('aria-hidden', 'true'); // the entry's label says it
+      marks.append(ask);
+    }
     if (entry.streaming) {
       const live = el('span', 'jp-streamchat-Live', 'streamchat-live');
       live.title = 'A reply is streaming';

@@ -4,7 +4,8 @@
 // notebook widget and a sidebar panel mount the same view. What the conversation holds, and
 // what goes to the hub when, is the DOM-free model's (conversation.ts); this view draws it.
 // DOM test hooks follow the design notes: `data-testid="streamchat"` on the root (with
-// `data-connection`), `streamchat-input`, `-send`, `-stop`, `-typing`, and `streamchat-message`
+// `data-connection`), `streamchat-input`, `-send`, `-stop`, `-typing` (in whose place
+// `-approval-wait` shows while a tool call waits for the user), and `streamchat-message`
 // with `data-role`, `data-status` and `data-message-id` on every message (its text alone in
 // `streamchat-message-text`, see message.ts); `streamchat-empty-chat` is the note of a
 // conversation without messages (what to do: pick an agent, type, press Enter).
@@ -15,6 +16,8 @@
 // Keyboard: the input takes Enter (send), Shift+Enter (a new line) and, while a reply is being
 // generated, Escape (stop it). Every other key goes on to the page, so the host's shortcuts
 // (JupyterLab's Save, command palette, tab switching, ...) work while the input has focus.
+// Typing `@` opens the context picker (context.ts): while it is open, the arrows, Enter, Tab
+// and Escape are its. What is attached shows as chips above the input and on the message.
 // Screen readers: the message list is a polite `log`; a reply is `aria-busy` while it streams,
 // and how it ended is said once through a visually hidden status region.
 
@@ -29,6 +32,15 @@ import {
 } from './agentchoice';
 import { ConnectionState, HubConnection } from './connection';
 import {
+  Attachment,
+  ContextPicker,
+  ContextSource,
+  ContextTray,
+  fitContext,
+  registeredContextSources,
+  showContext
+} from './context';
+import {
   Conversation,
   ConversationObserver,
   HeldMessage,
@@ -41,7 +53,18 @@ import { ImagePolicy, loadAllowed } from './images';
 import { BodyRenderer, StreamingMarkdown } from './markdown';
 import { MessageView } from './message';
 import { EarlierMessages } from './paging';
-import { AgentInfo, FINAL, History, idProblem, ServerFrame, Status, Usage } from './protocol';
+import {
+  AgentInfo,
+  ContextItem,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  FINAL,
+  History,
+  idProblem,
+  ServerFrame,
+  Status,
+  Usage,
+  utf8Length
+} from './protocol';
 import type { ReplyStep } from './reply';
 import { ServerSettings, serverRequest } from './server';
 import type { Connect, Transport } from './transport';
@@ -103,6 +126,9 @@ export interface ChatViewOptions {
   /** Offered on each code block of a reply as an Insert button, when given (a JupyterLab host
    * inserts the code in a new cell below the active one). */
   onInsertCode?: CodeBlockOptions['onInsertCode'];
+  /** What typing `@` in the input offers to attach (context.ts); absent, the sources the
+   * page's host registered. */
+  contextSources?: ContextSource[];
 }
 
 /** What the status region says when a reply the user watched stream ends. */
@@ -129,6 +155,8 @@ export class ChatView {
   private readonly createRenderer: (el: HTMLElement) => BodyRenderer;
   private readonly list: HTMLElement;
   private readonly typing: HTMLElement;
+  /** Says, instead of the typing dots, that a reply waits for the user to answer a tool call. */
+  private readonly approvalWait: HTMLElement;
   private readonly emptyNote: HTMLElement; // what to do, while the conversation has no message
   private historyOf: string | null = null; // the conversation whose HISTORY came last
   private readonly announcer: HTMLElement;
@@ -138,6 +166,10 @@ export class ChatView {
   private readonly input: HTMLTextAreaElement;
   private readonly sendButton: HTMLButtonElement;
   private readonly stopButton: HTMLButtonElement;
+  // Above the input: what the next message takes along, and the `@` picker (context.ts).
+  private readonly contextArea: HTMLElement;
+  private readonly contextTray: ContextTray;
+  private readonly contextPicker: ContextPicker;
   private connection: Transport | null = null;
   private transportNote: HTMLElement | null = null; // what the transport cannot do, if anything
   /** Why the server would refuse this conversation's id, or null when it would not. */
@@ -198,6 +230,9 @@ export class ChatView {
     this.typing.setAttribute('aria-label', 'The agent is typing');
     this.typing.append(el('span', ''), el('span', ''), el('span', ''));
     this.typing.hidden = true;
+    this.approvalWait = el('div', 'streamchat-approval-wait', 'streamchat-approval-wait');
+    this.approvalWait.textContent = 'Waiting for your approval';
+    this.approvalWait.hidden = true;
     // Outside the log: a live region inside another is read twice, or not at all.
     this.announcer = el('div', 'streamchat-visually-hidden', 'streamchat-announcer');
     this.announcer.setAttribute('role', 'status');
@@ -217,6 +252,17 @@ export class ChatView {
     this.stopButton.title = 'Stop generating (Escape)';
     this.stopButton.hidden = true;
     footer.append(this.input, this.sendButton, this.stopButton);
+    this.contextArea = el('div', 'streamchat-context-area');
+    this.contextTray = new ContextTray(() => this.updateContextArea());
+    this.contextPicker = new ContextPicker(
+      this.input,
+      () => this.options.contextSources ?? registeredContextSources(),
+      attachment => this.attachContext([attachment]),
+      problem => this.showNotice(problem),
+      () => this.updateContextArea()
+    );
+    this.contextArea.append(this.contextTray.el, this.contextPicker.el);
+    this.contextArea.hidden = true;
     // A conversation without messages says what to do (see `updateEmpty`).
     this.emptyNote = el('div', 'streamchat-empty', 'streamchat-empty-chat');
     const emptyTitle = el('p', 'streamchat-empty-title');
@@ -233,7 +279,9 @@ export class ChatView {
       this.list,
       this.emptyNote,
       this.typing,
+      this.approvalWait,
       this.announcer,
+      this.contextArea,
       footer
     );
     new MutationObserver(() => this.updateEmpty()).observe(this.list, { childList: true });
@@ -422,6 +470,9 @@ export class ChatView {
     if (event.isComposing) {
       return; // the key belongs to the input method (choosing a character), not to us
     }
+    if (this.contextPicker.onKeyDown(event)) {
+      return; // the `@` list is open: arrows, Enter, Tab and Escape are its
+    }
     const modified = event.ctrlKey || event.altKey || event.metaKey;
     if (event.key === 'Shift') {
       // Shift alone is no shortcut, but JupyterLab, seeing it, would refuse the next line break
@@ -457,16 +508,60 @@ export class ChatView {
       this.showNotice('Pick an agent first.');
       return;
     }
+    const context = this.contextFor(text);
+    if (context === null) {
+      this.showNotice('Not sent: what is attached does not fit in one message; remove some.');
+      return;
+    }
     // What the server is certain to refuse is refused here, the text left in the input. If
     // offline, the message goes once the connection opens (the hub is idempotent on its id).
-    const problem = this.model.send(text, this.agentId);
+    const problem = this.model.send(text, this.agentId, undefined, context);
     if (problem !== null) {
       this.showNotice(`Not sent: ${problem}`);
       return;
     }
     this.input.value = '';
+    this.contextPicker.close();
+    this.contextTray.clear();
     this.stick = true; // your own message always scrolls into view
     this.followBottom();
+  }
+
+  /** What is attached, as it goes with `text` now: read again where it can be, and cut so
+   * that the whole frame stays within the server's limit. Undefined when nothing is attached;
+   * null when it cannot fit. */
+  private contextFor(text: string): ContextItem[] | null | undefined {
+    if (this.contextTray.count === 0) {
+      return undefined;
+    }
+    const limit = this.connection?.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const frame = {
+      type: 'SEND_MESSAGE',
+      conversationId: this.model.conversationId,
+      agentId: this.agentId,
+      text,
+      clientMessageId: randomId(),
+      context: []
+    };
+    const room = limit - utf8Length(JSON.stringify(frame)) - 64;
+    return room > 0 ? fitContext(this.contextTray.snapshot(), room) : null;
+  }
+
+  /** Attach things to the next message (as the `@` picker does; a host's "Ask about this
+   * error" too). */
+  attachContext(attachments: Attachment[]): void {
+    for (const attachment of attachments) {
+      const problem = this.contextTray.add(attachment);
+      if (problem !== null) {
+        this.showNotice(problem);
+        break;
+      }
+    }
+  }
+
+  /** The context area shows while something is attached or the picker is open. */
+  private updateContextArea(): void {
+    this.contextArea.hidden = this.contextTray.count === 0 && this.contextPicker.el.hidden;
   }
 
   private stop(): void {
@@ -513,6 +608,7 @@ export class ChatView {
   private onSending(send: OutgoingSend): void {
     const view = new MessageView('user', '', 'pending', this.createRenderer);
     view.setText(send.frame.text);
+    showContext(view.el, send.frame.context);
     this.observe(view);
     this.sent.set(send.clientMessageId, view);
     this.list.append(view.el);
@@ -563,7 +659,14 @@ export class ChatView {
     view.showOrigin(message.agentId, message.createdAt);
     if (message.role === 'user') {
       view.setText(message.text);
+      showContext(view.el, message.context);
     } else {
+      // Its tool-call cards answer a waiting call through the model.
+      view.toolActions = {
+        answer: (toolCallId, decision) =>
+          this.model.answer(message.messageId, toolCallId, decision),
+        answered: toolCallId => this.model.answered(message.messageId, toolCallId)
+      };
       view.apply(wholeStep(message.state));
     }
     this.observe(view);
@@ -710,7 +813,9 @@ export class ChatView {
 
   private updateBusy(): void {
     const streaming = this.model.streamingCount;
-    this.typing.hidden = streaming === 0 && this.model.pendingCount === 0;
+    const waiting = this.model.waitingCount > 0;
+    this.typing.hidden = (streaming === 0 && this.model.pendingCount === 0) || waiting;
+    this.approvalWait.hidden = !waiting;
     this.stopButton.hidden = streaming === 0;
   }
 

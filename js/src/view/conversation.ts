@@ -15,12 +15,19 @@
 //   stored copy adds only the text past what is held.
 // - On every (re)connection, in this order: each send not yet answered (the same
 //   `clientMessageId`: the hub stores it once), RESUME of each reply held still streaming from
-//   its last seq, each stop not yet honoured, then SUBSCRIBE.
+//   its last seq, each stop not yet honoured, each answer to a tool call not yet seen taken,
+//   then SUBSCRIBE.
 // - A stop holds until its reply ends: it goes again after a reconnection, since one written
 //   just before a drop may have been lost (stopping an ended reply does nothing). Stop asked
 //   while a send waits for its answer stops that send's reply once the hub accepts it.
 // - Older messages come a page at a time (LOAD_HISTORY, answered by HISTORY_PAGE), when the
 //   host asks (`loadOlder`: the view does as the user scrolls up).
+// - A reply's tool calls are held with it (reply.ts: the latest state per id, in the order they
+//   first appeared). The user answers a call that waits (`answer`: ANSWER_TOOL_CALL); no ack
+//   comes, the call's next state does, to every view. An answer holds until that state comes or
+//   the reply ends, and goes again after a reconnection like a stop (one written just before a
+//   drop may have been lost); the hub answers a second one `not_waiting`, which changes nothing
+//   here: another view answered first, and the state it brought shows.
 
 import type { Transport } from './transport';
 import { randomId } from './dom';
@@ -28,6 +35,8 @@ import {
   AgentInfo,
   ClientFrame,
   clientFrameProblem,
+  ContextItem,
+  Decision,
   DEFAULT_MAX_MESSAGE_BYTES,
   ErrorFrame,
   History,
@@ -42,6 +51,7 @@ import {
 import {
   applyChunk,
   applyStored,
+  endedHere,
   isEnded,
   NEW_REPLY,
   ReplyState,
@@ -61,7 +71,11 @@ export class HeldMessage {
     /** Seen as it was made (accepted or streamed now), not read from the store. */
     readonly live: boolean,
     /** A reply as held (reply.ts); a user message keeps its text and status here too. */
-    public state: ReplyState
+    public state: ReplyState,
+    /** A user message's attachments as sent (the `context` of its SEND_MESSAGE, of the
+     * MESSAGE_ACCEPTED that told another tab, or of the store; context.ts checks them as it
+     * draws them). */
+    readonly context?: unknown
   ) {}
 
   get text(): string {
@@ -80,7 +94,24 @@ export class HeldMessage {
   get streaming(): boolean {
     return this.role === 'assistant' && !isEnded(this.state);
   }
+
+  /** A reply not ended yet with a tool call that waits for the user's answer. */
+  get waiting(): boolean {
+    return this.streaming && this.state.toolCalls.some(call => call.status === 'waiting');
+  }
 }
+
+/** An answer to a tool call, until the call's next state comes. */
+interface Answer {
+  readonly messageId: string;
+  readonly toolCallId: string;
+  readonly decision: Decision;
+  /** Sent again on a reconnection: false once the hub said the call no longer waits. */
+  resend: boolean;
+}
+
+const answerKey = (messageId: string, toolCallId: string): string =>
+  `${messageId}\u0000${toolCallId}`;
 
 /** A message the user sent that the hub has not accepted. */
 export interface OutgoingSend {
@@ -144,6 +175,7 @@ export function wholeStep(state: ReplyState): ReplyStep {
     state,
     append: state.text,
     appendReasoning: state.reasoning,
+    toolCalls: state.toolCalls,
     resumeFrom: null,
     ended: isEnded(state)
   };
@@ -156,6 +188,7 @@ export class Conversation {
   private byId = new Map<string, HeldMessage>();
   private outgoing = new Map<string, OutgoingSend>(); // by clientMessageId, in the order sent
   private stopping = new Set<string>(); // replies asked to stop, until they end
+  private answers = new Map<string, Answer>(); // by answerKey, until the call's next state
   private olderAsked: string | null = null; // beforeMessageId of the LOAD_HISTORY in flight
   private olderExist = false; // the hub has messages older than the oldest held
 
@@ -196,6 +229,16 @@ export class Conversation {
     return this.held.reduce((count, m) => count + (m.streaming ? 1 : 0), 0);
   }
 
+  /** Replies being generated that wait for the user to answer a tool call. */
+  get waitingCount(): number {
+    return this.held.reduce((count, m) => count + (m.waiting ? 1 : 0), 0);
+  }
+
+  /** The user answered this call and its next state has not come yet. */
+  answered(messageId: string, toolCallId: string): boolean {
+    return this.answers.has(answerKey(messageId, toolCallId));
+  }
+
   /** A page of older messages was asked for and has not come yet. */
   get loadingOlder(): boolean {
     return this.olderAsked !== null;
@@ -232,6 +275,11 @@ export class Conversation {
     for (const messageId of this.stopping) {
       this.post({ type: 'STOP_GENERATING', messageId });
     }
+    for (const answer of this.answers.values()) {
+      if (answer.resend) {
+        this.post(answerFrame(answer));
+      }
+    }
     this.post({ type: 'SUBSCRIBE', conversationId: this.id });
     this.observer.settled?.();
   }
@@ -250,13 +298,19 @@ export class Conversation {
 
   /** Send `text` to `agentId`; a sentence saying why not when the hub would certainly refuse it
    * (nothing is then sent), else null. Offline, it goes once the transport opens. */
-  send(text: string, agentId: string, clientMessageId: string = randomId()): string | null {
+  send(
+    text: string,
+    agentId: string,
+    clientMessageId: string = randomId(),
+    context?: ContextItem[]
+  ): string | null {
     const frame: SendMessage = {
       type: 'SEND_MESSAGE',
       conversationId: this.id,
       agentId,
       text,
-      clientMessageId
+      clientMessageId,
+      ...(context?.length ? { context } : {})
     };
     const problem = clientFrameProblem(
       frame,
@@ -292,6 +346,26 @@ export class Conversation {
     this.observer.settled?.();
   }
 
+  /** Answer a tool call that waits for the user: false when it does not wait (nothing is
+   * sent), else true (offline, the answer goes once the transport opens). */
+  answer(messageId: string, toolCallId: string, decision: Decision): boolean {
+    const message = this.byId.get(messageId);
+    const call = message?.streaming
+      ? message.state.toolCalls.find(c => c.id === toolCallId)
+      : undefined;
+    if (call?.status !== 'waiting') {
+      return false;
+    }
+    const key = answerKey(messageId, toolCallId);
+    if (!this.answers.has(key)) {
+      const answer: Answer = { messageId, toolCallId, decision, resend: true };
+      this.answers.set(key, answer);
+      this.post(answerFrame(answer));
+    }
+    this.observer.settled?.();
+    return true;
+  }
+
   /** Ask for the page of messages before the oldest held; false when there is none to ask
    * for, one is on its way, or the transport is down. */
   loadOlder(): boolean {
@@ -320,6 +394,7 @@ export class Conversation {
     this.byId.clear();
     this.outgoing.clear();
     this.stopping.clear();
+    this.answers.clear();
     this.olderAsked = null;
     this.olderExist = false;
     if (subscribe) {
@@ -383,7 +458,8 @@ export class Conversation {
           frame.agentId,
           new Date(),
           true,
-          userState(text)
+          userState(text),
+          send !== null ? send.frame.context : frame.context
         ),
         send
       );
@@ -503,9 +579,19 @@ export class Conversation {
     const message = frame.messageId !== undefined ? this.byId.get(frame.messageId) : undefined;
     if (message?.role === 'assistant' && frame.code === 'unknown_message') {
       const announce = message.streaming;
-      message.state = { ...message.state, status: 'error' }; // no later frame changes it
+      message.state = endedHere(message.state, 'error'); // no later frame changes it
       this.stopping.delete(message.messageId);
+      this.forgetAnswers(message);
       this.observer.lost?.(message, announce);
+      return;
+    }
+    if (frame.code === 'not_waiting') {
+      // Answered from another view (or ended meanwhile): its state says what became of it.
+      for (const answer of this.answers.values()) {
+        if (answer.messageId === frame.messageId) {
+          answer.resend = false;
+        }
+      }
       return;
     }
     this.observer.problem?.(frame);
@@ -530,7 +616,8 @@ export class Conversation {
         stored.agentId,
         createdAt(stored),
         false,
-        userState(stored.text, stored.status)
+        userState(stored.text, stored.status),
+        stored.context
       );
     }
     const step = applyStored(NEW_REPLY, stored);
@@ -564,9 +651,22 @@ export class Conversation {
     this.resumeIfAsked(message.messageId, step);
     if (!message.streaming) {
       this.stopping.delete(message.messageId); // honoured, or ended anyway
+      this.forgetAnswers(message);
+    } else {
+      for (const call of step.toolCalls) {
+        if (call.status !== 'waiting') {
+          this.answers.delete(answerKey(message.messageId, call.id)); // its answer came
+        }
+      }
     }
     // Only a reply held streaming is announced, not each one a reload brings in ended.
     this.observer.updated?.(message, step, wasStreaming && step.ended);
+  }
+
+  private forgetAnswers(message: HeldMessage): void {
+    for (const call of message.state.toolCalls) {
+      this.answers.delete(answerKey(message.messageId, call.id));
+    }
   }
 
   private resumeIfAsked(messageId: string, step: ReplyStep): void {
@@ -575,3 +675,10 @@ export class Conversation {
     }
   }
 }
+
+const answerFrame = (answer: Answer): ClientFrame => ({
+  type: 'ANSWER_TOOL_CALL',
+  messageId: answer.messageId,
+  toolCallId: answer.toolCallId,
+  decision: answer.decision
+});

@@ -12,6 +12,10 @@
 // The body (`data-testid="streamchat-message-text"`) holds the message's text alone: a user's
 // as typed, a reply's answer as rendered.
 //
+// A reply's tool calls show as cards (toolcalls.ts) in a container of their own, between the
+// thinking and the answer. While one waits for the user's answer the message is
+// `data-waiting="true"`.
+//
 // An assistant message opens with a small header: the agent that wrote it and when
 // (`data-testid="streamchat-message-meta"`). Every message has a "Copy as Markdown" button
 // (`streamchat-copy-message`) that copies its text as written. A reply still streaming is
@@ -19,8 +23,9 @@
 
 import { actionButton, copyWithFeedback } from './actions';
 import type { BodyRenderer } from './markdown';
-import type { Status, Usage } from './protocol';
-import { isEnded, NEW_REPLY, ReplyState, ReplyStep } from './reply';
+import type { Status, ToolCallState, Usage } from './protocol';
+import { endedHere, isEnded, NEW_REPLY, ReplyState, ReplyStep } from './reply';
+import { ToolCallActions, ToolCallsView } from './toolcalls';
 import { describeUsage } from './usage';
 
 /** The reasoning of one reply, as a collapsible section. */
@@ -132,6 +137,10 @@ export class MessageView {
   private thinking: ThinkingView | null = null; // made when the first reasoning comes
   private answered = false; // visible answer text has come (the thinking then folds)
   private usageLine: HTMLElement | null = null;
+  private tools: ToolCallsView | null = null; // made when the first tool call comes
+  /** How this reply's cards answer a call that waits (null: they cannot; set before the first
+   * tool call shows). */
+  toolActions: ToolCallActions | null = null;
 
   constructor(
     readonly role: 'user' | 'assistant',
@@ -245,6 +254,9 @@ export class MessageView {
     if (step.appendReasoning) {
       this.showReasoning(step.appendReasoning);
     }
+    if (step.toolCalls.length > 0) {
+      this.showToolCalls(step.toolCalls);
+    }
     if (step.ended) {
       this.end(step.state.status, step.state.error, step.state.usage);
     }
@@ -255,9 +267,32 @@ export class MessageView {
     if (this.thinking === null) {
       this.thinking = new ThinkingView(!this.answered);
       this.thinking.setLive(!this.answered && !isEnded(this.reply));
-      this.el.insertBefore(this.thinking.el, this.body);
+      this.el.insertBefore(this.thinking.el, this.tools?.el ?? this.body);
     }
     this.thinking.append(text);
+  }
+
+  /** Show these tool call states (the container is made on the first). */
+  showToolCalls(calls: readonly ToolCallState[]): void {
+    if (this.tools === null) {
+      this.tools = new ToolCallsView(this.toolActions);
+      this.el.insertBefore(this.tools.el, this.body);
+    }
+    this.tools.show(calls);
+    this.showWaiting();
+  }
+
+  /** Whether the reply waits for the user to answer a tool call. */
+  get waiting(): boolean {
+    return !isEnded(this.reply) && (this.tools?.waiting ?? false);
+  }
+
+  private showWaiting(): void {
+    if (this.waiting) {
+      this.el.dataset.waiting = 'true';
+    } else {
+      delete this.el.dataset.waiting;
+    }
   }
 
   private answerGrew(text: string): void {
@@ -273,6 +308,7 @@ export class MessageView {
     void this.renderer?.finish(); // data-status is the wire's; the last blocks may still render
     this.setStatus(status);
     this.thinking?.setLive(false);
+    this.showWaiting();
     const ending =
       status === 'error' ? `The agent failed: ${error || 'unknown error'}` : ENDINGS[status];
     if (ending) {
@@ -301,9 +337,12 @@ export class MessageView {
 
   fail(problem: string): void {
     if (this.renderer && !isEnded(this.reply)) {
-      this.reply = { ...this.reply, status: 'error' }; // no later frame changes it
+      this.reply = endedHere(this.reply, 'error'); // no later frame changes it
       void this.renderer.finish();
       this.thinking?.setLive(false);
+      if (this.tools !== null) {
+        this.showToolCalls(this.reply.toolCalls); // none is left to run
+      }
     }
     this.setStatus('error');
     this.note.textContent = problem;

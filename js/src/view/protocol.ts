@@ -21,12 +21,28 @@ export const MAX_ID_LENGTH = 200;
 
 // -- client to server ------------------------------------------------------------------------
 
+/** One thing the user attached to a message (a cell, a selection, an error output, a file, a
+ * variable): a snapshot of it as sent, stored with the user message (see context.ts). */
+export interface ContextItem {
+  kind: 'cell' | 'selection' | 'error' | 'file' | 'variable';
+  /** A few words naming it ("cell 3", "df", "data/train.csv"). */
+  label: string;
+  text: string;
+  /** The file or notebook it comes from, relative to the server's root. */
+  path?: string;
+  /** Its cell's index in the notebook (0-based). */
+  cell?: number;
+  language?: string;
+  mime?: string;
+}
 export interface SendMessage {
   type: 'SEND_MESSAGE';
   conversationId: string;
   agentId: string;
   text: string;
   clientMessageId: string;
+  /** What the user attached (at most 20 items; the whole frame within the message limit). */
+  context?: ContextItem[];
 }
 export interface StopGenerating {
   type: 'STOP_GENERATING';
@@ -66,7 +82,16 @@ export interface UnwatchConversations {
 export interface ListAgents {
   type: 'LIST_AGENTS';
 }
+/** The user's answer to a tool call that waits for one (its state then reaches every view
+ * of the conversation as a MESSAGE_CHUNK; no other answer comes). */
+export interface AnswerToolCall {
+  type: 'ANSWER_TOOL_CALL';
+  messageId: string;
+  toolCallId: string;
+  decision: Decision;
+}
 export type ClientFrame =
+  | AnswerToolCall
   | SendMessage
   | StopGenerating
   | Subscribe
@@ -87,6 +112,7 @@ export interface MessageAccepted {
   messageId: string;
   agentId: string;
   text?: string; // the user's text, so other tabs on the conversation can show it
+  context?: unknown; // what was attached to it, likewise (unchecked, as StoredMessage's)
 }
 /**
  * What producing a reply took, as the hub knows it (sent on the final frame and kept with the
@@ -100,6 +126,41 @@ export interface Usage {
   firstTokenSeconds?: number;
   /** Seconds from the start of the reply to its end. */
   durationSeconds?: number;
+}
+export type ToolCallStatus = 'pending' | 'running' | 'waiting' | 'completed' | 'failed';
+export const TOOL_CALL_STATUSES: ReadonlySet<string> = new Set([
+  'pending',
+  'running',
+  'waiting',
+  'completed',
+  'failed'
+]);
+/** What the user answers to a call that waits for approval. */
+export type Decision = 'allow_once' | 'allow_always' | 'reject';
+export const DECISIONS: ReadonlySet<string> = new Set(['allow_once', 'allow_always', 'reject']);
+/** A file edit a tool call makes (or asks to make). */
+export interface ToolCallDiff {
+  path: string;
+  oldText: string;
+  newText: string;
+}
+/** One state of a tool call; the latest state of each `id` (unique in its reply) wins. */
+export interface ToolCallState {
+  id: string;
+  name: string;
+  status: ToolCallStatus;
+  /** JSON text, as the model wrote it (absent: none). */
+  arguments?: string;
+  title?: string;
+  kind?: string;
+  result?: string;
+  error?: string;
+  diff?: ToolCallDiff;
+  /** The user's answer, once the call was approved or rejected. */
+  decision?: Decision;
+  /** Seconds since the epoch, stamped by the hub. */
+  startedAt?: number;
+  endedAt?: number;
 }
 export interface MessageChunk {
   type: 'MESSAGE_CHUNK';
@@ -115,6 +176,8 @@ export interface MessageChunk {
   status?: Status; // on the final frame
   error?: string; // on a final frame with status 'error'
   usage?: Usage; // on the final frame
+  /** The tool calls whose state changed in this frame (after its `chunk`, in stream order). */
+  toolCalls?: ToolCallState[];
 }
 export interface StoredMessage {
   messageId: string;
@@ -131,6 +194,11 @@ export interface StoredMessage {
   usage?: Usage;
   /** `text` is only the start of the message: RESUME from `lastSeq` brings the rest. */
   truncated?: boolean;
+  /** A user message's attachments, as sent. Not among the checked fields: the view draws the
+   * well-formed items and skips the rest (context.ts), rather than refuse the whole frame. */
+  context?: unknown;
+  /** The latest state of each tool call as of `lastSeq`, in first-appearance order. */
+  toolCalls?: ToolCallState[];
   /** When the message was made, in seconds since the epoch (as a conversation's `createdAt`).
    * Older servers do not send it; readers use it when it is a number and otherwise leave it
    * alone, so it is not among the checked fields. */
@@ -165,6 +233,8 @@ export interface ConversationEntry {
   agentId: string;
   /** A reply in it is being generated. */
   streaming: boolean;
+  /** A reply in it waits for the user to approve a tool call. */
+  waiting?: boolean;
   /** In search results: the text around the first match in a message. */
   snippet?: string;
 }
@@ -204,6 +274,7 @@ export type ErrorCode =
   | 'bad_field'
   | 'too_large'
   | 'unknown_message'
+  | 'not_waiting'
   | 'unknown_agent'
   | 'not_a_reply'
   | 'conversation_deleted'
@@ -260,6 +331,31 @@ function isUsage(u: unknown): u is Usage {
   );
 }
 
+const isDiff = (d: unknown): d is ToolCallDiff =>
+  isObject(d) && isString(d.path) && isString(d.oldText) && isString(d.newText);
+
+export function isToolCallState(c: unknown): c is ToolCallState {
+  return (
+    isObject(c) &&
+    isId(c.id) &&
+    isString(c.name) &&
+    isString(c.status) &&
+    TOOL_CALL_STATUSES.has(c.status) &&
+    optional(c.arguments, isString) &&
+    optional(c.title, isString) &&
+    optional(c.kind, isString) &&
+    optional(c.result, isString) &&
+    optional(c.error, isString) &&
+    optional(c.diff, isDiff) &&
+    optional(c.decision, d => isString(d) && DECISIONS.has(d)) &&
+    optional(c.startedAt, isSeconds) &&
+    optional(c.endedAt, isSeconds)
+  );
+}
+
+const isToolCalls = (v: unknown): v is ToolCallState[] =>
+  Array.isArray(v) && v.every(isToolCallState);
+
 function isStoredMessage(m: unknown): m is StoredMessage {
   return (
     isObject(m) &&
@@ -273,7 +369,8 @@ function isStoredMessage(m: unknown): m is StoredMessage {
     isSeq(m.lastSeq) &&
     optional(m.error, isString) &&
     optional(m.truncated, isBoolean) &&
-    optional(m.usage, isUsage)
+    optional(m.usage, isUsage) &&
+    optional(m.toolCalls, isToolCalls)
   );
 }
 
@@ -293,6 +390,7 @@ function isConversationEntry(c: unknown): c is ConversationEntry {
     isCount(c.messageCount) &&
     isString(c.agentId) &&
     isBoolean(c.streaming) &&
+    optional(c.waiting, isBoolean) &&
     optional(c.snippet, isString)
   );
 }
@@ -320,7 +418,8 @@ const SERVER_FRAMES: Record<ServerFrame['type'], (f: Json) => boolean> = {
       ? isString(f.status) && FINAL.has(f.status)
       : optional(f.status, s => s === 'streaming')) &&
     optional(f.error, isString) &&
-    optional(f.usage, isUsage),
+    optional(f.usage, isUsage) &&
+    optional(f.toolCalls, isToolCalls),
   HISTORY: f => isId(f.conversationId) && isMessages(f.messages) && optional(f.hasMore, isBoolean),
   HISTORY_PAGE: f =>
     isId(f.conversationId) &&
@@ -480,7 +579,12 @@ const isAfterSeq = (v: unknown): boolean =>
   typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 /** Each request's fields and their kinds, as the server checks them. */
-const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq'][]> = {
+const CLIENT_FIELDS: Record<ClientFrame['type'], [string, 'id' | 'text' | 'seq' | 'decision'][]> = {
+  ANSWER_TOOL_CALL: [
+    ['messageId', 'id'],
+    ['toolCallId', 'id'],
+    ['decision', 'decision']
+  ],
   SEND_MESSAGE: [
     ['conversationId', 'id'],
     ['agentId', 'id'],
@@ -523,9 +627,13 @@ export function clientFrameProblem(
         ? idProblem(value)
         : kind === 'text'
           ? textProblem(value, maxBytes)
-          : isAfterSeq(value)
-            ? null
-            : 'is not an integer from 0 to 2^53 - 1';
+          : kind === 'decision'
+            ? isString(value) && DECISIONS.has(value)
+              ? null
+              : 'is not allow_once, allow_always or reject'
+            : isAfterSeq(value)
+              ? null
+              : 'is not an integer from 0 to 2^53 - 1';
     if (problem !== null) {
       return name === 'text' ? `the message ${problem}.` : `its ${name} ${problem}.`;
     }

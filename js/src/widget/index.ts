@@ -10,6 +10,7 @@
 import { ChatView } from '../view/chatview';
 import { pageServerSettings } from '../view/server';
 import { CommModel, CommTransport, serverHasHub } from './commtransport';
+import { kernelVariables } from './kernelvariables';
 import {
   agentChosenAt,
   agentSetter,
@@ -48,7 +49,9 @@ async function render({
     agentChosenAt: agentChosenAt(model),
     snapshot: snapshotOf(model),
     imageHosts: imageHosts(model),
-    onAgentChange: agentSetter(model)
+    onAgentChange: agentSetter(model),
+    // `@` offers the kernel's variables, while a kernel is behind the model.
+    contextSources: typeof model.send === 'function' ? [kernelVariables(model)] : []
   });
   const unbind = bindView(view, model);
   return () => {
