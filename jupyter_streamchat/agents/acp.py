@@ -38,6 +38,7 @@ from traitlets import Dict, Float, Int, List, Unicode, default, observe
 
 from .. import redact
 from .acpfiles import Files
+from .context import context_block
 
 try:
     from acp import RequestError, text_block
@@ -361,7 +362,7 @@ class ACPAgent(Agent):
             blocks.append(_text("\n\n".join(lines)))
         for item in request.context or ():
             if isinstance(item, dict) and isinstance(item.get("text"), str):
-                blocks.append(_text(_context_text(item)))
+                blocks.append(_text(context_block(item)))
         blocks.append(_text(request.text))
         return blocks
 
@@ -510,23 +511,6 @@ class ToolCalls:
 
 def _text(text: str):
     return text_block(text)
-
-
-def _context_text(item: dict) -> str:
-    """An attached item (a cell, an error, a file...) as prompt text."""
-    where = ", ".join(
-        str(part)
-        for part in (
-            item.get("path"),
-            f"cell {item['cell'] + 1}" if isinstance(item.get("cell"), int) else None,
-        )
-        if part
-    )
-    head = f"Attached {item.get('kind', 'item')}: {item.get('label', '')}"
-    if where:
-        head += f" ({where})"
-    language = item.get("language") or ""
-    return f"{head}\n```{language}\n{item['text']}\n```"
 
 
 def _option_for(decision: str, options) -> Optional[str]:

@@ -26,7 +26,6 @@ import asyncio
 import email.utils
 import os
 import random
-import re
 import time
 from dataclasses import replace
 
@@ -42,17 +41,26 @@ from .base import (
     ALLOW_ONCE,
     COMPLETED,
     FAILED,
-    PENDING,
     RUNNING,
     Agent,
     AgentError,
     AgentRequest,
     Reasoning,
-    ToolCall,
     Usage,
 )
+from .context import with_context
+from .openaicalls import (
+    Call,
+    Malformed,
+    ReplyCalls,
+    Round,
+    UsageTotal,
+    by_unique_name,
+    field_of,
+    json_kind,
+)
 from .mcptools import MCPConnection, MCPStartError, register_secrets
-from .tools import ToolError, function_name, load_plugin_tools
+from .tools import ToolError, load_plugin_tools
 from .bounded import ServerMisbehaved, bounded_http_client
 from .sse import DONE, EventReader
 
@@ -63,14 +71,6 @@ CONTENT_FILTER_NOTE = "\n\n*[stopped by the model server's content filter]*"
 ROUNDS_NOTE = "\n\n*[stopped after {rounds} rounds of tool calls (max_tool_rounds)]*"
 # Told the model for a call the user rejected.
 REJECTED = "The user rejected this call; it was not run."
-# Longest tool-call id, name and arguments a model server may send (real ones: about 40, 64
-# and a few thousand characters).
-_MAX_CALL_ID = 256
-_MAX_CALL_NAME = 256
-MAX_ARGUMENT_CHARS = 1024 * 1024
-# Ids shown as they come from the model when they look like one.
-_SHOWN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-
 # Retries before the first token: about 0.5 s, then 1 s, 2 s, ... (with jitter) up to this.
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 8.0
@@ -89,10 +89,6 @@ class _BrokeOff(Exception):
     """The stream ended with neither a finish reason nor [DONE]."""
 
 
-class _Malformed(Exception):
-    """The stream holds something the chat-completions API does not send; says what."""
-
-
 class _StreamError(Exception):
     """An ``{"error": ...}`` event in a stream that had begun well (HTTP 200)."""
 
@@ -103,7 +99,7 @@ class _StreamError(Exception):
 
 # Failures of the server's stream that are not the client's own errors: what the client raises
 # when it cannot read what was sent.
-_UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, _Malformed, ServerMisbehaved)
+_UNREADABLE = (json.JSONDecodeError, UnicodeDecodeError, Malformed, ServerMisbehaved)
 # What ends a stream that has begun: the server's own errors, and the unreadable.
 _STREAM_FAILURES = (openai.APIError, _BrokeOff, _StreamError, *_UNREADABLE)
 
@@ -332,8 +328,8 @@ class OpenAIAgent(Agent):
     async def stream(self, request: AgentRequest):
         tools = await self._toolbox()
         client, params = self._client(), self._params(request, tools)
-        reply = _Reply(self.max_reply_chars, self.max_tool_calls)
-        total = _UsageTotal()
+        reply = ReplyCalls(self.max_reply_chars, self.max_tool_calls)
+        total = UsageTotal()
         for rounds in range(max(0, self.max_tool_rounds) + 1):
             round_ = reply.round(offers_tools=bool(tools))
             text = []
@@ -379,7 +375,7 @@ class OpenAIAgent(Agent):
                 )
             params = {**params, "messages": messages}
 
-    async def _request(self, client: openai.AsyncOpenAI, params: dict, round_: "_Round"):
+    async def _request(self, client: openai.AsyncOpenAI, params: dict, round_: "Round"):
         """One request to the model server, tried again (with backoff) while it fails before
         its first piece: its text, :class:`Reasoning`, :class:`Usage` and tool calls."""
         attempt = 0
@@ -422,13 +418,13 @@ class OpenAIAgent(Agent):
                 # connection go and stops generating (and billing).
                 await pieces.aclose()
 
-    async def _pieces(self, client: openai.AsyncOpenAI, params: dict, round_: "_Round"):
+    async def _pieces(self, client: openai.AsyncOpenAI, params: dict, round_: "Round"):
         """One request: answer text, :class:`Reasoning`, the :class:`ToolCall` states of the
         calls it streams (into ``round_``) and, at the end, :class:`Usage`.
 
         The client sends the request (and raises for an error status); the events are read
         here (``sse.py``), each chunk as the JSON it is: every field is read for what it is
-        (:func:`_field`), and a wrong type is a malformed stream."""
+        (:func:`field_of`), and a wrong type is a malformed stream."""
         model = input_tokens = output_tokens = finish = None
         think = ThinkSplitter()
         # A model server is sent the key, and may send it back in a reply: blanked there too.
@@ -445,27 +441,27 @@ class OpenAIAgent(Agent):
                             break
                         chunk = json.loads(event.decode("utf-8"))
                         if not isinstance(chunk, dict):
-                            raise _Malformed(
-                                f"sent a chunk that is {_json_kind(chunk)}, not an object"
+                            raise Malformed(
+                                f"sent a chunk that is {json_kind(chunk)}, not an object"
                             )
                         if chunk.get("error"):
                             raise _StreamError(chunk["error"])
-                        model = _field(chunk, "model", str) or model
-                        usage = _field(chunk, "usage", dict)
+                        model = field_of(chunk, "model", str) or model
+                        usage = field_of(chunk, "usage", dict)
                         if usage is not None:
                             input_tokens = _count(usage, "prompt_tokens")
                             output_tokens = _count(usage, "completion_tokens")
-                        for choice in _field(chunk, "choices", list) or ():
+                        for choice in field_of(chunk, "choices", list) or ():
                             if not isinstance(choice, dict):
-                                raise _Malformed(
-                                    f"sent a choice that is {_json_kind(choice)}, not an object"
+                                raise Malformed(
+                                    f"sent a choice that is {json_kind(choice)}, not an object"
                                 )
-                            if _field(choice, "index", int) not in (0, None):
+                            if field_of(choice, "index", int) not in (0, None):
                                 continue
-                            delta = _field(choice, "delta", dict)
+                            delta = field_of(choice, "delta", dict)
                             if delta is not None:
                                 reasoning = _reasoning_of(delta)
-                                content = _field(delta, "content", str)
+                                content = field_of(delta, "content", str)
                                 round_.spend(len(reasoning) + len(content or ""))
                                 reasoning = thinking.feed(reasoning) if reasoning else ""
                                 if reasoning:
@@ -476,13 +472,13 @@ class OpenAIAgent(Agent):
                                         yield piece
                                 # Calls of tools that were not offered are not read at all.
                                 calls = (
-                                    _field(delta, "tool_calls", list)
+                                    field_of(delta, "tool_calls", list)
                                     if round_.offers_tools
                                     else None
                                 )
                                 for call in round_.feed(calls) if calls else ():
                                     yield call.shown()
-                            finish = _field(choice, "finish_reason", str) or finish
+                            finish = field_of(choice, "finish_reason", str) or finish
                     else:
                         continue
                     break  # [DONE]
@@ -537,7 +533,7 @@ class OpenAIAgent(Agent):
                     reason = redact.redact(f"{type(found).__name__}: {found}")[:500]
                     raise AgentError(f"MCP server {name!r} could not start: {reason}")
                 tools += found
-        return _by_unique_name(tools)
+        return by_unique_name(tools)
 
     def _connection(self, name: str, settings) -> MCPConnection:
         connection = self._connections.get(name)
@@ -560,7 +556,7 @@ class OpenAIAgent(Agent):
                 return bool(policy[key])
         return not getattr(tool, "read_only", False)
 
-    async def _run(self, call: "_Call", tools: dict, request: AgentRequest):
+    async def _run(self, call: "Call", tools: dict, request: AgentRequest):
         """Run one call, yielding its states; what the model is told goes to ``call.told``."""
         shown = call.shown()
         tool = tools.get(call.name)
@@ -642,7 +638,7 @@ class OpenAIAgent(Agent):
         where = f"The model server at {self.server}"
         tries = f" (after {attempts} attempts)" if attempts > 1 else ""
         cut = " The reply was cut off there." if started else ""
-        if isinstance(error, (ServerMisbehaved, _Malformed)):
+        if isinstance(error, (ServerMisbehaved, Malformed)):
             return f"{where} {error}.{cut}"
         if isinstance(error, json.JSONDecodeError):
             return (
@@ -702,202 +698,6 @@ class OpenAIAgent(Agent):
         return f"{where} refused the request ({status}){said}."
 
 
-def with_context(items, text: str) -> str:
-    """The user's text with what was attached to it in front, in a delimited block: each item
-    as a header line (kind, label, language, path) and its text in a fence that its own
-    backticks cannot close."""
-    if not isinstance(items, list) or not items:
-        return text
-    blocks = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        kind, label = str(item.get("kind") or "context"), str(item.get("label") or "")
-        details = [str(item[key]) for key in ("language", "path", "mime") if item.get(key)]
-        if isinstance(item.get("cell"), int) and not isinstance(item.get("cell"), bool):
-            details.append(f"cell index {item['cell']}")
-        if label.lower().startswith(kind.lower()):
-            head = f"Attached {label}"  # "cell 3", not "cell cell 3"
-        else:
-            head = f"Attached {kind}" + (f": {label}" if label else "")
-        head += f" ({', '.join(details)})" if details else ""
-        body = str(item.get("text") or "")
-        runs = [len(run) for run in re.findall(r"`{3,}", body)]
-        fence = "`" * max([3, *(n + 1 for n in runs)])
-        language = item.get("language") if isinstance(item.get("language"), str) else ""
-        blocks.append(f"{head}:\n{fence}{language}\n{body}\n{fence}")
-    if not blocks:
-        return text
-    return (
-        "[The user attached the following context]\n\n"
-        + "\n\n".join(blocks)
-        + "\n\n[End of attached context; the user's message follows]\n\n"
-        + text
-    )
-
-
-def _by_unique_name(tools: list) -> dict:
-    """The tools by the function name the model sees: their own where it is valid and free,
-    else prefixed with where they come from (and numbered when that is taken too)."""
-    named: dict = {}
-    for tool in tools:
-        name = function_name(tool.name)
-        if name in named:
-            source = getattr(getattr(tool, "connection", None), "name", None) or "plugin"
-            name = function_name(f"{source}_{tool.name}")
-        base, n = name, 2
-        while name in named and n < 10_000:
-            name, n = function_name(f"{base[:58]}_{n}"), n + 1
-        named[name] = tool
-    return named
-
-
-class _UsageTotal:
-    """The usage of a reply of several requests: their tokens added up."""
-
-    def __init__(self):
-        self.model = self.input_tokens = self.output_tokens = None
-
-    def add(self, usage: Usage) -> Usage:
-        self.model = usage.model or self.model
-        if usage.input_tokens is not None:
-            self.input_tokens = (self.input_tokens or 0) + usage.input_tokens
-        if usage.output_tokens is not None:
-            self.output_tokens = (self.output_tokens or 0) + usage.output_tokens
-        return Usage(self.model, self.input_tokens, self.output_tokens)
-
-
-class _Reply:
-    """What the requests of one reply share: the characters the model may still send, and the
-    ids of the tool calls shown so far (unique within the reply)."""
-
-    def __init__(self, max_chars: int, max_calls: int):
-        self.max_chars = max_chars
-        self.left = max_chars
-        self.max_calls = max_calls
-        self.shown_ids: set = set()
-
-    def round(self, offers_tools: bool) -> "_Round":
-        return _Round(self, offers_tools)
-
-    def shown_id(self, model_id: str) -> str:
-        """The id a call is shown with: the model's where it looks like one and is new."""
-        shown = model_id if model_id and _SHOWN_ID.match(model_id) else ""
-        n = len(self.shown_ids)
-        while not shown or shown in self.shown_ids:
-            n += 1
-            shown = f"call-{n}"
-        self.shown_ids.add(shown)
-        return shown
-
-
-class _Call:
-    """A tool call as its deltas come: the model's id and name, and the arguments so far."""
-
-    def __init__(self, index: int):
-        self.index = index
-        self.model_id = ""
-        self.id = ""  # as shown, given when its name is known
-        self.name = ""
-        self.pieces: list = []
-        self.size = 0
-        self.told = ""  # what the model is told of it
-
-    @property
-    def arguments(self) -> str:
-        return "".join(self.pieces)
-
-    def shown(self) -> ToolCall:
-        return ToolCall(self.id, self.name, PENDING, arguments=redact.redact(self.arguments))
-
-    def message(self) -> dict:
-        """The call as it goes back to the model in the assistant message."""
-        arguments = self.arguments
-        try:
-            json.loads(arguments or "{}")
-        except ValueError:
-            arguments = "{}"  # some servers parse it; the tool message says what was wrong
-        return {
-            "id": self.model_id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": arguments or "{}"},
-        }
-
-
-class _Round:
-    """One request of a reply: the tool calls it streams, put together from their deltas
-    (bounded: calls, id, name and arguments sizes), and how it finished."""
-
-    def __init__(self, reply: _Reply, offers_tools: bool):
-        self.reply = reply
-        self.offers_tools = offers_tools
-        self.start()
-
-    def start(self) -> None:
-        """A new attempt: nothing streamed yet."""
-        self._calls: dict = {}
-        self._last = None
-        self.finish = None
-
-    def spend(self, chars: int) -> None:
-        self.reply.left -= chars
-        if self.reply.left < 0:
-            raise _Malformed(
-                f"sent more than {self.reply.max_chars:,} characters in one reply (max_reply_chars)"
-            )
-
-    def feed(self, deltas: list) -> list:
-        """Take a delta's ``tool_calls``; the calls whose names just became known."""
-        named = []
-        for delta in deltas:
-            if not isinstance(delta, dict):
-                raise _Malformed(f"sent a tool call that is {_json_kind(delta)}, not an object")
-            index = _field(delta, "index", int)
-            model_id = _field(delta, "id", str)
-            function = _field(delta, "function", dict) or {}
-            name = _field(function, "name", str)
-            arguments = _field(function, "arguments", str)
-            if index is None:  # servers that leave it out send each call whole, with an id
-                new = model_id and (self._last is None or self._last.model_id != model_id)
-                index = len(self._calls) if new or self._last is None else self._last.index
-            call = self._calls.get(index)
-            if call is None:
-                if len(self._calls) >= self.reply.max_calls:
-                    raise _Malformed(
-                        f"sent more than {self.reply.max_calls} tool calls in one response "
-                        "(max_tool_calls)"
-                    )
-                call = self._calls[index] = _Call(index)
-            self._last = call
-            if model_id and not call.model_id:
-                if len(model_id) > _MAX_CALL_ID:
-                    raise _Malformed(f"sent a tool call id over {_MAX_CALL_ID} characters")
-                call.model_id = model_id
-            if name and not call.name:
-                if len(name) > _MAX_CALL_NAME:
-                    raise _Malformed(f"sent a tool name over {_MAX_CALL_NAME} characters")
-                call.name = name
-                call.id = self.reply.shown_id(call.model_id)
-                named.append(call)
-            if arguments:
-                self.spend(len(arguments))
-                call.size += len(arguments)
-                if call.size > MAX_ARGUMENT_CHARS:
-                    raise _Malformed(
-                        f"sent tool call arguments over {MAX_ARGUMENT_CHARS:,} characters"
-                    )
-                call.pieces.append(arguments)
-        return named
-
-    def calls(self) -> list:
-        """The calls with a name, in the order of their index; each with an id for the model
-        (the server's, or the one shown)."""
-        calls = sorted((c for c in self._calls.values() if c.name), key=lambda c: c.index)
-        for call in calls:
-            call.model_id = call.model_id or call.id
-        return calls
-
-
 def _held(thinking, answer, think) -> list:
     """The text held back at the end of a stream (by the redactors, and by the splitter while
     a tag may be coming), as pieces."""
@@ -917,27 +717,6 @@ def _detail(body) -> str:
         message = body if isinstance(body, str) else ""
     message = redact.cut(message, 4 * DETAIL_CHARS, end="")
     return redact.cut(" ".join(message.split()), DETAIL_CHARS).rstrip(".!")
-
-
-def _field(obj: dict, name: str, kind: type):
-    """``obj[name]`` when it is of ``kind``, or None when absent or null: a value of another
-    type is a malformed stream."""
-    value = obj.get(name)
-    if value is None or (isinstance(value, kind) and not (kind is int and isinstance(value, bool))):
-        return value
-    wanted = {dict: "an object", list: "a list", str: "a string", int: "a whole number"}[kind]
-    raise _Malformed(f"sent a chunk whose {name!r} is {_json_kind(value)}, not {wanted}")
-
-
-def _json_kind(value) -> str:
-    return {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
 
 
 def _count(obj: dict, name: str):
