@@ -697,7 +697,9 @@ export class ChatView {
     this.agentOpened = true;
     this.updateEmpty();
     this.followBottom();
-    this.earlier.onContent();
+    // At the next frame, with the frame's own layout: measured now, the list would be laid out
+    // here too, all of it, in the task that just built it.
+    requestAnimationFrame(() => this.earlier.onContent());
   }
 
   /** Older messages, asked for when the user scrolled to the top: shown above the others. */

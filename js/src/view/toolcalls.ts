@@ -4,12 +4,17 @@
 //
 // A card (`data-testid="streamchat-tool-call"`, with `data-tool-call-id` and `data-status`)
 // shows the call's title (or its tool's name), a status badge and, once it ended, how long it
-// took; its arguments (pretty JSON) and its result or error are folded in `<details>`, and a
-// file edit shows as a small unified diff. A newer state of the same call updates the card in
-// place: nothing is rebuilt, so a section the user opened stays open.
+// took; its arguments (pretty JSON), its result or error, and a file edit (as a small unified
+// diff) are folded in `<details>`, whose content is drawn when the user opens them. A newer
+// state of the same call updates the card in place: nothing is rebuilt, so a section the user
+// opened stays open.
+//
+// A conversation may hold hundreds of cards, so a card costs little until it is looked at: the
+// parts a call does not have are never made, folds are empty until opened, and cards out of
+// view skip style and layout (`content-visibility`, style.css).
 //
 // A call that waits for the user (`waiting`) says what will run (the tool, its arguments, the
-// edit) and offers Allow once (`streamchat-approve`), Always for this conversation
+// edit, unfolded) and offers Allow once (`streamchat-approve`), Always for this conversation
 // (`streamchat-approve-always`) and Reject (`streamchat-reject`). A click sends the answer and
 // disables the three at once; the card changes when the call's next state comes from the hub
 // (in every view of the conversation: whichever answered first wins).
@@ -169,13 +174,10 @@ export function diffLines(oldText: string, newText: string): DiffLine[] {
   ];
 }
 
-/** A file edit as a small diff: its path, then its lines. */
-function renderDiff(diff: ToolCallDiff): HTMLElement {
-  const box = node('div', 'streamchat-tool-call-diff', 'streamchat-tool-call-diff');
-  const path = node('div', 'streamchat-tool-call-diff-path');
-  path.textContent = diff.path;
-  const pre = node('pre', 'streamchat-tool-call-diff-lines');
+/** A file edit's lines as a small diff, drawn into `pre`. */
+function drawDiff(pre: HTMLElement, diff: ToolCallDiff): void {
   const lines = diffLines(diff.oldText, diff.newText);
+  const rows: HTMLElement[] = [];
   for (const line of lines.slice(0, MAX_DIFF_LINES)) {
     const row = node(
       'span',
@@ -186,63 +188,120 @@ function renderDiff(diff: ToolCallDiff): HTMLElement {
           : 'streamchat-diff-ctx'
     );
     row.textContent = `${line.sign} ${line.text}\n`;
-    pre.append(row);
+    rows.push(row);
   }
   if (lines.length > MAX_DIFF_LINES) {
     const more = node('span', 'streamchat-diff-more');
     more.textContent = `… ${(lines.length - MAX_DIFF_LINES).toLocaleString('en-US')} more lines\n`;
-    pre.append(more);
+    rows.push(more);
   }
   if (lines.length === 0) {
     const same = node('span', 'streamchat-diff-more');
     same.textContent = '(no change)\n';
-    pre.append(same);
+    rows.push(same);
   }
-  box.append(path, pre);
-  return box;
+  pre.replaceChildren(...rows);
 }
 
-/** A folded section (arguments, result, error) whose text can change in place. */
+/**
+ * A folded section (arguments, result, error, an edit's diff) whose content can change in
+ * place. Its summary is always there; its body is drawn only once it is opened, and again when
+ * its content changes while it is open: a conversation can hold hundreds of cards, whose folds
+ * are mostly never opened, and a closed fold's body would only cost time to build and style.
+ */
 class Fold {
   readonly el: HTMLDetailsElement;
   private readonly summary: HTMLElement;
-  private readonly pre: HTMLPreElement;
+  private body: HTMLElement | null = null;
+  private key = ''; // what the content is, as last set
+  private drawnKey: string | null = null; // what the body shows
+  private draw: (body: HTMLElement) => void = () => undefined;
 
-  constructor(className: string, testid: string) {
+  constructor(
+    className: string,
+    testid: string,
+    private readonly bodyClass: string
+  ) {
     this.el = node('details', `streamchat-tool-call-fold ${className}`, testid);
     this.summary = node('summary', 'streamchat-tool-call-fold-summary');
-    this.pre = node('pre', 'streamchat-tool-call-fold-text');
-    this.el.append(this.summary, this.pre);
+    this.el.append(this.summary);
+    // Drawn before the click's default action opens it, so it never shows empty for a frame;
+    // 'toggle' (which comes a task later) covers every other way it opens.
+    this.summary.addEventListener('click', () => {
+      if (!this.el.open) {
+        this.refresh();
+      }
+    });
+    this.el.addEventListener('toggle', () => {
+      if (this.el.open) {
+        this.refresh();
+      }
+    });
   }
 
-  set(summary: string, text: string): void {
+  /** The summary, and the content: `key` says what it is (the same key, the same content),
+   * `draw` puts it in the body when it is shown. */
+  set(summary: string, key: string, draw: (body: HTMLElement) => void): void {
     setText(this.summary, summary);
-    setText(this.pre, text);
+    this.key = key;
+    this.draw = draw;
+    if (this.el.open) {
+      this.refresh();
+    }
+  }
+
+  open(): void {
+    this.refresh();
+    this.el.open = true;
+  }
+
+  private refresh(): void {
+    if (this.drawnKey === this.key) {
+      return;
+    }
+    if (this.body === null) {
+      this.body = node('pre', this.bodyClass);
+      this.el.append(this.body);
+    }
+    this.draw(this.body);
+    this.drawnKey = this.key;
   }
 }
+
+/** What a waiting card asks: the question, the arguments, and the three answers. */
+interface Ask {
+  readonly box: HTMLElement;
+  readonly question: HTMLElement;
+  readonly arguments: HTMLPreElement;
+  readonly answers: HTMLElement; // the buttons and what was answered, under the diff
+  readonly note: HTMLElement;
+  readonly buttons: HTMLButtonElement[];
+}
+
+// The parts of a card below its head, in the order they show. Each is made the first time it
+// has something to show: most calls never wait, fail or edit a file.
+const ASK = 0;
+const DIFF = 1;
+const ANSWERS = 2;
+const ARGUMENTS = 3;
+const RESULT = 4;
+const ERROR = 5;
 
 /** One tool call's card. */
 class ToolCallCard {
   readonly el: HTMLElement;
   private readonly title: HTMLElement;
   private readonly badge: HTMLElement;
-  private readonly decided: HTMLElement;
+  private decided: HTMLElement | null = null; // made when the call was answered
   private readonly duration: HTMLElement;
-  private readonly ask: HTMLElement;
-  private readonly askText: HTMLElement;
-  private readonly askArguments: HTMLPreElement;
-  private readonly answers: HTMLElement; // the buttons and what was answered, under the diff
-  private readonly askNote: HTMLElement;
-  private readonly buttons: HTMLButtonElement[];
-  private readonly args = new Fold(
-    'streamchat-tool-call-arguments',
-    'streamchat-tool-call-arguments'
-  );
-  private readonly result = new Fold('streamchat-tool-call-result', 'streamchat-tool-call-result');
-  private readonly error = new Fold('streamchat-tool-call-error', 'streamchat-tool-call-error');
-  private diff: HTMLElement | null = null;
-  private diffShown = ''; // the diff drawn, as JSON: redrawn only when it changes
+  private readonly parts: (HTMLElement | null)[] = [null, null, null, null, null, null];
+  private ask: Ask | null = null;
+  private diff: Fold | null = null;
+  private args: Fold | null = null;
+  private result: Fold | null = null;
+  private error: Fold | null = null;
   private state: ToolCallState;
+  private diffAsked = false; // the diff was opened for the wait under way
 
   constructor(
     call: ToolCallState,
@@ -255,16 +314,177 @@ class ToolCallCard {
     const head = node('div', 'streamchat-tool-call-head');
     this.title = node('span', 'streamchat-tool-call-title', 'streamchat-tool-call-title');
     this.badge = node('span', 'streamchat-tool-call-status', 'streamchat-tool-call-status');
-    this.decided = node('span', 'streamchat-tool-call-decision');
     this.duration = node('span', 'streamchat-tool-call-duration', 'streamchat-tool-call-duration');
-    head.append(this.title, this.badge, this.decided, this.duration);
+    head.append(this.title, this.badge, this.duration);
+    this.el.append(head);
+    this.update(call);
+  }
 
-    // What the user is asked, while the call waits.
-    this.ask = node('div', 'streamchat-tool-call-ask', 'streamchat-tool-call-ask');
-    this.askText = node('div', 'streamchat-tool-call-question');
-    this.askArguments = node('pre', 'streamchat-tool-call-ask-arguments');
+  get status(): string {
+    return this.state.status;
+  }
+
+  update(call: ToolCallState): void {
+    this.state = call;
+    const el = this.el;
+    const name = call.title || call.name;
+    if (el.dataset.status !== call.status) {
+      el.dataset.status = call.status;
+    }
+    if (call.kind) {
+      if (el.dataset.kind !== call.kind) {
+        el.dataset.kind = call.kind;
+      }
+    } else if (el.dataset.kind !== undefined) {
+      delete el.dataset.kind;
+    }
+    setText(this.title, name);
+    setAttr(this.title, 'title', call.title ? `${call.title} (${call.name})` : call.name);
+    const label = statusLabel(call);
+    setText(this.badge, label);
+    setAttr(el, 'aria-label', `Tool call ${name}: ${label}`);
+    const decided = call.decision && call.status !== 'waiting' ? DECIDED[call.decision] : '';
+    if (decided && this.decided === null) {
+      this.decided = node('span', 'streamchat-tool-call-decision');
+      this.duration.before(this.decided);
+    }
+    if (this.decided !== null) {
+      setText(this.decided, decided);
+      setHidden(this.decided, !decided);
+    }
+    const took =
+      call.startedAt !== undefined && call.endedAt !== undefined && call.endedAt >= call.startedAt
+        ? formatDuration(call.endedAt - call.startedAt)
+        : '';
+    setText(this.duration, took);
+    setHidden(this.duration, !took);
+
+    const waiting = call.status === 'waiting';
+    if (waiting) {
+      this.showAsk(call);
+    } else if (this.ask) {
+      setHidden(this.ask.box, true);
+      setHidden(this.ask.answers, true);
+    }
+
+    // An edit shows as a diff: opened once while the call waits (it is what the user is asked
+    // to allow), folded otherwise. The card never folds it by itself: only the user does.
+    this.diffAsked &&= waiting;
+    const diff = call.diff;
+    if (diff) {
+      this.diff ??= this.fold(
+        DIFF,
+        'streamchat-tool-call-diff',
+        'streamchat-tool-call-diff',
+        'streamchat-tool-call-diff-lines'
+      );
+      this.diff.set(
+        `Changes to ${diff.path}`,
+        `${diff.path}\u0000${diff.oldText}\u0000${diff.newText}`,
+        pre => drawDiff(pre, diff)
+      );
+      setHidden(this.diff.el, false);
+      if (waiting && !this.diffAsked) {
+        this.diff.open();
+        this.diffAsked = true;
+      }
+    } else if (this.diff) {
+      setHidden(this.diff.el, true);
+    }
+
+    // While it waits, the arguments show in the question, unfolded.
+    const args = call.arguments ?? '';
+    if (!waiting && args.trim()) {
+      this.args ??= this.fold(
+        ARGUMENTS,
+        'streamchat-tool-call-arguments',
+        'streamchat-tool-call-arguments',
+        'streamchat-tool-call-fold-text'
+      );
+      this.args.set('Arguments', args, pre => setText(pre, prettyArguments(args)));
+      setHidden(this.args.el, false);
+    } else if (this.args) {
+      setHidden(this.args.el, true);
+    }
+
+    const result = call.result ?? '';
+    if (result) {
+      this.result ??= this.fold(
+        RESULT,
+        'streamchat-tool-call-result',
+        'streamchat-tool-call-result',
+        'streamchat-tool-call-fold-text'
+      );
+      this.result.set('Result', result, pre => setText(pre, result));
+      setHidden(this.result.el, false);
+    } else if (this.result) {
+      setHidden(this.result.el, true);
+    }
+
+    const error = call.error ?? '';
+    if (error) {
+      this.error ??= this.fold(
+        ERROR,
+        'streamchat-tool-call-error',
+        'streamchat-tool-call-error',
+        'streamchat-tool-call-fold-text'
+      );
+      const firstLine = error.split('\n', 1)[0];
+      this.error.set(
+        `Error: ${firstLine.length > 100 ? `${firstLine.slice(0, 100)}…` : firstLine}`,
+        error,
+        pre => setText(pre, error)
+      );
+      setHidden(this.error.el, false);
+    } else if (this.error) {
+      setHidden(this.error.el, true);
+    }
+  }
+
+  /** A new fold, put at its place among the card's parts. */
+  private fold(at: number, className: string, testid: string, bodyClass: string): Fold {
+    const made = new Fold(className, testid, bodyClass);
+    this.put(at, made.el);
+    return made;
+  }
+
+  /** Put a part in the card: before the first part that shows below it, else last. */
+  private put(at: number, part: HTMLElement): void {
+    this.parts[at] = part;
+    const next = this.parts.slice(at + 1).find(p => p !== null) ?? null;
+    this.el.insertBefore(part, next);
+  }
+
+  /** The question and its answers, as they are while the call waits. */
+  private showAsk(call: ToolCallState): void {
+    const ask = (this.ask ??= this.makeAsk());
+    setHidden(ask.box, false);
+    setHidden(ask.answers, false);
+    const args = prettyArguments(call.arguments ?? '');
+    setText(
+      ask.question,
+      `The agent asks to run ${call.name}` +
+        (call.title && call.title !== call.name ? ` (${call.title})` : '') +
+        (args ? ' with these arguments:' : ', without arguments.')
+    );
+    setText(ask.arguments, args);
+    setHidden(ask.arguments, !args);
+    const answered = this.actions?.answered(call.id) ?? false;
+    for (const button of ask.buttons) {
+      button.disabled = answered || this.actions === null;
+    }
+    if (!answered) {
+      setText(ask.note, '');
+    }
+  }
+
+  private makeAsk(): Ask {
+    const box = node('div', 'streamchat-tool-call-ask', 'streamchat-tool-call-ask');
+    const question = node('div', 'streamchat-tool-call-question');
+    const args = node('pre', 'streamchat-tool-call-ask-arguments');
+    box.append(question, args);
     const row = node('div', 'streamchat-tool-call-buttons');
-    this.buttons = BUTTONS.map(spec => {
+    const buttons = BUTTONS.map(spec => {
       const button = node('button', `streamchat-tool-call-button streamchat-${spec.decision}`);
       button.type = 'button';
       button.dataset.testid = spec.testid;
@@ -278,109 +498,42 @@ class ToolCallCard {
       });
       return button;
     });
-    row.append(...this.buttons);
-    this.askNote = node('div', 'streamchat-tool-call-ask-note');
-    this.askNote.setAttribute('role', 'status');
-    this.ask.append(this.askText, this.askArguments);
-    this.answers = node('div', 'streamchat-tool-call-answers');
-    this.answers.append(row, this.askNote);
-
-    // The diff, when there is one, goes between the question and the answers (see showDiff).
-    this.el.append(head, this.ask, this.answers, this.args.el, this.result.el, this.error.el);
-    this.update(call);
-  }
-
-  get status(): string {
-    return this.state.status;
-  }
-
-  update(call: ToolCallState): void {
-    this.state = call;
-    const el = this.el;
-    const name = call.title || call.name;
-    el.dataset.status = call.status;
-    if (call.kind) {
-      el.dataset.kind = call.kind;
-    } else {
-      delete el.dataset.kind;
-    }
-    setText(this.title, name);
-    this.title.title = call.title ? `${call.title} (${call.name})` : call.name;
-    const label = statusLabel(call);
-    setText(this.badge, label);
-    el.setAttribute('aria-label', `Tool call ${name}: ${label}`);
-    setText(this.decided, call.decision && call.status !== 'waiting' ? DECIDED[call.decision] : '');
-    const took =
-      call.startedAt !== undefined && call.endedAt !== undefined && call.endedAt >= call.startedAt
-        ? formatDuration(call.endedAt - call.startedAt)
-        : '';
-    setText(this.duration, took);
-    this.duration.hidden = !took;
-
-    const args = prettyArguments(call.arguments ?? '');
-    const waiting = call.status === 'waiting';
-    this.ask.hidden = this.answers.hidden = !waiting;
-    if (waiting) {
-      setText(
-        this.askText,
-        `The agent asks to run ${call.name}` +
-          (call.title && call.title !== call.name ? ` (${call.title})` : '') +
-          (args ? ' with these arguments:' : ', without arguments.')
-      );
-      setText(this.askArguments, args);
-      this.askArguments.hidden = !args;
-      const answered = this.actions?.answered(call.id) ?? false;
-      for (const button of this.buttons) {
-        button.disabled = answered || this.actions === null;
-      }
-      if (!answered) {
-        setText(this.askNote, '');
-      }
-    }
-    // While it waits, the arguments show in the question, unfolded.
-    this.args.set('Arguments', args);
-    this.args.el.hidden = waiting || !args;
-
-    this.showDiff(call.diff);
-    this.result.set('Result', call.result ?? '');
-    this.result.el.hidden = call.result === undefined || call.result === '';
-    const error = call.error ?? '';
-    const firstLine = error.split('\n', 1)[0];
-    this.error.set(
-      `Error: ${firstLine.length > 100 ? `${firstLine.slice(0, 100)}…` : firstLine}`,
-      error
-    );
-    this.error.el.hidden = !error;
-  }
-
-  private showDiff(diff: ToolCallDiff | undefined): void {
-    const key = diff ? JSON.stringify([diff.path, diff.oldText, diff.newText]) : '';
-    if (key === this.diffShown) {
-      return;
-    }
-    this.diffShown = key;
-    const next = diff ? renderDiff(diff) : null;
-    if (this.diff && next) {
-      this.diff.replaceWith(next);
-    } else if (next) {
-      // Under the question, before the answers: what will change is part of what is asked.
-      this.ask.after(next);
-    } else {
-      this.diff?.remove();
-    }
-    this.diff = next;
+    row.append(...buttons);
+    const note = node('div', 'streamchat-tool-call-ask-note');
+    note.setAttribute('role', 'status');
+    const answers = node('div', 'streamchat-tool-call-answers');
+    answers.append(row, note);
+    // The diff, when there is one, goes between the question and the answers.
+    this.put(ASK, box);
+    this.put(ANSWERS, answers);
+    return { box, question, arguments: args, answers, note, buttons };
   }
 
   private choose(decision: Decision, label: string): void {
-    if (this.state.status !== 'waiting' || this.actions === null) {
+    const ask = this.ask;
+    if (this.state.status !== 'waiting' || this.actions === null || ask === null) {
       return;
     }
-    for (const button of this.buttons) {
+    for (const button of ask.buttons) {
       button.disabled = true; // at once: one answer per call
     }
     if (this.actions.answer(this.state.id, decision)) {
-      this.askNote.textContent = `Your answer: ${label}`;
+      ask.note.textContent = `Your answer: ${label}`;
     }
+  }
+}
+
+/** Set an attribute only when it changed. */
+function setAttr(target: HTMLElement, name: string, value: string): void {
+  if (target.getAttribute(name) !== value) {
+    target.setAttribute(name, value);
+  }
+}
+
+/** Show or hide a node only when that changes. */
+function setHidden(target: HTMLElement, hidden: boolean): void {
+  if (target.hidden !== hidden) {
+    target.hidden = hidden;
   }
 }
 
@@ -388,14 +541,16 @@ class ToolCallCard {
 export class ToolCallsView {
   readonly el: HTMLElement;
   private readonly cards = new Map<string, ToolCallCard>();
+  private readonly waitingIds = new Set<string>();
 
   constructor(private readonly actions: ToolCallActions | null) {
     this.el = node('div', 'streamchat-tool-calls', 'streamchat-tool-calls');
   }
 
-  /** Show these states: a known call's card changes in place, a new call's card goes last
-   * (states come in the order the calls first appeared). */
+  /** Show these states, all in one pass: a known call's card changes in place, new calls'
+   * cards go last, together (states come in the order the calls first appeared). */
   show(calls: readonly ToolCallState[]): void {
+    let added: DocumentFragment | null = null;
     for (const call of calls) {
       const card = this.cards.get(call.id);
       if (card) {
@@ -403,18 +558,21 @@ export class ToolCallsView {
       } else {
         const made = new ToolCallCard(call, this.actions);
         this.cards.set(call.id, made);
-        this.el.append(made.el);
+        (added ??= document.createDocumentFragment()).append(made.el);
       }
+      if (call.status === 'waiting') {
+        this.waitingIds.add(call.id);
+      } else {
+        this.waitingIds.delete(call.id);
+      }
+    }
+    if (added !== null) {
+      this.el.append(added);
     }
   }
 
   /** A call waits for the user's answer. */
   get waiting(): boolean {
-    for (const card of this.cards.values()) {
-      if (card.status === 'waiting') {
-        return true;
-      }
-    }
-    return false;
+    return this.waitingIds.size > 0;
   }
 }
