@@ -114,7 +114,8 @@ class Subscriber:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write(self, frames: list) -> None:
+    def _write(self, frames: list, size: Optional[int] = None) -> None:
+        """Write ``frames`` (``size``: their characters, when known already)."""
         if self.closed:
             return
         try:
@@ -123,7 +124,8 @@ class Subscriber:
             self.closed = True
             return
         if future is not None:
-            size = sum(map(len, frames))
+            if size is None:
+                size = sum(map(len, frames))
             self._buffered += size
             future.add_done_callback(lambda f, size=size: self._flushed(size, f))
 
@@ -188,18 +190,24 @@ class Subscriber:
         """Stored frames ``first_seq, first_seq + 1, ...`` in one write (call inside
         :meth:`snapshot`). Only as many as fit in the client's buffer go now; the rest follow
         as it drains."""
-        room, size, count = self.max_buffer - self._buffered, 0, 0
-        for frame in frames:
-            # A frame bigger than the whole budget still goes, but only into an empty buffer:
-            # catch-ups queued while the socket drained must not each push one more frame.
-            if size + len(frame) > room and (count or self._buffered):
-                self.lagging.add(message_id)
-                break
-            size += len(frame)
-            count += 1
+        room, size = self.max_buffer - self._buffered, sum(map(len, frames))
+        if size <= room:  # all of them (nearly always): no step per frame
+            count = len(frames)
+        else:
+            size, count = 0, 0
+            for frame in frames:
+                # A frame bigger than the whole budget still goes, but only into an empty
+                # buffer: catch-ups queued while the socket drained must not each push one
+                # more frame.
+                if size + len(frame) > room and (count or self._buffered):
+                    self.lagging.add(message_id)
+                    break
+                size += len(frame)
+                count += 1
+            frames = frames[:count]
         if count:
             self.sent[message_id] = first_seq + count - 1
-            self._write(frames[:count])
+            self._write(frames, size)
 
     # -- answering from the store, one request at a time ---------------------------------
 

@@ -441,7 +441,19 @@ class Hub:
     async def _replay(
         self, subscriber: Subscriber, message_id: str, after_seq: int, asked: bool = False
     ) -> None:
-        message, chunks = await self.store.replay(message_id, after_seq, user=subscriber.user)
+        # The frames after after_seq come as ``spelled``, JSON texts the store spelled (SQLite
+        # does, in C: a long reply's thousands of frames cost no Python each), then ``chunks``,
+        # stored frames to spell here: the final one, which needs the reply's ending, or all
+        # of them from a store that does not spell frames.
+        read = await self.store.replay_frames(
+            message_id, after_seq, p.ChunkFrames.shape_of, user=subscriber.user
+        )
+        if read is None:
+            spelled = []
+            message, chunks = await self.store.replay(message_id, after_seq, user=subscriber.user)
+        else:
+            message, spelled, last = read
+            chunks = [] if last is None else [last]
         _check_reply(message, message_id)
         if asked and message.status == p.STREAMING and message_id not in self.replies:
             # Another server's reply: its next frames reach this client through the hints.
@@ -454,7 +466,7 @@ class Hub:
         if unstored is not None and unstored[0] > after_seq:
             chunks = chunks + [(unstored[0], "", "")]
         ended = message.status in p.FINAL_STATUSES
-        if not chunks:
+        if not spelled and not chunks:
             if not asked:
                 return
             if ended and after_seq >= message.last_seq:
@@ -473,8 +485,9 @@ class Hub:
             if not chunks:
                 return
         frames = p.ChunkFrames(message.message_id, message.conversation_id, message.agent_id)
-        texts = [text for _, text, _ in frames.stored(chunks, message)]
-        subscriber.deliver_replay(message_id, chunks[0][0], texts)
+        first = max(after_seq, 0) + 1 if spelled else chunks[0][0]
+        texts = spelled + [text for _, text, _ in frames.stored(chunks, message)]
+        subscriber.deliver_replay(message_id, first, texts)
 
     # -- replies that end -------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -48,6 +48,25 @@ class _EveryUser:
 
 
 EVERY_USER = _EveryUser()
+
+
+class FrameText(NamedTuple):
+    """How a reply frame's JSON text is spelled from a stored frame, for a store that spells
+    the frames it replays (:meth:`Store.replay_frames`); ``protocol.ChunkFrames`` gives it.
+
+    A frame is ``head``, its seq in decimal, ``chunk`` and its chunk as a JSON string; then,
+    if its thinking is not empty, ``reasoning`` and that as a JSON string; then, if it has
+    tool-call states, ``tool_calls`` and their stored JSON text as it is; then ``tail``. A
+    JSON string is spelled as ``json.dumps(text, ensure_ascii=False)`` spells it: only ``"``,
+    ``\\`` and control characters escaped (``\\b \\f \\n \\r \\t`` by name, the others as
+    ``\\u00xx``), every other character as it is.
+    """
+
+    head: str
+    chunk: str
+    reasoning: str
+    tool_calls: str
+    tail: str
 
 
 class Store(LoggingConfigurable):
@@ -149,6 +168,26 @@ class Store(LoggingConfigurable):
         after_seq)`` from one snapshot, ``tool_calls`` being the frame's tool-call states (a
         list) or None; the message's ``text`` is left empty. ``user`` as for get_message."""
         raise NotImplementedError
+
+    async def replay_frames(
+        self,
+        message_id: str,
+        after_seq: int,
+        shape: Callable[[MessageRecord], FrameText],
+        *,
+        user=None,
+    ) -> Optional[tuple]:
+        """What :meth:`replay` reads, with the frames spelled by the store: ``(message or None,
+        texts, last)`` from one snapshot. ``texts`` are the JSON texts, as ``shape(message)``
+        spells them, of the frames after ``after_seq`` (the first is ``max(after_seq, 0) +
+        1``) except the reply's final frame; ``last`` is that final frame as a chunk tuple of
+        :meth:`replay` when it is among them (its text needs the reply's ending), else None.
+        The message's ``text``, ``tool_calls`` and ``context`` are left out.
+
+        A RESUME sends a long reply's thousands of frames at once; a store that can spell them
+        where it reads them saves a step per frame. One that cannot returns None, and the
+        caller reads :meth:`replay` instead."""
+        return None
 
     async def history(
         self,

@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Enum, Float, Int, Unicode, default
 
-from .records import COMPLETE, STREAMING
+from .records import COMPLETE, FINAL_STATUSES, STREAMING
 from . import appends, leases, search, toolcalls
 from .base import EVERY_USER, SearchTooCostly, Store, StoreError
 from .checkpoints import Checkpointer
@@ -47,6 +47,37 @@ _MESSAGE_COLUMNS = (
     "chars + reasoning_chars, usage, tool_calls, context, text"
 )
 _LARGE_COLUMNS = ", context, text"
+
+# What a replay spells its frames from (``replay_frames``): the columns of ``_record`` but the
+# tool calls, context and text, which a replay does not send.
+_REPLAY_COLUMNS = "id, conversation_id, role, agent_id, status, last_seq, error, created_at, usage"
+
+# A replayed frame's JSON text, spelled by SQLite (see ``FrameText``): a frame with neither
+# thinking nor tool calls, nearly every one, costs four concatenations and one json_quote.
+# "[]" and "null" are never stored for "no calls", but would be no toolCalls on the wire.
+_FRAME_TEXTS = (
+    "SELECT CASE WHEN reasoning = '' AND tool_calls IS NULL "
+    "THEN ?1 || seq || ?2 || json_quote(chunk) || ?5 "
+    "ELSE ?1 || seq || ?2 || json_quote(chunk) "
+    "|| CASE WHEN reasoning <> '' THEN ?3 || json_quote(reasoning) ELSE '' END "
+    "|| CASE WHEN tool_calls NOT IN ('[]', 'null') THEN ?4 || tool_calls ELSE '' END "
+    "|| ?5 END FROM chunks WHERE message_id = ?6 AND seq > ?7 AND seq <= ?8 ORDER BY seq"
+)
+
+# Every character JSON escapes, a few it does not (DEL, U+2028, non-BMP...), and NUL.
+_QUOTE_PROBE = "".join(map(chr, range(0x100))) + "\u2028\u2029\ufffd\uffff\U0001f600\U0010ffff"
+
+
+def _quotes_as_python(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite's json_quote() spells a string as json.dumps(text,
+    ensure_ascii=False) does (3.40 does, NUL and all), so that frames it spells are byte for
+    byte the ones the hub sends live. A library that differs, or has no JSON functions,
+    replays through Python instead."""
+    try:
+        (quoted,) = conn.execute("SELECT json_quote(?)", (_QUOTE_PROBE,)).fetchone()
+    except sqlite3.Error:
+        return False
+    return quoted == json.dumps(_QUOTE_PROBE, ensure_ascii=False)
 
 
 # A conversation with no title of its own is listed under its first words.
@@ -166,6 +197,7 @@ class SQLiteStore(Store):
         self._checkpointer: Optional[Checkpointer] = None
         self._lease_task: Optional[asyncio.Task] = None
         self._full_text = False  # the search index is FTS5 (else an ordinary table)
+        self._spells_frames: Optional[bool] = None  # _quotes_as_python, asked on first use
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -637,6 +669,50 @@ class SQLiteStore(Store):
                     context=toolcalls.loads(row[11]),
                 )
                 return record, chunks
+
+        return await self._read(job)
+
+    async def replay_frames(self, message_id: str, after_seq: int, shape, *, user=None):
+        if self._spells_frames is False:
+            return None
+        scope, scope_args = self._scope(user)
+
+        def job(conn: sqlite3.Connection):
+            if self._spells_frames is None:
+                self._spells_frames = _quotes_as_python(conn)
+            if not self._spells_frames:
+                return None
+            with self._snapshot(conn):
+                row = conn.execute(
+                    f"SELECT {_REPLAY_COLUMNS} FROM messages WHERE id = ?{scope}",
+                    (message_id, *scope_args),
+                ).fetchone()
+                if row is None:
+                    return None, [], None
+                mid, cid, role, agent_id, status, last_seq, error, created, usage = row
+                record = MessageRecord(
+                    mid, cid, role, agent_id, "", status, last_seq, error, created
+                )
+                record.usage = json.loads(usage) if usage else None
+                ended = status in FINAL_STATUSES and last_seq > after_seq
+                spelled = shape(record)
+                texts = [
+                    text
+                    for (text,) in conn.execute(
+                        _FRAME_TEXTS,
+                        (*spelled, message_id, after_seq, last_seq - 1 if ended else last_seq),
+                    )
+                ]
+                last = None
+                if ended:
+                    final = conn.execute(
+                        "SELECT seq, chunk, reasoning, tool_calls FROM chunks "
+                        "WHERE message_id = ? AND seq = ?",
+                        (message_id, last_seq),
+                    ).fetchone()
+                    if final is not None:
+                        last = (*final[:3], toolcalls.loads(final[3]))
+                return record, texts, last
 
         return await self._read(job)
 
