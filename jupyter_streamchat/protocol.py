@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated
+from json.encoder import encode_basestring as _json_text  # C-accelerated, keeps non-ASCII
 from typing import Any, Optional
 
 from .agents.base import (
@@ -387,7 +388,7 @@ def _check_field(
     if check == "toolcalls":
         return _check_tool_calls(kind, name, value, max_text_bytes, ids)
     if check == "decision":
-        if value not in DECISIONS:
+        if not isinstance(value, str) or value not in DECISIONS:
             raise ProtocolError(
                 BAD_FIELD, f"{kind}.{name} must be one of {', '.join(sorted(DECISIONS))}", **ids
             )
@@ -611,6 +612,10 @@ def _tool_states(value: Any) -> bool:
 
 # Said of a call that never finished when its reply ended (stopped, interrupted, failed).
 from .store.toolcalls import NOT_RUN  # noqa: E402, F401 (re-exported)
+
+# A frame's tool-call states, written as the stores keep them (ASCII JSON; see ChunkFrames).
+from .store.base import FrameText  # noqa: E402
+from .store.toolcalls import dumps as _tool_calls_json  # noqa: E402
 
 
 def ended_tool_calls(states: list) -> list:
@@ -932,7 +937,12 @@ class ChunkFrames:
     """Builds the MESSAGE_CHUNK frames of one reply as JSON text.
 
     Replaying thousands of stored chunks is on the resume path, so the constant part of the
-    frame is encoded once and each frame costs one string escape and one format.
+    frame is encoded once and each frame costs one string escape and one format. A store may
+    spell the frames it replays itself (``text_shape``, ``Store.replay_frames``: SQLite does,
+    in C): so the text is escaped as SQLite's json_quote() escapes it (non-ASCII characters
+    as they are; the hub only sends text that UTF-8 can hold), and tool-call states are
+    written as the stores keep them (``toolcalls.dumps``), so that a replayed frame is byte
+    for byte the frame sent live.
     """
 
     def __init__(self, message_id: str, conversation_id: str, agent_id: str):
@@ -942,10 +952,23 @@ class ChunkFrames:
         )
 
     def chunk(self, seq: int, chunk: str, reasoning: str = "", tool_calls=None) -> str:
-        extra = f',"reasoning":{_json_str(reasoning)}' if reasoning else ""
+        extra = f',"reasoning":{_json_text(reasoning)}' if reasoning else ""
         if tool_calls:
-            extra += f',"toolCalls":{dumps(tool_calls)}'
-        return f'{self._head}{seq},"chunk":{_json_str(chunk)}{extra},"isComplete":false}}'
+            extra += f',"toolCalls":{_tool_calls_json(tool_calls)}'
+        return f'{self._head}{seq},"chunk":{_json_text(chunk)}{extra},"isComplete":false}}'
+
+    def text_shape(self) -> FrameText:
+        """How :meth:`chunk` spells a frame, for a store that spells frames it replays."""
+        return FrameText(
+            self._head, ',"chunk":', ',"reasoning":', ',"toolCalls":', ',"isComplete":false}'
+        )
+
+    @staticmethod
+    def shape_of(message) -> FrameText:
+        """The :meth:`text_shape` of the frames of ``message``, a store record."""
+        return ChunkFrames(
+            message.message_id, message.conversation_id, message.agent_id
+        ).text_shape()
 
     def final(
         self,
@@ -961,13 +984,13 @@ class ChunkFrames:
             f',"error":{_json_str(redact(error))}' if status == ERROR and error is not None else ""
         )
         if reasoning:
-            tail += f',"reasoning":{_json_str(reasoning)}'
+            tail += f',"reasoning":{_json_text(reasoning)}'
         if usage:
             tail += f',"usage":{json.dumps(usage_wire(usage), separators=(",", ":"))}'
         if tool_calls:
-            tail += f',"toolCalls":{dumps(tool_calls)}'
+            tail += f',"toolCalls":{_tool_calls_json(tool_calls)}'
         return (
-            f'{self._head}{seq},"chunk":{_json_str(chunk)},"isComplete":true,'
+            f'{self._head}{seq},"chunk":{_json_text(chunk)},"isComplete":true,'
             f'"status":{_json_str(status)}{tail}}}'
         )
 
