@@ -317,27 +317,7 @@ class ChatReply:
         ends the iteration quietly (:attr:`status` tells); a conversation closed before the
         end raises ConnectionError, and ``timeout`` seconds without news TimeoutError.
         Safe from any thread; several iterators of one reply each get the whole text."""
-        sent, seen = 0, -1
-        while True:
-            with self._news:
-                if not self._news.wait_for(
-                    lambda: self._arrivals != seen or self._ended.is_set(), timeout
-                ):
-                    raise TimeoutError(
-                        f"no news of the reply after {timeout} s; "
-                        f"{self._conversation._connection_state()}"
-                    )
-                seen = self._arrivals
-            ended = self._ended.is_set()  # before the text: the last chunk comes before the end
-            with self._conversation._lock:
-                piece = self._message.since(sent) if self._message else ""
-            if piece:
-                sent += len(piece)
-                yield piece
-            if ended:
-                if not self.done:
-                    raise ConnectionError("the conversation was closed before the reply ended")
-                return
+        return (piece for piece in self.events(timeout) if isinstance(piece, str))
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Union[str, dict]]:
         """The reply as it arrives, as :meth:`chunks` gives its text, with its tool calls in
