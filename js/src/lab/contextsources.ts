@@ -23,6 +23,8 @@ import {
   ContextSource,
   matches,
   registerContextSource,
+  VARIABLES_LIST_TIMEOUT_MS,
+  variableOptions,
   withTimeout
 } from '../view/context';
 import type { ContextItem } from '../view/protocol';
@@ -30,10 +32,6 @@ import VARIABLES_PY from '../../../jupyter_streamchat/kernel/variables.py' with 
 
 type Cell = NotebookPanel['content']['widgets'][number];
 
-/** How long the kernel may take to list its variables (the picker waits no longer) and to
- * summarise one. */
-const LIST_TIMEOUT_MS = 4_000;
-const DESCRIBE_TIMEOUT_MS = 15_000;
 /** Files larger than this are not read (the contents API has no ranges). */
 const MAX_FILE_BYTES = 4 * 1024 * 1024;
 /** A directory's listing is reused this long, while the user types in its name. */
@@ -405,7 +403,7 @@ function variableSource(notebooks: INotebookTracker): ContextSource {
       note = panel ? 'The notebook has no kernel: its variables cannot be attached.' : '';
       return null;
     }
-    const info = await withTimeout(kernel.info, LIST_TIMEOUT_MS, 'the kernel');
+    const info = await withTimeout(kernel.info, VARIABLES_LIST_TIMEOUT_MS, 'the kernel');
     if (info.language_info.name !== 'python') {
       note = `Variables can be attached from Python kernels only.`;
       return null;
@@ -426,26 +424,7 @@ function variableSource(notebooks: INotebookTracker): ContextSource {
       if (kernel === null) {
         return [];
       }
-      const answer = await askKernel(kernel, { op: 'list', query }, LIST_TIMEOUT_MS);
-      const variables: any[] = Array.isArray(answer.variables) ? answer.variables : [];
-      return variables
-        .filter(v => typeof v?.name === 'string')
-        .map((v): ContextOption => ({
-          kind: 'variable',
-          label: v.name,
-          detail: String(v.brief ?? v.type ?? ''),
-          attach: async () => {
-            const answer = await askKernel(
-              kernel,
-              { op: 'describe', name: v.name },
-              DESCRIBE_TIMEOUT_MS
-            );
-            if (!answer.item) {
-              throw new Error('the kernel no longer has it');
-            }
-            return { item: { ...answer.item, kind: 'variable', label: String(v.name) } };
-          }
-        }));
+      return variableOptions((request, timeoutMs) => askKernel(kernel, request, timeoutMs), query);
     }
   };
 }

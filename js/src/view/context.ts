@@ -174,6 +174,34 @@ export function registeredContextSources(): readonly ContextSource[] {
 }
 
 /** Whether `query` matches any of `texts`: each of its words is in one of them (any case). */
+/** Asks a kernel one of the requests `kernel/variables.py` answers (`{op: 'list', query}`,
+ * `{op: 'describe', name}`) and resolves to its answer; each host carries it its own way. */
+export type AskKernel = (request: Record<string, unknown>, timeoutMs: number) => Promise<any>;
+
+export const VARIABLES_LIST_TIMEOUT_MS = 4_000;
+// Summarising a large value (a DataFrame's first rows) takes longer than listing names.
+export const VARIABLES_DESCRIBE_TIMEOUT_MS = 15_000;
+
+/** A kernel's variables matching `query`, as picker options that summarise one when picked. */
+export async function variableOptions(ask: AskKernel, query: string): Promise<ContextOption[]> {
+  const answer = await ask({ op: 'list', query }, VARIABLES_LIST_TIMEOUT_MS);
+  const variables: any[] = Array.isArray(answer.variables) ? answer.variables : [];
+  return variables
+    .filter(v => typeof v?.name === 'string')
+    .map((v): ContextOption => ({
+      kind: 'variable',
+      label: v.name,
+      detail: String(v.brief ?? v.type ?? ''),
+      attach: async () => {
+        const { item } = await ask({ op: 'describe', name: v.name }, VARIABLES_DESCRIBE_TIMEOUT_MS);
+        if (!item) {
+          throw new Error('the kernel no longer has it');
+        }
+        return { item: { ...item, kind: 'variable', label: String(v.name) } };
+      }
+    }));
+}
+
 export function matches(query: string, ...texts: (string | undefined)[]): boolean {
   const hay = texts.filter(Boolean).join(' ').toLowerCase();
   return query

@@ -10,13 +10,10 @@
 // a time limit. The page's notebook cells are out of the kernel's reach: the picker says so
 // when nothing matches (JupyterLab's chat panel offers them).
 
-import { ContextOption, ContextSource } from '../view/context';
+import { AskKernel, ContextSource, variableOptions } from '../view/context';
 import { randomId } from '../view/dom';
 import type { CommModel } from './commtransport';
 import { ENVELOPE } from './commtransport';
-
-const LIST_TIMEOUT_MS = 4_000;
-const DESCRIBE_TIMEOUT_MS = 15_000;
 
 const NOTE =
   "Here, only the kernel's variables can be attached; JupyterLab's Chat panel also offers " +
@@ -25,7 +22,7 @@ const NOTE =
 /** The variables of the kernel behind `model`. */
 export function kernelVariables(model: CommModel): ContextSource {
   const view = randomId();
-  const ask = (request: Record<string, unknown>, timeoutMs: number): Promise<any> =>
+  const ask: AskKernel = (request, timeoutMs) =>
     new Promise((resolve, reject) => {
       const id = randomId();
       const done = () => {
@@ -57,23 +54,6 @@ export function kernelVariables(model: CommModel): ContextSource {
     });
   return {
     note: NOTE,
-    async options(query) {
-      const answer = await ask({ op: 'list', query }, LIST_TIMEOUT_MS);
-      const variables: any[] = Array.isArray(answer.variables) ? answer.variables : [];
-      return variables
-        .filter(v => typeof v?.name === 'string')
-        .map((v): ContextOption => ({
-          kind: 'variable',
-          label: v.name,
-          detail: String(v.brief ?? v.type ?? ''),
-          attach: async () => {
-            const { item } = await ask({ op: 'describe', name: v.name }, DESCRIBE_TIMEOUT_MS);
-            if (!item) {
-              throw new Error('the kernel no longer has it');
-            }
-            return { item: { ...item, kind: 'variable', label: String(v.name) } };
-          }
-        }));
-    }
+    options: query => variableOptions(ask, query)
   };
 }
