@@ -32,22 +32,12 @@ import shlex
 from collections import OrderedDict
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from traitlets import Dict, Float, Int, List, Unicode, default, observe
 
 from .. import redact
 from .acpfiles import Files
-from .context import context_block
-
-try:
-    from acp import RequestError, text_block
-
-    from .acpprocess import END, AgentProcess, Permission, said, text_of
-
-    _NO_SDK = None
-except ImportError as e:  # an optional dependency: the agents are listed, and say what to do
-    _NO_SDK = e
 from .base import (
     ALLOW_ALWAYS,
     ALLOW_ONCE,
@@ -63,6 +53,20 @@ from .base import (
     ToolCall,
     Usage,
 )
+from .context import context_block
+
+if TYPE_CHECKING:
+    from .acpprocess import AgentProcess
+
+
+def _sdk():
+    """The ACP SDK's side of the agent (``acpprocess``), imported on first use: the SDK costs
+    a server's start-up some 400 ms, and most servers run no ACP agent. An optional
+    dependency: without it the agents are still listed, and their replies say what to do."""
+    from . import acpprocess
+
+    return acpprocess
+
 
 # ACP's tool-call statuses, as the hub knows them.
 _STATUS = {"pending": PENDING, "in_progress": RUNNING, "completed": COMPLETED, "failed": FAILED}
@@ -190,7 +194,7 @@ class ACPAgent(Agent):
         serverapp = getattr(self.parent, "serverapp", None)
         contents_manager = getattr(serverapp, "contents_manager", None)
         root = os.path.abspath(os.path.expanduser(self.root_dir))
-        return AgentProcess(
+        return _sdk().AgentProcess(
             self.command,
             cwd=root,
             env={**os.environ, **self.env},
@@ -202,11 +206,13 @@ class ACPAgent(Agent):
 
     async def _process_for(self, conversation_id: str) -> AgentProcess:
         """The conversation's process, started when it has none (or its last one ended)."""
-        if _NO_SDK is not None:
+        try:
+            _sdk()
+        except ImportError as e:
             raise AgentError(
                 f"The agent {self.label} needs the Agent Client Protocol SDK "
-                f'(pip install "jupyter-streamchat[acp]"): {_NO_SDK}'
-            )
+                f'(pip install "jupyter-streamchat[acp]"): {e}'
+            ) from None
         if self._closed:
             raise AgentError(f"The agent {self.label} is shutting down with the server.")
         proc = self._processes.get(conversation_id)
@@ -368,6 +374,7 @@ class ACPAgent(Agent):
 
     async def _events(self, proc: AgentProcess, turn, request: AgentRequest):
         """The reply's events from the turn's updates, until the agent ends its turn."""
+        sdk = _sdk()
         calls = ToolCalls(self.max_tool_calls, self.label)
         answer, thinking = redact.StreamRedactor(), redact.StreamRedactor()
         left = self.max_reply_chars
@@ -398,10 +405,10 @@ class ACPAgent(Agent):
                 for piece in _flush(text, thought, answer, thinking):
                     yield piece
                 text, thought = [], []
-                if item is END:
+                if item is sdk.END:
                     ended = True
                     break
-                if isinstance(item, Permission):
+                if isinstance(item, sdk.Permission):
                     call = calls.asked(item.tool_call)
                     decision = await request.approve(call)
                     if not item.answer.done():  # not already answered "cancelled"
@@ -438,8 +445,9 @@ class ACPAgent(Agent):
             if usage is not None:
                 yield Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
             return
-        if isinstance(error, RequestError) and proc.alive:
-            raise AgentError(f"The agent {self.label} failed: {said(error)}")
+        sdk = _sdk()
+        if isinstance(error, sdk.RequestError) and proc.alive:
+            raise AgentError(f"The agent {self.label} failed: {sdk.said(error)}")
         raise AgentError(await proc.failure("in the middle of the reply"))
 
 
@@ -510,7 +518,7 @@ class ToolCalls:
 
 
 def _text(text: str):
-    return text_block(text)
+    return _sdk().text_block(text)
 
 
 def _option_for(decision: str, options) -> Optional[str]:
@@ -552,7 +560,7 @@ def _content(content: list):
                     "newText": _cut(redact.redact(item.new_text), DIFF_CHARS),
                 }
         elif getattr(item, "type", None) == "content":
-            text = text_of(item.content)
+            text = _sdk().text_of(item.content)
             if text:
                 texts.append(text)
     result = redact.cut("\n".join(texts), FIELD_CHARS) if texts else None

@@ -32,7 +32,7 @@ import weakref
 from collections import deque
 from typing import Optional
 
-from acp import PROTOCOL_VERSION, RequestError
+from acp import PROTOCOL_VERSION, RequestError, text_block  # noqa: F401 (for acp.py)
 from pydantic import ValidationError
 from acp.client.connection import ClientSideConnection
 from acp.schema import (

@@ -50,9 +50,6 @@ class Approvals:
         """The conversation was deleted."""
         self._always.pop((user, conversation_id), None)
 
-    def is_waiting(self, message_id: str, tool_call_id: str) -> bool:
-        return (message_id, tool_call_id) in self._waiting
-
     def waiting_in(self, user: str, conversation_id: str) -> bool:
         return self._count.get((user, conversation_id), 0) > 0
 
@@ -76,7 +73,7 @@ class Approvals:
         waiting = self._waiting[key] = _Waiting(user, conversation_id, name, loop.create_future())
         self._counted(user, conversation_id, +1)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiting.answer), timeout)
+            return await asyncio.wait_for(waiting.answer, timeout)
         finally:
             del self._waiting[key]
             self._counted(user, conversation_id, -1)

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .. import redact
 from ..agents import AgentError, ApprovalTimeout, Reasoning, ToolCall, Usage
 from ..agents.base import ALLOW_ALWAYS, COMPLETED, FAILED, REJECT, RUNNING, WAITING
-from ..protocol import COMPLETE, ERROR, INTERRUPTED, NOT_RUN, ChunkFrames, tool_call_wire
+from ..protocol import COMPLETE, ERROR, INTERRUPTED, ChunkFrames, tool_call_wire
 from ..store import EVERY_USER, Append, LeaseLost, StoreError
+from ..store.toolcalls import end_unfinished
 from .bus import Published, ReplyFrame
 from .pacing import FlushClock
 
@@ -365,18 +366,10 @@ class Reply:
 
     def _unfinished_calls(self) -> list:
         """At the end: every call still pending, running or waiting, now ended ``failed``."""
-        now = time.time()
-        ended = []
-        for call_id, state in self._calls.items():
-            if state["status"] not in (COMPLETED, FAILED):
-                state = self._calls[call_id] = {
-                    **state,
-                    "status": FAILED,
-                    "error": NOT_RUN,
-                    "endedAt": round(now, 3),
-                }
-                ended.append(state)
-        return ended
+        ended, states = end_unfinished(list(self._calls.values()), round(time.time(), 3))
+        if ended:
+            self._calls = {state["id"]: state for state in states}
+        return ended or []
 
     async def _let_store_in(self, now: float) -> None:
         """Give the event loop up; and wait for the commit in flight when it carries the

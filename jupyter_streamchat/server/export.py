@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 from .. import protocol as p
 from ..agents.base import ALLOW_ALWAYS, ALLOW_ONCE, REJECT
+from ..kernel.markdown import format_seconds, tool_call_seconds
 from ..redact import redact
 
 # What a reply that did not complete says after its text.
@@ -153,9 +154,9 @@ def _tool_call_pieces(call: dict) -> Iterator[str]:
     decision = _DECISIONS.get(call.get("decision"))
     if decision:
         head += f" ({decision})"
-    took = _took(call)
-    if took:
-        head += f" · {took}"
+    took = tool_call_seconds(call)
+    if took is not None:
+        head += f" · {format_seconds(took)}"
     yield head + "\n"
     arguments = call.get("arguments")
     if isinstance(arguments, str) and arguments.strip():
@@ -178,23 +179,6 @@ def _tool_call_pieces(call: dict) -> Iterator[str]:
         value = call.get(key)
         if isinstance(value, str) and value:
             yield from _fenced(label, redact(value), "text")
-
-
-def _took(call: dict) -> str:
-    """How long an ended call took (``0.1 s``, ``42 s``, ``3 min 5 s``), from the times the hub
-    stamped on it; empty when they are missing."""
-    started, ended = call.get("startedAt"), call.get("endedAt")
-    if call.get("status") not in ("completed", "failed") or not all(
-        isinstance(t, (int, float)) and not isinstance(t, bool) for t in (started, ended)
-    ):
-        return ""
-    seconds = max(0.0, ended - started)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {rest} s"
 
 
 def _context_pieces(item: dict) -> Iterator[str]:

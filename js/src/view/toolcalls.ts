@@ -21,6 +21,7 @@
 //
 // Everything here is agent output, so untrusted: it is shown as text, never as markup.
 
+import { el } from './dom';
 import type { Decision, ToolCallDiff, ToolCallState } from './protocol';
 
 /** What a card asks of its message: to answer a waiting call, and whether it was answered. */
@@ -62,19 +63,6 @@ const DECIDED: Record<Decision, string> = {
   allow_always: 'allowed for this conversation',
   reject: 'rejected'
 };
-
-function node<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  testid?: string
-): HTMLElementTagNameMap[K] {
-  const made = document.createElement(tag);
-  made.className = className;
-  if (testid) {
-    made.dataset.testid = testid;
-  }
-  return made;
-}
 
 /** Set a node's text only when it changed (a selection in it survives other updates). */
 function setText(target: HTMLElement, text: string): void {
@@ -179,7 +167,7 @@ function drawDiff(pre: HTMLElement, diff: ToolCallDiff): void {
   const lines = diffLines(diff.oldText, diff.newText);
   const rows: HTMLElement[] = [];
   for (const line of lines.slice(0, MAX_DIFF_LINES)) {
-    const row = node(
+    const row = el(
       'span',
       line.sign === '-'
         ? 'streamchat-diff-del'
@@ -191,12 +179,12 @@ function drawDiff(pre: HTMLElement, diff: ToolCallDiff): void {
     rows.push(row);
   }
   if (lines.length > MAX_DIFF_LINES) {
-    const more = node('span', 'streamchat-diff-more');
+    const more = el('span', 'streamchat-diff-more');
     more.textContent = `… ${(lines.length - MAX_DIFF_LINES).toLocaleString('en-US')} more lines\n`;
     rows.push(more);
   }
   if (lines.length === 0) {
-    const same = node('span', 'streamchat-diff-more');
+    const same = el('span', 'streamchat-diff-more');
     same.textContent = '(no change)\n';
     rows.push(same);
   }
@@ -222,8 +210,8 @@ class Fold {
     testid: string,
     private readonly bodyClass: string
   ) {
-    this.el = node('details', `streamchat-tool-call-fold ${className}`, testid);
-    this.summary = node('summary', 'streamchat-tool-call-fold-summary');
+    this.el = el('details', `streamchat-tool-call-fold ${className}`, testid);
+    this.summary = el('summary', 'streamchat-tool-call-fold-summary');
     this.el.append(this.summary);
     // Drawn before the click's default action opens it, so it never shows empty for a frame;
     // 'toggle' (which comes a task later) covers every other way it opens.
@@ -260,7 +248,7 @@ class Fold {
       return;
     }
     if (this.body === null) {
-      this.body = node('pre', this.bodyClass);
+      this.body = el('pre', this.bodyClass);
       this.el.append(this.body);
     }
     this.draw(this.body);
@@ -308,13 +296,13 @@ class ToolCallCard {
     private readonly actions: ToolCallActions | null
   ) {
     this.state = call;
-    this.el = node('div', 'streamchat-tool-call', 'streamchat-tool-call');
+    this.el = el('div', 'streamchat-tool-call', 'streamchat-tool-call');
     this.el.dataset.toolCallId = call.id;
     this.el.setAttribute('role', 'group');
-    const head = node('div', 'streamchat-tool-call-head');
-    this.title = node('span', 'streamchat-tool-call-title', 'streamchat-tool-call-title');
-    this.badge = node('span', 'streamchat-tool-call-status', 'streamchat-tool-call-status');
-    this.duration = node('span', 'streamchat-tool-call-duration', 'streamchat-tool-call-duration');
+    const head = el('div', 'streamchat-tool-call-head');
+    this.title = el('span', 'streamchat-tool-call-title', 'streamchat-tool-call-title');
+    this.badge = el('span', 'streamchat-tool-call-status', 'streamchat-tool-call-status');
+    this.duration = el('span', 'streamchat-tool-call-duration', 'streamchat-tool-call-duration');
     head.append(this.title, this.badge, this.duration);
     this.el.append(head);
     this.update(call);
@@ -326,26 +314,26 @@ class ToolCallCard {
 
   update(call: ToolCallState): void {
     this.state = call;
-    const el = this.el;
+    const card = this.el;
     const name = call.title || call.name;
-    if (el.dataset.status !== call.status) {
-      el.dataset.status = call.status;
+    if (card.dataset.status !== call.status) {
+      card.dataset.status = call.status;
     }
     if (call.kind) {
-      if (el.dataset.kind !== call.kind) {
-        el.dataset.kind = call.kind;
+      if (card.dataset.kind !== call.kind) {
+        card.dataset.kind = call.kind;
       }
-    } else if (el.dataset.kind !== undefined) {
-      delete el.dataset.kind;
+    } else if (card.dataset.kind !== undefined) {
+      delete card.dataset.kind;
     }
     setText(this.title, name);
     setAttr(this.title, 'title', call.title ? `${call.title} (${call.name})` : call.name);
     const label = statusLabel(call);
     setText(this.badge, label);
-    setAttr(el, 'aria-label', `Tool call ${name}: ${label}`);
+    setAttr(card, 'aria-label', `Tool call ${name}: ${label}`);
     const decided = call.decision && call.status !== 'waiting' ? DECIDED[call.decision] : '';
     if (decided && this.decided === null) {
-      this.decided = node('span', 'streamchat-tool-call-decision');
+      this.decided = el('span', 'streamchat-tool-call-decision');
       this.duration.before(this.decided);
     }
     if (this.decided !== null) {
@@ -479,13 +467,13 @@ class ToolCallCard {
   }
 
   private makeAsk(): Ask {
-    const box = node('div', 'streamchat-tool-call-ask', 'streamchat-tool-call-ask');
-    const question = node('div', 'streamchat-tool-call-question');
-    const args = node('pre', 'streamchat-tool-call-ask-arguments');
+    const box = el('div', 'streamchat-tool-call-ask', 'streamchat-tool-call-ask');
+    const question = el('div', 'streamchat-tool-call-question');
+    const args = el('pre', 'streamchat-tool-call-ask-arguments');
     box.append(question, args);
-    const row = node('div', 'streamchat-tool-call-buttons');
+    const row = el('div', 'streamchat-tool-call-buttons');
     const buttons = BUTTONS.map(spec => {
-      const button = node('button', `streamchat-tool-call-button streamchat-${spec.decision}`);
+      const button = el('button', `streamchat-tool-call-button streamchat-${spec.decision}`);
       button.type = 'button';
       button.dataset.testid = spec.testid;
       button.textContent = spec.label;
@@ -499,9 +487,9 @@ class ToolCallCard {
       return button;
     });
     row.append(...buttons);
-    const note = node('div', 'streamchat-tool-call-ask-note');
+    const note = el('div', 'streamchat-tool-call-ask-note');
     note.setAttribute('role', 'status');
-    const answers = node('div', 'streamchat-tool-call-answers');
+    const answers = el('div', 'streamchat-tool-call-answers');
     answers.append(row, note);
     // The diff, when there is one, goes between the question and the answers.
     this.put(ASK, box);
@@ -544,7 +532,7 @@ export class ToolCallsView {
   private readonly waitingIds = new Set<string>();
 
   constructor(private readonly actions: ToolCallActions | null) {
-    this.el = node('div', 'streamchat-tool-calls', 'streamchat-tool-calls');
+    this.el = el('div', 'streamchat-tool-calls', 'streamchat-tool-calls');
   }
 
   /** Show these states, all in one pass: a known call's card changes in place, new calls'
